@@ -1,0 +1,120 @@
+"""Span attribute names: the contract between the span core and the exporter.
+
+The span core writes these attributes on every GenAI provider-call span; the exporter
+(``payi_otel.exporters``) reads only these, so no provider knowledge is needed after a span
+ends, and spans that arrive over OTLP from another process convert the same way.
+
+Two namespaces:
+
+* ``gen_ai.*``, ``server.*``, ``error.type``: OpenTelemetry GenAI semantic conventions, for what
+  they cover. ``gen_ai.usage.input_tokens`` is the *total* input, cache reads and writes included
+  (as the conventions require); ``gen_ai.usage.output_tokens`` includes reasoning tokens.
+* ``payi.*``: this project's own namespace: the business context, Pay-i's view of the call
+  (category, resource, units) and facts the conventions do not cover.
+
+Older spellings the exporter also reads are listed in ``LEGACY``.
+"""
+
+from __future__ import annotations
+
+# --- GenAI semantic conventions -------------------------------------------------------------
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"  # chat, text_completion, embeddings, ...
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"  # openai, azure.ai.openai, anthropic, aws.bedrock, ...
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"  # string[]
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"  # bool
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"  # total, cache included
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"  # total, reasoning included
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS = "gen_ai.usage.reasoning.output_tokens"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON string; only with content capture on
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON string; only with content capture on
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"  # fully qualified exception class name
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+
+# --- Pay-i view of the call -----------------------------------------------------------------
+PAYI_CATEGORY = "payi.category"  # e.g. system.openai, system.azureopenai
+PAYI_RESOURCE = "payi.resource"  # e.g. gpt-4o-mini (Azure: the mapped model)
+# Units, flattened: payi.units.<unit_type>.input / payi.units.<unit_type>.output (ints),
+# e.g. payi.units.text.input=70, payi.units.text_cache_read.input=30, payi.units.reasoning.output=20.
+PAYI_UNITS_PREFIX = "payi.units."
+PAYI_USAGE_COMPLETE = "payi.usage.complete"  # bool: False when the provider reported no (or partial) usage
+PAYI_USAGE_INCOMPLETE_REASON = "payi.usage.incomplete_reason"  # e.g. "stream ended early", "no usage in stream"
+PAYI_HTTP_STATUS_CODE = "payi.http_status_code"  # provider status; absent when the call failed without one
+PAYI_PROVIDER_RESPONSE_ID = "payi.provider_response_id"
+PAYI_PROVIDER_URI = "payi.provider_uri"  # the base URL the client called
+PAYI_LATENCY_MS = "payi.end_to_end_latency_ms"  # int; call start to response (streams: to stream end)
+PAYI_TIME_TO_FIRST_TOKEN_MS = "payi.time_to_first_token_ms"  # int; streams only
+PAYI_FUNCTION_CALLS = "payi.function_calls"  # JSON string: [{"name": ..., "arguments": "..."}]
+PAYI_FAILURE_DESCRIPTION = "payi.failure.description"  # failures without an HTTP status
+PAYI_INSTRUMENTED_MODULE = "payi.instrumented_module"  # e.g. openai/3.54.0
+PAYI_STREAM_OUTCOME = "payi.stream.outcome"  # completed | closed_early | error | abandoned
+
+# --- Business context (from track / track_context / global defaults) -----------------------
+PAYI_USE_CASE_NAME = "payi.use_case.name"
+PAYI_USE_CASE_ID = "payi.use_case.id"
+PAYI_USE_CASE_VERSION = "payi.use_case.version"  # int
+PAYI_USE_CASE_STEP = "payi.use_case.step"
+PAYI_USER_ID = "payi.user_id"
+PAYI_ACCOUNT_NAME = "payi.account_name"
+PAYI_REQUEST_TAGS = "payi.request_tags"  # string[]
+PAYI_LIMIT_IDS = "payi.limit_ids"  # string[]
+PAYI_RESOURCE_SCOPE = "payi.resource_scope"
+PAYI_PRICE_AS_CATEGORY = "payi.price_as.category"
+PAYI_PRICE_AS_RESOURCE = "payi.price_as.resource"
+# Properties, flattened: payi.request_properties.<key> / payi.use_case_properties.<key> (strings).
+PAYI_REQUEST_PROPERTIES_PREFIX = "payi.request_properties."
+PAYI_USE_CASE_PROPERTIES_PREFIX = "payi.use_case_properties."
+
+# --- Older spellings the exporter still reads (semconv churn) -------------------------------
+LEGACY = {
+    GEN_AI_PROVIDER_NAME: ("gen_ai.system",),
+    GEN_AI_USAGE_INPUT_TOKENS: ("gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens"),
+    GEN_AI_USAGE_OUTPUT_TOKENS: ("gen_ai.usage.completion_tokens", "llm.usage.completion_tokens"),
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("gen_ai.usage.cache_read_input_tokens",),
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: (
+        "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+    ),
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: ("gen_ai.usage.reasoning_tokens",),
+}
+
+# Provider names (gen_ai.provider.name / gen_ai.system values) -> Pay-i category.
+PROVIDER_CATEGORIES = {
+    "openai": "system.openai",
+    "azure.ai.openai": "system.azureopenai",
+    "az.ai.openai": "system.azureopenai",
+    "azure_openai": "system.azureopenai",
+    "anthropic": "system.anthropic",
+    "aws.bedrock": "system.aws.bedrock",
+    "aws_bedrock": "system.aws.bedrock",
+    "gcp.vertex_ai": "system.google.vertex",
+    "vertex_ai": "system.google.vertex",
+    "gcp.gemini": "system.google.vertex",
+    "gemini": "system.google.vertex",
+    "gcp.gen_ai": "system.google.vertex",
+}
+
+# Operations that are provider calls (an ingest event each); others (invoke_agent, execute_tool,
+# create_agent, ...) are not.
+PROVIDER_CALL_OPERATIONS = frozenset(
+    {
+        "chat",
+        "text_completion",
+        "embeddings",
+        "generate_content",
+        "image_generation",
+        "image_edit",
+        "audio_transcription",
+        "audio_translation",
+        "audio_speech",
+    }
+)
