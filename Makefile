@@ -22,7 +22,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .payi-otel .pytest_cache
