@@ -1,0 +1,257 @@
+"""Validation of business-context values (the keywords of ``track``, ``track_context``,
+``instrument`` and ``set_global_defaults``).
+
+Every check raises ``TypeError`` (wrong type) or ``ValueError`` (right type, bad value) with a
+message that starts with the parameter name and states the rule. ``None`` always means "not
+given" (inherit); the empty value of a field (``""``, an empty collection, ``{}``) means "clear".
+
+A validated layer is a plain dict holding only the keys that were given, normalized:
+collections become tuples (sets are sorted so the order is stable), property maps become
+fresh dicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, TypedDict
+
+USE_CASE_NAME_RULE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+REQUEST_TAG_RULE = re.compile(r"[A-Za-z0-9_-]+")
+RESOURCE_SCOPE_RULE = re.compile(r"global|(?:datazone|region)(?:\.[A-Za-z0-9_-]+)?")
+
+# The business-context keywords, in the order they appear in signatures and dicts.
+FIELDS = (
+    "use_case_name",
+    "use_case_id",
+    "use_case_version",
+    "use_case_step",
+    "user_id",
+    "account_name",
+    "request_tags",
+    "limit_ids",
+    "request_properties",
+    "use_case_properties",
+    "price_as_category",
+    "price_as_resource",
+    "resource_scope",
+)
+
+
+def _require_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: must be a string, got {type(value).__name__}")
+    return value
+
+
+def _use_case_name(value: Any) -> str:
+    value = _require_str("use_case_name", value)
+    if value and not USE_CASE_NAME_RULE.fullmatch(value):
+        raise ValueError(
+            f"use_case_name: {value!r} must be 1-64 characters of letters, digits, '.', '_' or '-' "
+            '(or "" to clear the use case)'
+        )
+    return value
+
+
+def _no_whitespace(name: str):
+    def check(value: Any) -> str:
+        value = _require_str(name, value)
+        if any(ch.isspace() for ch in value):
+            raise ValueError(f'{name}: {value!r} must not contain spaces (or be "" to clear it)')
+        return value
+
+    return check
+
+
+def _plain_str(name: str):
+    def check(value: Any) -> str:
+        return _require_str(name, value)
+
+    return check
+
+
+def _use_case_version(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"use_case_version: must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"use_case_version: {value} must be a non-negative integer")
+    return value
+
+
+def _resource_scope(value: Any) -> str:
+    value = _require_str("resource_scope", value)
+    if value and not RESOURCE_SCOPE_RULE.fullmatch(value):
+        raise ValueError(
+            f"resource_scope: {value!r} must be 'global', 'datazone', 'region', "
+            "'datazone.<name>' or 'region.<name>' (or \"\" to clear it)"
+        )
+    return value
+
+
+def _string_list(name: str, item_rule: str, item_check):
+    def check(value: Any) -> tuple[str, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+            raise TypeError(f"{name}: must be a list, tuple or set of strings, got {type(value).__name__}")
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        out: list[str] = []
+        for item in items:
+            if not isinstance(item, str):
+                raise TypeError(f"{name}: every entry must be a string, got {type(item).__name__}")
+            if not item_check(item):
+                raise ValueError(f"{name}: entry {item!r} {item_rule}")
+            if item not in out:
+                out.append(item)
+        return tuple(out)
+
+    return check
+
+
+def _limit_id_ok(item: str) -> bool:
+    return bool(item) and item == item.strip() and "," not in item
+
+
+def _properties(name: str):
+    def check(value: Any) -> dict[str, str | None]:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{name}: must be a dict of string keys to string (or None) values, got {type(value).__name__}")
+        out: dict[str, str | None] = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"{name}: keys must be non-empty strings, got {key!r}")
+            if item is not None and not isinstance(item, str):
+                raise TypeError(f"{name}: value of {key!r} must be a string or None, got {type(item).__name__}")
+            out[key] = item
+        return out
+
+    return check
+
+
+_CHECKS = {
+    "use_case_name": _use_case_name,
+    "use_case_id": _no_whitespace("use_case_id"),
+    "use_case_version": _use_case_version,
+    "use_case_step": _plain_str("use_case_step"),
+    "user_id": _no_whitespace("user_id"),
+    "account_name": _plain_str("account_name"),
+    "request_tags": _string_list(
+        "request_tags", "must be letters, digits, '_' or '-' only", REQUEST_TAG_RULE.fullmatch
+    ),
+    "limit_ids": _string_list(
+        "limit_ids", "must be a non-empty string without commas or surrounding spaces", _limit_id_ok
+    ),
+    "request_properties": _properties("request_properties"),
+    "use_case_properties": _properties("use_case_properties"),
+    "price_as_category": _plain_str("price_as_category"),
+    "price_as_resource": _plain_str("price_as_resource"),
+    "resource_scope": _resource_scope,
+}
+
+
+def validate_layer(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and normalize one context layer; keys whose value is ``None`` are dropped."""
+    layer: dict[str, Any] = {}
+    for key, value in values.items():
+        check = _CHECKS.get(key)
+        if check is None:
+            raise TypeError(f"{key}: unknown business-context keyword (known: {', '.join(FIELDS)})")
+        if value is not None:
+            layer[key] = check(value)
+    return layer
+
+
+class ContextLayer(TypedDict, total=False):
+    """The business-context keywords accepted by ``track``, ``track_context``, ``merge``,
+    ``set_global_defaults`` and ``instrument``. ``None`` inherits, an empty value clears."""
+
+    use_case_name: str | None
+    use_case_id: str | None
+    use_case_version: int | None
+    use_case_step: str | None
+    user_id: str | None
+    account_name: str | None
+    request_tags: Collection[str] | None
+    limit_ids: Collection[str] | None
+    request_properties: Mapping[str, str | None] | None
+    use_case_properties: Mapping[str, str | None] | None
+    price_as_category: str | None
+    price_as_resource: str | None
+    resource_scope: str | None
+
+
+# --- Pay-i per-call attribution headers (``extra_headers={"xProxy-User-ID": ...}``) ----------
+
+# Lower-cased header name -> (context keyword, kind).
+_HEADERS: dict[str, tuple[str, str]] = {
+    "xproxy-limit-ids": ("limit_ids", "list"),
+    "xproxy-request-tags": ("request_tags", "list"),
+    "xproxy-usecase-name": ("use_case_name", "str"),
+    "xproxy-usecase-id": ("use_case_id", "str"),
+    "xproxy-usecase-version": ("use_case_version", "int"),
+    "xproxy-usecase-step": ("use_case_step", "str"),
+    "xproxy-usecase-properties": ("use_case_properties", "props"),
+    "xproxy-request-properties": ("request_properties", "props"),
+    "xproxy-user-id": ("user_id", "str"),
+    "xproxy-account-name": ("account_name", "str"),
+    "xproxy-priceas-category": ("price_as_category", "str"),
+    "xproxy-priceas-resource": ("price_as_resource", "str"),
+    "xproxy-resource-scope": ("resource_scope", "str"),
+}
+
+
+def _parse_properties(header: str, raw: str) -> dict[str, str | None]:
+    text = raw.strip()
+    if not text.startswith("{"):
+        try:
+            text = base64.b64decode(text, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError(f"{header}: must be a JSON object or base64 of a JSON object") from None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{header}: must be a JSON object or base64 of a JSON object") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{header}: must be a JSON object, got {type(parsed).__name__}")
+    return {
+        str(k): v if v is None or isinstance(v, str) else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        for k, v in parsed.items()
+    }
+
+
+def layer_from_headers(headers: Mapping[str, str] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split Pay-i ``xProxy-*`` attribution headers (any letter case) from other headers.
+
+    Returns ``(layer_kwargs, remaining_headers)``: ``layer_kwargs`` is ready for
+    ``payi_otel.context.merge(parent, **layer_kwargs)``; ``remaining_headers`` holds every other
+    header unchanged (the input mapping is not modified). Limit ids and request tags are
+    comma-separated; properties are JSON or base64 JSON; an empty header value clears the field
+    (for ``xProxy-UseCase-Version`` an empty value is ignored). A malformed value raises
+    ``ValueError`` naming the header.
+    """
+    layer: dict[str, Any] = {}
+    remaining: dict[str, str] = {}
+    if not headers:
+        return layer, remaining
+    for name, raw in headers.items():
+        spec = _HEADERS.get(name.lower()) if isinstance(name, str) else None
+        if spec is None:
+            remaining[name] = raw
+            continue
+        key, kind = spec
+        value = raw if isinstance(raw, str) else str(raw)
+        if kind == "str":
+            layer[key] = value.strip()
+        elif kind == "list":
+            layer[key] = [item.strip() for item in value.split(",") if item.strip()]
+        elif kind == "int":
+            if value.strip():
+                try:
+                    layer[key] = int(value.strip())
+                except ValueError:
+                    raise ValueError(f"{name}: {value!r} must be an integer") from None
+        else:
+            layer[key] = _parse_properties(name, value) if value.strip() else {}
+    return layer, remaining
