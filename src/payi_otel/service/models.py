@@ -1,0 +1,151 @@
+"""Request and response models of the local Pay-i-compatible API (they also make /openapi.json)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Int32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
+OptInt32 = Annotated[int | None, Field(default=None, ge=0, le=2**31 - 1)]
+Properties = dict[str, str | None]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestUnits(_Strict):
+    input: Int32 = 0
+    output: Int32 = 0
+
+
+class Header(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    value: str | None = None
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str | None = None
+
+
+class IngestRequest(_Strict):
+    """One event for ``POST /api/v1/ingest``; attribution travels in ``xProxy-*`` headers."""
+
+    category: Annotated[str, Field(min_length=1)]
+    units: dict[str, IngestUnits]
+    resource: str | None = None
+    event_timestamp: datetime | None = None
+    end_to_end_latency_ms: OptInt32 = None
+    time_to_first_token_ms: OptInt32 = None
+    time_to_first_completion_token_ms: OptInt32 = None
+    http_status_code: Annotated[int | None, Field(default=None, ge=100, le=999)] = None
+    provider_uri: str | None = None
+    provider_request_json: str | None = None
+    provider_request_reasoning_json: str | None = None
+    provider_request_headers: list[Header] | None = None
+    provider_response_json: str | list[str] | None = None
+    provider_response_headers: list[Header] | None = None
+    provider_response_function_calls: list[FunctionCall] | None = None
+    provider_response_id: str | None = None
+    properties: Properties | None = None
+    use_case_properties: Properties | None = None
+
+
+class BulkIngestRequest(IngestRequest):
+    """One item of the bare JSON array of ``POST /api/v1/ingest/bulk``; attribution in the body."""
+
+    limit_ids: list[str] | None = None
+    request_tags: list[str] | None = None
+    user_id: str | None = None
+    use_case_id: str | None = None
+    use_case_name: str | None = None
+    use_case_version: int | None = None
+    use_case_step: str | None = None
+    account_name: str | None = None
+    scope: str | None = None
+
+
+class CostBase(BaseModel):
+    base: float
+
+
+class TotalCost(BaseModel):
+    base: float
+    overrun_base: float = 0.0
+
+
+class Cost(BaseModel):
+    currency: str = "usd"
+    input: CostBase
+    output: CostBase
+    total: TotalCost
+
+
+class LimitState(BaseModel):
+    state: str
+
+
+class XproxyResult(BaseModel):
+    request_id: str
+    use_case_name: str | None = None
+    use_case_id: str | None = None
+    use_case_version: int | None = None
+    use_case_step: str | None = None
+    user_id: str | None = None
+    account_name: str | None = None
+    request_tags: list[str] | None = None
+    resource_id: str | None = Field(None, description="Price snapshot used; null when the event is unpriced")
+    cost: Cost | None = Field(None, description="null when the service could not price the event (never $0)")
+    unknown_units: dict[str, dict[str, int]] = {}
+    limits: dict[str, LimitState] = {}
+    duplicate_request: bool = False
+    warnings: list[str] | None = None
+
+
+class IngestResponse(BaseModel):
+    request_id: str
+    event_timestamp: datetime
+    ingest_timestamp: datetime
+    xproxy_result: XproxyResult
+
+
+class XproxyError(BaseModel):
+    code: str
+    message: str
+
+
+class ApiError(BaseModel):
+    statusCode: int
+    message: str
+    xproxy_error: XproxyError
+
+
+class BulkItemError(BaseModel):
+    item_index: int
+    xproxy_result: ApiError
+
+
+class BulkIngestResponse(BaseModel):
+    request_id: str
+    ingest_timestamp: datetime
+    ingest_count: int
+    duplicate_count: int
+    error_count: int
+    item_error_count: int
+    total_count: int
+    errors: list[BulkItemError]
+
+
+class RequestResult(BaseModel):
+    xproxy_result: XproxyResult
+
+
+class PropertiesUpdate(_Strict):
+    properties: Properties
+
+
+class PropertiesResponse(BaseModel):
+    request_id: str

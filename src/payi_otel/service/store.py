@@ -1,0 +1,508 @@
+"""The local service's SQLite store: the one module that owns SQL.
+
+One file (``payi.db``) in the data directory, in WAL mode with ``synchronous=NORMAL``: a commit
+survives the process being killed, readers (the CLI, reports) never block the server, and the CLI can
+manage applications while the server runs. Every write that the API acknowledges is committed first.
+
+Tables: ``groups`` > ``applications`` > ``api_keys`` (two slots, SHA-256 digests only);
+``requests`` (one row per ingested event, with its xproxy_result) and ``request_tags``;
+``use_case_definitions`` / ``use_case_instances``; ``resource_versions`` (the price snapshot behind
+each ``resource_id``: genai-prices today, custom resource versions later); ``limits`` (per
+application; ingest checks limit ids against it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from payi_otel.service import keys
+
+DB_FILE = "payi.db"
+DEFAULT_NAME = "default"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS groups (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applications (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    group_id INTEGER NOT NULL REFERENCES groups(id),
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    slot INTEGER NOT NULL CHECK (slot IN (1, 2)),
+    key_hash TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, slot)
+);
+CREATE TABLE IF NOT EXISTS limits (
+    limit_id TEXT NOT NULL,
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    limit_name TEXT NOT NULL,
+    max REAL NOT NULL,
+    limit_type TEXT NOT NULL DEFAULT 'allow',
+    threshold REAL NOT NULL DEFAULT 1.0,
+    properties TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, limit_id)
+);
+CREATE TABLE IF NOT EXISTS use_case_definitions (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    description TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, name)
+);
+CREATE TABLE IF NOT EXISTS use_case_instances (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    use_case_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    properties TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, use_case_id)
+);
+CREATE TABLE IF NOT EXISTS resource_versions (
+    resource_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,            -- genai-prices | custom
+    category TEXT,
+    resource TEXT,
+    provider TEXT,
+    model TEXT,
+    prices TEXT NOT NULL,            -- human-readable (genai-prices) or JSON units (custom)
+    start_ms INTEGER,
+    end_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    event_ms INTEGER NOT NULL,
+    ingest_ms INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    resource TEXT,
+    resource_id TEXT,
+    provider_response_id TEXT,
+    dedupe_id TEXT,
+    use_case_name TEXT,
+    use_case_id TEXT,
+    use_case_version INTEGER,
+    use_case_step TEXT,
+    user_id TEXT,
+    account_name TEXT,
+    resource_scope TEXT,
+    http_status_code INTEGER,
+    failed INTEGER NOT NULL DEFAULT 0,
+    latency_ms INTEGER,
+    ttft_ms INTEGER,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    units TEXT NOT NULL,
+    cost_input REAL,                 -- NULL when the event could not be priced
+    cost_output REAL,
+    cost_total REAL,
+    unpriced_reason TEXT,
+    limit_ids TEXT,
+    properties TEXT,
+    provider_data TEXT,              -- provider_* fields; NULL when logging was disabled
+    result TEXT NOT NULL             -- the xproxy_result returned at ingest
+);
+CREATE UNIQUE INDEX IF NOT EXISTS requests_provider_id
+    ON requests (application_id, category, provider_response_id) WHERE provider_response_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
+    ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS requests_time ON requests (application_id, event_ms);
+CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
+CREATE TABLE IF NOT EXISTS request_tags (
+    request_row INTEGER NOT NULL REFERENCES requests(id),
+    tag TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS request_tags_row ON request_tags (request_row);
+"""
+
+_INSERT_REQUEST = """
+INSERT INTO requests (
+    request_id, application_id, event_ms, ingest_ms, category, resource, resource_id,
+    provider_response_id, dedupe_id, use_case_name, use_case_id, use_case_version, use_case_step,
+    user_id, account_name, resource_scope, http_status_code, failed, latency_ms, ttft_ms,
+    input_tokens, output_tokens, units, cost_input, cost_output, cost_total, unpriced_reason,
+    limit_ids, properties, provider_data, result
+) VALUES (
+    :request_id, :application_id, :event_ms, :ingest_ms, :category, :resource, :resource_id,
+    :provider_response_id, :dedupe_id, :use_case_name, :use_case_id, :use_case_version, :use_case_step,
+    :user_id, :account_name, :resource_scope, :http_status_code, :failed, :latency_ms, :ttft_ms,
+    :input_tokens, :output_tokens, :units, :cost_input, :cost_output, :cost_total, :unpriced_reason,
+    :limit_ids, :properties, :provider_data, :result
+)
+"""
+
+# Report dimensions -> SQL expression (the only place report columns are spelled in SQL).
+REPORT_DIMENSIONS: dict[str, str] = {
+    "application": "a.name",
+    "group": "g.name",
+    "use_case": "r.use_case_name",
+    "user": "r.user_id",
+    "account": "r.account_name",
+    "tag": "t.tag",
+    "category": "r.category",
+    "resource": "r.resource",
+    "day": "date(r.event_ms / 1000, 'unixepoch')",
+}
+
+
+class StoreError(Exception):
+    """A management operation on the store was refused; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    id: int
+    name: str
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    request_id: str
+    event_ms: int
+    ingest_ms: int
+    result: dict[str, Any]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    """All persistent state of the local service."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / DB_FILE
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA busy_timeout=10000")
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._known_resource_ids: set[str] = set()
+        self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "PRAGMA user_version=1; COMMIT;")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, committed unit of work (nested calls join the outer transaction)."""
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self._conn.execute("COMMIT")
+
+    # --- organization: groups, applications, keys -----------------------------------------
+    def create_application(self, name: str, group: str) -> tuple[Application, str]:
+        """Create ``name`` in ``group`` (created if new); returns the application and its key (slot 1)."""
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM applications WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"application {name!r} already exists")
+            c.execute("INSERT OR IGNORE INTO groups (name, created_ms) VALUES (?, ?)", (group, now_ms()))
+            group_id = c.execute("SELECT id FROM groups WHERE name = ?", (group,)).fetchone()[0]
+            cur = c.execute(
+                "INSERT INTO applications (name, group_id, created_ms) VALUES (?, ?, ?)", (name, group_id, now_ms())
+            )
+            app = Application(cur.lastrowid, name, group)
+            key = self._set_key(app.id, 1)
+        return app, key
+
+    def _set_key(self, application_id: int, slot: int) -> str:
+        key = keys.new_key()
+        self._conn.execute(
+            "INSERT OR REPLACE INTO api_keys (application_id, slot, key_hash, key_prefix, created_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (application_id, slot, keys.hash_key(key), keys.display_prefix(key), now_ms()),
+        )
+        return key
+
+    def rotate_key(self, name: str, slot: int) -> str:
+        """Replace key ``slot`` of application ``name``; the old key stops working at once."""
+        if slot not in keys.KEY_SLOTS:
+            raise StoreError(f"key slot must be one of {keys.KEY_SLOTS}, got {slot}")
+        with self.transaction():
+            app = self.application(name)
+            return self._set_key(app.id, slot)
+
+    def application(self, name: str) -> Application:
+        row = self._conn.execute(
+            "SELECT a.id, a.name, g.name FROM applications a JOIN groups g ON g.id = a.group_id WHERE a.name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no application named {name!r}")
+        return Application(*row)
+
+    def applications(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT a.id, a.name, g.name, a.created_ms FROM applications a JOIN groups g ON g.id = a.group_id"
+            " ORDER BY a.name"
+        ).fetchall()
+        out = []
+        for app_id, name, group, created in rows:
+            slots = self._conn.execute(
+                "SELECT slot, key_prefix, created_ms FROM api_keys WHERE application_id = ? ORDER BY slot", (app_id,)
+            ).fetchall()
+            requests = self._conn.execute(
+                "SELECT count(*) FROM requests WHERE application_id = ?", (app_id,)
+            ).fetchone()[0]
+            out.append(
+                {
+                    "name": name,
+                    "group": group,
+                    "created_ms": created,
+                    "requests": requests,
+                    "keys": [{"slot": s, "prefix": p, "created_ms": t} for s, p, t in slots],
+                }
+            )
+        return out
+
+    def has_applications(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM applications LIMIT 1").fetchone() is not None
+
+    def authenticate(self, key: str) -> Application | None:
+        """The application ``key`` belongs to, or None."""
+        digest = keys.hash_key(key)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT a.id, a.name, g.name, k.key_hash FROM api_keys k JOIN applications a ON a.id = k.application_id"
+                " JOIN groups g ON g.id = a.group_id WHERE k.key_hash = ?",
+                (digest,),
+            ).fetchone()
+        if row is None or not keys.matches(key, row[3]):
+            return None
+        return Application(row[0], row[1], row[2])
+
+    # --- ingest ----------------------------------------------------------------------------
+    def find_duplicate(
+        self, application_id: int, category: str, provider_response_id: str | None, dedupe_id: str | None
+    ) -> StoredRequest | None:
+        c = self._conn
+        row = None
+        if dedupe_id is not None:
+            row = c.execute(
+                "SELECT request_id, event_ms, ingest_ms, result FROM requests WHERE application_id = ? AND dedupe_id = ?",
+                (application_id, dedupe_id),
+            ).fetchone()
+        if row is None and provider_response_id is not None:
+            row = c.execute(
+                "SELECT request_id, event_ms, ingest_ms, result FROM requests"
+                " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
+                (application_id, category, provider_response_id),
+            ).fetchone()
+        return None if row is None else StoredRequest(row[0], row[1], row[2], json.loads(row[3]))
+
+    def unknown_limit_ids(self, application_id: int, limit_ids: list[str]) -> list[str]:
+        """The ids in ``limit_ids`` that are not limits of this application."""
+        if not limit_ids:
+            return []
+        marks = ",".join("?" * len(limit_ids))
+        known = {
+            r[0]
+            for r in self._conn.execute(
+                f"SELECT limit_id FROM limits WHERE application_id = ? AND limit_id IN ({marks})",
+                (application_id, *limit_ids),
+            )
+        }
+        return [i for i in limit_ids if i not in known]
+
+    def use_case_instance(
+        self,
+        application_id: int,
+        name: str,
+        use_case_id: str | None,
+        version: int | None,
+        properties: dict[str, str | None] | None,
+    ) -> tuple[str, int]:
+        """Attach to (or create) a use case instance; creates the definition (version 1) on first sight."""
+        c = self._conn
+        ts = now_ms()
+        c.execute(
+            "INSERT OR IGNORE INTO use_case_definitions (application_id, name, version, created_ms) VALUES (?, ?, 1, ?)",
+            (application_id, name, ts),
+        )
+        if version is None:
+            version = c.execute(
+                "SELECT version FROM use_case_definitions WHERE application_id = ? AND name = ?", (application_id, name)
+            ).fetchone()[0]
+        if use_case_id is None:
+            use_case_id = str(uuid.uuid4())
+            existing = None
+        else:
+            existing = c.execute(
+                "SELECT properties FROM use_case_instances WHERE application_id = ? AND use_case_id = ?",
+                (application_id, use_case_id),
+            ).fetchone()
+        if existing is None:
+            merged = _merge_properties({}, properties)
+            c.execute(
+                "INSERT INTO use_case_instances (application_id, use_case_id, name, version, properties, created_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (application_id, use_case_id, name, version, _dumps(merged), ts),
+            )
+        elif properties:
+            merged = _merge_properties(json.loads(existing[0] or "{}"), properties)
+            c.execute(
+                "UPDATE use_case_instances SET properties = ? WHERE application_id = ? AND use_case_id = ?",
+                (_dumps(merged), application_id, use_case_id),
+            )
+        return use_case_id, version
+
+    def use_case_instance_properties(self, application_id: int, use_case_id: str) -> dict[str, str] | None:
+        row = self._conn.execute(
+            "SELECT properties FROM use_case_instances WHERE application_id = ? AND use_case_id = ?",
+            (application_id, use_case_id),
+        ).fetchone()
+        return None if row is None else json.loads(row[0] or "{}")
+
+    def remember_resource_version(self, version: dict[str, Any], category: str, resource: str | None) -> None:
+        rid = version["resource_id"]
+        if rid in self._known_resource_ids:
+            return
+        self._conn.execute(
+            "INSERT OR IGNORE INTO resource_versions (resource_id, source, category, resource, provider, model, prices)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, version["source"], category, resource, version["provider"], version["model"], version["prices"]),
+        )
+        self._known_resource_ids.add(rid)
+
+    def insert_request(self, row: dict[str, Any], tags: list[str]) -> None:
+        """Insert one event row (column -> value, see ``_INSERT_REQUEST``) and its tags."""
+        cur = self._conn.execute(_INSERT_REQUEST, row)
+        if tags:
+            self._conn.executemany(
+                "INSERT INTO request_tags (request_row, tag) VALUES (?, ?)", [(cur.lastrowid, t) for t in tags]
+            )
+
+    # --- requests API ---------------------------------------------------------------------
+    def request_result(
+        self,
+        application_id: int,
+        request_id: str | None = None,
+        category: str | None = None,
+        provider_response_id: str | None = None,
+    ) -> StoredRequest | None:
+        """A stored request of this application, by request id or by (category, provider response id)."""
+        with self._lock:
+            if request_id is not None:
+                row = self._conn.execute(
+                    "SELECT request_id, event_ms, ingest_ms, result FROM requests"
+                    " WHERE application_id = ? AND request_id = ?",
+                    (application_id, request_id),
+                ).fetchone()
+            else:
+                row = self._conn.execute(
+                    "SELECT request_id, event_ms, ingest_ms, result FROM requests"
+                    " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
+                    (application_id, category, provider_response_id),
+                ).fetchone()
+        return None if row is None else StoredRequest(row[0], row[1], row[2], json.loads(row[3]))
+
+    def request_properties(self, application_id: int, request_id: str) -> dict[str, str] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT properties FROM requests WHERE application_id = ? AND request_id = ?",
+                (application_id, request_id),
+            ).fetchone()
+        return None if row is None else json.loads(row[0] or "{}")
+
+    def update_request_properties(
+        self, application_id: int, request_id: str, properties: dict[str, str | None]
+    ) -> bool:
+        """Merge ``properties`` into a request's (a None value deletes the key); False if not found."""
+        with self.transaction() as c:
+            row = c.execute(
+                "SELECT properties FROM requests WHERE application_id = ? AND request_id = ?",
+                (application_id, request_id),
+            ).fetchone()
+            if row is None:
+                return False
+            merged = _merge_properties(json.loads(row[0] or "{}"), properties)
+            c.execute(
+                "UPDATE requests SET properties = ? WHERE application_id = ? AND request_id = ?",
+                (_dumps(merged), application_id, request_id),
+            )
+        return True
+
+    # --- reports ----------------------------------------------------------------------------
+    def report_rows(
+        self, dimensions: list[str], since_ms: int | None, until_ms: int | None
+    ) -> Iterator[tuple[Any, ...]]:
+        """Per request: (*dimension values, cost_total|None, input_tokens, output_tokens, failed, latency_ms).
+
+        A request with several tags yields one row per tag when grouping by tag.
+        """
+        exprs = [REPORT_DIMENSIONS[d] for d in dimensions]
+        sql = [
+            "SELECT",
+            ", ".join([*exprs, "r.cost_total", "r.input_tokens", "r.output_tokens", "r.failed", "r.latency_ms"]),
+            "FROM requests r JOIN applications a ON a.id = r.application_id JOIN groups g ON g.id = a.group_id",
+        ]
+        if "tag" in dimensions:
+            sql.append("LEFT JOIN request_tags t ON t.request_row = r.id")
+        where, params = [], []
+        if since_ms is not None:
+            where.append("r.event_ms >= ?")
+            params.append(since_ms)
+        if until_ms is not None:
+            where.append("r.event_ms < ?")
+            params.append(until_ms)
+        if where:
+            sql.append("WHERE " + " AND ".join(where))
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            yield from reader.execute(" ".join(sql), params)
+        finally:
+            reader.close()
+
+
+def _merge_properties(current: dict[str, str], update: dict[str, str | None] | None) -> dict[str, str]:
+    merged = dict(current)
+    for k, v in (update or {}).items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return merged
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
