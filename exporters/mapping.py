@@ -1,0 +1,331 @@
+"""Finished GenAI span -> Pay-i ingest event, and the two wire forms of an event. Pure, no I/O.
+
+:func:`event_from_view` builds one event dict that carries every field both ingest forms need:
+the ``IngestRequest`` body fields plus the attribution (``use_case_*``, ``user_id``,
+``account_name``, ``request_tags``, ``limit_ids``, ``resource_scope``) and ``instrumented_module``.
+:func:`render_single` and :func:`render_bulk_item` turn that into what ``POST /api/v1/ingest``
+(attribution as ``xProxy-*`` headers, ``?id=``) and ``POST /api/v1/ingest/bulk`` (attribution in
+the body, ``scope`` instead of ``resource_scope``) expect.
+
+Decisions worth knowing:
+
+* ``provider_response_id`` is the provider's id when the span has one, else ``payi_<uuid>`` where
+  the uuid is derived from the trace and span ids, so exporting the same span twice yields the same
+  id and the server's dedupe keeps one event.
+* Price-as overrides replace ``category``/``resource`` in the event (as Pay-i's SDK does in ingest
+  mode); the values they replaced are kept as the properties ``system.original_category`` /
+  ``system.original_resource`` so the provider's own model stays visible.
+* Failures without a provider HTTP status get ``http_status_code`` 299 and the properties
+  ``system.failure`` (short exception class name) and ``system.failure.description``.
+* Usage the span marks incomplete (``payi.usage.complete=false``), and foreign spans without any
+  token counts, carry ``system.usage_incomplete="true"`` and ``system.usage_incomplete.reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from payi_otel import attributes as A
+from payi_otel.units import Usage, to_units
+
+from .views import SpanView, view_from_readable_span
+
+__all__ = [
+    "ATTRIBUTION_FIELDS",
+    "event_from_span",
+    "event_from_view",
+    "event_id",
+    "render_bulk_item",
+    "render_single",
+]
+
+UNKNOWN_RESOURCE = "system.unknown_model"
+FAILURE_STATUS = 299  # Pay-i's status for failures that have no HTTP status
+
+# Event keys that are attribution: headers in the single form, body fields in the bulk form.
+ATTRIBUTION_FIELDS = (
+    "use_case_name",
+    "use_case_id",
+    "use_case_version",
+    "use_case_step",
+    "user_id",
+    "account_name",
+    "request_tags",
+    "limit_ids",
+    "resource_scope",
+)
+_HEADER_NAMES = {
+    "use_case_name": "xProxy-UseCase-Name",
+    "use_case_id": "xProxy-UseCase-ID",
+    "use_case_version": "xProxy-UseCase-Version",
+    "use_case_step": "xProxy-UseCase-Step",
+    "user_id": "xProxy-User-ID",
+    "account_name": "xProxy-Account-Name",
+    "request_tags": "xProxy-Request-Tags",
+    "limit_ids": "xProxy-Limit-IDs",
+    "resource_scope": "xProxy-Resource-Scope",
+    "instrumented_module": "xProxy-Instrumented-Module",
+}
+_NOT_IN_BODY = frozenset(ATTRIBUTION_FIELDS) | {"instrumented_module"}
+
+_SCALAR_ATTRIBUTION = (
+    (A.PAYI_USE_CASE_NAME, "use_case_name"),
+    (A.PAYI_USE_CASE_ID, "use_case_id"),
+    (A.PAYI_USE_CASE_STEP, "use_case_step"),
+    (A.PAYI_USER_ID, "user_id"),
+    (A.PAYI_ACCOUNT_NAME, "account_name"),
+    (A.PAYI_RESOURCE_SCOPE, "resource_scope"),
+    (A.PAYI_INSTRUMENTED_MODULE, "instrumented_module"),
+)
+
+_UNITS_PREFIX = A.PAYI_UNITS_PREFIX
+_REQ_PREFIX = A.PAYI_REQUEST_PROPERTIES_PREFIX
+_UC_PREFIX = A.PAYI_USE_CASE_PROPERTIES_PREFIX
+_UNITS_LEN = len(_UNITS_PREFIX)
+_REQ_LEN = len(_REQ_PREFIX)
+_UC_LEN = len(_UC_PREFIX)
+
+
+def _get(attrs: Mapping[str, Any], key: str) -> Any:
+    """Attribute ``key`` under its current spelling or any older one in ``attributes.LEGACY``."""
+    value = attrs.get(key)
+    if value is None:
+        for old in A.LEGACY.get(key, ()):
+            value = attrs.get(old)
+            if value is not None:
+                break
+    return value
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    return [s for s in (str(v).strip() for v in value) if s]
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return None
+
+
+def event_id(view: SpanView) -> str:
+    """``payi_<uuid>`` derived from the trace and span ids: stable for the same span."""
+    digest = hashlib.blake2b(
+        view.trace_id.to_bytes(16, "big") + view.span_id.to_bytes(8, "big"), digest_size=16
+    ).digest()
+    return "payi_" + str(uuid.UUID(bytes=digest, version=4))
+
+
+def _category(attrs: Mapping[str, Any]) -> str | None:
+    category = attrs.get(A.PAYI_CATEGORY)
+    if category:
+        return str(category)
+    operation = attrs.get(A.GEN_AI_OPERATION_NAME)
+    if operation not in A.PROVIDER_CALL_OPERATIONS:
+        return None
+    provider = _get(attrs, A.GEN_AI_PROVIDER_NAME)
+    return A.PROVIDER_CATEGORIES.get(provider) if isinstance(provider, str) else None
+
+
+def _units_from_semconv(attrs: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    usage = Usage(
+        input_tokens=_int(_get(attrs, A.GEN_AI_USAGE_INPUT_TOKENS)),
+        output_tokens=_int(_get(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS)),
+        cache_read_tokens=_int(_get(attrs, A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
+        cache_write_tokens=_int(_get(attrs, A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0,
+        reasoning_tokens=_int(_get(attrs, A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0,
+    )
+    return to_units(usage)
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+
+
+def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str, Any] | None:
+    """The ingest event for ``view``, or ``None`` when the span is not a GenAI provider call.
+
+    Message content (``provider_request_json`` / ``provider_response_json``) is included only
+    when the span carries it and ``include_content`` is true.
+    """
+    attrs = view.attributes
+    category = _category(attrs)
+    if category is None:
+        return None
+
+    units: dict[str, dict[str, int]] = {}
+    properties: dict[str, str] = {}
+    use_case_properties: dict[str, str] = {}
+    for key, value in attrs.items():
+        if not key.startswith("payi."):
+            continue
+        if key.startswith(_UNITS_PREFIX):
+            unit, _, direction = key[_UNITS_LEN:].rpartition(".")
+            count = _int(value)
+            if unit and direction in ("input", "output") and count is not None:
+                units.setdefault(unit, {"input": 0, "output": 0})[direction] = count
+        elif key.startswith(_REQ_PREFIX):
+            properties[key[_REQ_LEN:]] = str(value)
+        elif key.startswith(_UC_PREFIX):
+            use_case_properties[key[_UC_LEN:]] = str(value)
+
+    usage_complete = _flag(attrs.get(A.PAYI_USAGE_COMPLETE))
+    incomplete_reason = attrs.get(A.PAYI_USAGE_INCOMPLETE_REASON)
+    if not units:
+        units = _units_from_semconv(attrs)
+        if not units and usage_complete is None:
+            usage_complete, incomplete_reason = False, incomplete_reason or "no usage reported"
+    if usage_complete is False:
+        properties["system.usage_incomplete"] = "true"
+        properties["system.usage_incomplete.reason"] = str(incomplete_reason or "usage not reported in full")
+
+    resource = (
+        attrs.get(A.PAYI_RESOURCE)
+        or attrs.get(A.GEN_AI_REQUEST_MODEL)
+        or attrs.get(A.GEN_AI_RESPONSE_MODEL)
+        or UNKNOWN_RESOURCE
+    )
+    price_as_category = attrs.get(A.PAYI_PRICE_AS_CATEGORY)
+    if price_as_category and price_as_category != category:
+        properties["system.original_category"] = category
+        category = str(price_as_category)
+    price_as_resource = attrs.get(A.PAYI_PRICE_AS_RESOURCE)
+    if price_as_resource and price_as_resource != resource:
+        properties["system.original_resource"] = str(resource)
+        resource = price_as_resource
+
+    status = _int(attrs.get(A.PAYI_HTTP_STATUS_CODE))
+    if status is None:
+        status = _int(attrs.get(A.HTTP_RESPONSE_STATUS_CODE))
+    error_type = attrs.get(A.ERROR_TYPE)
+    if status is None:
+        if error_type or view.is_error:
+            status = FAILURE_STATUS
+            failure = str(error_type or "error").rsplit(".", 1)[-1]
+            properties["system.failure"] = failure
+            description = attrs.get(A.PAYI_FAILURE_DESCRIPTION) or view.status_message
+            if description:
+                properties["system.failure.description"] = str(description)
+        else:
+            status = 200
+
+    latency = _int(attrs.get(A.PAYI_LATENCY_MS))
+    if latency is None:
+        latency = max(view.end_ns - view.start_ns, 0) // 1_000_000
+
+    event: dict[str, Any] = {
+        "category": category,
+        "resource": str(resource),
+        "units": units,
+        "event_timestamp": _iso(view.start_ns),
+        "end_to_end_latency_ms": latency,
+        "http_status_code": status,
+        "provider_response_id": str(
+            attrs.get(A.PAYI_PROVIDER_RESPONSE_ID) or attrs.get(A.GEN_AI_RESPONSE_ID) or event_id(view)
+        ),
+    }
+    ttft = _int(attrs.get(A.PAYI_TIME_TO_FIRST_TOKEN_MS))
+    if ttft is not None:
+        event["time_to_first_token_ms"] = ttft
+    provider_uri = attrs.get(A.PAYI_PROVIDER_URI)
+    if provider_uri:
+        event["provider_uri"] = str(provider_uri)
+    calls = _function_calls(attrs.get(A.PAYI_FUNCTION_CALLS))
+    if calls:
+        event["provider_response_function_calls"] = calls
+    if include_content:
+        request_json = attrs.get(A.GEN_AI_INPUT_MESSAGES)
+        if request_json:
+            event["provider_request_json"] = str(request_json)
+        response_json = attrs.get(A.GEN_AI_OUTPUT_MESSAGES)
+        if response_json:
+            event["provider_response_json"] = str(response_json)
+    if properties:
+        event["properties"] = properties
+    if use_case_properties:
+        event["use_case_properties"] = use_case_properties
+
+    for attr, field in _SCALAR_ATTRIBUTION:
+        value = attrs.get(attr)
+        if value is not None and value != "":
+            event[field] = str(value)
+    version = _int(attrs.get(A.PAYI_USE_CASE_VERSION))
+    if version is not None:
+        event["use_case_version"] = version
+    tags = _strings(attrs.get(A.PAYI_REQUEST_TAGS))
+    if tags:
+        event["request_tags"] = tags
+    limit_ids = _strings(attrs.get(A.PAYI_LIMIT_IDS))
+    if limit_ids:
+        event["limit_ids"] = limit_ids
+    return event
+
+
+def _function_calls(raw: Any) -> list[dict[str, Any]]:
+    if not raw:
+        return []
+    try:
+        calls = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return []
+    out = []
+    for call in calls if isinstance(calls, list) else ():
+        if isinstance(call, Mapping) and call.get("name"):
+            arguments = call.get("arguments")
+            if arguments is not None and not isinstance(arguments, str):
+                arguments = json.dumps(arguments)
+            out.append({"name": str(call["name"]), "arguments": arguments})
+    return out
+
+
+def event_from_span(span: Any, *, include_content: bool = True) -> dict[str, Any] | None:
+    """:func:`event_from_view` for an SDK ``ReadableSpan``."""
+    return event_from_view(view_from_readable_span(span), include_content=include_content)
+
+
+# --- the two wire forms ---------------------------------------------------------------------
+
+
+def _header_value(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def render_single(event: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """``(query params, headers, body)`` for ``POST /api/v1/ingest``.
+
+    Attribution travels as ``xProxy-*`` headers, the event id as ``?id=``; the body holds only
+    ``IngestRequest`` fields.
+    """
+    headers = {_HEADER_NAMES[k]: _header_value(v) for k, v in event.items() if k in _HEADER_NAMES}
+    body = {k: v for k, v in event.items() if k not in _NOT_IN_BODY}
+    return {"id": event["provider_response_id"]}, headers, body
+
+
+def render_bulk_item(event: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``BulkIngestRequest`` item for ``POST /api/v1/ingest/bulk`` (attribution in the body)."""
+    item = {k: v for k, v in event.items() if k != "instrumented_module" and k != "resource_scope"}
+    scope = event.get("resource_scope")
+    if scope is not None:
+        item["scope"] = scope
+    return item

@@ -1,0 +1,379 @@
+"""Span -> Pay-i ingest event mapping, for SDK spans and spans that arrive over OTLP."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+from payi_otel import attributes as A
+from payi_otel.exporters import (
+    OtlpDecodeError,
+    event_from_span,
+    event_from_view,
+    render_bulk_item,
+    render_single,
+    spans_from_otlp_request,
+)
+
+BASE = {
+    A.GEN_AI_OPERATION_NAME: "chat",
+    A.GEN_AI_PROVIDER_NAME: "openai",
+    A.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+    A.PAYI_CATEGORY: "system.openai",
+    A.PAYI_RESOURCE: "gpt-4o-mini",
+    A.PAYI_HTTP_STATUS_CODE: 200,
+    A.PAYI_PROVIDER_RESPONSE_ID: "chatcmpl-1",
+    "payi.units.text.input": 70,
+    "payi.units.text.output": 30,
+}
+
+
+@pytest.fixture()
+def make_span():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    def make(attributes, status=None, start_ns=1_700_000_000_123_456_789, duration_ns=250_000_000, name="chat gpt-4o-mini"):
+        span = tracer.start_span(name, attributes=attributes, start_time=start_ns)
+        if status is not None:
+            span.set_status(status)
+        span.end(end_time=start_ns + duration_ns)
+        return exporter.get_finished_spans()[-1]
+
+    yield make
+    provider.shutdown()
+
+
+def otlp_json(spans) -> dict:
+    """The OTLP/JSON encoding of ``spans`` (hex ids, as the OTLP JSON spec requires)."""
+    message = json_format.MessageToDict(encode_spans(spans))
+    for rs in message["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return message
+
+
+# --- the three span forms --------------------------------------------------------------------
+
+
+def test_readable_span_otlp_protobuf_and_otlp_json_give_identical_events(make_span):
+    attrs = {
+        **BASE,
+        "payi.units.text_cache_read.input": 5,
+        A.PAYI_REQUEST_TAGS: ("a", "b"),
+        A.PAYI_LIMIT_IDS: ("lim-1",),
+        A.PAYI_USE_CASE_VERSION: 3,
+        A.PAYI_USAGE_COMPLETE: True,
+        A.PAYI_LATENCY_MS: 240,
+        A.PAYI_TIME_TO_FIRST_TOKEN_MS: 12,
+        A.PAYI_FUNCTION_CALLS: json.dumps([{"name": "f", "arguments": "{}"}]),
+        "payi.request_properties.team": "blue",
+        "payi.use_case_properties.tier": "gold",
+        A.GEN_AI_INPUT_MESSAGES: json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]),
+    }
+    failed_attrs = {k: v for k, v in BASE.items() if k not in (A.PAYI_HTTP_STATUS_CODE, A.PAYI_PROVIDER_RESPONSE_ID)}
+    failed_attrs[A.ERROR_TYPE] = "httpx.ConnectTimeout"
+    spans = [
+        make_span(attrs),
+        make_span(failed_attrs, status=Status(StatusCode.ERROR, "timed out")),
+        make_span({"http.request.method": "GET"}),  # not GenAI
+    ]
+    from_sdk = [event_from_span(s) for s in spans]
+    from_proto = [event_from_view(v) for v in spans_from_otlp_request(encode_spans(spans).SerializeToString(), "application/x-protobuf")]
+    body = json.dumps(otlp_json(spans)).encode()
+    from_json = [event_from_view(v) for v in spans_from_otlp_request(body, "application/json; charset=utf-8")]
+    from_dict = [event_from_view(v) for v in spans_from_otlp_request(otlp_json(spans))]
+    assert from_sdk[0] is not None and from_sdk[1] is not None and from_sdk[2] is None
+    assert from_proto == from_sdk
+    assert from_json == from_sdk
+    assert from_dict == from_sdk
+    # the generated id of the failed call is the same whatever form the span came in
+    assert from_proto[1]["provider_response_id"].startswith("payi_")
+
+
+@pytest.mark.parametrize(
+    "body, content_type, message",
+    [
+        (b"{not json", "application/json", "not valid OTLP/JSON"),
+        (b"[]", "application/json", "must be an object"),
+        (b"\xff\xff\xff", "application/x-protobuf", "not a valid OTLP protobuf"),
+        (b"x", "text/plain", "Content-Type 'text/plain'"),
+        (json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}).encode(), "application/json", "span.traceId"),
+    ],
+)
+def test_bad_otlp_bodies_raise_a_clear_error(body, content_type, message):
+    with pytest.raises(OtlpDecodeError, match=message):
+        spans_from_otlp_request(body, content_type)
+
+
+# --- fields ----------------------------------------------------------------------------------
+
+
+def test_core_fields(make_span):
+    event = event_from_span(make_span({**BASE, A.PAYI_PROVIDER_URI: "https://api.openai.com/v1/"}))
+    assert event["category"] == "system.openai"
+    assert event["resource"] == "gpt-4o-mini"
+    assert event["units"] == {"text": {"input": 70, "output": 30}}
+    assert event["http_status_code"] == 200
+    assert event["provider_response_id"] == "chatcmpl-1"
+    assert event["provider_uri"] == "https://api.openai.com/v1/"
+    ts = datetime.fromisoformat(event["event_timestamp"])
+    assert ts.utcoffset().total_seconds() == 0
+    assert ts.timestamp() == pytest.approx(1_700_000_000.123456, abs=1e-6)  # span start, not end
+    assert event["end_to_end_latency_ms"] == 250  # span duration when the span has no latency attribute
+    assert "time_to_first_token_ms" not in event
+    assert "properties" not in event
+
+
+def test_latency_and_ttft_attributes_win_over_duration(make_span):
+    event = event_from_span(make_span({**BASE, A.PAYI_LATENCY_MS: 1234, A.PAYI_TIME_TO_FIRST_TOKEN_MS: 77}))
+    assert event["end_to_end_latency_ms"] == 1234
+    assert event["time_to_first_token_ms"] == 77
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["text", "text_cache_read", "text_cache_write", "text_cache_write_1h", "reasoning", "audio", "vision", "image", "web_search_request", "text_large_context"],
+)
+def test_every_unit_type_is_carried(make_span, unit):
+    attrs = {k: v for k, v in BASE.items() if not k.startswith("payi.units.")}
+    attrs[f"payi.units.{unit}.input"] = 11
+    attrs[f"payi.units.{unit}.output"] = 4
+    assert event_from_span(make_span(attrs))["units"] == {unit: {"input": 11, "output": 4}}
+
+
+def test_units_with_one_direction_get_zero_for_the_other(make_span):
+    attrs = {**BASE, "payi.units.reasoning.output": 20, "payi.units.text_cache_read.input": 30}
+    units = event_from_span(make_span(attrs))["units"]
+    assert units == {"text": {"input": 70, "output": 30}, "reasoning": {"input": 0, "output": 20}, "text_cache_read": {"input": 30, "output": 0}}
+
+
+def test_foreign_span_units_come_from_semconv_token_counts(make_span):
+    # an OTel GenAI span from another instrumentation: no payi.* at all
+    attrs = {
+        A.GEN_AI_OPERATION_NAME: "chat",
+        A.GEN_AI_PROVIDER_NAME: "openai",
+        A.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        A.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+        A.GEN_AI_RESPONSE_ID: "chatcmpl-9",
+        A.GEN_AI_USAGE_INPUT_TOKENS: 100,  # inclusive of the 30 cached
+        A.GEN_AI_USAGE_OUTPUT_TOKENS: 50,  # inclusive of the 20 reasoning
+        A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 30,
+        A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 20,
+        A.HTTP_RESPONSE_STATUS_CODE: 200,
+    }
+    event = event_from_span(make_span(attrs))
+    assert event["category"] == "system.openai"
+    assert event["resource"] == "gpt-4o"
+    assert event["provider_response_id"] == "chatcmpl-9"
+    assert event["units"] == {"text": {"input": 70, "output": 30}, "text_cache_read": {"input": 30, "output": 0}, "reasoning": {"input": 0, "output": 20}}
+    assert "properties" not in event
+
+
+def test_older_semconv_spellings_are_read(make_span):
+    attrs = {
+        A.GEN_AI_OPERATION_NAME: "chat",
+        "gen_ai.system": "anthropic",
+        A.GEN_AI_REQUEST_MODEL: "claude-sonnet-4",
+        "gen_ai.usage.prompt_tokens": 120,
+        "gen_ai.usage.completion_tokens": 9,
+        "gen_ai.usage.cache_read_input_tokens": 20,
+        "gen_ai.usage.cache_creation_input_tokens": 40,
+    }
+    event = event_from_span(make_span(attrs))
+    assert event["category"] == "system.anthropic"
+    assert event["units"] == {"text": {"input": 60, "output": 9}, "text_cache_read": {"input": 20, "output": 0}, "text_cache_write": {"input": 40, "output": 0}}
+
+
+def test_category_from_provider_name_when_span_has_no_payi_category(make_span):
+    attrs = {A.GEN_AI_OPERATION_NAME: "embeddings", A.GEN_AI_PROVIDER_NAME: "azure.ai.openai", A.GEN_AI_REQUEST_MODEL: "emb", A.GEN_AI_USAGE_INPUT_TOKENS: 8}
+    event = event_from_span(make_span(attrs))
+    assert event["category"] == "system.azureopenai"
+    assert event["units"] == {"text": {"input": 8, "output": 0}}
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"http.request.method": "POST", "url.full": "https://api.openai.com/v1/chat/completions"},
+        {A.GEN_AI_OPERATION_NAME: "invoke_agent", A.GEN_AI_PROVIDER_NAME: "openai"},  # not a provider call
+        {A.GEN_AI_OPERATION_NAME: "execute_tool"},
+        {A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "some-unknown-vendor"},
+        {A.GEN_AI_OPERATION_NAME: "chat"},
+    ],
+)
+def test_spans_that_are_not_genai_provider_calls_are_ignored(make_span, attrs):
+    assert event_from_span(make_span(attrs)) is None
+
+
+def test_missing_model_gives_the_unknown_model_resource(make_span):
+    attrs = {A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai", A.GEN_AI_USAGE_INPUT_TOKENS: 1}
+    assert event_from_span(make_span(attrs))["resource"] == "system.unknown_model"
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def test_failure_with_provider_status_keeps_that_status(make_span):
+    attrs = {**BASE, A.PAYI_HTTP_STATUS_CODE: 429, A.ERROR_TYPE: "openai.RateLimitError"}
+    for key in [k for k in attrs if k.startswith("payi.units.")]:
+        del attrs[key]
+    event = event_from_span(make_span(attrs, status=Status(StatusCode.ERROR, "rate limited")))
+    assert event["http_status_code"] == 429
+    assert event["provider_response_id"] == "chatcmpl-1"
+    assert "system.failure" not in event.get("properties", {})
+
+
+def test_failure_without_status_is_299_with_failure_properties(make_span):
+    attrs = {k: v for k, v in BASE.items() if k not in (A.PAYI_HTTP_STATUS_CODE, A.PAYI_PROVIDER_RESPONSE_ID) and not k.startswith("payi.units.")}
+    attrs[A.ERROR_TYPE] = "openai.APITimeoutError"
+    attrs[A.PAYI_FAILURE_DESCRIPTION] = "request=POST https://api.openai.com/v1/chat/completions"
+    attrs[A.PAYI_USAGE_COMPLETE] = False
+    attrs[A.PAYI_USAGE_INCOMPLETE_REASON] = "call failed"
+    span = make_span(attrs, status=Status(StatusCode.ERROR, "Request timed out."))
+    event = event_from_span(span)
+    assert event["http_status_code"] == 299
+    assert event["properties"]["system.failure"] == "APITimeoutError"
+    assert event["properties"]["system.failure.description"] == "request=POST https://api.openai.com/v1/chat/completions"
+    assert event["properties"]["system.usage_incomplete"] == "true"
+    assert event["units"] == {}
+    # no provider id: a generated one, stable for the same span
+    assert event["provider_response_id"].startswith("payi_")
+    assert event_from_span(span)["provider_response_id"] == event["provider_response_id"]
+    assert event_from_span(make_span(attrs))["provider_response_id"] != event["provider_response_id"]
+
+
+def test_failure_description_falls_back_to_status_message(make_span):
+    attrs = {A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai", A.GEN_AI_REQUEST_MODEL: "m"}
+    event = event_from_span(make_span(attrs, status=Status(StatusCode.ERROR, "boom")))
+    assert event["http_status_code"] == 299
+    assert event["properties"]["system.failure"] == "error"
+    assert event["properties"]["system.failure.description"] == "boom"
+
+
+def test_incomplete_usage_is_visible(make_span):
+    attrs = {**BASE, A.PAYI_USAGE_COMPLETE: False, A.PAYI_USAGE_INCOMPLETE_REASON: "stream ended early"}
+    props = event_from_span(make_span(attrs))["properties"]
+    assert props["system.usage_incomplete"] == "true"
+    assert props["system.usage_incomplete.reason"] == "stream ended early"
+
+
+def test_foreign_span_without_any_usage_is_marked_incomplete(make_span):
+    attrs = {A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai", A.GEN_AI_REQUEST_MODEL: "m"}
+    event = event_from_span(make_span(attrs))
+    assert event["units"] == {}
+    assert event["properties"]["system.usage_incomplete.reason"] == "no usage reported"
+
+
+# --- attribution -----------------------------------------------------------------------------
+
+ATTRIBUTION = {
+    A.PAYI_USE_CASE_NAME: "support-bot",
+    A.PAYI_USE_CASE_ID: "uc-1",
+    A.PAYI_USE_CASE_VERSION: 2,
+    A.PAYI_USE_CASE_STEP: "classify",
+    A.PAYI_USER_ID: "alice",
+    A.PAYI_ACCOUNT_NAME: "acme",
+    A.PAYI_REQUEST_TAGS: ("t1", "t2"),
+    A.PAYI_LIMIT_IDS: ("l1", " ", "l2"),
+    A.PAYI_RESOURCE_SCOPE: "datazone",
+    A.PAYI_INSTRUMENTED_MODULE: "openai/3.54.0",
+    "payi.request_properties.team": "blue",
+    "payi.request_properties.ticket": "42",
+    "payi.use_case_properties.tier": "gold",
+}
+
+
+def test_every_attribution_field(make_span):
+    event = event_from_span(make_span({**BASE, **ATTRIBUTION}))
+    assert event["use_case_name"] == "support-bot"
+    assert event["use_case_id"] == "uc-1"
+    assert event["use_case_version"] == 2
+    assert event["use_case_step"] == "classify"
+    assert event["user_id"] == "alice"
+    assert event["account_name"] == "acme"
+    assert event["request_tags"] == ["t1", "t2"]
+    assert event["limit_ids"] == ["l1", "l2"]
+    assert event["resource_scope"] == "datazone"
+    assert event["properties"] == {"team": "blue", "ticket": "42"}
+    assert event["use_case_properties"] == {"tier": "gold"}
+
+
+def test_single_form_moves_attribution_to_headers(make_span):
+    event = event_from_span(make_span({**BASE, **ATTRIBUTION}))
+    params, headers, body = render_single(event)
+    assert params == {"id": "chatcmpl-1"}
+    assert headers == {
+        "xProxy-UseCase-Name": "support-bot",
+        "xProxy-UseCase-ID": "uc-1",
+        "xProxy-UseCase-Version": "2",
+        "xProxy-UseCase-Step": "classify",
+        "xProxy-User-ID": "alice",
+        "xProxy-Account-Name": "acme",
+        "xProxy-Request-Tags": "t1,t2",
+        "xProxy-Limit-IDs": "l1,l2",
+        "xProxy-Resource-Scope": "datazone",
+        "xProxy-Instrumented-Module": "openai/3.54.0",
+    }
+    for key in ("use_case_name", "user_id", "limit_ids", "resource_scope", "instrumented_module", "request_tags"):
+        assert key not in body
+    assert body["properties"] == {"team": "blue", "ticket": "42"}
+    assert body["use_case_properties"] == {"tier": "gold"}
+    assert body["units"] == {"text": {"input": 70, "output": 30}}
+
+
+def test_bulk_form_keeps_attribution_in_the_body_with_bulk_names(make_span):
+    item = render_bulk_item(event_from_span(make_span({**BASE, **ATTRIBUTION})))
+    assert item["scope"] == "datazone"
+    assert "resource_scope" not in item and "instrumented_module" not in item
+    assert item["limit_ids"] == ["l1", "l2"]
+    assert item["request_tags"] == ["t1", "t2"]
+    assert item["use_case_version"] == 2
+    assert item["user_id"] == "alice"
+    assert item["provider_response_id"] == "chatcmpl-1"
+
+
+def test_price_as_replaces_category_and_resource_and_keeps_the_originals(make_span):
+    attrs = {**BASE, A.PAYI_CATEGORY: "system.azureopenai", A.PAYI_RESOURCE: "my-deploy", A.PAYI_PRICE_AS_CATEGORY: "system.openai", A.PAYI_PRICE_AS_RESOURCE: "gpt-4o"}
+    event = event_from_span(make_span(attrs))
+    assert event["category"] == "system.openai"
+    assert event["resource"] == "gpt-4o"
+    assert event["properties"]["system.original_category"] == "system.azureopenai"
+    assert event["properties"]["system.original_resource"] == "my-deploy"
+
+
+def test_function_calls_from_json(make_span):
+    calls = [{"name": "get_weather", "arguments": '{"city": "x"}'}, {"name": "noop"}, {"bad": 1}]
+    event = event_from_span(make_span({**BASE, A.PAYI_FUNCTION_CALLS: json.dumps(calls)}))
+    assert event["provider_response_function_calls"] == [{"name": "get_weather", "arguments": '{"city": "x"}'}, {"name": "noop", "arguments": None}]
+    assert "provider_response_function_calls" not in event_from_span(make_span({**BASE, A.PAYI_FUNCTION_CALLS: "{broken"}))
+
+
+# --- message content -------------------------------------------------------------------------
+
+
+def test_content_only_when_present_and_allowed(make_span):
+    inp = json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hello"}]}])
+    out = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "hi"}]}])
+    with_content = make_span({**BASE, A.GEN_AI_INPUT_MESSAGES: inp, A.GEN_AI_OUTPUT_MESSAGES: out})
+    event = event_from_span(with_content)
+    assert event["provider_request_json"] == inp
+    assert event["provider_response_json"] == out
+    dropped = event_from_span(with_content, include_content=False)
+    assert "provider_request_json" not in dropped and "provider_response_json" not in dropped
+    absent = event_from_span(make_span(BASE))
+    assert "provider_request_json" not in absent and "provider_response_json" not in absent
