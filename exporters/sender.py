@@ -1,0 +1,210 @@
+"""HTTP delivery of ingest events to a Pay-i API, and the retry policy.
+
+:class:`Sender` posts events in one of the two ingest forms and classifies the answer into a
+:class:`Delivery`: which events the server acknowledged, which it rejected for good (with its
+reason) and whether the rest should be retried (and after how long the server asked us to wait).
+It never sleeps and never raises for network trouble; the caller decides when to try again using
+:class:`Backoff` (exponential, full jitter, ``Retry-After`` honoured).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .mapping import render_bulk_item, render_single
+
+__all__ = ["Backoff", "Delivery", "Rejection", "Sender", "parse_retry_after"]
+
+INGEST_PATH = "/api/v1/ingest"
+BULK_PATH = "/api/v1/ingest/bulk"
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+# The key is wrong or lacks rights: every event would fail the same way, and none is at fault.
+_CONFIG_STATUS = frozenset({401, 403})
+
+
+@dataclass(slots=True)
+class Rejection:
+    event: dict[str, Any]
+    status: int | None
+    reason: str
+
+
+@dataclass
+class Delivery:
+    """Outcome of sending some events. ``delivered + rejected + len(remaining)`` = events tried."""
+
+    delivered: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    remaining: list[dict[str, Any]] = field(default_factory=list)  # to retry, in order
+    retry_after: float | None = None  # seconds the server asked us to wait
+    error: str | None = None  # why ``remaining`` is not empty
+    config_error: bool = False  # the server refuses our credentials (401/403)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**n)),
+    or at least what the server asked for with ``Retry-After`` (bounded by ``max_retry_after``)."""
+
+    def __init__(self, base: float = 0.5, cap: float = 60.0, max_retry_after: float = 600.0) -> None:
+        self.base, self.cap, self.max_retry_after = base, cap, max_retry_after
+        self.attempt = 0
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        delay = random.uniform(0.0, min(self.cap, self.base * (2**self.attempt)))
+        self.attempt = min(self.attempt + 1, 32)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after))
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _reason(response: httpx.Response) -> str:
+    """The server's own words for a failed answer (``xproxy_error`` / ``message``), else the body."""
+    text = response.text[:2000]
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {text}".strip()
+    if isinstance(body, Mapping):
+        err = body.get("xproxy_error")
+        if isinstance(err, Mapping) and (err.get("code") or err.get("message")):
+            return f"HTTP {response.status_code}: {err.get('code')}: {err.get('message')}"
+        if body.get("message"):
+            return f"HTTP {response.status_code}: {body['message']}"
+    return f"HTTP {response.status_code}: {text}"
+
+
+def _encode_headers(headers: Mapping[str, str]) -> dict[str, bytes]:
+    # Header values may carry any text (user ids, use case names); send them as UTF-8.
+    return {k: v.encode() for k, v in headers.items()}
+
+
+class Sender:
+    """Posts events to ``base_url`` in ``mode`` ``"single"`` or ``"bulk"``."""
+
+    def __init__(self, base_url: str, api_key: str | None, mode: str, timeout: float) -> None:
+        if mode not in ("single", "bulk"):
+            raise ValueError(f"mode={mode!r}: must be 'single' or 'bulk'")
+        self.mode = mode
+        self.timeout = timeout
+        headers = {"User-Agent": "payi-otel"}
+        if api_key:
+            headers["xProxy-api-key"] = api_key
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def send(self, events: list[dict[str, Any]], timeout: float | None = None) -> Delivery:
+        """Try to deliver ``events`` once (``timeout`` caps each request)."""
+        if self.mode == "bulk":
+            return self._send_bulk(events, timeout)
+        return self._send_single(events, timeout)
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else max(min(timeout, self.timeout), 0.001)
+
+    def _post(self, path: str, timeout: float | None, **kwargs: Any) -> httpx.Response | str:
+        try:
+            return self._client.post(path, timeout=self._timeout(timeout), **kwargs)
+        except httpx.TimeoutException as exc:
+            return f"timed out ({type(exc).__name__})"
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _retry(outcome: Delivery, events: list[dict[str, Any]], response: httpx.Response | str) -> Delivery:
+        outcome.remaining = events
+        if isinstance(response, str):
+            outcome.error = response
+        else:
+            outcome.error = _reason(response)
+            outcome.retry_after = parse_retry_after(response.headers.get("retry-after"))
+            outcome.config_error = response.status_code in _CONFIG_STATUS
+        return outcome
+
+    @staticmethod
+    def _retryable(response: httpx.Response | str) -> bool:
+        if isinstance(response, str):
+            return True
+        status = response.status_code
+        return status >= 500 or status in _RETRYABLE_STATUS or status in _CONFIG_STATUS
+
+    def _send_single(self, events: list[dict[str, Any]], timeout: float | None) -> Delivery:
+        outcome = Delivery()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for index, event in enumerate(events):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                outcome.remaining = events[index:]
+                outcome.error = "deadline reached"
+                return outcome
+            params, headers, body = render_single(event)
+            response = self._post(INGEST_PATH, left, params=params, headers=_encode_headers(headers), json=body)
+            if self._retryable(response):
+                return self._retry(outcome, events[index:], response)
+            assert isinstance(response, httpx.Response)
+            if response.is_success:
+                outcome.delivered += 1
+            else:
+                outcome.rejected.append(Rejection(event, response.status_code, _reason(response)))
+        return outcome
+
+    def _send_bulk(self, events: list[dict[str, Any]], timeout: float | None) -> Delivery:
+        outcome = Delivery()
+        response = self._post(BULK_PATH, timeout, json=[render_bulk_item(e) for e in events])
+        if self._retryable(response):
+            return self._retry(outcome, events, response)
+        assert isinstance(response, httpx.Response)
+        if not response.is_success:
+            reason = _reason(response)
+            outcome.rejected = [Rejection(e, response.status_code, reason) for e in events]
+            return outcome
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        failed: dict[int, Rejection] = {}
+        for item in (body.get("errors") or []) if isinstance(body, Mapping) else []:
+            index = item.get("item_index") if isinstance(item, Mapping) else None
+            if not isinstance(index, int) or not 0 <= index < len(events):
+                continue
+            result = item.get("xproxy_result") or {}
+            status = result.get("statusCode") if isinstance(result, Mapping) else None
+            err = result.get("xproxy_error") if isinstance(result, Mapping) else None
+            if isinstance(err, Mapping) and err.get("code"):
+                reason = f"{err.get('code')}: {err.get('message')}"
+            else:
+                reason = str(result.get("message") if isinstance(result, Mapping) else result) or json.dumps(item)
+            failed[index] = Rejection(events[index], status, reason)
+        outcome.rejected = list(failed.values())
+        outcome.delivered = len(events) - len(failed)
+        return outcome

@@ -1,0 +1,147 @@
+"""``PayiSpanExporter``: the OpenTelemetry SDK span exporter that feeds Pay-i.
+
+``export()`` maps finished GenAI spans to ingest events, appends them durably to the on-disk
+spool and wakes the background sender; it never touches the network and never raises. In offline
+mode (``PAYI_OFFLINE_FILE``) the events are appended to a JSON Lines file instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .config import ExporterConfig
+from .delivery import DeliveryWorker, RateLimitedLog
+from .mapping import event_from_view
+from .offline import OfflineWriter
+from .sender import Backoff, Sender
+from .spool import Spool
+from .views import view_from_readable_span
+
+__all__ = ["PayiSpanExporter"]
+
+logger = logging.getLogger("payi_otel.exporters")
+
+
+class PayiSpanExporter(SpanExporter):
+    """Turns finished GenAI spans into Pay-i ingest events and delivers them in the background.
+
+    With no arguments every setting comes from the environment (see :mod:`.config`); keyword
+    arguments (``base_url``, ``api_key``, ``ingest_mode``, ``timeout``, ``batch_size``,
+    ``spool_dir``, ``spool_max_bytes``, ``offline_file``, ``export_content``,
+    ``shutdown_timeout``, ``retry_initial_backoff``, ``retry_max_backoff``) override it.
+    Raises :class:`~payi_otel.exporters.config.ConfigError` for a bad setting.
+
+    ``dropped_events`` counts events lost because the spool was full; ``exported_events`` counts
+    events accepted by ``export()``.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self.config = config = ExporterConfig.load(**settings)
+        self.dropped_events = 0
+        self.exported_events = 0
+        self._drop_log = RateLimitedLog()
+        self._shutdown = False
+        self._lock = threading.Lock()
+        self._offline: OfflineWriter | None = None
+        self._spool: Spool | None = None
+        self._worker: DeliveryWorker | None = None
+        if config.offline_file is not None:
+            self._offline = OfflineWriter(config.offline_file)
+            logger.info("Pay-i exporter: offline mode, events are written to %s", config.offline_file)
+            return
+        if not config.api_key:
+            logger.warning(
+                "Pay-i exporter: PAYI_API_KEY is not set; %s will see requests without xProxy-api-key",
+                config.base_url,
+            )
+        self._spool = Spool(config.spool_dir, config.spool_max_bytes)
+        sender = Sender(config.base_url, config.api_key, config.ingest_mode, config.timeout)
+        backoff = Backoff(base=config.retry_initial_backoff, cap=config.retry_max_backoff)
+        self._worker = DeliveryWorker(self._spool, sender, backoff)
+
+    # -- facts for users and tests ------------------------------------------------------
+
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
+
+    @property
+    def delivered_events(self) -> int:
+        return self._worker.delivered if self._worker else 0
+
+    @property
+    def rejected_events(self) -> int:
+        return self._worker.rejected if self._worker else 0
+
+    # -- SpanExporter ---------------------------------------------------------------------
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        try:
+            include_content = self.config.export_content
+            events = []
+            for span in spans:
+                try:
+                    event = event_from_view(view_from_readable_span(span), include_content=include_content)
+                except Exception:
+                    logger.exception("Pay-i exporter: could not map span %r; it is skipped", getattr(span, "name", span))
+                    continue
+                if event is not None:
+                    events.append(event)
+            if not events:
+                return SpanExportResult.SUCCESS
+            if self._offline is not None:
+                self._offline.write(events)
+                self.exported_events += len(events)
+                return SpanExportResult.SUCCESS
+            assert self._spool is not None and self._worker is not None
+            with self._lock:
+                dropped = self._spool.append(events, self.config.batch_size)
+            self.exported_events += len(events) - dropped
+            if dropped:
+                self.dropped_events += dropped
+                self._drop_log(
+                    logging.WARNING,
+                    "Pay-i exporter: spool %s is full (%d bytes max); %d new event(s) dropped, %d in total",
+                    self._spool.directory,
+                    self.config.spool_max_bytes,
+                    dropped,
+                    self.dropped_events,
+                )
+            self._worker.wake()
+            return SpanExportResult.SUCCESS
+        except Exception:
+            logger.exception("Pay-i exporter: could not spool %d span(s)", len(spans))
+            return SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self._worker is None:
+            return True
+        try:
+            return self._worker.flush(timeout_millis / 1000)
+        except Exception:
+            logger.exception("Pay-i exporter: force_flush failed")
+            return False
+
+    def shutdown(self) -> None:
+        if self._shutdown:
+            return
+        self._shutdown = True
+        if self._worker is None:
+            return
+        try:
+            if not self._worker.stop(self.config.shutdown_timeout):
+                logger.warning(
+                    "Pay-i exporter: %d batch(es) not delivered before shutdown; they stay in %s and are "
+                    "sent by the next exporter started with this spool",
+                    self._spool.pending_batches() if self._spool else 0,
+                    self.config.spool_dir,
+                )
+        except Exception:
+            logger.exception("Pay-i exporter: shutdown failed")
