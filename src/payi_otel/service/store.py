@@ -466,14 +466,14 @@ class Store:
     def report_rows(
         self, dimensions: list[str], since_ms: int | None, until_ms: int | None
     ) -> Iterator[tuple[Any, ...]]:
-        """Per request: (*dimension values, cost_total|None, input_tokens, output_tokens, failed, latency_ms).
+        """Per request: (*dimension values, row id, cost_total|None, input_tokens, output_tokens, failed, latency_ms).
 
         A request with several tags yields one row per tag when grouping by tag.
         """
         exprs = [REPORT_DIMENSIONS[d] for d in dimensions]
         sql = [
             "SELECT",
-            ", ".join([*exprs, "r.cost_total", "r.input_tokens", "r.output_tokens", "r.failed", "r.latency_ms"]),
+            ", ".join([*exprs, "r.id", "r.cost_total", "r.input_tokens", "r.output_tokens", "r.failed", "r.latency_ms"]),
             "FROM requests r JOIN applications a ON a.id = r.application_id JOIN groups g ON g.id = a.group_id",
         ]
         if "tag" in dimensions:

@@ -1,0 +1,194 @@
+"""The ``payi-otel`` command: run the local service, manage its applications, print reports.
+
+``apps`` and ``report`` work on the data directory directly (local administration), so they also
+work while the service runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+ENV_HOST = "PAYI_OTEL_HOST"
+ENV_PORT = "PAYI_OTEL_PORT"
+ENV_DATA_DIR = "PAYI_OTEL_DATA_DIR"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3011
+DEFAULT_DATA_DIR = ".payi-otel"
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class UsageError(Exception):
+    """Bad command-line or environment input; the message names the option and the rule."""
+
+
+def _port(value: str, source: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise UsageError(f"{source} {value!r}: must be an integer port number (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{source} {value}: must be between 0 and 65535")
+    return port
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _data_dir(args: argparse.Namespace) -> str:
+    return args.data_dir or os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help=f"directory holding the service's SQLite data (env {ENV_DATA_DIR}, default ./{DEFAULT_DATA_DIR})",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payi-otel", description="Local Pay-i-compatible service and reports.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the local Pay-i-compatible service")
+    serve.add_argument("--host", help=f"address to listen on (env {ENV_HOST}, default {DEFAULT_HOST})")
+    serve.add_argument("--port", help=f"port to listen on (env {ENV_PORT}, default {DEFAULT_PORT})")
+    _add_data_dir(serve)
+
+    apps = sub.add_parser("apps", help="manage applications and their API keys")
+    apps_sub = apps.add_subparsers(dest="apps_command", required=True, metavar="ACTION")
+    create = apps_sub.add_parser("create", help="create an application and print its API key")
+    create.add_argument("name", type=_name)
+    create.add_argument("--group", type=_name, default="default", help="group of the application (default: default)")
+    _add_data_dir(create)
+    lst = apps_sub.add_parser("list", help="list applications")
+    lst.add_argument("--format", choices=("table", "json"), default="table")
+    _add_data_dir(lst)
+    rotate = apps_sub.add_parser("rotate", help="replace one of an application's two keys and print the new key")
+    rotate.add_argument("name", type=_name)
+    rotate.add_argument("--key", type=int, choices=(1, 2), required=True, help="which key to replace")
+    _add_data_dir(rotate)
+    dk = apps_sub.add_parser("default-key", help="print the default application's API key")
+    _add_data_dir(dk)
+
+    from payi_otel.service.reports import DIMENSIONS, FORMATS
+
+    report = sub.add_parser("report", help="print cost, requests, tokens, failures and latency")
+    report.add_argument(
+        "--by", action="append", default=[], metavar="DIM[,DIM]",
+        help=f"group by any of: {', '.join(DIMENSIONS)} (repeatable or comma-separated)",
+    )
+    report.add_argument("--since", help="start: ISO date/time or relative age (30m, 24h, 7d, 2w)")
+    report.add_argument("--until", help="end (exclusive): ISO date/time or relative age")
+    report.add_argument("--format", choices=FORMATS, default="table")
+    _add_data_dir(report)
+
+    demo = sub.add_parser("demo", help="run the end-to-end demo", add_help=False)
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from payi_otel.service.server import serve
+
+    host = args.host or os.environ.get(ENV_HOST) or DEFAULT_HOST
+    if args.port is not None:
+        port = _port(args.port, "--port")
+    elif os.environ.get(ENV_PORT):
+        port = _port(os.environ[ENV_PORT], ENV_PORT)
+    else:
+        port = DEFAULT_PORT
+    serve(_data_dir(args), host=host, port=port)
+    return 0
+
+
+def _apps(args: argparse.Namespace) -> int:
+    from payi_otel.service.firstrun import default_key_path, ensure_default_application, read_default_key
+    from payi_otel.service.store import DEFAULT_NAME, Store, StoreError
+
+    store = Store(_data_dir(args))
+    try:
+        ensure_default_application(store)
+        if args.apps_command == "create":
+            app, key = store.create_application(args.name, args.group)
+            print(key)
+            print(f"created application {app.name!r} in group {app.group!r}; the key is shown only once", file=sys.stderr)
+        elif args.apps_command == "list":
+            apps = store.applications()
+            if args.format == "json":
+                print(json.dumps(apps, indent=2))
+            else:
+                print(f"{'application':<24} {'group':<16} {'requests':>9}  keys")
+                for a in apps:
+                    ks = ", ".join(f"{k['slot']}:{k['prefix']}" for k in a["keys"]) or "-"
+                    print(f"{a['name']:<24} {a['group']:<16} {a['requests']:>9}  {ks}")
+        elif args.apps_command == "rotate":
+            key = store.rotate_key(args.name, args.key)
+            if args.name == DEFAULT_NAME and args.key == 1 and default_key_path(store.data_dir).exists():
+                fd = os.open(default_key_path(store.data_dir), os.O_WRONLY | os.O_TRUNC)
+                with os.fdopen(fd, "w") as f:
+                    f.write(key + "\n")
+            print(key)
+            print(f"key {args.key} of {args.name!r} replaced; the old key no longer works", file=sys.stderr)
+        elif args.apps_command == "default-key":
+            key = read_default_key(store.data_dir)
+            if key is None:
+                raise UsageError(f"no default key file at {default_key_path(store.data_dir)}")
+            print(key)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        store.close()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from payi_otel.service.reports import ReportError, build_report, parse_dimensions, parse_time, render
+    from payi_otel.service.store import DB_FILE, Store
+
+    data_dir = _data_dir(args)
+    try:
+        now = datetime.now(UTC)
+        dims = parse_dimensions(args.by)
+        since = parse_time(args.since, "--since", now) if args.since else None
+        until = parse_time(args.until, "--until", now) if args.until else None
+        if not os.path.exists(os.path.join(data_dir, DB_FILE)):
+            raise UsageError(f"--data-dir {data_dir!r}: no service data there (run `payi-otel serve` first)")
+        store = Store(data_dir)
+        try:
+            print(render(build_report(store, dims, since, until), args.format))
+        finally:
+            store.close()
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from payi_otel.demo import main as demo_main
+
+    return demo_main(args.demo_args) or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"serve": _serve, "apps": _apps, "report": _report, "demo": _demo}
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        print(f"payi-otel {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Running the local service with uvicorn: in the foreground (``payi-otel serve``) or in a thread.
+
+uvicorn stops on SIGINT/SIGTERM by closing the listening socket, finishing in-flight requests and
+then running the app's shutdown; every acknowledged ingest was committed before its response, so
+nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from payi_otel.service.app import create_app
+from payi_otel.service.firstrun import default_key_path, read_default_key
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3011
+
+
+def _config(app: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server that reports its bound address once it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[str], None] | None = None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+        self.base_url: str | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.servers:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.base_url = f"http://{host}:{port}"
+            if self._on_started is not None:
+                self._on_started(self.base_url)
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        """SIGINT/SIGTERM: graceful stop (a second one forces it); the process then exits normally."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: Any) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Run the service in the foreground until SIGINT/SIGTERM."""
+    data = Path(data_dir).resolve()
+    app = create_app(data)
+    key_file = default_key_path(data)
+
+    def announce(base_url: str) -> None:
+        print(f"payi-otel service listening on {base_url}", flush=True)
+        print(f"  data: {data / 'payi.db'}", flush=True)
+        if key_file.exists():
+            print(f"  default application key: {key_file} (payi-otel apps default-key)", flush=True)
+        print(f"  point the plugin at it: PAYI_BASE_URL={base_url}", flush=True)
+
+    server = _Server(_config(app, host, port), on_started=announce)
+    server.run()
+    print("payi-otel service stopped", file=sys.stderr, flush=True)
+
+
+class ServiceThread:
+    """The service on a background thread (tests, demos). Use as a context manager.
+
+    ``base_url`` and ``api_key`` (the default application's key) are set once it listens.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = 0) -> None:
+        self.data_dir = Path(data_dir)
+        self._server = _Server(_config(create_app(self.data_dir), host, port))
+        self._thread = threading.Thread(target=self._server.run, name="payi-otel-service", daemon=True)
+        self.base_url: str = ""
+        self.api_key: str = read_default_key(self.data_dir) or ""
+
+    def start(self, timeout: float = 10.0) -> "ServiceThread":
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while self._server.base_url is None:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the payi-otel service did not start")
+            time.sleep(0.005)
+        self.base_url = self._server.base_url
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "ServiceThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
