@@ -1,0 +1,391 @@
+"""The span core: one GenAI span (and its metrics) per provider call.
+
+Instrumentors never touch spans. Each fills a :class:`CallRecord` describing one provider call and
+hands it to :class:`SpanCore`:
+
+* :meth:`SpanCore.start` opens the CLIENT span *before* the request is sent (so the HTTP client's own
+  spans nest under it) with the request-side attributes and the business context;
+* the returned :class:`Call` is made current only around the provider call itself
+  (:meth:`Call.activate` / :meth:`Call.deactivate`, same frame, never across a ``yield``);
+* :meth:`Call.end` or :meth:`Call.fail` writes the response side (usage, Pay-i units, ids, finish
+  reasons, tool calls, errors), records the metrics and ends the span, exactly once.
+
+Every attribute name comes from :mod:`payi_otel.attributes`; units come from :func:`payi_otel.units.to_units`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from payi_otel import attributes as A
+from payi_otel.units import Usage, to_units
+
+logger = logging.getLogger(__name__)
+
+SCOPE_NAME = "payi_otel"
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_CAPTURE_ON = frozenset({"true", "1", "yes", "span_only", "span_and_event"})
+
+# Semantic-convention advisory bucket boundaries.
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+
+METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
+METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+
+# Stream outcomes (payi.stream.outcome).
+COMPLETED = "completed"
+CLOSED_EARLY = "closed_early"
+ERROR = "error"
+ABANDONED = "abandoned"
+
+_NO_USAGE = "provider reported no usage"
+
+
+def capture_content_from_env() -> bool:
+    """True when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for content on spans."""
+    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in _CAPTURE_ON
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What an instrumentor knows about one provider call. The core turns it into span attributes."""
+
+    provider: str  # gen_ai.provider.name, e.g. "openai", "azure.ai.openai"
+    operation: str  # gen_ai.operation.name, e.g. "chat", "embeddings"
+    category: str  # Pay-i category, e.g. "system.openai"
+    request_model: str | None = None
+    response_model: str | None = None
+    resource: str | None = None  # Pay-i resource when it differs from the model (Azure deployment mapping)
+    server_address: str | None = None
+    server_port: int | None = None
+    provider_uri: str | None = None
+    instrumented_module: str | None = None  # e.g. "openai/3.54.0"
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    usage: Usage | None = None
+    usage_incomplete_reason: str | None = None  # set => payi.usage.complete = false
+    status_code: int | None = None
+    response_id: str | None = None
+    finish_reasons: list[str] | None = None
+    tool_calls: list[dict[str, str]] | None = None  # [{"name": ..., "arguments": "..."}]
+    stream_outcome: str | None = None
+    input_messages: Any = None  # only filled when content capture is on
+    output_messages: Any = None
+    business_layer: Mapping[str, Any] | None = None  # innermost context layer (per-call headers)
+
+
+# --- business context adapter -----------------------------------------------------------------
+_context_api: tuple[Callable[[], Any], Callable[..., Any] | None] | None = None
+_context_missing = False
+
+
+def _load_context_api() -> tuple[Callable[[], Any], Callable[..., Any] | None] | None:
+    global _context_api, _context_missing
+    if _context_api is not None or _context_missing:
+        return _context_api
+    try:
+        from payi_otel import context as ctx  # noqa: PLC0415 - optional at import time
+
+        _context_api = (ctx.current_business_context, getattr(ctx, "merge", None))
+    except (ImportError, AttributeError):
+        _context_missing = True
+    return _context_api
+
+
+def business_attributes(layer: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None:
+    """The payi.* attributes of the current business context, with ``layer`` merged innermost."""
+    api = _load_context_api()
+    if api is None:
+        return None
+    current, merge = api
+    ctx = current()
+    if layer and merge is not None:
+        ctx = merge(ctx, **layer)
+    return ctx.span_attributes if ctx is not None else None
+
+
+PROXY_HEADER_PREFIX = "xproxy-"
+
+
+def split_proxy_headers(headers: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, dict[str, Any]]:
+    """Split Pay-i style ``xProxy-*`` per-call headers off ``headers``.
+
+    Returns ``(context layer or None, headers to send to the provider)``. The ``xProxy-*`` headers are
+    never forwarded to the provider, even when the business-context module cannot read them.
+    """
+    if not any(isinstance(k, str) and k.lower().startswith(PROXY_HEADER_PREFIX) for k in headers):
+        return None, dict(headers)
+    layer: Mapping[str, Any] | None = None
+    remaining: dict[str, Any] | None = None
+    try:
+        from payi_otel import context as ctx  # noqa: PLC0415
+
+        layer, remaining = ctx.layer_from_headers(headers)
+        remaining = dict(remaining)
+    except Exception:
+        logger.debug("could not read xProxy-* headers as business context", exc_info=True)
+    if remaining is None:
+        remaining = {k: v for k, v in headers.items() if not str(k).lower().startswith(PROXY_HEADER_PREFIX)}
+    return (layer or None), remaining
+
+
+def fq_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+class SpanCore:
+    """Owns the tracer, the meter instruments and the content-capture switch for one instrumentor."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        capture_content: bool | None = None,
+        version: str = "0.1.0",
+    ) -> None:
+        self.tracer = trace.get_tracer(SCOPE_NAME, version, tracer_provider, schema_url=SCHEMA_URL)
+        meter = metrics.get_meter(SCOPE_NAME, version, meter_provider, schema_url=SCHEMA_URL)
+        self.duration = meter.create_histogram(
+            METRIC_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.tokens = meter.create_histogram(
+            METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Measures number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.capture_content = capture_content_from_env() if capture_content is None else capture_content
+
+    def start(self, record: CallRecord) -> "Call":
+        """Open the span for ``record`` (request side known). Never raises into the caller."""
+        model = record.request_model
+        attrs: dict[str, Any] = {
+            A.GEN_AI_OPERATION_NAME: record.operation,
+            A.GEN_AI_PROVIDER_NAME: record.provider,
+            A.PAYI_CATEGORY: record.category,
+        }
+        if model:
+            attrs[A.GEN_AI_REQUEST_MODEL] = model
+        if record.server_address:
+            attrs[A.SERVER_ADDRESS] = record.server_address
+            if record.server_port:
+                attrs[A.SERVER_PORT] = record.server_port
+        if record.provider_uri:
+            attrs[A.PAYI_PROVIDER_URI] = record.provider_uri
+        if record.instrumented_module:
+            attrs[A.PAYI_INSTRUMENTED_MODULE] = record.instrumented_module
+        if record.stream:
+            attrs[A.GEN_AI_REQUEST_STREAM] = True
+        if record.max_tokens is not None:
+            attrs[A.GEN_AI_REQUEST_MAX_TOKENS] = record.max_tokens
+        if record.temperature is not None:
+            attrs[A.GEN_AI_REQUEST_TEMPERATURE] = record.temperature
+        if record.top_p is not None:
+            attrs[A.GEN_AI_REQUEST_TOP_P] = record.top_p
+        try:
+            business = business_attributes(record.business_layer)
+        except Exception:  # a broken context must never break the call
+            logger.debug("business context unavailable", exc_info=True)
+            business = None
+        if business:
+            attrs.update(business)
+        name = f"{record.operation} {model}" if model else record.operation
+        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+        return Call(self, record, span)
+
+
+class Call:
+    """One provider call in flight. Ends exactly once through :meth:`end` or :meth:`fail`."""
+
+    __slots__ = ("core", "record", "span", "data", "_t0", "_ttft_ns", "_ended")
+
+    def __init__(self, core: SpanCore, record: CallRecord, span: trace.Span) -> None:
+        self.core = core
+        self.record = record
+        self.span = span
+        self.data: Any = None  # free slot for the instrumentor's per-call state
+        self._t0 = time.perf_counter_ns()
+        self._ttft_ns: int | None = None
+        self._ended = False
+
+    @property
+    def capture_content(self) -> bool:
+        return self.core.capture_content
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    # -- current-span handling around the provider call (same frame only) ---------------------
+    def activate(self) -> object:
+        return otel_context.attach(trace.set_span_in_context(self.span))
+
+    @staticmethod
+    def deactivate(token: object) -> None:
+        otel_context.detach(token)
+
+    def first_token(self) -> None:
+        if self._ttft_ns is None:
+            self._ttft_ns = time.perf_counter_ns() - self._t0
+
+    # -- endings --------------------------------------------------------------------------------
+    def end(self) -> None:
+        """The call succeeded (or a stream ended): write the response side and end the span."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._finish(None)
+        except Exception:  # instrumentation must never break the caller
+            logger.debug("failed to finish GenAI span", exc_info=True)
+            self.span.end()
+
+    def fail(self, exc: BaseException) -> None:
+        """The call raised ``exc`` (which the caller re-raises unchanged)."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            if self.record.status_code is None:
+                status = getattr(exc, "status_code", None)
+                if isinstance(status, int):
+                    self.record.status_code = status
+            if self.record.response_id is None:
+                request_id = getattr(exc, "request_id", None)
+                if isinstance(request_id, str):
+                    self.record.response_id = request_id
+            self._finish(exc)
+        except Exception:
+            logger.debug("failed to finish GenAI span", exc_info=True)
+            self.span.end()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        elapsed_ns = time.perf_counter_ns() - self._t0
+        rec = self.record
+        span = self.span
+        usage = rec.usage
+        error_type = fq_name(exc) if exc is not None else None
+        if span.is_recording():
+            attrs = self._response_attributes(rec, usage, elapsed_ns)
+            if exc is not None:
+                attrs[A.ERROR_TYPE] = error_type
+                if rec.status_code is None:
+                    attrs[A.PAYI_FAILURE_DESCRIPTION] = f"{error_type}: {exc}"[:1024]
+            span.set_attributes(attrs)
+            if exc is not None:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"[:1024]))
+        span.end()
+        self._record_metrics(rec, usage, elapsed_ns / 1e9, error_type)
+
+    def _response_attributes(self, rec: CallRecord, usage: Usage | None, elapsed_ns: int) -> dict[str, Any]:
+        attrs: dict[str, Any] = {A.PAYI_LATENCY_MS: elapsed_ns // 1_000_000}
+        if rec.response_model:
+            attrs[A.GEN_AI_RESPONSE_MODEL] = rec.response_model
+        resource = rec.resource or rec.request_model or rec.response_model
+        if resource:
+            attrs[A.PAYI_RESOURCE] = resource
+        if rec.response_id:
+            attrs[A.GEN_AI_RESPONSE_ID] = rec.response_id
+            attrs[A.PAYI_PROVIDER_RESPONSE_ID] = rec.response_id
+        if rec.status_code is not None:
+            attrs[A.PAYI_HTTP_STATUS_CODE] = rec.status_code
+            attrs[A.HTTP_RESPONSE_STATUS_CODE] = rec.status_code
+        if rec.finish_reasons:
+            attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = rec.finish_reasons
+        if rec.tool_calls:
+            attrs[A.PAYI_FUNCTION_CALLS] = _json(rec.tool_calls)
+        if self._ttft_ns is not None:
+            attrs[A.PAYI_TIME_TO_FIRST_TOKEN_MS] = self._ttft_ns // 1_000_000
+        if rec.stream_outcome is not None:
+            attrs[A.PAYI_STREAM_OUTCOME] = rec.stream_outcome
+        reported = usage is not None and usage.reported
+        if reported:
+            if usage.input_tokens is not None:
+                attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+            if usage.output_tokens is not None:
+                attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+            if usage.cache_read_tokens:
+                attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+            cache_write = usage.cache_write_tokens + usage.cache_write_1h_tokens
+            if cache_write:
+                attrs[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
+            if usage.reasoning_tokens:
+                attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
+            prefix = A.PAYI_UNITS_PREFIX
+            for unit, directions in to_units(usage).items():
+                for direction, value in directions.items():
+                    attrs[f"{prefix}{unit}.{direction}"] = value
+        reason = rec.usage_incomplete_reason
+        if reason is None and not reported:
+            reason = _NO_USAGE
+        attrs[A.PAYI_USAGE_COMPLETE] = reason is None
+        if reason is not None:
+            attrs[A.PAYI_USAGE_INCOMPLETE_REASON] = reason
+        if self.core.capture_content:
+            if rec.input_messages is not None:
+                attrs[A.GEN_AI_INPUT_MESSAGES] = _json(rec.input_messages)
+            if rec.output_messages is not None:
+                attrs[A.GEN_AI_OUTPUT_MESSAGES] = _json(rec.output_messages)
+        return attrs
+
+    def _record_metrics(self, rec: CallRecord, usage: Usage | None, seconds: float, error_type: str | None) -> None:
+        attrs: dict[str, Any] = {A.GEN_AI_OPERATION_NAME: rec.operation, A.GEN_AI_PROVIDER_NAME: rec.provider}
+        if rec.request_model:
+            attrs[A.GEN_AI_REQUEST_MODEL] = rec.request_model
+        if rec.response_model:
+            attrs[A.GEN_AI_RESPONSE_MODEL] = rec.response_model
+        if rec.server_address:
+            attrs[A.SERVER_ADDRESS] = rec.server_address
+            if rec.server_port:
+                attrs[A.SERVER_PORT] = rec.server_port
+        if error_type is not None:
+            attrs[A.ERROR_TYPE] = error_type
+        self.core.duration.record(seconds, attrs)
+        if usage is not None:
+            if usage.input_tokens is not None:
+                self.core.tokens.record(usage.input_tokens, {**attrs, GEN_AI_TOKEN_TYPE: "input"})
+            if usage.output_tokens is not None:
+                self.core.tokens.record(usage.output_tokens, {**attrs, GEN_AI_TOKEN_TYPE: "output"})
+
+
+__all__ = [
+    "ABANDONED",
+    "CLOSED_EARLY",
+    "COMPLETED",
+    "ERROR",
+    "Call",
+    "CallRecord",
+    "SpanCore",
+    "business_attributes",
+    "capture_content_from_env",
+    "fq_name",
+    "split_proxy_headers",
+]

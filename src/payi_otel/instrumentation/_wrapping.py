@@ -1,0 +1,172 @@
+"""Declarative wrap tables, shared by every provider module.
+
+A provider module lists :class:`Target` rows (module, class, method, the :class:`Operation` that knows
+the call, optional version bounds). :class:`WrapSet` feature-probes each row (missing module, class or
+method is skipped, not an error), wraps it with wrapt, and unwraps all of them on uninstrument. Every
+wrapper checks the set's ``active`` flag first, so wrappers the SDK cached before uninstrument (for
+example per-client ``with_raw_response`` callables) become pass-throughs.
+
+One wrapper function serves sync and async methods: the async variant differs only in awaiting the
+original, and both share :func:`_begin` / :func:`_done` / :func:`_failed`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+from packaging.version import InvalidVersion, Version
+
+from payi_otel.core import Call
+
+logger = logging.getLogger(__name__)
+
+_PROXY_BASE = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2 split the base class out
+
+
+class Operation(Protocol):
+    """What a provider module knows about one wrapped method."""
+
+    def begin(self, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+        """Start the call's span; may return rewritten kwargs (a copy). ``None`` = do not trace."""
+
+    def finish(self, call: Call, result: Any) -> Any:
+        """Record the result and end (or hand over to a stream proxy); returns what the caller gets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    module: str
+    cls: str
+    method: str
+    operation: Any  # an Operation, or a plain wrapt wrapper when raw=True
+    since: str | None = None  # first SDK version with this surface (inclusive)
+    until: str | None = None  # first SDK version without it (exclusive)
+    raw: bool = False  # operation is already a wrapt wrapper(wrapped, instance, args, kwargs)
+
+
+def _version_ok(version: str | None, since: str | None, until: str | None) -> bool:
+    if version is None or (since is None and until is None):
+        return True
+    try:
+        v = Version(version)
+        return (since is None or v >= Version(since)) and (until is None or v < Version(until))
+    except InvalidVersion:
+        return True
+
+
+def _begin(op: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+    try:
+        return op.begin(instance, kwargs)
+    except Exception:
+        logger.debug("instrumentation failed before the call; calling through", exc_info=True)
+        return None, kwargs
+
+
+def _done(op: Any, call: Call, result: Any) -> Any:
+    try:
+        return op.finish(call, result)
+    except Exception:
+        logger.debug("instrumentation failed after the call", exc_info=True)
+        call.end()
+        return result
+
+
+def _failed(call: Call, exc: BaseException) -> None:
+    try:
+        call.fail(exc)
+    except Exception:  # pragma: no cover - Call.fail already guards itself
+        logger.debug("failed to record provider error", exc_info=True)
+
+
+class WrapSet:
+    """The wrapped targets of one instrumentor, and the switch that makes them inert."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.wrapped: list[tuple[type, str]] = []
+
+    def _wrapper(self, op: Any, is_async: bool) -> Callable[..., Any]:
+        def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+            if not self.active:
+                return wrapped(*args, **kwargs)
+            call, kwargs = _begin(op, instance, kwargs)
+            if call is None:
+                return wrapped(*args, **kwargs)
+            token = call.activate()
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException as exc:
+                call.deactivate(token)
+                _failed(call, exc)
+                raise
+            call.deactivate(token)
+            return _done(op, call, result)
+
+        async def run_async(wrapped: Callable[..., Any], call: Call, args: tuple, kwargs: dict) -> Any:
+            token = call.activate()
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                call.deactivate(token)
+                _failed(call, exc)
+                raise
+            call.deactivate(token)
+            return _done(op, call, result)
+
+        def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+            if not self.active:
+                return wrapped(*args, **kwargs)
+            call, kwargs = _begin(op, instance, kwargs)
+            if call is None:
+                return wrapped(*args, **kwargs)
+            return run_async(wrapped, call, args, kwargs)
+
+        return async_wrapper if is_async else sync_wrapper
+
+    def _gated(self, raw_wrapper: Callable[..., Any]) -> Callable[..., Any]:
+        def gated(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+            if not self.active:
+                return wrapped(*args, **kwargs)
+            return raw_wrapper(wrapped, instance, args, kwargs)
+
+        return gated
+
+    def wrap(self, targets: list[Target], sdk_version: str | None = None) -> None:
+        """Wrap every target present in the installed SDK; skip the others."""
+        self.active = True
+        for t in targets:
+            if not _version_ok(sdk_version, t.since, t.until):
+                continue
+            try:
+                module = importlib.import_module(t.module)
+                owner = getattr(module, t.cls)
+                original = inspect.getattr_static(owner, t.method)
+            except (ImportError, AttributeError):
+                logger.debug("skipping %s.%s.%s: not in this SDK version", t.module, t.cls, t.method)
+                continue
+            if isinstance(original, _PROXY_BASE):  # already wrapped (re-export, double instrument)
+                continue
+            if isinstance(original, (staticmethod, classmethod)):
+                original = original.__func__
+            if t.raw:
+                wrapper = self._gated(t.operation)
+            else:
+                wrapper = self._wrapper(t.operation, inspect.iscoroutinefunction(inspect.unwrap(original)))
+            wrapt.wrap_function_wrapper(owner, t.method, wrapper)
+            self.wrapped.append((owner, t.method))
+
+    def unwrap(self) -> None:
+        """Restore every wrapped method; wrappers already captured elsewhere become pass-throughs."""
+        self.active = False
+        for owner, method in self.wrapped:
+            unwrap(owner, method)
+        self.wrapped.clear()
+
+
+__all__ = ["Operation", "Target", "WrapSet"]
