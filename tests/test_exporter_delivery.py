@@ -207,3 +207,238 @@ def test_permanent_rejections_go_to_the_dead_letter_file_logged_once(server, spa
     assert exporter.spool.pending_batches() == 0
     logged = [r for r in caplog.records if "dead-letter.jsonl" in r.getMessage()]
     assert len(logged) == 1 and str(spool_dir / "dead-letter.jsonl") in logged[0].getMessage()
+
+
+# --- restarts, bounds, sharing ---------------------------------------------------------------
+
+
+def test_what_shutdown_could_not_send_is_sent_by_the_next_exporter(tmp_path, spans, make_exporter):
+    server = FaultServer().start()
+    port = server.port
+    server.stop()
+    first = make_exporter(base_url=f"http://127.0.0.1:{port}", shutdown_timeout=0.3)
+    first.export(spans(ids("left", 7)))
+    started = time.monotonic()
+    first.shutdown()
+    assert time.monotonic() - started < 1.5  # shutdown honours its timeout
+    assert first.spool.pending_batches() == 1
+    assert first.export(spans(["late"])) is SpanExportResult.FAILURE  # after shutdown
+    server = FaultServer(port).start()
+    try:
+        second = make_exporter(base_url=f"http://127.0.0.1:{port}")
+        assert server.wait_for(7)  # sent at start, without waiting for a new export
+        assert second.force_flush(5000)
+        assert server.ids() == set(ids("left", 7))
+        assert sum(server.duplicates.values()) == 0
+    finally:
+        server.stop()
+
+
+def test_full_spool_drops_new_events_counts_and_warns(tmp_path, spans, make_exporter, caplog):
+    caplog.set_level(logging.WARNING, logger="payi_otel.exporters")
+    exporter = make_exporter(base_url="http://127.0.0.1:9", spool_max_bytes=3000, batch_size=1)
+    for i in range(30):
+        assert exporter.export(spans([f"full-{i}"])) is SpanExportResult.SUCCESS
+    assert exporter.spool.pending_bytes() <= 3000
+    assert 0 < exporter.dropped_events < 30
+    assert exporter.dropped_events + exporter.spool.pending_batches() == 30
+    warnings = [r.getMessage() for r in caplog.records if "is full" in r.getMessage()]
+    assert len(warnings) == 1  # rate-limited, not one per event
+    assert "dropped" in warnings[0]
+
+
+def test_two_exporters_sharing_a_spool_never_send_the_same_batch(tmp_path, spans, server, make_exporter):
+    spool_dir = tmp_path / "shared"
+    server.slow_all = 0.01
+    writer = make_exporter(base_url="http://127.0.0.1:9", spool_dir=spool_dir, batch_size=5)  # cannot send
+    writer.export(spans(ids("shared", 100)))
+    a = make_exporter(base_url=server.url, spool_dir=spool_dir, ingest_mode="bulk")
+    b = make_exporter(base_url=server.url, spool_dir=spool_dir, ingest_mode="bulk")
+    assert server.wait_for(100, timeout=15)
+    assert a.force_flush(5000) and b.force_flush(5000)
+    assert server.ids() == set(ids("shared", 100))
+    assert sum(server.duplicates.values()) == 0
+    assert a.delivered_events > 0 and b.delivered_events > 0  # both took part
+    assert a.delivered_events + b.delivered_events == 100
+
+
+# --- offline mode and configuration ----------------------------------------------------------
+
+
+def test_offline_mode_appends_json_lines(tmp_path, spans):
+    path = tmp_path / "out" / "events.jsonl"
+    for round_ in range(2):
+        exporter = PayiSpanExporter(offline_file=str(path))
+        assert exporter.export(spans(ids(f"off{round_}", 3))) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+        assert exporter.spool is None
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["provider_response_id"] for e in lines] == ids("off0", 3) + ids("off1", 3)
+    assert lines[0]["user_id"] == "alice" and lines[0]["units"] == {"text": {"input": 10, "output": 5}}
+
+
+@pytest.mark.parametrize(
+    "var, value, message",
+    [
+        ("PAYI_BASE_URL", "api.pay-i.com", "PAYI_BASE_URL='api.pay-i.com': must be an http:// or https:// URL"),
+        ("PAYI_INGEST_MODE", "batch", "PAYI_INGEST_MODE='batch': must be 'single' or 'bulk'"),
+        ("PAYI_EXPORT_TIMEOUT", "soon", "PAYI_EXPORT_TIMEOUT='soon': must be a number of seconds"),
+        ("PAYI_EXPORT_TIMEOUT", "-1", "PAYI_EXPORT_TIMEOUT='-1'"),
+        ("PAYI_EXPORT_BATCH_SIZE", "0", "PAYI_EXPORT_BATCH_SIZE='0': must be an integer >= 1 and <= 1000"),
+        ("PAYI_SPOOL_MAX_BYTES", "10MB", "PAYI_SPOOL_MAX_BYTES='10MB': must be an integer"),
+        ("PAYI_EXPORT_CONTENT", "maybe", "PAYI_EXPORT_CONTENT='maybe': must be true or false"),
+        ("PAYI_SHUTDOWN_TIMEOUT", "nan", "PAYI_SHUTDOWN_TIMEOUT='nan'"),
+    ],
+)
+def test_bad_environment_values_fail_at_construction_naming_the_variable(monkeypatch, tmp_path, var, value, message):
+    monkeypatch.setenv("PAYI_SPOOL_DIR", str(tmp_path))
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        PayiSpanExporter()
+    assert message in str(info.value)
+
+
+def test_environment_configures_and_keywords_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("PAYI_BASE_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("PAYI_INGEST_MODE", "BULK")
+    monkeypatch.setenv("PAYI_EXPORT_BATCH_SIZE", "7")
+    monkeypatch.setenv("PAYI_SPOOL_DIR", str(tmp_path / "env-spool"))
+    monkeypatch.setenv("PAYI_EXPORT_CONTENT", "false")
+    exporter = PayiSpanExporter()
+    try:
+        c = exporter.config
+        assert (c.base_url, c.ingest_mode, c.batch_size, c.export_content) == ("http://127.0.0.1:9", "bulk", 7, False)
+        assert c.spool_dir == tmp_path / "env-spool"
+    finally:
+        exporter.shutdown()
+    exporter = PayiSpanExporter(ingest_mode="single", batch_size=3)
+    try:
+        assert (exporter.config.ingest_mode, exporter.config.batch_size) == ("single", 3)
+    finally:
+        exporter.shutdown()
+
+
+def test_default_spool_dir_is_per_user_and_per_base_url(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("PAYI_SPOOL_DIR", raising=False)
+    from payi_otel.exporters import ExporterConfig
+
+    one = ExporterConfig.load(env={"XDG_CACHE_HOME": str(tmp_path)}, base_url="http://127.0.0.1:1")
+    two = ExporterConfig.load(env={}, base_url="http://127.0.0.1:2")
+    assert one.spool_dir.parent == tmp_path / "payi-otel" / "spool"
+    assert one.spool_dir != two.spool_dir
+
+
+# --- a real application process: kill -9 mid-batch, restart, normal exit -------------------
+
+APP = textwrap.dedent(
+    """
+    import sys, time
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from payi_otel.exporters import PayiSpanExporter
+
+    first, count, linger = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "linger"
+    exporter = PayiSpanExporter()  # configured by the environment, as opentelemetry-instrument does
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=20, max_export_batch_size=25))
+    tracer = provider.get_tracer("app")
+    slowest = 0.0
+    for i in range(first, first + count):
+        t0 = time.perf_counter()
+        with tracer.start_as_current_span("chat", attributes={
+            "gen_ai.operation.name": "chat", "payi.category": "system.openai", "payi.resource": "gpt-4o-mini",
+            "payi.provider_response_id": f"app-{i}", "payi.units.text.input": 3, "payi.units.text.output": 1,
+        }):
+            pass
+        slowest = max(slowest, time.perf_counter() - t0)
+        if i % 25 == 0:
+            time.sleep(0.01)  # let the batch processor export while spans are still made
+    start = time.perf_counter()
+    provider.force_flush()  # exports every span into the spool (the network is not involved)
+    print(f"SPOOLED slowest_span={slowest:.4f} flush={time.perf_counter() - start:.4f}", flush=True)
+    if linger:
+        time.sleep(60)
+    # normal exit: the SDK's atexit hook shuts the exporter down, which delivers what it can
+    """
+)
+
+
+def run_app(tmp_path, server_url, spool_dir, first, count, linger):
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+    env = {
+        **os.environ,
+        "PAYI_BASE_URL": server_url,
+        "PAYI_API_KEY": "app-key",
+        "PAYI_SPOOL_DIR": str(spool_dir),
+        "PAYI_INGEST_MODE": "bulk",
+        "PAYI_EXPORT_BATCH_SIZE": "10",
+        "PAYI_RETRY_INITIAL_BACKOFF": "0.05",
+        "PAYI_RETRY_MAX_BACKOFF": "0.5",
+        "PAYI_SHUTDOWN_TIMEOUT": "20",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(script), str(first), str(count), "linger" if linger else "exit"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_app_killed_with_sigkill_mid_batch_loses_nothing_after_restart(tmp_path, server):
+    spool_dir = tmp_path / "app-spool"
+    server.slow_all = 0.1  # each bulk request of 10 takes 0.1 s: 300 events need ~3 s
+    app = run_app(tmp_path, server.url, spool_dir, 0, 300, linger=True)
+    line = app.stdout.readline()
+    assert line.startswith("SPOOLED"), line + app.stderr.read()
+    slowest = float(line.split("slowest_span=")[1].split()[0])
+    assert slowest < 0.05  # span creation never waited on the (slow) server
+    assert server.wait_for(20)
+    time.sleep(0.05)  # a bulk request is in flight now
+    app.send_signal(signal.SIGKILL)
+    app.wait(5)
+    got_before_kill = len(server.ids())
+    assert 0 < got_before_kill < 300, got_before_kill
+
+    server.slow_all = 0.0
+    again = run_app(tmp_path, server.url, spool_dir, 300, 50, linger=False)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert "SPOOLED" in out
+    expected = {f"app-{i}" for i in range(350)}
+    assert server.ids() == expected  # every event arrived; re-deliveries are counted apart
+    assert sum(server.duplicates.values()) <= 10  # at most the one batch in flight at the kill
+    assert not list(spool_dir.glob("batch-*"))
+
+
+def test_zero_code_setup_with_opentelemetry_instrument(tmp_path, server):
+    script = tmp_path / "zero.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from opentelemetry import trace
+            tracer = trace.get_tracer("zero")
+            for i in range(5):
+                tracer.start_span("chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.id": f"zero-{i}",
+                    "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 4}).end()
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "payi",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "payi_openai",
+        "PAYI_BASE_URL": server.url,
+        "PAYI_SPOOL_DIR": str(tmp_path / "zero-spool"),
+    }
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    done = subprocess.run([str(instrument), sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert server.ids() == {f"zero-{i}" for i in range(5)}
+    assert server.events["zero-0"]["units"] == {"text": {"input": 12, "output": 4}}
