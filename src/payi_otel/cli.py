@@ -91,8 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=FORMATS, default="table")
     _add_data_dir(report)
 
-    demo = sub.add_parser("demo", help="run the end-to-end demo", add_help=False)
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
+    sub.add_parser("demo", help="run the end-to-end demo (its own options follow)", add_help=False)
     return parser
 
 
@@ -172,15 +171,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from payi_otel.demo import main as demo_main
+def _demo(argv: list[str]) -> int:
+    from payi_otel.demo import main as demo_main  # imported only when asked for
 
-    return demo_main(args.demo_args) or 0
+    return demo_main(argv) or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        return _demo(argv[1:])  # the demo parses its own options
     args = _parser().parse_args(argv)
-    handlers = {"serve": _serve, "apps": _apps, "report": _report, "demo": _demo}
+    handlers = {"serve": _serve, "apps": _apps, "report": _report}
     try:
         return handlers[args.command](args)
     except UsageError as exc:

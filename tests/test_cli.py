@@ -1,0 +1,228 @@
+"""The `payi-otel` command: apps and keys, reports, and `serve` as a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from service_support import running_service
+
+from payi_otel.cli import main
+
+GPT4O = {"category": "system.openai", "resource": "gpt-4o", "units": {"text": {"input": 100, "output": 10}}}
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ingest(base_url, key, event, **headers):
+    r = httpx.post(f"{base_url}/api/v1/ingest", json=event, headers={"xProxy-api-key": key, **headers})
+    return r
+
+
+def test_apps_create_list_rotate_and_isolation(tmp_path, capsys):
+    d = str(tmp_path)
+    code, out, err = run(capsys, "apps", "create", "billing", "--group", "eng", "--data-dir", d)
+    assert code == 0
+    key1 = out.strip()
+    assert key1.startswith("sk-payi-app-") and "shown only once" in err
+    code, out, _ = run(capsys, "apps", "list", "--format", "json", "--data-dir", d)
+    apps = {a["name"]: a for a in json.loads(out)}
+    assert apps["billing"]["group"] == "eng" and apps["default"]["group"] == "default"
+    assert key1 not in out  # keys are never shown again
+    code, _, err = run(capsys, "apps", "create", "billing", "--data-dir", d)
+    assert code == 2 and "already exists" in err
+
+    with running_service(tmp_path) as svc:
+        assert ingest(svc.base_url, key1, GPT4O).status_code == 200
+        code, out, _ = run(capsys, "apps", "rotate", "billing", "--key", "2", "--data-dir", d)
+        key2 = out.strip()
+        assert ingest(svc.base_url, key2, GPT4O).status_code == 200
+        assert ingest(svc.base_url, key1, GPT4O).status_code == 200  # slot 1 untouched
+        code, out, _ = run(capsys, "apps", "rotate", "billing", "--key", "1", "--data-dir", d)
+        new1 = out.strip()
+        assert ingest(svc.base_url, key1, GPT4O).status_code == 401  # the rotated-out key stops at once
+        assert ingest(svc.base_url, new1, GPT4O).status_code == 200
+
+
+def test_default_key_file_is_private_and_printed(tmp_path, capsys):
+    d = str(tmp_path)
+    code, out, _ = run(capsys, "apps", "default-key", "--data-dir", d)
+    assert code == 0
+    key_file = tmp_path / "default-api-key"
+    assert out.strip() == key_file.read_text().strip()
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    # rotating the default key keeps the file current
+    code, out, _ = run(capsys, "apps", "rotate", "default", "--key", "1", "--data-dir", d)
+    assert key_file.read_text().strip() == out.strip()
+
+
+def test_bad_cli_input_names_the_option(tmp_path, capsys, monkeypatch):
+    d = str(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["apps", "rotate", "default", "--key", "3", "--data-dir", d])
+    assert "--key" in capsys.readouterr().err
+    code, _, err = run(capsys, "report", "--by", "colour", "--data-dir", d)
+    assert code == 2 and "--by 'colour'" in err and "use_case" in err
+    code, _, err = run(capsys, "report", "--since", "last week", "--data-dir", d)
+    assert code == 2 and "--since" in err
+    code, _, err = run(capsys, "report", "--data-dir", str(tmp_path / "empty"))
+    assert code == 2 and "--data-dir" in err
+    monkeypatch.setenv("PAYI_OTEL_PORT", "70000")
+    code, _, err = run(capsys, "serve", "--data-dir", d)
+    assert code == 2 and "PAYI_OTEL_PORT" in err and "65535" in err
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    now = datetime.now(UTC)
+    with running_service(d) as svc:
+        k = svc.api_key
+        old = (now - timedelta(days=3)).isoformat()
+        ingest(svc.base_url, k, {**GPT4O, "end_to_end_latency_ms": 100}, **{"xProxy-UseCase-Name": "a", "xProxy-User-ID": "u1"})
+        ingest(svc.base_url, k, {**GPT4O, "end_to_end_latency_ms": 300}, **{"xProxy-UseCase-Name": "a", "xProxy-User-ID": "u2"})
+        ingest(svc.base_url, k, {**GPT4O, "end_to_end_latency_ms": 200, "event_timestamp": old},
+               **{"xProxy-UseCase-Name": "b", "xProxy-User-ID": "u1", "xProxy-Request-Tags": "x,y"})
+        ingest(svc.base_url, k, {"category": "system.openai", "resource": "mystery-model", "units": {"text": {"input": 7}}},
+               **{"xProxy-UseCase-Name": "b"})
+        ingest(svc.base_url, k, {**GPT4O, "units": {}, "http_status_code": 500}, **{"xProxy-UseCase-Name": "a"})
+    return str(d)
+
+
+def report_json(capsys, d, *args):
+    code, out, err = run(capsys, "report", "--format", "json", "--data-dir", d, *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_report_groups_by_use_case(report_dir, capsys):
+    rep = report_json(capsys, report_dir, "--by", "use_case")
+    rows = {r["group"]["use_case"]: r for r in rep["rows"]}
+    a, b = rows["a"], rows["b"]
+    assert a["requests"] == 3 and a["failures"] == 1
+    assert a["cost_usd"] == pytest.approx(2 * 0.00035)
+    assert a["input_tokens"] == 200 and a["output_tokens"] == 20
+    assert a["latency_p50_ms"] == 100 and a["latency_p95_ms"] == 300
+    # b: one priced, one unpriced -> cost of the priced one only, unpriced counted apart
+    assert b["requests"] == 2 and b["unpriced_requests"] == 1 and b["cost_usd"] == pytest.approx(0.00035)
+    assert rep["total"]["requests"] == 5 and rep["total"]["unpriced_requests"] == 1
+
+
+def test_report_only_unpriced_group_has_no_cost(report_dir, capsys):
+    rep = report_json(capsys, report_dir, "--by", "resource")
+    mystery = next(r for r in rep["rows"] if r["group"]["resource"] == "mystery-model")
+    assert mystery["cost_usd"] is None and mystery["unpriced_requests"] == 1
+    code, out, _ = run(capsys, "report", "--by", "resource", "--data-dir", report_dir)
+    line = next(l for l in out.splitlines() if l.startswith("mystery-model"))
+    assert "unpriced" in line and "0.000000" not in line
+
+
+def test_report_time_filters_and_multi_dimensions(report_dir, capsys):
+    recent = report_json(capsys, report_dir, "--since", "24h", "--by", "use_case,user")
+    assert recent["total"]["requests"] == 4  # the 3-day-old event is out
+    groups = {(r["group"]["use_case"], r["group"]["user"]) for r in recent["rows"]}
+    assert ("a", "u1") in groups and ("b", "u1") not in groups
+    older = report_json(capsys, report_dir, "--until", "2d", "--by", "day")
+    assert older["total"]["requests"] == 1
+    assert older["rows"][0]["group"]["day"] == (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
+
+
+def test_report_by_tag_counts_each_request_once_in_total(report_dir, capsys):
+    rep = report_json(capsys, report_dir, "--by", "tag")
+    tags = {r["group"]["tag"]: r["requests"] for r in rep["rows"]}
+    assert tags["x"] == 1 and tags["y"] == 1 and tags[None] == 4
+    assert rep["total"]["requests"] == 5
+
+
+def test_report_csv_and_table(report_dir, capsys):
+    code, out, _ = run(capsys, "report", "--by", "application,group", "--format", "csv", "--data-dir", report_dir)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[0]["application"] == "default" and rows[0]["group"] == "default" and rows[0]["requests"] == "5"
+    code, out, _ = run(capsys, "report", "--by", "category", "--data-dir", report_dir)
+    assert "system.openai" in out and "TOTAL" in out and "p95 ms" in out
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_subprocess_sigterm_loses_no_acknowledged_event(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PAYI_OTEL_DATA_DIR": str(tmp_path), "PAYI_OTEL_PORT": str(port)}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "payi_otel.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first = proc.stdout.readline()
+        assert f"listening on http://127.0.0.1:{port}" in first
+        startup = time.monotonic() - started
+        rest = "".join(proc.stdout.readline() for _ in range(2))
+        assert str(tmp_path / "payi.db") in rest and "default-api-key" in rest
+        key = (tmp_path / "default-api-key").read_text().strip()
+        acked: list[str] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def sender():
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"xProxy-api-key": key}) as c:
+                while not stop.is_set():
+                    try:
+                        r = c.post("/api/v1/ingest", json=GPT4O)
+                    except httpx.HTTPError:
+                        return
+                    if r.status_code == 200:
+                        with lock:
+                            acked.append(r.json()["request_id"])
+
+        threads = [threading.Thread(target=sender) for _ in range(4)]
+        for t in threads:
+            t.start()
+        while len(acked) < 200:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    db = sqlite3.connect(tmp_path / "payi.db")
+    stored = {r[0] for r in db.execute("SELECT request_id FROM requests")}
+    db.close()
+    missing = set(acked) - stored
+    assert not missing, f"{len(missing)} acknowledged events lost"
+    assert startup < 5  # generous bound for CI; the benchmark prints the real figure
+
+
+def test_demo_slot_dispatches_lazily(monkeypatch, capsys):
+    import types
+
+    calls = []
+    fake = types.ModuleType("payi_otel.demo")
+    fake.main = lambda argv: calls.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "payi_otel.demo", fake)
+    assert main(["demo", "--fast"]) == 0
+    assert calls == [["--fast"]]
