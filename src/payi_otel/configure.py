@@ -193,7 +193,11 @@ def instrument(
         handle = Instrumentation(arguments)
         handle.defaults = _context.set_global_defaults(**layer)
         propagation.install()
-        provider = _setup_exporter(handle, tracer_provider, exporter)
+        try:
+            provider = _setup_exporter(handle, tracer_provider, exporter)
+        except Exception as exc:  # never fail the app over telemetry
+            _LOG.warning("payi-otel: setting up the Pay-i exporter failed: %s", exc, exc_info=True)
+            provider = tracer_provider
         _load_instrumentors(handle, names, provider, meter_provider, options)
         _HANDLE = handle
         return handle
