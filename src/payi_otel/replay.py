@@ -33,6 +33,7 @@ class ReplayMiss(LookupError):
 @dataclass(frozen=True, slots=True)
 class Interaction:
     method: str
+    uri: str
     path: str
     request_body: Any  # decoded JSON when possible, else raw text/bytes
     status: int
@@ -116,6 +117,7 @@ def _interaction(raw: dict[str, Any]) -> Interaction:
     status = resp.get("status") or {}
     return Interaction(
         method=str(req.get("method", "GET")).upper(),
+        uri=req["uri"],
         path=urlsplit(req["uri"]).path,
         request_body=req_body,
         status=int(status.get("code", 200)) if isinstance(status, dict) else int(status),
