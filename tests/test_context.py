@@ -455,3 +455,16 @@ def test_header_values_are_validated_by_merge():
     layer, _ = layer_from_headers({"xProxy-User-ID": "has space"})
     with pytest.raises(ValueError, match="^user_id:"):
         merge(None, **layer)
+
+
+def test_track_use_case_id_without_a_name_fails_at_the_call_not_at_decoration():
+    @track(use_case_id="given")
+    def job():
+        return current_business_context().use_case_id
+
+    with pytest.raises(ValueError, match="^use_case_id: requires a use_case_name in effect"):
+        job()
+    with track_context(use_case_name="u"):
+        assert job() == "given"
+    set_global_defaults()
+    assert job() == "given"
