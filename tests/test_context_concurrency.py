@@ -313,3 +313,27 @@ def test_introspection_matches_the_undecorated_function():
     assert inspect.isgeneratorfunction(g)
     assert inspect.isasyncgenfunction(ag)
     assert inspect.iscoroutinefunction(co)
+
+
+def test_thread_subclasses_with_their_own_run_and_timers_carry_the_context():
+    seen = {}
+
+    class Worker(threading.Thread):
+        def __init__(self, label):
+            super().__init__()
+            self.label = label
+
+        def run(self):
+            seen[self.label] = user()
+
+    with track_context(user_id="sub"):
+        inside = Worker("inside")
+        inside.start()
+        timer = threading.Timer(0.001, lambda: seen.setdefault("timer", user()))
+        timer.start()
+    inside.join()
+    timer.join()
+    outside = Worker("outside")
+    outside.start()
+    outside.join()
+    assert seen == {"inside": "sub", "timer": "sub", "outside": None}

@@ -9,14 +9,15 @@ themselves. ``install()`` patches (with wrapt):
 * ``concurrent.futures.ThreadPoolExecutor.submit``: runs the submitted callable inside a snapshot
   of the submitting thread's context (also covers ``loop.run_in_executor``).
 
-A thread subclass that overrides ``run()`` without calling ``Thread.run`` is not covered; call
-``contextvars.copy_context().run`` yourself there. ``install()`` is idempotent and cheap to call
+For a thread subclass with its own ``run()`` (``threading.Timer``, user subclasses) the
+started thread's ``run`` attribute is set to run that method in the snapshot. ``install()`` is idempotent and cheap to call
 again; ``uninstall()`` removes the patches.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,8 +32,23 @@ _LOCK = threading.Lock()
 _SNAPSHOT_ATTR = "_payi_otel_context"
 
 
+def _overrides_run(thread: threading.Thread) -> bool:
+    for klass in type(thread).__mro__:
+        if klass is threading.Thread:
+            return False
+        if "run" in vars(klass):
+            return True
+    return False
+
+
 def _start(wrapped: Any, instance: threading.Thread, args: Any, kwargs: Any) -> Any:
-    setattr(instance, _SNAPSHOT_ATTR, contextvars.copy_context())
+    snapshot = contextvars.copy_context()
+    if _overrides_run(instance) and "run" not in vars(instance):
+        # A subclass's own run() (threading.Timer, user subclasses) never reaches Thread.run:
+        # run it in the snapshot through an instance attribute, for this thread only.
+        instance.run = functools.partial(snapshot.run, instance.run)  # type: ignore[method-assign]
+    else:
+        setattr(instance, _SNAPSHOT_ATTR, snapshot)
     return wrapped(*args, **kwargs)
 
 
