@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+import orjson
 
 from payi_otel.service import models
+from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.firstrun import ensure_default_application
 from payi_otel.service.ingest import (
+    ATTRIBUTION_HEADERS,
     Ingestor,
     PayiApiError,
     attribution_from_headers,
@@ -27,7 +28,7 @@ from payi_otel.service.ingest import (
     parse_single,
 )
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.store import Application, Store, now_ms
+from payi_otel.service.store import Application, Store, new_id, now_ms
 
 log = logging.getLogger("payi_otel.service")
 
@@ -39,7 +40,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def _body_schema(model: type, *, array: bool = False) -> dict[str, Any]:
@@ -52,7 +53,9 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
     """The service over the SQLite store in ``data_dir`` (created, with a default application, if new)."""
     store = Store(data_dir)
     ensure_default_application(store)
+    store.start_background_checkpoints()
     ingestor = Ingestor(store, Pricer())
+    committer = GroupCommitter(store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -95,16 +98,32 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
         "/api/v1/ingest",
         response_model=models.IngestResponse,
         responses=_ERROR_RESPONSES,
-        openapi_extra=_body_schema(models.IngestRequest),
+        openapi_extra={
+            **_body_schema(models.IngestRequest),
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "Deduplication id (the SDK sends the provider response id): a repeat is not stored "
+                    "again and answers with the first request_id and duplicate_request=true",
+                },
+                *(
+                    {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                    for h in ATTRIBUTION_HEADERS
+                ),
+            ],
+        },
         summary="Ingest one event (attribution in xProxy-* headers; ?id= deduplicates)",
     )
-    async def ingest(request: Request, id: str | None = None) -> Response:
+    async def ingest(request: Request) -> Response:
         application = authenticate(request)
         event = parse_single(await request.body())
-        attr = attribution_from_headers(request.headers, id)
-        with store.transaction():
-            body = ingestor.ingest(application, event, attr)
-        return _json(body)
+        # one pass over the headers (names arrive lower-cased) instead of one scan per header
+        headers = {k: v for k, v in request.headers.items() if k.startswith("xproxy-")}
+        attr = attribution_from_headers(headers, request.query_params.get("id"))
+        return _json(await committer.run(lambda: ingestor.ingest(application, event, attr)))
 
     @app.post(
         "/api/v1/ingest/bulk",
@@ -117,8 +136,9 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
         application = authenticate(request)
         items = parse_bulk_body(await request.body())
         errors: list[dict[str, Any]] = []
-        stored = duplicates = 0
-        with store.transaction():
+        counts = {"stored": 0, "duplicates": 0}
+
+        def work() -> None:
             for index, raw in enumerate(items):
                 try:
                     item = parse_bulk_item(raw)
@@ -126,13 +146,13 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
                 except PayiApiError as exc:
                     errors.append({"item_index": index, "xproxy_result": exc.body()})
                     continue
-                if result["xproxy_result"]["duplicate_request"]:
-                    duplicates += 1
-                else:
-                    stored += 1
+                counts["duplicates" if result["xproxy_result"]["duplicate_request"] else "stored"] += 1
+
+        await committer.run(work)
+        stored, duplicates = counts["stored"], counts["duplicates"]
         return _json(
             {
-                "request_id": str(uuid.uuid4()),
+                "request_id": new_id(),
                 "ingest_timestamp": iso_timestamp(now_ms()),
                 "ingest_count": stored,
                 "duplicate_count": duplicates,
@@ -168,8 +188,11 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
             store.request_result(application.id, category=category, provider_response_id=provider_response_id)
         )
 
-    def _update(application: Application, request_id: str | None, body: models.PropertiesUpdate) -> Response:
-        if request_id is None or not store.update_request_properties(application.id, request_id, body.properties):
+    async def _update(application: Application, request_id: str | None, body: models.PropertiesUpdate) -> Response:
+        found = request_id is not None and await committer.run(
+            lambda: store.update_request_properties(application.id, request_id, body.properties)
+        )
+        if not found:
             raise PayiApiError(404, "request_not_found", "no request with that id in this application")
         return _json({"request_id": request_id})
 
@@ -180,7 +203,7 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
         summary="Merge request properties (a null value deletes the key)",
     )
     async def update_properties(request_id: str, body: models.PropertiesUpdate, request: Request) -> Response:
-        return _update(authenticate(request), request_id, body)
+        return await _update(authenticate(request), request_id, body)
 
     @app.put(
         "/api/v1/requests/provider/{category}/{provider_response_id:path}/properties",
@@ -193,7 +216,7 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
     ) -> Response:
         application = authenticate(request)
         stored = store.request_result(application.id, category=category, provider_response_id=provider_response_id)
-        return _update(application, stored.request_id if stored else None, body)
+        return await _update(application, stored.request_id if stored else None, body)
 
     _default_openapi = app.openapi
 

@@ -6,18 +6,17 @@ Used by both ``POST /api/v1/ingest`` (attribution from ``xProxy-*`` headers) and
 
 from __future__ import annotations
 
-import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.store import Application, Store, now_ms
+from payi_otel.service.store import Application, Store, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _USE_CASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -82,12 +81,21 @@ _HEADER_NAMES = {
 }
 
 
+# Headers a single ingest reads (matched case-insensitively).
+ATTRIBUTION_HEADERS = (
+    *_HEADER_NAMES.values(),
+    "xProxy-Resource-Scope",
+    "xProxy-Logging-Disable",
+    "xProxy-Instrumented-Module",
+)
+
+
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
 def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution:
-    """Read ``xProxy-*`` headers (case-insensitive mapping) of a single ingest."""
+    """Read the ``xProxy-*`` headers of a single ingest from a mapping with lower-cased names."""
     get = headers.get
     version = get("xproxy-usecase-version")
     if version is not None and version.strip():
@@ -159,8 +167,8 @@ def parse_single(body: bytes) -> IngestRequest:
 
 def parse_bulk_body(body: bytes) -> list[Any]:
     try:
-        items = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(items, list):
         raise bad_request("invalid_json", "body must be a JSON array of events")
@@ -220,8 +228,13 @@ class Ingestor:
     ) -> dict[str, Any]:
         """Store ``event`` (or recognise a duplicate) and return the IngestResponse body.
 
-        Must run inside ``store.transaction()``; the caller commits before answering.
+        The event's writes form one unit (a savepoint inside a shared transaction); the caller
+        answers only after the enclosing transaction committed.
         """
+        with self.store.transaction():
+            return self._ingest(app, event, attr, bulk)
+
+    def _ingest(self, app: Application, event: IngestRequest, attr: Attribution, bulk: bool) -> dict[str, Any]:
         names = _BULK_NAMES if bulk else _HEADER_NAMES
         self._check_attribution(app, attr, names)
         ingest_ms = now_ms()
@@ -263,7 +276,7 @@ class Ingestor:
             properties["system.failure"] = f"http_status_{status}"
         properties = {k: v for k, v in properties.items() if v is not None}
 
-        request_id = str(uuid.uuid4())
+        request_id = new_id()
         result: dict[str, Any] = {
             "request_id": request_id,
             "use_case_name": attr.use_case_name,
@@ -324,15 +337,15 @@ class Ingestor:
                 "ttft_ms": event.time_to_first_token_ms,
                 "input_tokens": sum(u["input"] for u in units.values()),
                 "output_tokens": sum(u["output"] for u in units.values()),
-                "units": json.dumps(units, separators=(",", ":")),
+                "units": orjson.dumps(units).decode(),
                 "cost_input": price.input_cost if price.priced else None,
                 "cost_output": price.output_cost if price.priced else None,
                 "cost_total": price.total_cost if price.priced else None,
                 "unpriced_reason": price.unpriced_reason,
-                "limit_ids": json.dumps(attr.limit_ids) if attr.limit_ids else None,
-                "properties": json.dumps(properties, separators=(",", ":")) if properties else None,
-                "provider_data": json.dumps(provider_data, separators=(",", ":")) if provider_data else None,
-                "result": json.dumps(result, separators=(",", ":")),
+                "limit_ids": orjson.dumps(attr.limit_ids).decode() if attr.limit_ids else None,
+                "properties": orjson.dumps(properties).decode() if properties else None,
+                "provider_data": orjson.dumps(provider_data).decode() if provider_data else None,
+                "result": orjson.dumps(result).decode(),
             },
             attr.request_tags,
         )

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from payi_otel.service import keys
 
 DB_FILE = "payi.db"
@@ -128,7 +130,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS requests_provider_id
     ON requests (application_id, category, provider_response_id) WHERE provider_response_id IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
     ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS requests_time ON requests (application_id, event_ms);
 CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
 CREATE TABLE IF NOT EXISTS request_tags (
     request_row INTEGER NOT NULL REFERENCES requests(id),
@@ -190,6 +191,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def new_id() -> str:
+    """A time-ordered UUID (version 7 layout): ids sort by creation, so index inserts append."""
+    value = (now_ms() << 80) | (0x7 << 76) | (int.from_bytes(os.urandom(10), "big") & ((1 << 76) - 1))
+    value = (value & ~(0xC << 60)) | (0x8 << 60)  # RFC 4122 variant bits
+    return str(uuid.UUID(int=value))
+
+
 class Store:
     """All persistent state of the local service."""
 
@@ -202,33 +210,90 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=10000")
+        self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache: indexes stay hot as data grows
+        self._conn.execute("PRAGMA temp_store=MEMORY")
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._lock = threading.RLock()
         self._depth = 0
         self._known_resource_ids: set[str] = set()
+        self._definition_versions: dict[tuple[int, str], int] = {}
         self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "PRAGMA user_version=1; COMMIT;")
 
+    def start_background_checkpoints(self, interval: float = 1.0) -> None:
+        """Move WAL checkpoints (which fsync the database file) off the serving thread.
+
+        The serving connection stops auto-checkpointing; a thread with its own connection runs a
+        PASSIVE checkpoint every ``interval`` seconds, which never blocks writers.
+        """
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+
+        def loop() -> None:
+            conn = sqlite3.connect(self.path, timeout=10.0)
+            try:
+                while not self._stop_checkpoints.wait(interval):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        self._checkpointer = threading.Thread(target=loop, name="payi-otel-checkpoint", daemon=True)
+        self._checkpointer.start()
+
     def close(self) -> None:
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._lock:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
             self._conn.close()
+
+    def begin(self) -> None:
+        """Open a transaction that several units of work share until :meth:`commit` (group commit)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        with self._lock:
+            self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        with self._lock:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._definition_versions.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic, committed unit of work (nested calls join the outer transaction)."""
+        """One atomic unit of work.
+
+        Outside a transaction it is committed on exit; inside an open one (group commit, or nested)
+        it is a savepoint: undone alone on error, committed with the enclosing transaction.
+        """
         with self._lock:
-            outer = self._depth == 0
-            if outer:
+            if not self._conn.in_transaction:
                 self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    self._definition_versions.clear()
+                    raise
+                self._conn.execute("COMMIT")
+                return
             self._depth += 1
+            name = f"sp{self._depth}"
+            self._conn.execute(f"SAVEPOINT {name}")
             try:
                 yield self._conn
             except BaseException:
-                self._depth -= 1
-                if outer:
-                    self._conn.execute("ROLLBACK")
+                self._definition_versions.clear()
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
                 raise
-            self._depth -= 1
-            if outer:
-                self._conn.execute("COMMIT")
+            finally:
+                self._depth -= 1
+            self._conn.execute(f"RELEASE {name}")
 
     # --- organization: groups, applications, keys -----------------------------------------
     def create_application(self, name: str, group: str) -> tuple[Application, str]:
@@ -328,7 +393,7 @@ class Store:
                 " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
                 (application_id, category, provider_response_id),
             ).fetchone()
-        return None if row is None else StoredRequest(row[0], row[1], row[2], json.loads(row[3]))
+        return None if row is None else StoredRequest(row[0], row[1], row[2], orjson.loads(row[3]))
 
     def unknown_limit_ids(self, application_id: int, limit_ids: list[str]) -> list[str]:
         """The ids in ``limit_ids`` that are not limits of this application."""
@@ -355,16 +420,23 @@ class Store:
         """Attach to (or create) a use case instance; creates the definition (version 1) on first sight."""
         c = self._conn
         ts = now_ms()
-        c.execute(
-            "INSERT OR IGNORE INTO use_case_definitions (application_id, name, version, created_ms) VALUES (?, ?, 1, ?)",
-            (application_id, name, ts),
-        )
-        if version is None:
-            version = c.execute(
+        latest = self._definition_versions.get((application_id, name))
+        if latest is None:
+            c.execute(
+                "INSERT OR IGNORE INTO use_case_definitions (application_id, name, version, created_ms)"
+                " VALUES (?, ?, 1, ?)",
+                (application_id, name, ts),
+            )
+            latest = c.execute(
                 "SELECT version FROM use_case_definitions WHERE application_id = ? AND name = ?", (application_id, name)
             ).fetchone()[0]
+            # Only this process changes definitions while it runs, so the version can be cached
+            # (the cache is dropped on every rollback, which may have undone the insert).
+            self._definition_versions[(application_id, name)] = latest
+        if version is None:
+            version = latest
         if use_case_id is None:
-            use_case_id = str(uuid.uuid4())
+            use_case_id = new_id()
             existing = None
         else:
             existing = c.execute(
@@ -379,7 +451,7 @@ class Store:
                 (application_id, use_case_id, name, version, _dumps(merged), ts),
             )
         elif properties:
-            merged = _merge_properties(json.loads(existing[0] or "{}"), properties)
+            merged = _merge_properties(orjson.loads(existing[0] or "{}"), properties)
             c.execute(
                 "UPDATE use_case_instances SET properties = ? WHERE application_id = ? AND use_case_id = ?",
                 (_dumps(merged), application_id, use_case_id),
@@ -434,7 +506,7 @@ class Store:
                     " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
                     (application_id, category, provider_response_id),
                 ).fetchone()
-        return None if row is None else StoredRequest(row[0], row[1], row[2], json.loads(row[3]))
+        return None if row is None else StoredRequest(row[0], row[1], row[2], orjson.loads(row[3]))
 
     def request_properties(self, application_id: int, request_id: str) -> dict[str, str] | None:
         with self._lock:
@@ -505,4 +577,4 @@ def _merge_properties(current: dict[str, str], update: dict[str, str | None] | N
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return orjson.dumps(value).decode()
