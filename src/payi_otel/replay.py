@@ -176,6 +176,24 @@ def make_transport(cassette: Cassette, library: str = "httpx2") -> Any:
 
 
 def _transport_class(lib: Any) -> type:
+    class ReplayBody(lib.SyncByteStream, lib.AsyncByteStream):
+        """The recorded body, delivered like a network body (not pre-read; SSE one event at a time)."""
+
+        def __init__(self, body: bytes) -> None:
+            if b"\n\ndata:" not in body:
+                self.parts = [body]
+                return
+            self.parts = [p + b"\n\n" for p in body.split(b"\n\n") if p]
+            if self.parts and not body.endswith(b"\n\n"):
+                self.parts[-1] = self.parts[-1][:-2]  # keep the recorded ending byte for byte
+
+        def __iter__(self) -> Any:
+            yield from self.parts
+
+        async def __aiter__(self) -> Any:
+            for part in self.parts:
+                yield part
+
     class ReplayTransport(lib.BaseTransport, lib.AsyncBaseTransport):
         """Answers requests from a :class:`Cassette` (works with sync and async clients)."""
 
@@ -189,7 +207,7 @@ def _transport_class(lib: Any) -> type:
             return lib.Response(
                 interaction.status,
                 headers=list(interaction.headers),
-                content=interaction.body,
+                stream=ReplayBody(interaction.body),
                 request=request,
             )
 
