@@ -1,0 +1,125 @@
+"""`payi-otel demo`: the whole product end to end on one machine.
+
+Starts the local Pay-i-compatible service, runs an example application under
+``opentelemetry-instrument`` with the Pay-i exporter (zero code changes in the app), waits for the
+exporter to deliver, and prints the cost report. Without ``OPENAI_API_KEY`` the example is answered
+from real recorded OpenAI responses; with it, the same example calls OpenAI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+EXAMPLE = "openai_app.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _examples_dir() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "examples"
+        if (candidate / EXAMPLE).is_file():
+            return candidate
+    raise SystemExit(
+        f"payi-otel demo: cannot find examples/{EXAMPLE}; run it from a checkout of payi-otel"
+    )
+
+
+def _wait_ready(base_url: str, server: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"payi-otel demo: the service exited with code {server.returncode}")
+        try:
+            if httpx.get(f"{base_url}/openapi.json", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"payi-otel demo: the service did not answer on {base_url} within {timeout:.0f}s")
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="payi-otel demo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("PAYI_OTEL_DEMO_DIR", ".payi-otel/demo"),
+        help="where the demo keeps the service's database and the exporter's spool "
+        "(default: .payi-otel/demo)",
+    )
+    parser.add_argument("--fresh", action="store_true", help="start from an empty data directory")
+    args = parser.parse_args(argv)
+
+    data_dir = Path(args.data_dir).resolve()
+    if args.fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    cli = _bin("payi-otel")
+
+    print(f"==> starting the local Pay-i service on {base_url} (data in {data_dir})", flush=True)
+    server = subprocess.Popen(
+        [cli, "serve", "--port", str(port), "--data-dir", str(data_dir / "service")],
+    )
+    try:
+        _wait_ready(base_url, server)
+        key_file = data_dir / "service" / "default-api-key"
+        api_key = key_file.read_text().strip()
+
+        example = _examples_dir() / EXAMPLE
+        mode = "OpenAI" if os.environ.get("OPENAI_API_KEY") else "recorded OpenAI responses"
+        print(f"==> running {example.name} under opentelemetry-instrument ({mode})", flush=True)
+        env = dict(os.environ)
+        env.update(
+            {
+                "OTEL_SERVICE_NAME": "payi-otel-demo",
+                "OTEL_TRACES_EXPORTER": "payi",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+                "PAYI_BASE_URL": base_url,
+                "PAYI_API_KEY": api_key,
+                "PAYI_SPOOL_DIR": str(data_dir / "spool"),
+            }
+        )
+        app = subprocess.run(
+            [_bin("opentelemetry-instrument"), sys.executable, str(example)], env=env
+        )
+        if app.returncode != 0:
+            print(f"payi-otel demo: the example exited with code {app.returncode}", file=sys.stderr)
+            return app.returncode
+
+        print("==> cost report (payi-otel report --by use_case,user)", flush=True)
+        report = subprocess.run(
+            [cli, "report", "--data-dir", str(data_dir / "service"), "--by", "use_case,user"]
+        )
+        return report.returncode
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
