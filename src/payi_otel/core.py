@@ -133,16 +133,13 @@ def split_proxy_headers(headers: Mapping[str, Any]) -> tuple[Mapping[str, Any] |
     if not any(isinstance(k, str) and k.lower().startswith(PROXY_HEADER_PREFIX) for k in headers):
         return None, dict(headers)
     layer: Mapping[str, Any] | None = None
-    remaining: dict[str, Any] | None = None
     try:
         from payi_otel import context as ctx  # noqa: PLC0415
 
-        layer, remaining = ctx.layer_from_headers(headers)
-        remaining = dict(remaining)
-    except Exception:
-        logger.debug("could not read xProxy-* headers as business context", exc_info=True)
-    if remaining is None:
-        remaining = {k: v for k, v in headers.items() if not str(k).lower().startswith(PROXY_HEADER_PREFIX)}
+        layer, _ = ctx.layer_from_headers(headers)
+    except Exception:  # a malformed header must not break the call; it is dropped
+        logger.warning("ignoring malformed xProxy-* header", exc_info=True)
+    remaining = {k: v for k, v in headers.items() if not str(k).lower().startswith(PROXY_HEADER_PREFIX)}
     return (layer or None), remaining
 
 

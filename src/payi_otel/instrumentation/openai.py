@@ -649,9 +649,8 @@ class _Operation:
         status = getattr(raw, "status_code", None)
         if isinstance(status, int):
             rec.status_code = status
-        http = getattr(raw, "http_response", None)
-        body_read = not call.record.stream and getattr(http, "is_stream_consumed", False)
-        if body_read:
+        # with_raw_response (LegacyAPIResponse): the SDK has already read a non-streamed body.
+        if not rec.stream and type(raw).__name__ == "LegacyAPIResponse":
             try:
                 parsed = raw.parse()
             except Exception:

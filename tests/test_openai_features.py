@@ -1,0 +1,375 @@
+"""OpenAI instrumentation behaviour a user notices: usage injection, per-call headers, Azure resources,
+raw responses, errors, metrics, content capture, uninstrument and auto-instrumentation."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from _openai_helpers import CASSETTES, Telemetry, client_for, instrumented, telemetry  # noqa: F401
+from payi_otel import attributes as A
+from payi_otel import track_context
+from payi_otel.core import DURATION_BUCKETS, TOKEN_BUCKETS
+from payi_otel.instrumentation.openai import OpenAIInstrumentor, parse_azure_deployments
+from payi_otel.replay import Cassette
+from openai.resources.chat.completions import Completions
+
+OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
+TRACELOOP = CASSETTES / "traceloop__openllmetry"
+STREAM = Cassette.load(OTEL / "test_chat_completion_streaming.yaml").interactions[0]
+STREAM_EVENTS = STREAM.sse_events()
+CHAT = Cassette.load(OTEL / "test_chat_completion_extra_params.yaml").interactions[0]
+NOT_FOUND = Cassette.load(OTEL / "test_chat_completion_404.yaml").interactions[0]
+AZURE = Cassette.load(TRACELOOP / "azure/test_chat.yaml").interactions[0]
+MESSAGES = [{"role": "user", "content": "Say this is a test"}]
+
+
+def replay(interaction, *, is_async=False):
+    return client_for(interaction, Cassette([interaction]), is_async=is_async)
+
+
+def sent_json(client) -> dict:
+    return json.loads(client.payi_transport.requests[-1].content)
+
+
+def with_instrumentation(**kwargs):
+    telemetry = Telemetry()
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, **kwargs)
+    return telemetry, instrumentor
+
+
+# --- stream_options.include_usage ------------------------------------------------------------------
+def test_include_usage_requested_on_a_copy_and_usage_chunk_hidden(instrumented):
+    client = replay(STREAM)
+    kwargs = {"model": "gpt-4", "messages": MESSAGES}
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))
+    assert kwargs == {"model": "gpt-4", "messages": MESSAGES}  # caller's dict untouched
+    assert sent_json(client)["stream_options"] == {"include_usage": True}
+    usage_chunks = [e for e in STREAM_EVENTS if e.get("usage") and not e["choices"]]
+    assert len(usage_chunks) == 1
+    assert len(chunks) == len(STREAM_EVENTS) - 1 and all(c.choices for c in chunks)
+    span = instrumented.one_span()
+    assert span.attributes[A.GEN_AI_USAGE_INPUT_TOKENS] == usage_chunks[0]["usage"]["prompt_tokens"]
+    assert span.attributes[A.PAYI_USAGE_COMPLETE] is True
+
+
+@pytest.mark.parametrize(
+    "options, sent, visible",
+    [
+        ({"include_usage": False}, {"include_usage": False}, len(STREAM_EVENTS)),
+        ({"include_usage": True}, {"include_usage": True}, len(STREAM_EVENTS)),
+        ({"include_obfuscation": False}, {"include_obfuscation": False, "include_usage": True}, len(STREAM_EVENTS) - 1),
+    ],
+)
+def test_explicit_stream_options_are_respected(options, sent, visible, instrumented):
+    client = replay(STREAM)
+    chunks = list(client.chat.completions.create(stream=True, stream_options=options, model="gpt-4", messages=MESSAGES))
+    assert sent_json(client)["stream_options"] == sent
+    assert len(chunks) == visible
+
+
+@pytest.mark.parametrize("how", ["kwarg", "env"])
+def test_include_usage_injection_can_be_turned_off(how, monkeypatch):
+    if how == "env":
+        monkeypatch.setenv("PAYI_OPENAI_INJECT_STREAM_USAGE", "false")
+        telemetry, instrumentor = with_instrumentation()
+    else:
+        telemetry, instrumentor = with_instrumentation(inject_stream_usage=False)
+    try:
+        client = replay(STREAM)
+        chunks = list(client.chat.completions.create(stream=True, model="gpt-4", messages=MESSAGES))
+    finally:
+        instrumentor.uninstrument()
+    assert "stream_options" not in sent_json(client)
+    assert len(chunks) == len(STREAM_EVENTS)
+
+
+def test_bad_inject_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("PAYI_OPENAI_INJECT_STREAM_USAGE", "maybe")
+    with pytest.raises(ValueError, match="PAYI_OPENAI_INJECT_STREAM_USAGE.*true or false"):
+        OpenAIInstrumentor().instrument()
+    OpenAIInstrumentor().uninstrument()
+
+
+def test_stream_without_usage_is_marked_incomplete(instrumented):
+    recorded = Cassette.load(OTEL / "test_chat_completion_streaming_not_complete.yaml").interactions[0]
+    client = replay(recorded)
+    list(client.chat.completions.create(stream=True, model="gpt-4", messages=MESSAGES))
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.PAYI_USAGE_COMPLETE] is False
+    assert "include_usage" in attrs[A.PAYI_USAGE_INCOMPLETE_REASON]
+    assert not any(k.startswith(A.PAYI_UNITS_PREFIX) for k in attrs)
+
+
+# --- per-call xProxy-* headers and business context ------------------------------------------------
+def test_xproxy_headers_are_stripped_and_become_innermost_context(instrumented):
+    client = replay(CHAT)
+    with track_context(use_case_name="support", user_id="outer-user", request_tags=["a"]):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"xProxy-User-ID": "inner-user", "xProxy-Request-Tags": "b", "X-Custom": "kept",
+                           "xProxy-Unknown": "dropped"},
+        )  # fmt: skip
+    headers = client.payi_transport.requests[-1].headers
+    assert not [h for h in headers if h.lower().startswith("xproxy-")]
+    assert headers["x-custom"] == "kept"
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.PAYI_USER_ID] == "inner-user"
+    assert attrs[A.PAYI_USE_CASE_NAME] == "support"
+    assert set(attrs[A.PAYI_REQUEST_TAGS]) == {"a", "b"}
+
+
+def test_malformed_xproxy_header_never_breaks_the_call(instrumented):
+    client = replay(CHAT)
+    result = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers={"xProxy-UseCase-Version": "not-a-number"}
+    )
+    assert result.id == CHAT.json()["id"]
+    assert "xproxy-usecase-version" not in client.payi_transport.requests[-1].headers
+    assert instrumented.one_span().attributes[A.PAYI_USAGE_COMPLETE] is True
+
+
+# --- Azure -------------------------------------------------------------------------------------------
+def test_azure_resource_from_deployment_mapping():
+    telemetry, instrumentor = with_instrumentation(azure_deployments={"openllmetry-testing": "gpt-4o"})
+    try:
+        replay(AZURE).chat.completions.create(model="openllmetry-testing", messages=MESSAGES)
+    finally:
+        instrumentor.uninstrument()
+    attrs = telemetry.one_span().attributes
+    assert attrs[A.PAYI_RESOURCE] == "gpt-4o"
+    assert attrs[A.PAYI_CATEGORY] == "system.azureopenai"
+    assert attrs[A.GEN_AI_PROVIDER_NAME] == "azure.ai.openai"
+    assert attrs[A.SERVER_ADDRESS] == "traceloop-stg.openai.azure.com"
+
+
+def test_azure_resource_mapping_from_env(monkeypatch):
+    monkeypatch.setenv("PAYI_AZURE_DEPLOYMENTS", "other=gpt-4.1, openllmetry-testing=gpt-4o-2024-08-06")
+    telemetry, instrumentor = with_instrumentation()
+    try:
+        replay(AZURE).chat.completions.create(model="openllmetry-testing", messages=MESSAGES)
+    finally:
+        instrumentor.uninstrument()
+    assert telemetry.one_span().attributes[A.PAYI_RESOURCE] == "gpt-4o-2024-08-06"
+
+
+def test_azure_resource_falls_back_to_response_model(instrumented):
+    replay(AZURE).chat.completions.create(model="openllmetry-testing", messages=MESSAGES)
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.PAYI_RESOURCE] == AZURE.json()["model"]
+
+
+@pytest.mark.parametrize("bad", ["dep", "dep=", "=model", "a=b,,c"])
+def test_bad_azure_mapping_names_the_variable(bad):
+    with pytest.raises(ValueError, match="PAYI_AZURE_DEPLOYMENTS.*deployment=model"):
+        parse_azure_deployments(bad)
+
+
+# --- raw responses ---------------------------------------------------------------------------------
+def test_with_raw_response_returns_the_raw_object_and_records_usage(instrumented):
+    client = replay(CHAT)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert type(raw).__name__ == "LegacyAPIResponse"
+    assert raw.headers.get("content-type", "").startswith("application/json")
+    completion = raw.parse()
+    assert isinstance(completion, openai.types.chat.ChatCompletion)
+    body = CHAT.json()
+    assert completion.id == body["id"]
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.GEN_AI_USAGE_INPUT_TOKENS] == body["usage"]["prompt_tokens"]
+    assert attrs[A.PAYI_HTTP_STATUS_CODE] == 200
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_with_streaming_response_parsed_records_usage(is_async, instrumented):
+    client = replay(CHAT, is_async=is_async)
+
+    async def go_async():
+        async with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as r:
+            return await r.parse()
+
+    def go_sync():
+        with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as r:
+            return r.parse()
+
+    completion = asyncio.run(go_async()) if is_async else go_sync()
+    assert completion.id == CHAT.json()["id"]
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] == CHAT.json()["usage"]["completion_tokens"]
+
+
+def test_with_streaming_response_read_without_parse_still_ends_span(instrumented):
+    client = replay(CHAT)
+    with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as r:
+        text = r.read()
+    assert json.loads(text)["id"] == CHAT.json()["id"]
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.PAYI_HTTP_STATUS_CODE] == 200
+    assert attrs[A.PAYI_USAGE_COMPLETE] is False
+    assert A.PAYI_LATENCY_MS in attrs
+
+
+# --- errors ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_provider_error_reaches_caller_unchanged(is_async, instrumented):
+    def call(client):
+        create = client.chat.completions.create(model="this-model-does-not-exist", messages=MESSAGES)
+        return asyncio.run(create) if is_async else create
+
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.uninstrument()
+    with pytest.raises(openai.NotFoundError) as plain:
+        call(replay(NOT_FOUND, is_async=is_async))
+    instrumentor.instrument(tracer_provider=instrumented.tracer_provider, meter_provider=instrumented.meter_provider)
+    with pytest.raises(openai.NotFoundError) as traced:
+        call(replay(NOT_FOUND, is_async=is_async))
+    assert type(traced.value) is type(plain.value)
+    assert traced.value.status_code == plain.value.status_code == 404
+    assert str(traced.value) == str(plain.value)
+    assert traced.value.body == plain.value.body
+    span = instrumented.one_span()
+    assert span.attributes[A.PAYI_HTTP_STATUS_CODE] == 404
+    assert span.attributes[A.ERROR_TYPE] == "openai.NotFoundError"
+    assert A.PAYI_FAILURE_DESCRIPTION not in span.attributes
+
+
+def test_connection_error_gets_failure_description(instrumented):
+    import httpx2
+
+    def refuse(request):
+        raise httpx2.ConnectError("connection refused", request=request)
+
+    client = openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(refuse)))  # fmt: skip
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.ERROR_TYPE] == "openai.APIConnectionError"
+    assert A.PAYI_HTTP_STATUS_CODE not in attrs
+    assert attrs[A.PAYI_FAILURE_DESCRIPTION].startswith("openai.APIConnectionError")
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+def test_metrics_use_semconv_buckets_and_no_business_keys(instrumented):
+    client = replay(CHAT)
+    with track_context(user_id="u-1", request_tags=["t"]):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    (duration,) = instrumented.metric_points("gen_ai.client.operation.duration")
+    assert tuple(duration.explicit_bounds) == DURATION_BUCKETS
+    allowed = {A.GEN_AI_OPERATION_NAME, A.GEN_AI_PROVIDER_NAME, A.GEN_AI_REQUEST_MODEL, A.GEN_AI_RESPONSE_MODEL,
+               A.SERVER_ADDRESS, A.SERVER_PORT, A.ERROR_TYPE}  # fmt: skip
+    assert set(duration.attributes) <= allowed
+    assert duration.attributes[A.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
+    tokens = {p.attributes["gen_ai.token.type"]: p for p in instrumented.metric_points("gen_ai.client.token.usage")}
+    assert tuple(tokens["input"].explicit_bounds) == TOKEN_BUCKETS
+    assert tokens["input"].sum == CHAT.json()["usage"]["prompt_tokens"]
+    assert tokens["output"].sum == CHAT.json()["usage"]["completion_tokens"]
+    assert set(tokens["input"].attributes) <= allowed | {"gen_ai.token.type"}
+    assert instrumented.one_span().attributes[A.PAYI_USER_ID] == "u-1"
+
+
+# --- content capture ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, captured", [("true", True), ("SPAN_ONLY", True), ("span_and_event", True),
+                                             ("", False), ("NO_CONTENT", False), ("EVENT_ONLY", False)])  # fmt: skip
+def test_content_capture_follows_env(value, captured, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
+    telemetry, instrumentor = with_instrumentation()
+    try:
+        replay(CHAT).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        instrumentor.uninstrument()
+    attrs = telemetry.one_span().attributes
+    if captured:
+        assert json.loads(attrs[A.GEN_AI_INPUT_MESSAGES]) == MESSAGES
+        output = json.loads(attrs[A.GEN_AI_OUTPUT_MESSAGES])
+        assert output[0]["content"] == CHAT.json()["choices"][0]["message"]["content"]
+    else:
+        assert A.GEN_AI_INPUT_MESSAGES not in attrs and A.GEN_AI_OUTPUT_MESSAGES not in attrs
+
+
+def test_content_capture_never_consumes_an_iterator():
+    telemetry, instrumentor = with_instrumentation(capture_content=True)
+    try:
+        client = replay(CHAT)
+        client.chat.completions.create(model="gpt-4o-mini", messages=iter(MESSAGES))
+    finally:
+        instrumentor.uninstrument()
+    assert sent_json(client)["messages"] == MESSAGES
+    assert A.GEN_AI_INPUT_MESSAGES not in telemetry.one_span().attributes
+
+
+# --- parse(), uninstrument, entry point --------------------------------------------------------------
+class Joke(BaseModel):
+    setup: str
+    punchline: str
+
+
+def test_parse_is_traced():
+    recorded = Cassette.load(TRACELOOP / "openai/test_parsed_completion.yaml").interactions[0]
+    telemetry, instrumentor = with_instrumentation()
+    try:
+        client = replay(recorded)
+        body = recorded.request_body
+        client.chat.completions.parse(model=body["model"], messages=body["messages"],
+                                      extra_body={k: v for k, v in body.items() if k not in ("model", "messages")})
+    finally:
+        instrumentor.uninstrument()
+    attrs = telemetry.one_span().attributes
+    assert attrs[A.GEN_AI_USAGE_INPUT_TOKENS] == recorded.json()["usage"]["prompt_tokens"]
+
+
+def test_uninstrument_unwraps_and_cached_raw_wrappers_go_inert(telemetry):
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
+    client = replay(CHAT)
+    cached = client.chat.completions.with_raw_response.create  # the SDK caches this per client
+    instrumentor.uninstrument()
+    assert "FunctionWrapper" not in type(inspect.getattr_static(Completions, "create")).__name__
+    cached(model="gpt-4o-mini", messages=MESSAGES).parse()
+    assert telemetry.spans() == []
+
+
+def test_entry_point_is_registered():
+    (ep,) = [e for e in entry_points(group="opentelemetry_instrumentor") if e.name == "payi_openai"]
+    assert ep.load() is OpenAIInstrumentor
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_zero_code_auto_instrumentation(disabled, tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from opentelemetry import trace
+        from _openai_helpers import client_for
+        from payi_otel.replay import Cassette
+        interaction = Cassette.load({str(OTEL / "test_chat_completion_extra_params.yaml")!r}).interactions[0]
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        exporter = InMemorySpanExporter()
+        trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+        client_for(interaction, Cassette([interaction])).chat.completions.create(
+            model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+        print("SPANS", [s.name for s in exporter.get_finished_spans()])
+    """))
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "payi_openai" if disabled else ""
+    bindir = Path(sys.executable).parent
+    out = subprocess.run([str(bindir / "opentelemetry-instrument"), sys.executable, str(script)],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    expected = "SPANS []" if disabled else "SPANS ['chat gpt-4o-mini']"
+    assert expected in out.stdout, out.stdout + out.stderr
