@@ -1,0 +1,175 @@
+"""The span core on its own: what a CallRecord becomes on the span and in the metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from _openai_helpers import Telemetry
+from payi_otel import attributes as A
+from payi_otel import track_context
+from payi_otel.core import CallRecord, SpanCore, capture_content_from_env, fq_name, split_proxy_headers
+from payi_otel.units import Usage, to_units
+
+
+@pytest.fixture
+def tel():
+    return Telemetry()
+
+
+def core_for(tel: Telemetry, **kw) -> SpanCore:
+    return SpanCore(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider, **kw)
+
+
+def record(**kw) -> CallRecord:
+    base = dict(provider="openai", operation="chat", category="system.openai", request_model="gpt-4o",
+                server_address="api.openai.com", provider_uri="https://api.openai.com/v1/")  # fmt: skip
+    base.update(kw)
+    return CallRecord(**base)
+
+
+def test_success_span_carries_semconv_and_payi_view(tel):
+    usage = Usage(input_tokens=100, output_tokens=50, cache_read_tokens=30, reasoning_tokens=20)
+    call = core_for(tel).start(record(max_tokens=64, temperature=0.2))
+    call.record.response_model = "gpt-4o-2024-08-06"
+    call.record.usage = usage
+    call.record.status_code = 200
+    call.record.response_id = "chatcmpl-1"
+    call.record.finish_reasons = ["tool_calls"]
+    call.record.tool_calls = [{"name": "get_weather", "arguments": '{"city":"Paris"}'}]
+    call.end()
+    call.end()  # exactly once
+    span = tel.one_span()
+    a = span.attributes
+    assert span.name == "chat gpt-4o" and span.kind is SpanKind.CLIENT
+    assert a[A.GEN_AI_USAGE_INPUT_TOKENS] == 100 and a[A.GEN_AI_USAGE_OUTPUT_TOKENS] == 50
+    assert a[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 30 and a[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 20
+    units = {k[len(A.PAYI_UNITS_PREFIX):]: v for k, v in a.items() if k.startswith(A.PAYI_UNITS_PREFIX)}
+    assert units == {f"{u}.{d}": v for u, dirs in to_units(usage).items() for d, v in dirs.items()}
+    assert units["text.input"] == 70 and units["text.output"] == 30
+    assert a[A.PAYI_RESOURCE] == "gpt-4o" and a[A.PAYI_CATEGORY] == "system.openai"
+    assert a[A.PAYI_USAGE_COMPLETE] is True and A.PAYI_USAGE_INCOMPLETE_REASON not in a
+    assert a[A.PAYI_PROVIDER_RESPONSE_ID] == "chatcmpl-1" and a[A.PAYI_HTTP_STATUS_CODE] == 200
+    assert json.loads(a[A.PAYI_FUNCTION_CALLS]) == [{"name": "get_weather", "arguments": '{"city":"Paris"}'}]
+    assert a[A.GEN_AI_REQUEST_MAX_TOKENS] == 64 and a[A.GEN_AI_REQUEST_TEMPERATURE] == 0.2
+    assert isinstance(a[A.PAYI_LATENCY_MS], int)
+
+
+def test_missing_usage_is_flagged_not_priced(tel):
+    call = core_for(tel).start(record())
+    call.end()
+    a = tel.one_span().attributes
+    assert a[A.PAYI_USAGE_COMPLETE] is False
+    assert a[A.PAYI_USAGE_INCOMPLETE_REASON]
+    assert not [k for k in a if k.startswith(A.PAYI_UNITS_PREFIX)]
+
+
+class Throttled(Exception):
+    status_code = 429
+    request_id = "req_123"
+
+
+def test_error_with_http_status(tel):
+    call = core_for(tel).start(record())
+    call.fail(Throttled("slow down"))
+    span = tel.one_span()
+    a = span.attributes
+    assert span.status.status_code.name == "ERROR"
+    assert a[A.ERROR_TYPE] == f"{__name__}.Throttled"
+    assert a[A.PAYI_HTTP_STATUS_CODE] == 429 and a[A.PAYI_PROVIDER_RESPONSE_ID] == "req_123"
+    assert A.PAYI_FAILURE_DESCRIPTION not in a
+    assert any(e.name == "exception" for e in span.events)
+
+
+def test_error_without_status_gets_failure_description(tel):
+    call = core_for(tel).start(record())
+    call.fail(TimeoutError("read timed out"))
+    a = tel.one_span().attributes
+    assert a[A.ERROR_TYPE] == "TimeoutError"
+    assert a[A.PAYI_FAILURE_DESCRIPTION] == "TimeoutError: read timed out"
+    assert A.PAYI_HTTP_STATUS_CODE not in a
+
+
+def test_business_context_and_innermost_layer(tel):
+    with track_context(use_case_name="triage", user_id="u-outer", limit_ids=["l1"]):
+        call = core_for(tel).start(record(business_layer={"user_id": "u-inner"}))
+    call.end()
+    a = tel.one_span().attributes
+    assert a[A.PAYI_USE_CASE_NAME] == "triage"
+    assert a[A.PAYI_USER_ID] == "u-inner"
+    assert list(a[A.PAYI_LIMIT_IDS]) == ["l1"]
+
+
+def test_span_is_current_only_while_activated(tel):
+    call = core_for(tel).start(record())
+    assert trace.get_current_span() is not call.span
+    token = call.activate()
+    assert trace.get_current_span() is call.span
+    call.deactivate(token)
+    assert trace.get_current_span() is not call.span
+    call.end()
+
+
+def test_metrics_attributes_and_values(tel):
+    call = core_for(tel).start(record(server_port=8443))
+    call.record.usage = Usage(input_tokens=7, output_tokens=3)
+    call.record.response_model = "gpt-4o-2024-08-06"
+    with track_context(user_id="secret-user"):
+        call.end()
+    (duration,) = tel.metric_points("gen_ai.client.operation.duration")
+    assert dict(duration.attributes) == {
+        A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai", A.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        A.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06", A.SERVER_ADDRESS: "api.openai.com", A.SERVER_PORT: 8443,
+    }  # fmt: skip
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in tel.metric_points("gen_ai.client.token.usage")}
+    assert tokens == {"input": 7, "output": 3}
+
+
+def test_error_metric_carries_error_type(tel):
+    core_for(tel).start(record()).fail(ValueError("x"))
+    (duration,) = tel.metric_points("gen_ai.client.operation.duration")
+    assert duration.attributes[A.ERROR_TYPE] == "ValueError"
+
+
+def test_content_only_when_enabled(tel):
+    for capture in (False, True):
+        call = core_for(tel, capture_content=capture).start(record(input_messages=[{"role": "user", "content": "hi"}]))
+        call.record.output_messages = [{"role": "assistant", "content": "yo"}]
+        call.end()
+    off, on = tel.spans()
+    assert A.GEN_AI_INPUT_MESSAGES not in off.attributes
+    assert json.loads(on.attributes[A.GEN_AI_INPUT_MESSAGES]) == [{"role": "user", "content": "hi"}]
+    assert json.loads(on.attributes[A.GEN_AI_OUTPUT_MESSAGES]) == [{"role": "assistant", "content": "yo"}]
+
+
+@pytest.mark.parametrize("value, on", [("true", True), ("True", True), ("span_only", True), ("SPAN_AND_EVENT", True),
+                                       ("false", False), ("", False), ("event_only", False)])  # fmt: skip
+def test_capture_env(value, on, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
+    assert capture_content_from_env() is on
+
+
+def test_split_proxy_headers():
+    layer, rest = split_proxy_headers({"xProxy-User-ID": "u", "XPROXY-Request-Tags": "a,b", "Accept": "x"})
+    assert rest == {"Accept": "x"}
+    assert layer == {"user_id": "u", "request_tags": ["a", "b"]}
+    assert split_proxy_headers({"Accept": "x"}) == (None, {"Accept": "x"})
+
+
+def test_unsampled_span_still_records_metrics(tel):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    core = SpanCore(tracer_provider=TracerProvider(sampler=ALWAYS_OFF), meter_provider=tel.meter_provider)
+    call = core.start(record())
+    call.record.usage = Usage(input_tokens=1, output_tokens=1)
+    call.end()
+    assert len(tel.metric_points("gen_ai.client.operation.duration")) == 1
+
+
+def test_fq_name():
+    assert fq_name(KeyError()) == "KeyError"
+    assert fq_name(Throttled()) == f"{__name__}.Throttled"
