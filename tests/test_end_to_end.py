@@ -1,0 +1,319 @@
+"""The whole pipeline, real pieces only: the openai SDK (HTTP transport replaced by recorded traffic),
+our instrumentation and business context, the real PayiSpanExporter, and the local service as an
+HTTP server on 127.0.0.1. Assertions are on what a user sees in the service: the requests API,
+the store and the ``payi-otel report`` output."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from payi_otel import cli, track, track_context
+from payi_otel.exporters import PayiSpanExporter
+from payi_otel.instrumentation.openai import OpenAIInstrumentor
+from payi_otel.replay import Cassette, Interaction
+from service_support import running_service
+
+CASSETTES = Path(__file__).parent / "cassettes"
+OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
+TRACELOOP = CASSETTES / "traceloop__openllmetry/openai"
+
+CHAT = OTEL / "test_chat_completion_extra_params.yaml"  # gpt-4o-mini, 12 in / 12 out
+STREAM = OTEL / "test_chat_completion_streaming.yaml"  # gpt-4, recorded with include_usage: 12 / 5
+TOOLS = OTEL / "test_chat_completion_tool_calls_no_content.yaml"  # gpt-4o-mini, two calls
+EMBEDDINGS = OTEL / "test_embeddings_token_metrics.yaml"  # text-embedding-3-small, 8 in; no response id
+RESPONSES = OTEL / "test_responses_create_basic[content_mode0].yaml"  # gpt-4o-mini, 22 / 6
+REASONING = TRACELOOP / "test_responses_reasoning.yaml"  # gpt-5-nano, 11 in / 327 out (320 reasoning)
+RESPONSES_STREAM = TRACELOOP / "test_responses_streaming.yaml"  # gpt-4.1-nano
+CACHED = TRACELOOP / "test_openai_prompt_caching.yaml"  # 2nd call: 1149 in, 1024 cached
+NOT_FOUND = OTEL / "test_chat_completion_404.yaml"
+
+TOOL_DEFS = Cassette.load(TOOLS).interactions[0].request_body["tools"]
+MESSAGES = [{"role": "user", "content": "Say this is a test"}]
+FAST = dict(retry_initial_backoff=0.02, retry_max_backoff=0.2, timeout=5.0, shutdown_timeout=5.0)
+
+
+def recorded(path: Path, index: int = 0) -> Interaction:
+    return Cassette.load(path).interactions[index]
+
+
+def recorded_usage(interaction: Interaction) -> dict[str, Any]:
+    """The usage block of a recorded response (the last one reported in a stream)."""
+    if isinstance(interaction.request_body, dict) and interaction.request_body.get("stream"):
+        found = None
+        for event in interaction.sse_events():
+            usage = event.get("usage") or (event.get("response") or {}).get("usage")
+            found = usage or found
+        return found
+    return interaction.json()["usage"]
+
+
+def response_id(interaction: Interaction) -> str:
+    if isinstance(interaction.request_body, dict) and interaction.request_body.get("stream"):
+        first = interaction.sse_events()[0]
+        return first.get("id") or first["response"]["id"]
+    return interaction.json()["id"]
+
+
+def openai_client(source: Path | Interaction, *, is_async: bool = False) -> Any:
+    """A real OpenAI client whose HTTP transport replays a cassette file or one recorded interaction."""
+    cassette = Cassette([source]) if isinstance(source, Interaction) else Cassette.load(source)
+    http = (httpx2.AsyncClient if is_async else httpx2.Client)(transport=cassette.transport("httpx2"))
+    cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+    client = cls(api_key="test", base_url="https://api.openai.com/v1", http_client=http, max_retries=0)
+    client.replay_transport = http._transport  # type: ignore[attr-defined]
+    return client
+
+
+def sent_body(client: Any) -> dict[str, Any]:
+    """The JSON body of the last request the SDK sent through the replay transport."""
+    return json.loads(client.replay_transport.requests[-1].content)
+
+
+class Pipeline:
+    """Instrumentation -> PayiSpanExporter -> local service, wired as a user would wire them."""
+
+    def __init__(self, service: Any, exporter: PayiSpanExporter, provider: TracerProvider) -> None:
+        self.service = service
+        self.exporter = exporter
+        self.provider = provider
+
+    def flush(self) -> None:
+        assert self.exporter.force_flush(15_000), "events were not delivered in time"
+
+    def result(self, category: str, provider_response_id: str, *, status: int = 200) -> dict[str, Any]:
+        r = httpx.get(
+            f"{self.service.base_url}/api/v1/requests/provider/{category}/{provider_response_id}/result",
+            headers={"xProxy-api-key": self.service.api_key},
+            timeout=5,
+        )
+        assert r.status_code == status, r.text
+        return r.json().get("xproxy_result", r.json())
+
+    def rows(self) -> list[dict[str, Any]]:
+        return store_rows(self.service.data_dir)
+
+    def report(self, capsys: Any, *by: str) -> dict[str, Any]:
+        capsys.readouterr()
+        args = ["report", "--data-dir", str(self.service.data_dir), "--format", "json"]
+        for dim in by:
+            args += ["--by", dim]
+        assert cli.main(args) == 0
+        return json.loads(capsys.readouterr().out)
+
+
+def store_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """Every stored request (oldest first) as a dict, JSON columns decoded, with its tags."""
+    conn = sqlite3.connect(f"file:{Path(data_dir) / 'payi.db'}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = []
+        for row in conn.execute("SELECT * FROM requests ORDER BY id"):
+            d = dict(row)
+            for col in ("units", "properties", "result", "limit_ids", "provider_data"):
+                d[col] = json.loads(d[col]) if d[col] else None
+            d["tags"] = [t for (t,) in conn.execute("SELECT tag FROM request_tags WHERE request_row = ?", (d["id"],))]
+            rows.append(d)
+        return rows
+    finally:
+        conn.close()
+
+
+def use_case_instance(data_dir: Path, use_case_id: str) -> dict[str, Any]:
+    conn = sqlite3.connect(f"file:{Path(data_dir) / 'payi.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        name, version, props = conn.execute(
+            "SELECT name, version, properties FROM use_case_instances WHERE use_case_id = ?", (use_case_id,)
+        ).fetchone()
+        return {"name": name, "version": version, "properties": json.loads(props or "{}")}
+    finally:
+        conn.close()
+
+
+@contextmanager
+def pipeline(tmp_path: Path, mode: str = "single", data_dir: Path | None = None) -> Iterator[Pipeline]:
+    with running_service(data_dir or tmp_path / "data") as service:
+        with instrumented_exporter(tmp_path, service.base_url, service.api_key, mode) as (exporter, provider):
+            yield Pipeline(service, exporter, provider)
+
+
+@contextmanager
+def instrumented_exporter(
+    tmp_path: Path, base_url: str, api_key: str, mode: str = "single"
+) -> Iterator[tuple[PayiSpanExporter, TracerProvider]]:
+    exporter = PayiSpanExporter(
+        base_url=base_url, api_key=api_key, ingest_mode=mode, spool_dir=tmp_path / "spool", **FAST
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
+    try:
+        yield exporter, provider
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+def text_units(usage: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Pay-i units of a recorded chat/responses usage block (cache and reasoning split out)."""
+    tin = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
+    tout = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+    in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    cached = in_details.get("cached_tokens") or 0
+    reasoning = out_details.get("reasoning_tokens") or 0
+    units = {"text": {"input": tin - cached, "output": tout - reasoning}}
+    if cached:
+        units["text_cache_read"] = {"input": cached, "output": 0}
+    if reasoning:
+        units["reasoning"] = {"input": 0, "output": reasoning}
+    return units
+
+
+# --- the main scenario: one app, several use cases, both ingest modes --------------------------------
+
+STOP = OTEL / "test_chat_completion_handle_stop_sequences_as_string.yaml"  # gpt-4o-mini, 12 / 12
+STREAM_CM = OTEL / "test_chat_completion_with_context_manager_streaming.yaml"  # gpt-4o-mini, include_usage
+
+
+@track(
+    use_case_name="support_bot",
+    user_id="alice",
+    request_tags=["web"],
+    request_properties={"ticket": "T-1"},
+    use_case_properties={"channel": "chat"},
+)
+def answer(calls: dict[str, Interaction]) -> dict[str, Any]:
+    """A user's tracked function: three chat calls, then a nested step with embeddings + Responses."""
+    out: dict[str, Any] = {}
+    out["chat"] = openai_client(calls["chat"]).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client = openai_client(calls["stream"])
+    stream = client.chat.completions.create(model=calls["stream"].request_body["model"], messages=MESSAGES, stream=True)
+    out["stream"] = list(stream)
+    out["stream_options_sent"] = sent_body(client).get("stream_options")
+    out["tools"] = openai_client(calls["tools"]).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=TOOL_DEFS
+    )
+    with track_context(
+        use_case_name="summarize",
+        user_id="bob",
+        account_name="acme",
+        request_tags=["batch"],
+        request_properties={"stage": "2"},
+        use_case_properties={"depth": "short"},
+    ):
+        out["embed"] = openai_client(calls["embed"]).embeddings.create(model="text-embedding-3-small", input="x")
+        out["resp"] = openai_client(calls["resp"]).responses.create(model=calls["resp"].request_body["model"], input="hi")
+    return out
+
+
+def answer_calls() -> list[dict[str, Interaction]]:
+    first = dict(chat=recorded(CHAT), stream=recorded(STREAM), tools=recorded(TOOLS, 0), embed=recorded(EMBEDDINGS),
+                 resp=recorded(REASONING))  # fmt: skip
+    second = dict(chat=recorded(STOP), stream=recorded(STREAM_CM), tools=recorded(TOOLS, 1), embed=recorded(EMBEDDINGS),
+                  resp=recorded(RESPONSES))  # fmt: skip
+    return [first, second]
+
+
+@pytest.mark.parametrize("mode", ["single", "bulk"])
+def test_tracked_calls_arrive_once_each_with_units_context_and_cost(mode, tmp_path, capsys):
+    runs = answer_calls()
+    with pipeline(tmp_path, mode) as p:
+        started = time.monotonic()
+        outputs = [answer(calls) for calls in runs]
+        wall_ms = (time.monotonic() - started) * 1000
+        p.flush()
+
+        # The caller got the SDK's own objects, untouched; the injected usage chunk stayed hidden.
+        first = outputs[0]
+        assert isinstance(first["chat"], openai.types.chat.ChatCompletion)
+        assert first["chat"].id == runs[0]["chat"].json()["id"]
+        assert "".join(c.choices[0].delta.content or "" for c in first["stream"] if c.choices) == "\"This is a test.\""
+        assert all(c.choices for c in first["stream"]), "the usage-only chunk we asked for reached the caller"
+        assert first["stream_options_sent"] == {"include_usage": True}
+        assert [t.function.name for t in first["tools"].choices[0].message.tool_calls] == ["get_current_weather"] * 2
+        assert len(first["embed"].data[0].embedding) > 0
+        assert first["resp"].usage.output_tokens_details.reasoning_tokens == 320
+
+        rows = p.rows()
+        assert len(rows) == 10, [(r["resource"], r["provider_response_id"]) for r in rows]
+        assert len({r["provider_response_id"] for r in rows}) == 10  # each call once
+        embeds = [r for r in rows if r["resource"] == "text-embedding-3-small"]
+        assert len(embeds) == 2 and all(r["provider_response_id"].startswith("payi_") for r in embeds)
+
+        instance_ids: list[tuple[str, str]] = []
+        for run, calls in enumerate(runs):
+            results = {
+                kind: p.result("system.openai", response_id(calls[kind])) for kind in ("chat", "stream", "tools", "resp")
+            }
+            support = {results[k]["use_case_id"] for k in ("chat", "stream", "tools")}
+            assert len(support) == 1 and None not in support, support  # one instance per tracked call
+            (support_id,) = support
+            summarize_id = results["resp"]["use_case_id"]
+            assert summarize_id not in (None, support_id)
+            instance_ids.append((support_id, summarize_id))
+            for kind in ("chat", "stream", "tools"):
+                r = results[kind]
+                assert (r["use_case_name"], r["user_id"], r.get("account_name")) == ("support_bot", "alice", None)
+                assert r["request_tags"] == ["web"]
+            r = results["resp"]
+            assert (r["use_case_name"], r["user_id"], r["account_name"]) == ("summarize", "bob", "acme")
+            assert sorted(r["request_tags"]) == ["batch", "web"]
+            for kind, r in results.items():
+                assert r["cost"]["total"]["base"] > 0, (kind, r)
+                assert r["resource_id"], (kind, r)
+                assert r["duplicate_request"] is False
+
+            stored = {row["provider_response_id"]: row for row in rows}
+            for kind in ("chat", "stream", "tools", "resp"):
+                row = stored[response_id(calls[kind])]
+                assert row["units"] == text_units(recorded_usage(calls[kind])), kind
+                assert row["category"] == "system.openai"
+                assert row["resource"] == calls[kind].request_body["model"], kind
+                assert row["http_status_code"] == 200 and not row["failed"]
+                assert 0 <= row["latency_ms"] <= wall_ms
+                assert row["properties"]["ticket"] == "T-1"
+                assert "system.usage_incomplete" not in row["properties"], (kind, row["properties"])
+            assert stored[response_id(calls["resp"])]["properties"]["stage"] == "2"
+            assert "stage" not in stored[response_id(calls["chat"])]["properties"]
+            stream_row = stored[response_id(calls["stream"])]
+            assert stream_row["ttft_ms"] is not None and stream_row["ttft_ms"] <= stream_row["latency_ms"]
+            fc = stored[response_id(calls["tools"])]["provider_data"] or {}
+            if run == 0:
+                names = [c["name"] for c in fc["provider_response_function_calls"]]
+                assert names == ["get_current_weather"] * 2
+                assert json.loads(fc["provider_response_function_calls"][0]["arguments"]) == {"location": "Seattle, WA"}
+
+            embed_row = next(r for r in embeds if r["use_case_id"] == summarize_id)
+            assert embed_row["units"] == {"text": {"input": recorded_usage(calls["embed"])["prompt_tokens"], "output": 0}}
+            assert (embed_row["user_id"], embed_row["account_name"]) == ("bob", "acme")
+            assert embed_row["cost_total"] > 0
+
+            assert use_case_instance(p.service.data_dir, support_id) == {
+                "name": "support_bot", "version": 1, "properties": {"channel": "chat"},
+            }  # fmt: skip
+            assert use_case_instance(p.service.data_dir, summarize_id)["properties"] == {
+                "channel": "chat", "depth": "short",
+            }  # fmt: skip
+
+        assert len({i for pair in instance_ids for i in pair}) == 4  # a new instance per tracked call
+
+        report = p.report(capsys, "use_case")
+        groups = {row["group"]["use_case"]: row for row in report["rows"]}
+        assert groups["support_bot"]["requests"] == 6
+        assert groups["summarize"]["requests"] == 4
+        assert report["total"]["unpriced_requests"] == 0
+        assert report["total"]["cost_usd"] == pytest.approx(sum(r["cost_total"] for r in rows))
