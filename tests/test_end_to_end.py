@@ -317,3 +317,81 @@ def test_tracked_calls_arrive_once_each_with_units_context_and_cost(mode, tmp_pa
         assert groups["summarize"]["requests"] == 4
         assert report["total"]["unpriced_requests"] == 0
         assert report["total"]["cost_usd"] == pytest.approx(sum(r["cost_total"] for r in rows))
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, call",
+    [
+        (NOT_FOUND, lambda c: c.chat.completions.create(model="this-model-does-not-exist", messages=MESSAGES)),
+        (
+            OTEL / "test_responses_create_api_error[content_mode0].yaml",
+            lambda c: c.responses.create(model="this-model-does-not-exist", input="hi"),
+        ),
+    ],
+    ids=["chat-404", "responses-400"],
+)
+def test_provider_4xx_is_a_failure_with_its_status_and_the_caller_gets_the_original_error(path, call, tmp_path):
+    interaction = recorded(path)
+    # What the SDK raises with no instrumentation at all:
+    with pytest.raises(openai.APIStatusError) as plain:
+        call(openai_client(interaction))
+
+    with pipeline(tmp_path) as p:
+        with track_context(use_case_name="failing", user_id="carol"):
+            with pytest.raises(openai.APIStatusError) as instrumented:
+                call(openai_client(interaction))
+        p.flush()
+        (row,) = p.rows()
+
+    err, expected = instrumented.value, plain.value
+    assert type(err) is type(expected)
+    assert (err.status_code, err.message, err.body) == (expected.status_code, expected.message, expected.body)
+    assert err.status_code == interaction.status
+
+    assert row["http_status_code"] == interaction.status
+    assert row["failed"] == 1
+    assert row["properties"]["system.failure"]
+    assert (row["use_case_name"], row["user_id"]) == ("failing", "carol")
+    assert row["category"] == "system.openai"
+    assert row["resource"] == "this-model-does-not-exist"
+    # the provider's request id when it sent one, else the exporter's stable event id
+    assert row["provider_response_id"] == (interaction.header("x-request-id") or row["provider_response_id"])
+    assert row["provider_response_id"].startswith(("req_", "payi_"))
+
+
+# --- an unknown model ----------------------------------------------------------------------------
+
+
+def test_unknown_model_is_stored_unpriced_and_the_report_says_so(tmp_path, capsys):
+    with pipeline(tmp_path) as p:
+        with track_context(use_case_name="fine_tuned"):
+            # A self-hosted/fine-tuned model name genai-prices has no price for.
+            completion = openai_client(recorded(CHAT)).chat.completions.create(model="acme-support-ft-v2", messages=MESSAGES)
+        with track_context(use_case_name="stock"):
+            openai_client(recorded(STOP)).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        p.flush()
+
+        result = p.result("system.openai", completion.id)
+        assert result["cost"] is None  # unpriced, never $0
+        assert result["resource_id"] is None
+        assert any("unpriced" in w for w in result["warnings"])
+        (row,) = [r for r in p.rows() if r["resource"] == "acme-support-ft-v2"]
+        assert row["cost_total"] is None and row["unpriced_reason"]
+        assert row["units"] == text_units(recorded_usage(recorded(CHAT)))  # usage is kept, only the price is unknown
+
+        report = p.report(capsys, "use_case")
+        groups = {r["group"]["use_case"]: r for r in report["rows"]}
+        assert groups["fine_tuned"]["cost_usd"] is None
+        assert groups["fine_tuned"]["unpriced_requests"] == 1
+        assert groups["stock"]["cost_usd"] > 0 and groups["stock"]["unpriced_requests"] == 0
+        assert report["total"]["unpriced_requests"] == 1
+        assert report["total"]["cost_usd"] == pytest.approx(groups["stock"]["cost_usd"])
+
+        capsys.readouterr()
+        assert cli.main(["report", "--data-dir", str(p.service.data_dir), "--by", "use_case"]) == 0
+        table = capsys.readouterr().out
+        (line,) = [ln for ln in table.splitlines() if ln.startswith("fine_tuned")]
+        assert "unpriced" in line
