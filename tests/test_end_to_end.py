@@ -6,6 +6,7 @@ the store and the ``payi-otel report`` output."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,11 +20,13 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from payi_otel import cli, track, track_context
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 from payi_otel.replay import Cassette, Interaction
+from payi_otel.service.server import ServiceThread
 from service_support import running_service
 
 CASSETTES = Path(__file__).parent / "cassettes"
@@ -151,13 +154,16 @@ def pipeline(tmp_path: Path, mode: str = "single", data_dir: Path | None = None)
 
 @contextmanager
 def instrumented_exporter(
-    tmp_path: Path, base_url: str, api_key: str, mode: str = "single"
+    tmp_path: Path, base_url: str, api_key: str, mode: str = "single", also: Any = None
 ) -> Iterator[tuple[PayiSpanExporter, TracerProvider]]:
+    """OpenAI instrumented into a TracerProvider that exports to Pay-i (and to ``also`` when given)."""
     exporter = PayiSpanExporter(
         base_url=base_url, api_key=api_key, ingest_mode=mode, spool_dir=tmp_path / "spool", **FAST
     )
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if also is not None:
+        provider.add_span_processor(SimpleSpanProcessor(also))
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
     try:
@@ -395,3 +401,94 @@ def test_unknown_model_is_stored_unpriced_and_the_report_says_so(tmp_path, capsy
         table = capsys.readouterr().out
         (line,) = [ln for ln in table.splitlines() if ln.startswith("fine_tuned")]
         assert "unpriced" in line
+
+
+# --- delivery across service outages, restarts and re-exports --------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_key(data_dir: Path, capsys: Any) -> str:
+    """The default application's key, as a user gets it (creates the service data if new)."""
+    capsys.readouterr()
+    assert cli.main(["apps", "default-key", "--data-dir", str(data_dir)]) == 0
+    return capsys.readouterr().out.strip()
+
+
+def make_calls() -> list[tuple[str, Any]]:
+    """Four different calls; returns (category, provider response id or None) per call."""
+    out = []
+    c = openai_client(recorded(CHAT)).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    out.append(c.id)
+    s = list(openai_client(recorded(STREAM)).chat.completions.create(model="gpt-4", messages=MESSAGES, stream=True))
+    out.append(s[0].id)
+    openai_client(recorded(EMBEDDINGS)).embeddings.create(model="text-embedding-3-small", input="x")
+    with openai_client(recorded(RESPONSES_STREAM)).responses.create(model="gpt-4.1-nano", input="hi", stream=True) as rs:
+        events = list(rs)
+    out.append(events[-1].response.id)
+    return out
+
+
+def test_service_down_spools_then_delivers_once_survives_restart_and_dedupes_reexports(tmp_path, capsys):
+    data = tmp_path / "data"
+    key = default_key(data, capsys)
+    port = free_port()
+    memory = InMemorySpanExporter()
+    with instrumented_exporter(tmp_path, f"http://127.0.0.1:{port}", key, also=memory) as (exporter, _):
+        with track_context(use_case_name="offline_first", user_id="dora"):
+            started = time.monotonic()
+            ids = make_calls()  # nothing listens on the port: the app must not notice
+            app_seconds = time.monotonic() - started
+        assert not exporter.force_flush(300), "delivered although no service runs"
+        assert exporter.spool.pending_batches() >= 1
+        assert exporter.delivered_events == 0 and exporter.dropped_events == 0
+
+        with ServiceThread(data, port=port) as service:  # the service comes up later, same data dir
+            assert exporter.force_flush(15_000)
+            assert exporter.delivered_events == 4
+            assert exporter.spool.pending_batches() == 0
+            rows = store_rows(data)
+            assert len(rows) == 4
+            assert {r["use_case_name"] for r in rows} == {"offline_first"}
+            assert {r["user_id"] for r in rows} == {"dora"}
+            before = {r["provider_response_id"]: (r["request_id"], r["units"], r["cost_total"]) for r in rows}
+            assert all(cost > 0 for _, _, cost in before.values())
+            assert service.base_url.endswith(f":{port}")
+    assert app_seconds < 5, f"the app waited {app_seconds:.1f}s on an absent service"
+
+    with running_service(data) as service:  # restarted (another port): the data is still there
+        assert service.api_key == key
+        for pid in ids:
+            r = httpx.get(
+                f"{service.base_url}/api/v1/requests/provider/system.openai/{pid}/result",
+                headers={"xProxy-api-key": key},
+                timeout=5,
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["xproxy_result"]["request_id"] == before[pid][0]
+
+        # The same spans exported again (say, by a collector retry), in either wire form:
+        spans = [s for s in memory.get_finished_spans() if s.instrumentation_scope.name == "payi_otel"]
+        assert len(spans) == 4
+        for mode in ("single", "bulk"):
+            again = PayiSpanExporter(
+                base_url=service.base_url, api_key=key, ingest_mode=mode, spool_dir=tmp_path / f"spool-{mode}", **FAST
+            )
+            try:
+                again.export(spans)
+                assert again.force_flush(15_000)
+                assert again.delivered_events == 4 and again.rejected_events == 0
+            finally:
+                again.shutdown()
+        after = {r["provider_response_id"]: (r["request_id"], r["units"], r["cost_total"]) for r in store_rows(data)}
+        assert after == before  # recognised as duplicates: nothing stored or counted twice
+
+        capsys.readouterr()
+        assert cli.main(["report", "--data-dir", str(data), "--format", "json"]) == 0
+        total = json.loads(capsys.readouterr().out)["total"]
+        assert total["requests"] == 4
+        assert total["cost_usd"] == pytest.approx(sum(c for _, _, c in before.values()))
