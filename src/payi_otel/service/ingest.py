@@ -15,13 +15,16 @@ import orjson
 from pydantic import ValidationError
 
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
-from payi_otel.service.pricing import Pricer
+from payi_otel.service.pricing import Pricer, PriceResult
 from payi_otel.service.store import Application, Store, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _USE_CASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TAG = re.compile(r"[A-Za-z0-9_-]+")
 SYNTHETIC_FAILURE_STATUS = 299  # the SDK's status for client-side failures without an HTTP status
+# Properties a sender sets when the provider reported no (or partial) usage for a call.
+USAGE_INCOMPLETE = "system.usage_incomplete"
+USAGE_INCOMPLETE_REASON = "system.usage_incomplete.reason"
 _PROVIDER_FIELDS = (
     "provider_uri",
     "provider_request_json",
@@ -268,9 +271,16 @@ class Ingestor:
             )
 
         units = {k: {"input": u.input, "output": u.output} for k, u in event.units.items()}
-        price = self.pricer.price(event.category, event.resource, units, when)
         status = event.http_status_code
         failed = status is not None and (status >= 400 or status == SYNTHETIC_FAILURE_STATUS)
+        sent = event.properties or {}
+        no_usage = not any(u["input"] or u["output"] for u in units.values())
+        if no_usage and not failed and sent.get(USAGE_INCOMPLETE) == "true":
+            # A successful call whose usage the provider never reported: its cost is unknown, not $0.
+            reason = sent.get(USAGE_INCOMPLETE_REASON) or "usage not reported"
+            price = PriceResult(priced=False, unpriced_reason=f"usage not reported ({reason})")
+        else:
+            price = self.pricer.price(event.category, event.resource, units, when)
         properties = dict(event.properties or {})
         if failed and "system.failure" not in properties:
             properties["system.failure"] = f"http_status_{status}"
