@@ -5,6 +5,7 @@ the store and the ``payi-otel report`` output."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
@@ -146,15 +147,15 @@ def use_case_instance(data_dir: Path, use_case_id: str) -> dict[str, Any]:
 
 
 @contextmanager
-def pipeline(tmp_path: Path, mode: str = "single", data_dir: Path | None = None) -> Iterator[Pipeline]:
-    with running_service(data_dir or tmp_path / "data") as service:
-        with instrumented_exporter(tmp_path, service.base_url, service.api_key, mode) as (exporter, provider):
+def pipeline(tmp_path: Path, mode: str = "single", **options: Any) -> Iterator[Pipeline]:
+    with running_service(tmp_path / "data") as service:
+        with instrumented_exporter(tmp_path, service.base_url, service.api_key, mode, **options) as (exporter, provider):
             yield Pipeline(service, exporter, provider)
 
 
 @contextmanager
 def instrumented_exporter(
-    tmp_path: Path, base_url: str, api_key: str, mode: str = "single", also: Any = None
+    tmp_path: Path, base_url: str, api_key: str, mode: str = "single", also: Any = None, **options: Any
 ) -> Iterator[tuple[PayiSpanExporter, TracerProvider]]:
     """OpenAI instrumented into a TracerProvider that exports to Pay-i (and to ``also`` when given)."""
     exporter = PayiSpanExporter(
@@ -165,7 +166,7 @@ def instrumented_exporter(
     if also is not None:
         provider.add_span_processor(SimpleSpanProcessor(also))
     instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
+    instrumentor.instrument(tracer_provider=provider, skip_dep_check=True, **options)
     try:
         yield exporter, provider
     finally:
@@ -492,3 +493,119 @@ def test_service_down_spools_then_delivers_once_survives_restart_and_dedupes_ree
         total = json.loads(capsys.readouterr().out)["total"]
         assert total["requests"] == 4
         assert total["cost_usd"] == pytest.approx(sum(c for _, _, c in before.values()))
+
+
+# --- more seams: async tasks, Azure, price-as and per-call headers, cached tokens ------------------
+
+
+@track(use_case_name="async_agent")
+async def agent_turn(user: str, chat: Interaction, responses: Interaction) -> tuple[str, str]:
+    async with track_context(user_id=user):
+        stream = await openai_client(chat, is_async=True).chat.completions.create(
+            model=chat.request_body["model"], messages=MESSAGES, stream=True
+        )
+        chunks = [c async for c in stream]
+        await asyncio.sleep(0)  # let the other task run in between
+        events = [
+            e
+            async for e in await openai_client(responses, is_async=True).responses.create(
+                model=responses.request_body["model"], input="hi", stream=True
+            )
+        ]
+    return chunks[0].id, events[-1].response.id
+
+
+async def test_concurrent_async_tasks_keep_their_own_context(tmp_path):
+    with pipeline(tmp_path) as p:
+        a, b = await asyncio.gather(
+            agent_turn("ann", recorded(STREAM), recorded(RESPONSES_STREAM, 0)),
+            agent_turn("ben", recorded(STREAM_CM), recorded(RESPONSES_STREAM, 1)),
+        )
+        p.flush()
+        results = {pid: p.result("system.openai", pid) for pid in (*a, *b)}
+        rows = {r["provider_response_id"]: r for r in p.rows()}
+    assert len(rows) == 4
+    for user, ids in (("ann", a), ("ben", b)):
+        assert {results[i]["user_id"] for i in ids} == {user}
+        assert len({results[i]["use_case_id"] for i in ids}) == 1
+    assert results[a[0]]["use_case_id"] != results[b[0]]["use_case_id"]
+    for pid, row in rows.items():
+        assert row["units"]["text"]["input"] > 0 and row["units"]["text"]["output"] > 0, row
+        assert row["cost_total"] > 0
+    stream = recorded(RESPONSES_STREAM, 0)
+    assert rows[a[1]]["units"] == text_units(recorded_usage(stream))
+
+
+def test_azure_deployment_is_priced_as_its_mapped_model(tmp_path):
+    interaction = recorded(CASSETTES / "traceloop__openllmetry/azure/test_chat.yaml", 1)
+    parts = interaction.uri.split("/openai/")[0]
+    http = httpx2.Client(transport=Cassette([interaction]).transport("httpx2"))
+    client = openai.AzureOpenAI(
+        api_key="test", api_version="2024-02-01", azure_endpoint=parts, azure_deployment="openllmetry-testing",
+        http_client=http, max_retries=0,
+    )  # fmt: skip
+    with pipeline(tmp_path, azure_deployments={"openllmetry-testing": "gpt-4.1-mini"}) as p:
+        completion = client.chat.completions.create(model="openllmetry-testing", messages=MESSAGES)
+        p.flush()
+        result = p.result("system.azureopenai", completion.id)
+        (row,) = p.rows()
+    assert row["category"] == "system.azureopenai"
+    assert row["resource"] == "gpt-4.1-mini"
+    assert row["units"] == text_units(recorded_usage(interaction))
+    assert result["cost"]["total"]["base"] > 0
+
+
+def test_price_as_and_per_call_headers_reach_the_service(tmp_path):
+    with pipeline(tmp_path) as p:
+        with track_context(use_case_name="priced_as", user_id="outer", price_as_resource="gpt-4o"):
+            completion = openai_client(recorded(CHAT)).chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                extra_headers={"xProxy-User-ID": "per_call", "xProxy-Request-Tags": "urgent"},
+            )
+        plain = openai_client(recorded(STOP)).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        p.flush()
+        priced_as = p.result("system.openai", completion.id)
+        rows = {r["provider_response_id"]: r for r in p.rows()}
+    row = rows[completion.id]
+    assert row["resource"] == "gpt-4o"
+    assert row["properties"]["system.original_resource"] == "gpt-4o-mini"
+    assert priced_as["user_id"] == "per_call"
+    assert priced_as["request_tags"] == ["urgent"]
+    # the same usage priced as gpt-4o costs more than as gpt-4o-mini
+    assert row["units"] == rows[plain.id]["units"]
+    assert row["cost_total"] > rows[plain.id]["cost_total"] > 0
+
+
+def test_cached_prompt_tokens_are_a_separate_cheaper_unit(tmp_path):
+    cached, uncached = recorded(CACHED, 1), recorded(CACHED, 0)
+    assert recorded_usage(cached)["prompt_tokens_details"]["cached_tokens"] == 1024
+    with pipeline(tmp_path) as p:
+        for interaction in (uncached, cached):
+            openai_client(interaction).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        p.flush()
+        rows = {r["provider_response_id"]: r for r in p.rows()}
+    row_cached, row_uncached = rows[response_id(cached)], rows[response_id(uncached)]
+    assert row_cached["units"] == text_units(recorded_usage(cached))
+    assert row_cached["units"]["text_cache_read"] == {"input": 1024, "output": 0}
+    assert row_cached["cost_input"] < row_uncached["cost_input"]  # same prompt size, most of it cached
+
+
+def test_stream_without_usage_is_stored_as_incomplete_not_as_free(tmp_path, capsys):
+    interaction = recorded(OTEL / "test_chat_completion_streaming_not_complete.yaml")
+    with pipeline(tmp_path) as p:
+        with track_context(use_case_name="no_usage"):
+            chunks = list(
+                openai_client(interaction).chat.completions.create(model="gpt-4", messages=MESSAGES, stream=True)
+            )
+        p.flush()
+        result = p.result("system.openai", chunks[0].id)
+        (row,) = p.rows()
+        report = p.report(capsys, "use_case")
+    assert row["properties"]["system.usage_incomplete"] == "true"
+    assert row["properties"]["system.usage_incomplete.reason"]
+    assert row["cost_total"] is None and result["cost"] is None  # unknown usage is not $0
+    assert report["total"]["unpriced_requests"] == 1
+    assert report["total"]["cost_usd"] is None
+    assert any("usage not reported" in w for w in result["warnings"])
+    assert row["http_status_code"] == 200 and not row["failed"]
