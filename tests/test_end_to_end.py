@@ -609,3 +609,46 @@ def test_stream_without_usage_is_stored_as_incomplete_not_as_free(tmp_path, caps
     assert report["total"]["cost_usd"] is None
     assert any("usage not reported" in w for w in result["warnings"])
     assert row["http_status_code"] == 200 and not row["failed"]
+
+
+def test_a_stream_the_caller_stops_early_arrives_once_and_unpriced(tmp_path):
+    with pipeline(tmp_path) as p:
+        stream = openai_client(recorded(STREAM)).chat.completions.create(model="gpt-4", messages=MESSAGES, stream=True)
+        first = next(iter(stream))
+        stream.close()
+        p.flush()
+        (row,) = p.rows()
+    assert row["provider_response_id"] == first.id
+    assert row["properties"]["system.usage_incomplete"] == "true"
+    assert row["cost_total"] is None
+
+
+@pytest.mark.parametrize("export_content", [True, False])
+def test_captured_message_content_is_stored_only_when_exported(export_content, tmp_path):
+    with running_service(tmp_path / "data") as service:
+        exporter = PayiSpanExporter(
+            base_url=service.base_url, api_key=service.api_key, spool_dir=tmp_path / "spool",
+            export_content=export_content, **FAST,
+        )  # fmt: skip
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        instrumentor = OpenAIInstrumentor()
+        instrumentor.instrument(tracer_provider=provider, skip_dep_check=True, capture_content=True)
+        try:
+            raw = openai_client(recorded(CHAT)).chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=MESSAGES
+            )
+            completion = raw.parse()
+            assert exporter.force_flush(15_000)
+        finally:
+            instrumentor.uninstrument()
+            provider.shutdown()
+        (row,) = store_rows(service.data_dir)
+    assert row["provider_response_id"] == completion.id
+    assert row["units"] == text_units(recorded_usage(recorded(CHAT)))
+    data = row["provider_data"] or {}
+    if export_content:
+        assert "Say this is a test" in data["provider_request_json"]
+        assert completion.choices[0].message.content in json.dumps(data["provider_response_json"])
+    else:
+        assert "provider_request_json" not in data and "provider_response_json" not in data
