@@ -149,8 +149,8 @@ def use_case_instance(data_dir: Path, use_case_id: str) -> dict[str, Any]:
 @contextmanager
 def pipeline(tmp_path: Path, mode: str = "single", **options: Any) -> Iterator[Pipeline]:
     with running_service(tmp_path / "data") as service:
-        with instrumented_exporter(tmp_path, service.base_url, service.api_key, mode, **options) as (exporter, provider):
-            yield Pipeline(service, exporter, provider)
+        with instrumented_exporter(tmp_path, service.base_url, service.api_key, mode, **options) as wired:
+            yield Pipeline(service, *wired)
 
 
 @contextmanager
@@ -223,7 +223,8 @@ def answer(calls: dict[str, Interaction]) -> dict[str, Any]:
         use_case_properties={"depth": "short"},
     ):
         out["embed"] = openai_client(calls["embed"]).embeddings.create(model="text-embedding-3-small", input="x")
-        out["resp"] = openai_client(calls["resp"]).responses.create(model=calls["resp"].request_body["model"], input="hi")
+        model = calls["resp"].request_body["model"]
+        out["resp"] = openai_client(calls["resp"]).responses.create(model=model, input="hi")
     return out
 
 
@@ -264,7 +265,8 @@ def test_tracked_calls_arrive_once_each_with_units_context_and_cost(mode, tmp_pa
         instance_ids: list[tuple[str, str]] = []
         for run, calls in enumerate(runs):
             results = {
-                kind: p.result("system.openai", response_id(calls[kind])) for kind in ("chat", "stream", "tools", "resp")
+                kind: p.result("system.openai", response_id(calls[kind]))
+                for kind in ("chat", "stream", "tools", "resp")
             }
             support = {results[k]["use_case_id"] for k in ("chat", "stream", "tools")}
             assert len(support) == 1 and None not in support, support  # one instance per tracked call
@@ -298,14 +300,17 @@ def test_tracked_calls_arrive_once_each_with_units_context_and_cost(mode, tmp_pa
             assert "stage" not in stored[response_id(calls["chat"])]["properties"]
             stream_row = stored[response_id(calls["stream"])]
             assert stream_row["ttft_ms"] is not None and stream_row["ttft_ms"] <= stream_row["latency_ms"]
-            fc = stored[response_id(calls["tools"])]["provider_data"] or {}
-            if run == 0:
-                names = [c["name"] for c in fc["provider_response_function_calls"]]
-                assert names == ["get_current_weather"] * 2
-                assert json.loads(fc["provider_response_function_calls"][0]["arguments"]) == {"location": "Seattle, WA"}
+            # the tool calls the model asked for (two in the first run, none in the follow-up)
+            got = (stored[response_id(calls["tools"])]["provider_data"] or {}).get("provider_response_function_calls", [])
+            asked = calls["tools"].json()["choices"][0]["message"].get("tool_calls") or []
+            assert len(asked) == (2 if run == 0 else 0)
+            assert [(c["name"], json.loads(c["arguments"])) for c in got] == [
+                (t["function"]["name"], json.loads(t["function"]["arguments"])) for t in asked
+            ]
 
             embed_row = next(r for r in embeds if r["use_case_id"] == summarize_id)
-            assert embed_row["units"] == {"text": {"input": recorded_usage(calls["embed"])["prompt_tokens"], "output": 0}}
+            embed_tokens = recorded_usage(calls["embed"])["prompt_tokens"]
+            assert embed_row["units"] == {"text": {"input": embed_tokens, "output": 0}}
             assert (embed_row["user_id"], embed_row["account_name"]) == ("bob", "acme")
             assert embed_row["cost_total"] > 0
 
@@ -376,7 +381,8 @@ def test_unknown_model_is_stored_unpriced_and_the_report_says_so(tmp_path, capsy
     with pipeline(tmp_path) as p:
         with track_context(use_case_name="fine_tuned"):
             # A self-hosted/fine-tuned model name genai-prices has no price for.
-            completion = openai_client(recorded(CHAT)).chat.completions.create(model="acme-support-ft-v2", messages=MESSAGES)
+            client = openai_client(recorded(CHAT))
+            completion = client.chat.completions.create(model="acme-support-ft-v2", messages=MESSAGES)
         with track_context(use_case_name="stock"):
             openai_client(recorded(STOP)).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         p.flush()
@@ -421,14 +427,16 @@ def default_key(data_dir: Path, capsys: Any) -> str:
 
 
 def make_calls() -> list[tuple[str, Any]]:
-    """Four different calls; returns (category, provider response id or None) per call."""
+    """Four calls (chat, streamed chat, embeddings, streamed Responses); the provider response ids of the
+    three that have one."""
     out = []
     c = openai_client(recorded(CHAT)).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     out.append(c.id)
     s = list(openai_client(recorded(STREAM)).chat.completions.create(model="gpt-4", messages=MESSAGES, stream=True))
     out.append(s[0].id)
     openai_client(recorded(EMBEDDINGS)).embeddings.create(model="text-embedding-3-small", input="x")
-    with openai_client(recorded(RESPONSES_STREAM)).responses.create(model="gpt-4.1-nano", input="hi", stream=True) as rs:
+    responses = openai_client(recorded(RESPONSES_STREAM)).responses
+    with responses.create(model="gpt-4.1-nano", input="hi", stream=True) as rs:
         events = list(rs)
     out.append(events[-1].response.id)
     return out

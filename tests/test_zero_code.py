@@ -71,7 +71,9 @@ def run_app(code: str, tmp_path: Path, env: dict[str, str], *, zero_code: bool) 
         **env,
     )
     bindir = Path(sys.executable).parent
-    argv = [str(bindir / "opentelemetry-instrument"), sys.executable, str(script)] if zero_code else [sys.executable, str(script)]
+    argv = [sys.executable, str(script)]
+    if zero_code:
+        argv.insert(0, str(bindir / "opentelemetry-instrument"))
     out = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     return out
