@@ -119,20 +119,17 @@ class Pipeline:
 
 
 def store_rows(data_dir: Path) -> list[dict[str, Any]]:
-    """Every stored request (oldest first) as a dict, JSON columns decoded, with its tags."""
+    """Every stored request (oldest first) as a dict, its JSON columns decoded."""
     conn = sqlite3.connect(f"file:{Path(data_dir) / 'payi.db'}?mode=ro", uri=True, timeout=5)
     conn.row_factory = sqlite3.Row
     try:
-        rows = []
-        for row in conn.execute("SELECT * FROM requests ORDER BY id"):
-            d = dict(row)
-            for col in ("units", "properties", "result", "limit_ids", "provider_data"):
-                d[col] = json.loads(d[col]) if d[col] else None
-            d["tags"] = [t for (t,) in conn.execute("SELECT tag FROM request_tags WHERE request_row = ?", (d["id"],))]
-            rows.append(d)
-        return rows
+        rows = [dict(row) for row in conn.execute("SELECT * FROM requests ORDER BY id")]
     finally:
         conn.close()
+    for row in rows:
+        for col in ("units", "properties", "provider_data"):
+            row[col] = json.loads(row[col]) if row.get(col) else None
+    return rows
 
 
 def use_case_instance(data_dir: Path, use_case_id: str) -> dict[str, Any]:
