@@ -23,6 +23,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -116,7 +117,12 @@ def _strings(value: Any) -> list[str]:
         return []
     if isinstance(value, str):
         value = value.split(",")
-    return [s for s in (str(v).strip() for v in value) if s]
+    out = []
+    for item in value:
+        item = str(item).strip()
+        if item:
+            out.append(item)
+    return out
 
 
 def _flag(value: Any) -> bool | None:
@@ -157,8 +163,15 @@ def _units_from_semconv(attrs: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     return to_units(usage)
 
 
+@functools.lru_cache(maxsize=512)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+    """ISO-8601 UTC with offset and microseconds (spans of one batch share their seconds)."""
+    second, rest = divmod(ns, 1_000_000_000)
+    return f"{_iso_second(second)}.{rest // 1000:06d}+00:00"
 
 
 def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str, Any] | None:
@@ -176,7 +189,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     properties: dict[str, str] = {}
     use_case_properties: dict[str, str] = {}
     for key, value in attrs.items():
-        if not key.startswith("payi."):
+        if key[:5] != "payi." or key[5:6] not in ("u", "r"):  # only payi.units.* / payi.request_properties.* / payi.use_case_properties.*
             continue
         if key.startswith(_UNITS_PREFIX):
             unit, _, direction = key[_UNITS_LEN:].rpartition(".")
