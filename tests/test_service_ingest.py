@@ -266,3 +266,49 @@ def test_openapi_describes_the_api(svc):
     assert bulk_body["type"] == "array"
     assert "use_case_name" in spec["components"]["schemas"]["BulkIngestRequest"]["properties"]
     assert spec["components"]["securitySchemes"]["ApiKey"]["name"] == "xProxy-api-key"
+
+
+def test_price_as_headers_price_the_call_as_another_resource(client):
+    deployment = {
+        "category": "system.azureopenai",
+        "resource": "my-gpt4o-deployment",
+        "units": {"text": {"input": 100, "output": 10}},
+    }
+    plain = client.post("/api/v1/ingest", json={**deployment, "provider_response_id": "pa-0"}).json()["xproxy_result"]
+    assert plain["cost"] is None  # a deployment name has no price of its own
+    direct = client.post("/api/v1/ingest", json=GPT4O).json()["xproxy_result"]
+
+    r = client.post(
+        "/api/v1/ingest",
+        json={**deployment, "provider_response_id": "pa-1"},
+        headers={"xProxy-PriceAs-Category": "system.openai", "xproxy-priceas-resource": "gpt-4o"},
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()["xproxy_result"]
+    assert result["cost"]["total"]["base"] == pytest.approx(100 * 2.5e-6 + 10 * 10e-6)
+    assert result["resource_id"] == direct["resource_id"]  # the same price snapshot as a direct gpt-4o call
+    # the request itself stays filed under the category it was sent with
+    stored = client.get("/api/v1/requests/provider/system.azureopenai/pa-1/result").json()["xproxy_result"]
+    assert stored == result
+    assert client.get("/api/v1/requests/provider/system.openai/pa-1/result").status_code == 404
+
+
+def test_price_as_category_alone_keeps_the_resource(client):
+    event = {"category": "acme.gateway", "resource": "gpt-4o", "units": {"text": {"input": 100, "output": 10}}}
+    assert client.post("/api/v1/ingest", json=event).json()["xproxy_result"]["cost"] is None
+    priced = client.post("/api/v1/ingest", json=event, headers={"xProxy-PriceAs-Category": "system.openai"}).json()
+    assert priced["xproxy_result"]["cost"]["total"]["base"] == pytest.approx(100 * 2.5e-6 + 10 * 10e-6)
+
+
+def test_price_as_resource_without_a_price_is_unpriced_with_its_name(client):
+    r = client.post("/api/v1/ingest", json=GPT4O, headers={"xProxy-PriceAs-Resource": "negotiated-model-x"})
+    result = r.json()["xproxy_result"]
+    assert result["cost"] is None and "negotiated-model-x" in result["warnings"][0]
+
+
+def test_bulk_items_have_no_price_as_fields(client):
+    r = client.post("/api/v1/ingest/bulk", json=[{**GPT4O, "price_as_resource": "gpt-4o-mini"}])
+    body = r.json()
+    assert body["ingest_count"] == 0
+    assert body["errors"][0]["xproxy_result"]["xproxy_error"]["code"] == "unknown_field"
+    assert "price_as_resource" in body["errors"][0]["xproxy_result"]["message"]

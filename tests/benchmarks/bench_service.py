@@ -202,15 +202,20 @@ def main() -> None:
 
         print(f"memory while bulk-ingesting {memory_events:,} events (server RSS):")
         print(f"  before: {rss_mb(proc.pid):.1f} MB")
-        rate = asyncio.run(
-            bulk_ingest(
-                port, key, memory_events, 1000, 2,
-                on_progress=lambda n: print(f"  after {n:>9,} events: {rss_mb(proc.pid):.1f} MB", flush=True),
-            )
-        )
+        last = [0, time.perf_counter()]
+
+        def progress(n: int) -> None:
+            now = time.perf_counter()
+            segment = (n - last[0]) / (now - last[1]) if now > last[1] else float("nan")
+            last[:] = [n, now]
+            print(f"  after {n:>9,} events: {rss_mb(proc.pid):.1f} MB; {segment:,.0f} events/s since the last line", flush=True)
+
+        rate = asyncio.run(bulk_ingest(port, key, memory_events, 1000, 2, on_progress=progress))
         print(f"  final: {rss_mb(proc.pid):.1f} MB; sustained bulk rate {rate:,.0f} events/s")
         db = Path(data_dir) / "payi.db"
-        print(f"  database size: {db.stat().st_size / 1e6:.0f} MB")
+        wal = Path(data_dir) / "payi.db-wal"
+        wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
+        print(f"  database size: {db.stat().st_size / 1e6:.0f} MB (+ {wal_mb:.0f} MB write-ahead log)")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -20,15 +20,13 @@ from payi_otel.service.ingest import (
     Ingestor,
     PayiApiError,
     attribution_from_headers,
-    attribution_from_item,
     error_from_details,
-    iso_timestamp,
-    parse_bulk_body,
-    parse_bulk_item,
+    parse_bulk,
     parse_single,
+    xproxy_result,
 )
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.store import Application, Store, new_id, now_ms
+from payi_otel.service.store import Application, Store
 
 log = logging.getLogger("payi_otel.service")
 
@@ -134,39 +132,13 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
     )
     async def ingest_bulk(request: Request) -> Response:
         application = authenticate(request)
-        items = parse_bulk_body(await request.body())
-        errors: list[dict[str, Any]] = []
-        counts = {"stored": 0, "duplicates": 0}
-
-        def work() -> None:
-            for index, raw in enumerate(items):
-                try:
-                    item = parse_bulk_item(raw)
-                    result = ingestor.ingest(application, item, attribution_from_item(item), bulk=True)
-                except PayiApiError as exc:
-                    errors.append({"item_index": index, "xproxy_result": exc.body()})
-                    continue
-                counts["duplicates" if result["xproxy_result"]["duplicate_request"] else "stored"] += 1
-
-        await committer.run(work)
-        stored, duplicates = counts["stored"], counts["duplicates"]
-        return _json(
-            {
-                "request_id": new_id(),
-                "ingest_timestamp": iso_timestamp(now_ms()),
-                "ingest_count": stored,
-                "duplicate_count": duplicates,
-                "error_count": len(errors),
-                "item_error_count": len(errors),
-                "total_count": len(items),
-                "errors": errors,
-            }
-        )
+        items = parse_bulk(await request.body())
+        return _json(await committer.run(lambda: ingestor.ingest_bulk(application, items)))
 
     def _result(stored: Any) -> Response:
         if stored is None:
             raise PayiApiError(404, "request_not_found", "no request with that id in this application")
-        return _json({"xproxy_result": stored.result})
+        return _json({"xproxy_result": xproxy_result(stored)})
 
     @app.get(
         "/api/v1/requests/{request_id}/result",

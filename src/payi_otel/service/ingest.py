@@ -12,15 +12,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer, PriceResult
-from payi_otel.service.store import Application, Store, new_id, now_ms
+from payi_otel.service.store import Application, Store, StoredRequest, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
+_FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE.total_seconds() * 1000
 _USE_CASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TAG = re.compile(r"[A-Za-z0-9_-]+")
+_SPACE = re.compile(r"\s").search
 SYNTHETIC_FAILURE_STATUS = 299  # the SDK's status for client-side failures without an HTTP status
 # Properties a sender sets when the provider reported no (or partial) usage for a call.
 USAGE_INCOMPLETE = "system.usage_incomplete"
@@ -36,6 +38,7 @@ _PROVIDER_FIELDS = (
     "time_to_first_completion_token_ms",
 )
 _LOGGED_FIELDS = ("provider_request_json", "provider_response_json", "provider_request_reasoning_json")
+_MODEL_LIST_FIELDS = ("provider_request_headers", "provider_response_headers", "provider_response_function_calls")
 
 
 class PayiApiError(Exception):
@@ -70,6 +73,8 @@ class Attribution:
     resource_scope: str | None = None
     logging_disabled: bool = False
     dedupe_id: str | None = None
+    price_as_category: str | None = None  # single ingest only (headers); Pay-i's bulk items have no such fields
+    price_as_resource: str | None = None
 
 
 _HEADER_NAMES = {
@@ -90,6 +95,8 @@ ATTRIBUTION_HEADERS = (
     "xProxy-Resource-Scope",
     "xProxy-Logging-Disable",
     "xProxy-Instrumented-Module",
+    "xProxy-PriceAs-Category",
+    "xProxy-PriceAs-Resource",
 )
 
 
@@ -122,6 +129,8 @@ def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution
         resource_scope=get("xproxy-resource-scope") or None,
         logging_disabled=get("xproxy-logging-disable") == "True",
         dedupe_id=dedupe_id or None,
+        price_as_category=(get("xproxy-priceas-category") or "").strip() or None,
+        price_as_resource=(get("xproxy-priceas-resource") or "").strip() or None,
     )
 
 
@@ -168,7 +177,23 @@ def parse_single(body: bytes) -> IngestRequest:
         raise validation_error(exc) from None
 
 
-def parse_bulk_body(body: bytes) -> list[Any]:
+_BULK_ITEMS = TypeAdapter(list[BulkIngestRequest])
+
+
+def parse_bulk(body: bytes) -> list[BulkIngestRequest | PayiApiError]:
+    """The items of a bulk body, each parsed or the error that rejects it alone.
+
+    A body whose items are all valid is validated in one pass; otherwise item by item, so each
+    bad item gets its own error.
+    """
+    try:
+        return _BULK_ITEMS.validate_json(body)
+    except ValidationError:
+        pass
+    return [_parse_bulk_item(item) for item in _parse_bulk_array(body)]
+
+
+def _parse_bulk_array(body: bytes) -> list[Any]:
     try:
         items = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -178,13 +203,13 @@ def parse_bulk_body(body: bytes) -> list[Any]:
     return items
 
 
-def parse_bulk_item(item: Any) -> BulkIngestRequest:
+def _parse_bulk_item(item: Any) -> BulkIngestRequest | PayiApiError:
     if not isinstance(item, dict):
-        raise bad_request("invalid_json", "each bulk item must be a JSON object")
+        return bad_request("invalid_json", "each bulk item must be a JSON object")
     try:
         return BulkIngestRequest.model_validate(item)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        return validation_error(exc)
 
 
 def iso_timestamp(ms: int) -> str:
@@ -199,7 +224,7 @@ class Ingestor:
         self.pricer = pricer
 
     def _check_attribution(self, app: Application, attr: Attribution, names: dict[str, str]) -> None:
-        if attr.user_id is not None and any(ch.isspace() for ch in attr.user_id):
+        if attr.user_id is not None and _SPACE(attr.user_id):
             raise bad_request("invalid_user_id", f"{names['user_id']} must not contain spaces")
         for tag in attr.request_tags:
             if not _TAG.fullmatch(tag):
@@ -226,145 +251,226 @@ class Ingestor:
                 f"{names['limit_ids']}: limit ids {', '.join(unknown)} do not exist or do not belong to this application",
             )
 
-    def ingest(
-        self, app: Application, event: IngestRequest, attr: Attribution, *, bulk: bool = False
-    ) -> dict[str, Any]:
-        """Store ``event`` (or recognise a duplicate) and return the IngestResponse body.
+    def ingest(self, app: Application, event: IngestRequest, attr: Attribution) -> dict[str, Any]:
+        """Store one event (or recognise a duplicate) and return the IngestResponse body.
 
         The event's writes form one unit (a savepoint inside a shared transaction); the caller
         answers only after the enclosing transaction committed.
         """
         with self.store.transaction():
-            return self._ingest(app, event, attr, bulk)
+            ingest_ms = now_ms()
+            batch = _Batch(ingest_ms)
+            outcome = self._prepare(app, event, attr, _HEADER_NAMES, batch)
+            if isinstance(outcome, StoredRequest):
+                return response_body(outcome, duplicate=True)
+            self.store.add_requests(batch.rows, batch.new_instances)
+        return response_body(StoredRequest.from_request_row(outcome), duplicate=False)
 
-    def _ingest(self, app: Application, event: IngestRequest, attr: Attribution, bulk: bool) -> dict[str, Any]:
-        names = _BULK_NAMES if bulk else _HEADER_NAMES
-        self._check_attribution(app, attr, names)
-        ingest_ms = now_ms()
+    def ingest_bulk(self, app: Application, items: list[BulkIngestRequest | PayiApiError]) -> dict[str, Any]:
+        """Store the good items of a bulk body in one go and return the BulkIngestResponse body.
+
+        Every item is checked (and deduplicated, also against earlier items of the same body)
+        before anything is written; the rows are then inserted together. A bad item is reported by
+        its index and never stops the others.
+        """
+        with self.store.transaction():
+            batch = _Batch(now_ms())
+            errors: list[dict[str, Any]] = []
+            for index, item in enumerate(items):
+                try:
+                    if isinstance(item, PayiApiError):
+                        raise item
+                    outcome = self._prepare(app, item, attribution_from_item(item), _BULK_NAMES, batch)
+                except PayiApiError as exc:
+                    errors.append({"item_index": index, "xproxy_result": exc.body()})
+                    continue
+                if outcome is None or isinstance(outcome, StoredRequest):
+                    batch.duplicates += 1
+            self.store.add_requests(batch.rows, batch.new_instances)
+        return {
+            "request_id": new_id(),
+            "ingest_timestamp": iso_timestamp(batch.ingest_ms),
+            "ingest_count": len(batch.rows),
+            "duplicate_count": batch.duplicates,
+            "error_count": len(errors),
+            "item_error_count": len(errors),
+            "total_count": len(items),
+            "errors": errors,
+        }
+
+    def _event_time(self, event: IngestRequest, batch: _Batch) -> tuple[int, datetime]:
         if event.event_timestamp is None:
-            event_ms = ingest_ms
-            when = datetime.fromtimestamp(ingest_ms / 1000, UTC)
-        else:
-            when = event.event_timestamp
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            event_ms = int(when.timestamp() * 1000)
-            if event_ms > ingest_ms + FUTURE_TOLERANCE.total_seconds() * 1000:
-                raise bad_request(
-                    "invalid_ingest_event_timestamp",
-                    "event_timestamp cannot be greater than 5 minutes into the future",
-                )
+            return batch.ingest_ms, batch.ingest_time
+        when = event.event_timestamp
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        event_ms = int(when.timestamp() * 1000)
+        if event_ms > batch.ingest_ms + _FUTURE_TOLERANCE_MS:
+            raise bad_request(
+                "invalid_ingest_event_timestamp", "event_timestamp cannot be greater than 5 minutes into the future"
+            )
+        return event_ms, when
+
+    def _prepare(
+        self, app: Application, event: IngestRequest, attr: Attribution, names: dict[str, str], batch: _Batch
+    ) -> tuple[Any, ...] | StoredRequest | None:
+        """Check and price one event and append its row to ``batch``; returns the row.
+
+        Returns the stored request it duplicates instead (None when it duplicates an earlier
+        item of the same batch). Every check that can reject the event runs before any write.
+        """
+        self._check_attribution(app, attr, names)
+        event_ms, when = self._event_time(event, batch)
+        provider_key = None
+        if event.provider_response_id is not None:
+            provider_key = (event.category, event.provider_response_id)
+            if provider_key in batch.provider_ids:
+                return None
         duplicate = self.store.find_duplicate(app.id, event.category, event.provider_response_id, attr.dedupe_id)
         if duplicate is not None:
-            result = dict(duplicate.result, duplicate_request=True)
-            return {
-                "request_id": duplicate.request_id,
-                "event_timestamp": iso_timestamp(duplicate.event_ms),
-                "ingest_timestamp": iso_timestamp(duplicate.ingest_ms),
-                "xproxy_result": result,
-            }
+            return duplicate
 
         use_case_id = use_case_version = None
         if attr.use_case_name is not None:
             use_case_id, use_case_version = self.store.use_case_instance(
-                app.id, attr.use_case_name, attr.use_case_id, attr.use_case_version, event.use_case_properties
+                app.id, attr.use_case_name, attr.use_case_id, attr.use_case_version, event.use_case_properties,
+                batch.new_instances,
             )
 
         units = {k: {"input": u.input, "output": u.output} for k, u in event.units.items()}
+        input_tokens = output_tokens = 0
+        for u in units.values():
+            input_tokens += u["input"]
+            output_tokens += u["output"]
         status = event.http_status_code
         failed = status is not None and (status >= 400 or status == SYNTHETIC_FAILURE_STATUS)
         sent = event.properties or {}
-        no_usage = not any(u["input"] or u["output"] for u in units.values())
-        if no_usage and not failed and sent.get(USAGE_INCOMPLETE) == "true":
+        if not failed and not (input_tokens or output_tokens) and sent.get(USAGE_INCOMPLETE) == "true":
             # A successful call whose usage the provider never reported: its cost is unknown, not $0.
             reason = sent.get(USAGE_INCOMPLETE_REASON) or "usage not reported"
             price = PriceResult(priced=False, unpriced_reason=f"usage not reported ({reason})")
         else:
-            price = self.pricer.price(event.category, event.resource, units, when)
-        properties = dict(event.properties or {})
+            # xProxy-PriceAs-*: price the call as another category/resource; it stays stored as sent.
+            price_category = attr.price_as_category or event.category
+            price_resource = attr.price_as_resource or event.resource
+            price = self.pricer.price(price_category, price_resource, units, when)
+            if price.resource_version is not None:
+                self.store.remember_resource_version(price.resource_version, price_category, price_resource)
+        properties = {k: v for k, v in sent.items() if v is not None}
         if failed and "system.failure" not in properties:
             properties["system.failure"] = f"http_status_{status}"
-        properties = {k: v for k, v in properties.items() if v is not None}
 
-        request_id = new_id()
-        result: dict[str, Any] = {
-            "request_id": request_id,
-            "use_case_name": attr.use_case_name,
-            "use_case_id": use_case_id,
-            "use_case_version": use_case_version,
-            "use_case_step": attr.use_case_step,
-            "user_id": attr.user_id,
-            "account_name": attr.account_name,
-            "resource_id": price.resource_id,
-            "cost": None,
-            "unknown_units": price.unknown_units,
-            "limits": {},
-            "duplicate_request": False,
-        }
-        if attr.request_tags:
-            result["request_tags"] = attr.request_tags
-        if price.priced:
-            result["cost"] = {
-                "currency": "usd",
-                "input": {"base": price.input_cost},
-                "output": {"base": price.output_cost},
-                "total": {"base": price.total_cost, "overrun_base": 0.0},
-            }
-            if price.resource_version is not None:
-                self.store.remember_resource_version(price.resource_version, event.category, event.resource)
-        else:
-            result["warnings"] = [f"unpriced: {price.unpriced_reason}"]
+        provider_data = {}
+        for f in _PROVIDER_FIELDS:
+            value = getattr(event, f)
+            if value is not None:
+                provider_data[f] = value
+        if provider_data:
+            if attr.logging_disabled:
+                for f in _LOGGED_FIELDS:
+                    provider_data.pop(f, None)
+            for f in _MODEL_LIST_FIELDS:
+                if f in provider_data:
+                    provider_data[f] = [h.model_dump() for h in provider_data[f]]
 
-        provider_data = {f: getattr(event, f) for f in _PROVIDER_FIELDS if getattr(event, f) is not None}
-        if attr.logging_disabled:
-            for f in _LOGGED_FIELDS:
-                provider_data.pop(f, None)
-        for f in ("provider_request_headers", "provider_response_headers", "provider_response_function_calls"):
-            if f in provider_data:
-                provider_data[f] = [h.model_dump() for h in provider_data[f]]
-
-        self.store.insert_request(
-            {
-                "request_id": request_id,
-                "application_id": app.id,
-                "event_ms": event_ms,
-                "ingest_ms": ingest_ms,
-                "category": event.category,
-                "resource": event.resource,
-                "resource_id": price.resource_id,
-                "provider_response_id": event.provider_response_id,
-                "dedupe_id": attr.dedupe_id,
-                "use_case_name": attr.use_case_name,
-                "use_case_id": use_case_id,
-                "use_case_version": use_case_version,
-                "use_case_step": attr.use_case_step,
-                "user_id": attr.user_id,
-                "account_name": attr.account_name,
-                "resource_scope": attr.resource_scope,
-                "http_status_code": status,
-                "failed": int(failed),
-                "latency_ms": event.end_to_end_latency_ms,
-                "ttft_ms": event.time_to_first_token_ms,
-                "input_tokens": sum(u["input"] for u in units.values()),
-                "output_tokens": sum(u["output"] for u in units.values()),
-                "units": orjson.dumps(units).decode(),
-                "cost_input": price.input_cost if price.priced else None,
-                "cost_output": price.output_cost if price.priced else None,
-                "cost_total": price.total_cost if price.priced else None,
-                "unpriced_reason": price.unpriced_reason,
-                "limit_ids": orjson.dumps(attr.limit_ids).decode() if attr.limit_ids else None,
-                "properties": orjson.dumps(properties).decode() if properties else None,
-                "provider_data": orjson.dumps(provider_data).decode() if provider_data else None,
-                "result": orjson.dumps(result).decode(),
-            },
-            attr.request_tags,
+        priced = price.priced
+        row = (
+            new_id(),
+            app.id,
+            event_ms,
+            batch.ingest_ms,
+            event.category,
+            event.resource,
+            price.resource_id,
+            event.provider_response_id,
+            attr.dedupe_id,
+            attr.use_case_name,
+            use_case_id,
+            use_case_version,
+            attr.use_case_step,
+            attr.user_id,
+            attr.account_name,
+            attr.resource_scope,
+            status,
+            int(failed),
+            event.end_to_end_latency_ms,
+            event.time_to_first_token_ms,
+            input_tokens,
+            output_tokens,
+            _dumps(units),
+            price.input_cost if priced else None,
+            price.output_cost if priced else None,
+            price.total_cost if priced else None,
+            price.unpriced_reason,
+            _dumps(attr.limit_ids) if attr.limit_ids else None,
+            _dumps(properties) if properties else None,
+            _dumps(provider_data) if provider_data else None,
+            _dumps(price.unknown_units) if price.unknown_units else None,
+            _dumps(attr.request_tags) if attr.request_tags else None,
         )
-        return {
-            "request_id": request_id,
-            "event_timestamp": iso_timestamp(event_ms),
-            "ingest_timestamp": iso_timestamp(ingest_ms),
-            "xproxy_result": result,
+        batch.rows.append(row)
+        if provider_key is not None:
+            batch.provider_ids.add(provider_key)
+        return row
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows of one ingest call (one event, or a bulk body), written together at its end."""
+
+    ingest_ms: int
+    ingest_time: datetime = field(init=False)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    new_instances: list[tuple[Any, ...]] = field(default_factory=list)
+    provider_ids: set[tuple[str, str]] = field(default_factory=set)
+    duplicates: int = 0
+
+    def __post_init__(self) -> None:
+        self.ingest_time = datetime.fromtimestamp(self.ingest_ms / 1000, UTC)
+
+
+def xproxy_result(stored: StoredRequest, *, duplicate: bool = False) -> dict[str, Any]:
+    """The ``xproxy_result`` of a stored request (the same at ingest, on a duplicate and on read)."""
+    result: dict[str, Any] = {
+        "request_id": stored.request_id,
+        "use_case_name": stored.use_case_name,
+        "use_case_id": stored.use_case_id,
+        "use_case_version": stored.use_case_version,
+        "use_case_step": stored.use_case_step,
+        "user_id": stored.user_id,
+        "account_name": stored.account_name,
+        "resource_id": stored.resource_id,
+        "cost": None,
+        "unknown_units": stored.unknown_units,
+        "limits": {},
+        "duplicate_request": duplicate,
+    }
+    if stored.request_tags:
+        result["request_tags"] = stored.request_tags
+    if stored.cost_total is not None:
+        result["cost"] = {
+            "currency": "usd",
+            "input": {"base": stored.cost_input},
+            "output": {"base": stored.cost_output},
+            "total": {"base": stored.cost_total, "overrun_base": 0.0},
         }
+    else:
+        result["warnings"] = [f"unpriced: {stored.unpriced_reason}"]
+    return result
+
+
+def response_body(stored: StoredRequest, *, duplicate: bool) -> dict[str, Any]:
+    """The IngestResponse body for a stored request."""
+    return {
+        "request_id": stored.request_id,
+        "event_timestamp": iso_timestamp(stored.event_ms),
+        "ingest_timestamp": iso_timestamp(stored.ingest_ms),
+        "xproxy_result": xproxy_result(stored, duplicate=duplicate),
+    }
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 _BULK_NAMES = {k: k for k in _HEADER_NAMES}

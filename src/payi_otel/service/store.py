@@ -5,7 +5,8 @@ survives the process being killed, readers (the CLI, reports) never block the se
 manage applications while the server runs. Every write that the API acknowledges is committed first.
 
 Tables: ``groups`` > ``applications`` > ``api_keys`` (two slots, SHA-256 digests only);
-``requests`` (one row per ingested event, with its xproxy_result) and ``request_tags``;
+``requests`` (one row per ingested event: attribution, units and cost in columns, from which the
+``xproxy_result`` is rebuilt on read, so rows stay small and bulk inserts fast);
 ``use_case_definitions`` / ``use_case_instances``; ``resource_versions`` (the price snapshot behind
 each ``resource_id``: genai-prices today, custom resource versions later); ``limits`` (per
 application; ingest checks limit ids against it).
@@ -18,7 +19,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from random import getrandbits as _random_bits
 
 from payi_otel.service import keys
 
 DB_FILE = "payi.db"
+WAL_RESTART_FRAMES = 16384  # about 64 MiB of WAL: past it the log is started over (see start_background_checkpoints)
 DEFAULT_NAME = "default"
 
 _SCHEMA = """
@@ -124,35 +126,49 @@ CREATE TABLE IF NOT EXISTS requests (
     limit_ids TEXT,
     properties TEXT,
     provider_data TEXT,              -- provider_* fields; NULL when logging was disabled
-    result TEXT NOT NULL             -- the xproxy_result returned at ingest
+    unknown_units TEXT,              -- JSON {unit: {input, output}} the price had no rate for; NULL when none
+    request_tags TEXT                -- JSON array; NULL when none
 );
 CREATE UNIQUE INDEX IF NOT EXISTS requests_provider_id
     ON requests (application_id, category, provider_response_id) WHERE provider_response_id IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
     ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
-CREATE TABLE IF NOT EXISTS request_tags (
-    request_row INTEGER NOT NULL REFERENCES requests(id),
-    tag TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS request_tags_row ON request_tags (request_row);
+"""
+SCHEMA_VERSION = 2
+
+# Version 1 stored each request's xproxy_result as JSON and its tags in a separate table.
+_MIGRATE_FROM_1 = """
+ALTER TABLE requests ADD COLUMN unknown_units TEXT;
+ALTER TABLE requests ADD COLUMN request_tags TEXT;
+UPDATE requests SET
+    unknown_units = nullif(json_extract(result, '$.unknown_units'), '{}'),
+    request_tags = (SELECT json_group_array(t.tag) FROM request_tags t WHERE t.request_row = requests.id
+                    HAVING count(*) > 0);
+ALTER TABLE requests DROP COLUMN result;
+DROP TABLE request_tags;
 """
 
-_INSERT_REQUEST = """
-INSERT INTO requests (
-    request_id, application_id, event_ms, ingest_ms, category, resource, resource_id,
-    provider_response_id, dedupe_id, use_case_name, use_case_id, use_case_version, use_case_step,
-    user_id, account_name, resource_scope, http_status_code, failed, latency_ms, ttft_ms,
-    input_tokens, output_tokens, units, cost_input, cost_output, cost_total, unpriced_reason,
-    limit_ids, properties, provider_data, result
-) VALUES (
-    :request_id, :application_id, :event_ms, :ingest_ms, :category, :resource, :resource_id,
-    :provider_response_id, :dedupe_id, :use_case_name, :use_case_id, :use_case_version, :use_case_step,
-    :user_id, :account_name, :resource_scope, :http_status_code, :failed, :latency_ms, :ttft_ms,
-    :input_tokens, :output_tokens, :units, :cost_input, :cost_output, :cost_total, :unpriced_reason,
-    :limit_ids, :properties, :provider_data, :result
+# Column order of a request row (see Store.add_requests).
+REQUEST_COLUMNS = (
+    "request_id", "application_id", "event_ms", "ingest_ms", "category", "resource", "resource_id",
+    "provider_response_id", "dedupe_id", "use_case_name", "use_case_id", "use_case_version", "use_case_step",
+    "user_id", "account_name", "resource_scope", "http_status_code", "failed", "latency_ms", "ttft_ms",
+    "input_tokens", "output_tokens", "units", "cost_input", "cost_output", "cost_total", "unpriced_reason",
+    "limit_ids", "properties", "provider_data", "unknown_units", "request_tags",
 )
-"""
+_INSERT_REQUEST = (
+    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
+)
+_INSERT_INSTANCE = (
+    "INSERT INTO use_case_instances (application_id, use_case_id, name, version, properties, created_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+# What a stored request's xproxy_result is rebuilt from (order of StoredRequest's fields).
+_RESULT_COLUMNS = (
+    "request_id, event_ms, ingest_ms, use_case_name, use_case_id, use_case_version, use_case_step, user_id,"
+    " account_name, resource_id, cost_input, cost_output, cost_total, unpriced_reason, unknown_units, request_tags"
+)
 
 # Report dimensions -> SQL expression (the only place report columns are spelled in SQL).
 REPORT_DIMENSIONS: dict[str, str] = {
@@ -161,7 +177,7 @@ REPORT_DIMENSIONS: dict[str, str] = {
     "use_case": "r.use_case_name",
     "user": "r.user_id",
     "account": "r.account_name",
-    "tag": "t.tag",
+    "tag": "t.value",
     "category": "r.category",
     "resource": "r.resource",
     "day": "date(r.event_ms / 1000, 'unixepoch')",
@@ -181,21 +197,55 @@ class Application:
 
 @dataclass(frozen=True, slots=True)
 class StoredRequest:
+    """What a request's ``xproxy_result`` is made of (cost fields are None when it was not priced)."""
+
     request_id: str
     event_ms: int
     ingest_ms: int
-    result: dict[str, Any]
+    use_case_name: str | None
+    use_case_id: str | None
+    use_case_version: int | None
+    use_case_step: str | None
+    user_id: str | None
+    account_name: str | None
+    resource_id: str | None
+    cost_input: float | None
+    cost_output: float | None
+    cost_total: float | None
+    unpriced_reason: str | None
+    unknown_units: dict[str, dict[str, int]]
+    request_tags: list[str]
+
+    @classmethod
+    def from_request_row(cls, row: tuple[Any, ...]) -> StoredRequest:
+        """From a row as given to :meth:`Store.add_requests` (values in ``REQUEST_COLUMNS`` order)."""
+        return cls.from_row(tuple(row[i] for i in _RESULT_INDEXES))
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> StoredRequest:
+        """From a row of ``_RESULT_COLUMNS``."""
+        *head, unknown, tags = row
+        return cls(*head, orjson.loads(unknown) if unknown else {}, orjson.loads(tags) if tags else [])
+
+
+_RESULT_INDEXES = tuple(REQUEST_COLUMNS.index(c.strip()) for c in _RESULT_COLUMNS.split(","))
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_VARIANT = 0x8 << 60  # RFC 4122 variant bits (10) on top of the last 64 bits
+
+
 def new_id() -> str:
-    """A time-ordered UUID (version 7 layout): ids sort by creation, so index inserts append."""
-    value = (now_ms() << 80) | (0x7 << 76) | (int.from_bytes(os.urandom(10), "big") & ((1 << 76) - 1))
-    value = (value & ~(0xC << 60)) | (0x8 << 60)  # RFC 4122 variant bits
-    return str(uuid.UUID(int=value))
+    """A time-ordered UUID (version 7 layout): ids sort by creation, so index inserts append.
+
+    Ids identify, they are not secrets, so the fast non-cryptographic generator is enough.
+    """
+    rand = _random_bits(74)
+    h = f"{now_ms():012x}7{rand >> 62:03x}{_VARIANT | (rand & 0x3FFFFFFFFFFFFFFF):016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Store:
@@ -214,25 +264,54 @@ class Store:
         self._conn.execute("PRAGMA temp_store=MEMORY")
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self._wal_restart_due = False
         self._lock = threading.RLock()
         self._depth = 0
         self._known_resource_ids: set[str] = set()
         self._definition_versions: dict[tuple[int, str], int] = {}
-        self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "PRAGMA user_version=1; COMMIT;")
+        self._create_or_migrate()
+
+    def _create_or_migrate(self) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 1:
+                    for statement in _statements(_MIGRATE_FROM_1):
+                        self._conn.execute(statement)
+                elif version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} was written by a newer payi-otel (schema {version}, this one knows {SCHEMA_VERSION})"
+                    )
+                for statement in _statements(_SCHEMA):
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def start_background_checkpoints(self, interval: float = 1.0) -> None:
         """Move WAL checkpoints (which fsync the database file) off the serving thread.
 
         The serving connection stops auto-checkpointing; a thread with its own connection runs a
-        PASSIVE checkpoint every ``interval`` seconds, which never blocks writers.
+        PASSIVE checkpoint every ``interval`` seconds, which never blocks writers. Under constant
+        writes such a checkpoint never catches up with the last frames, and SQLite starts the log
+        over only once every frame is back in the database, so the WAL would grow without bound.
+        Once it passes ``WAL_RESTART_FRAMES`` the thread asks the writer to copy the few frames
+        written since its last pass right after its next commit (see :meth:`commit`); the next
+        write transaction then starts the log over (and truncates the file to the size limit).
         """
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._conn.execute(f"PRAGMA journal_size_limit={WAL_RESTART_FRAMES * 4096}")
 
         def loop() -> None:
             conn = sqlite3.connect(self.path, timeout=10.0)
             try:
                 while not self._stop_checkpoints.wait(interval):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames > WAL_RESTART_FRAMES:
+                        self._wal_restart_due = True
             finally:
                 conn.close()
 
@@ -256,6 +335,9 @@ class Store:
     def commit(self) -> None:
         with self._lock:
             self._conn.execute("COMMIT")
+            if self._wal_restart_due:
+                self._wal_restart_due = False
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def rollback(self) -> None:
         with self._lock:
@@ -380,20 +462,19 @@ class Store:
     def find_duplicate(
         self, application_id: int, category: str, provider_response_id: str | None, dedupe_id: str | None
     ) -> StoredRequest | None:
-        c = self._conn
         row = None
         if dedupe_id is not None:
-            row = c.execute(
-                "SELECT request_id, event_ms, ingest_ms, result FROM requests WHERE application_id = ? AND dedupe_id = ?",
+            row = self._conn.execute(
+                f"SELECT {_RESULT_COLUMNS} FROM requests WHERE application_id = ? AND dedupe_id = ?",
                 (application_id, dedupe_id),
             ).fetchone()
         if row is None and provider_response_id is not None:
-            row = c.execute(
-                "SELECT request_id, event_ms, ingest_ms, result FROM requests"
+            row = self._conn.execute(
+                f"SELECT {_RESULT_COLUMNS} FROM requests"
                 " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
                 (application_id, category, provider_response_id),
             ).fetchone()
-        return None if row is None else StoredRequest(row[0], row[1], row[2], orjson.loads(row[3]))
+        return None if row is None else StoredRequest.from_row(row)
 
     def unknown_limit_ids(self, application_id: int, limit_ids: list[str]) -> list[str]:
         """The ids in ``limit_ids`` that are not limits of this application."""
@@ -416,8 +497,13 @@ class Store:
         use_case_id: str | None,
         version: int | None,
         properties: dict[str, str | None] | None,
+        new_instances: list[tuple[Any, ...]] | None = None,
     ) -> tuple[str, int]:
-        """Attach to (or create) a use case instance; creates the definition (version 1) on first sight."""
+        """Attach to (or create) a use case instance; creates the definition (version 1) on first sight.
+
+        An instance with a generated id is new by construction: with ``new_instances`` its row is
+        appended there for :meth:`add_requests` to insert with the batch instead of inserted now.
+        """
         c = self._conn
         ts = now_ms()
         latest = self._definition_versions.get((application_id, name))
@@ -435,6 +521,7 @@ class Store:
             self._definition_versions[(application_id, name)] = latest
         if version is None:
             version = latest
+        use_case_id_generated = use_case_id is None
         if use_case_id is None:
             use_case_id = new_id()
             existing = None
@@ -445,11 +532,11 @@ class Store:
             ).fetchone()
         if existing is None:
             merged = _merge_properties({}, properties)
-            c.execute(
-                "INSERT INTO use_case_instances (application_id, use_case_id, name, version, properties, created_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (application_id, use_case_id, name, version, _dumps(merged), ts),
-            )
+            row = (application_id, use_case_id, name, version, _dumps(merged) if merged else None, ts)
+            if new_instances is not None and use_case_id_generated:
+                new_instances.append(row)
+            else:
+                c.execute(_INSERT_INSTANCE, row)
         elif properties:
             merged = _merge_properties(orjson.loads(existing[0] or "{}"), properties)
             c.execute(
@@ -476,13 +563,12 @@ class Store:
         )
         self._known_resource_ids.add(rid)
 
-    def insert_request(self, row: dict[str, Any], tags: list[str]) -> None:
-        """Insert one event row (column -> value, see ``_INSERT_REQUEST``) and its tags."""
-        cur = self._conn.execute(_INSERT_REQUEST, row)
-        if tags:
-            self._conn.executemany(
-                "INSERT INTO request_tags (request_row, tag) VALUES (?, ?)", [(cur.lastrowid, t) for t in tags]
-            )
+    def add_requests(self, rows: list[tuple[Any, ...]], new_instances: list[tuple[Any, ...]] = ()) -> None:
+        """Insert request rows (values in ``REQUEST_COLUMNS`` order) and deferred use case instances."""
+        if new_instances:
+            self._conn.executemany(_INSERT_INSTANCE, new_instances)
+        if rows:
+            self._conn.executemany(_INSERT_REQUEST, rows)
 
     # --- requests API ---------------------------------------------------------------------
     def request_result(
@@ -496,17 +582,16 @@ class Store:
         with self._lock:
             if request_id is not None:
                 row = self._conn.execute(
-                    "SELECT request_id, event_ms, ingest_ms, result FROM requests"
-                    " WHERE application_id = ? AND request_id = ?",
+                    f"SELECT {_RESULT_COLUMNS} FROM requests WHERE application_id = ? AND request_id = ?",
                     (application_id, request_id),
                 ).fetchone()
             else:
                 row = self._conn.execute(
-                    "SELECT request_id, event_ms, ingest_ms, result FROM requests"
+                    f"SELECT {_RESULT_COLUMNS} FROM requests"
                     " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
                     (application_id, category, provider_response_id),
                 ).fetchone()
-        return None if row is None else StoredRequest(row[0], row[1], row[2], orjson.loads(row[3]))
+        return None if row is None else StoredRequest.from_row(row)
 
     def request_properties(self, application_id: int, request_id: str) -> dict[str, str] | None:
         with self._lock:
@@ -549,7 +634,7 @@ class Store:
             "FROM requests r JOIN applications a ON a.id = r.application_id JOIN groups g ON g.id = a.group_id",
         ]
         if "tag" in dimensions:
-            sql.append("LEFT JOIN request_tags t ON t.request_row = r.id")
+            sql.append("LEFT JOIN json_each(r.request_tags) t")
         where, params = [], []
         if since_ms is not None:
             where.append("r.event_ms >= ?")
@@ -564,6 +649,17 @@ class Store:
             yield from reader.execute(" ".join(sql), params)
         finally:
             reader.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script (a ';' inside a comment or string does not end one)."""
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                yield buffer
+            buffer = ""
 
 
 def _merge_properties(current: dict[str, str], update: dict[str, str | None] | None) -> dict[str, str]:
