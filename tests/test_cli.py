@@ -226,3 +226,23 @@ def test_demo_slot_dispatches_lazily(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "payi_otel.demo", fake)
     assert main(["demo", "--fast"]) == 0
     assert calls == [["--fast"]]
+
+
+def test_report_never_shows_a_tiny_real_cost_as_zero(tmp_path, capsys):
+    embedding = {"category": "system.openai", "resource": "text-embedding-3-small", "units": {"text": {"input": 6}}}
+    with running_service(tmp_path) as svc:
+        result = ingest(svc.base_url, svc.api_key, embedding, **{"xProxy-UseCase-Name": "embed"}).json()
+    cost = result["xproxy_result"]["cost"]["total"]["base"]
+    assert cost == pytest.approx(6 * 0.02e-6)  # $0.00000012
+
+    code, out, _ = run(capsys, "report", "--by", "use_case", "--data-dir", str(tmp_path))
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("embed"))
+    assert "0.000000120" in row.split()  # 6 decimals alone would print 0.000000
+    assert "0.000000" not in row.split()
+    assert "0.000000120" in next(line for line in out.splitlines() if line.startswith("TOTAL")).split()
+
+    data = report_json(capsys, str(tmp_path), "--by", "use_case")
+    assert data["rows"][0]["cost_usd"] == cost  # full precision
+    code, out, _ = run(capsys, "report", "--by", "use_case", "--format", "csv", "--data-dir", str(tmp_path))
+    assert float(next(csv.DictReader(io.StringIO(out)))["cost_usd"]) == cost

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -186,11 +187,28 @@ def render_csv(report: Report) -> str:
     return out.getvalue()
 
 
+COST_DECIMALS = 6
+COST_SIGNIFICANT_DIGITS = 3
+
+
+def format_cost(value: float) -> str:
+    """A USD amount for the table: 6 decimals, more for amounts that small would round away.
+
+    A non-zero cost never reads as zero: $0.00000012 (6 embedding tokens) prints as
+    0.000000120, keeping 3 significant digits. JSON and CSV carry the full value.
+    """
+    if value == 0:
+        return f"{0:.{COST_DECIMALS}f}"
+    leading_zeros = -math.floor(math.log10(abs(value))) - 1  # zeros between the point and the first digit
+    decimals = max(COST_DECIMALS, leading_zeros + COST_SIGNIFICANT_DIGITS)
+    return f"{value:.{decimals}f}"
+
+
 def _cell(name: str, value: Any) -> str:
     if value is None:
         return "unpriced" if name == "cost_usd" else "-"
     if name == "cost_usd":
-        return f"{value:.6f}"
+        return format_cost(value)
     if isinstance(value, float):
         return f"{value:.0f}"
     return str(value)
