@@ -79,10 +79,10 @@ CREATE TABLE IF NOT EXISTS use_case_instances (
     use_case_id TEXT NOT NULL,
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
-    properties TEXT,
+    properties TEXT,                 -- JSON; NULL when none
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (application_id, use_case_id)
-);
+) WITHOUT ROWID;                     -- one b-tree, not a table plus its key index: most events create an instance
 CREATE TABLE IF NOT EXISTS resource_versions (
     resource_id TEXT PRIMARY KEY,
     source TEXT NOT NULL,            -- genai-prices | custom
@@ -135,10 +135,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
     ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# Version 1 stored each request's xproxy_result as JSON and its tags in a separate table.
-_MIGRATE_FROM_1 = """
+# Upgrades of older files, by the version they start from.
+_MIGRATIONS = {
+    # 1 stored each request's xproxy_result as JSON and its tags in a separate table.
+    1: """
 ALTER TABLE requests ADD COLUMN unknown_units TEXT;
 ALTER TABLE requests ADD COLUMN request_tags TEXT;
 UPDATE requests SET
@@ -147,7 +149,24 @@ UPDATE requests SET
                     HAVING count(*) > 0);
 ALTER TABLE requests DROP COLUMN result;
 DROP TABLE request_tags;
-"""
+""",
+    # 2 kept use case instances in a rowid table with a separate key index.
+    2: """
+CREATE TABLE use_case_instances_3 (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    use_case_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    properties TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, use_case_id)
+) WITHOUT ROWID;
+INSERT INTO use_case_instances_3
+    SELECT application_id, use_case_id, name, version, nullif(properties, '{}'), created_ms FROM use_case_instances;
+DROP TABLE use_case_instances;
+ALTER TABLE use_case_instances_3 RENAME TO use_case_instances;
+""",
+}
 
 # Column order of a request row (see Store.add_requests).
 REQUEST_COLUMNS = (
@@ -276,13 +295,14 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 1:
-                    for statement in _statements(_MIGRATE_FROM_1):
-                        self._conn.execute(statement)
-                elif version > SCHEMA_VERSION:
+                if version > SCHEMA_VERSION:
                     raise StoreError(
                         f"{self.path} was written by a newer payi-otel (schema {version}, this one knows {SCHEMA_VERSION})"
                     )
+                while 0 < version < SCHEMA_VERSION:  # 0: a new file
+                    for statement in _statements(_MIGRATIONS[version]):
+                        self._conn.execute(statement)
+                    version += 1
                 for statement in _statements(_SCHEMA):
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -291,26 +311,26 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
-    def start_background_checkpoints(self, interval: float = 1.0) -> None:
+    def start_background_checkpoints(self, interval: float = 1.0, restart_frames: int = WAL_RESTART_FRAMES) -> None:
         """Move WAL checkpoints (which fsync the database file) off the serving thread.
 
         The serving connection stops auto-checkpointing; a thread with its own connection runs a
         PASSIVE checkpoint every ``interval`` seconds, which never blocks writers. Under constant
         writes such a checkpoint never catches up with the last frames, and SQLite starts the log
         over only once every frame is back in the database, so the WAL would grow without bound.
-        Once it passes ``WAL_RESTART_FRAMES`` the thread asks the writer to copy the few frames
+        Once it passes ``restart_frames`` the thread asks the writer to copy the few frames
         written since its last pass right after its next commit (see :meth:`commit`); the next
         write transaction then starts the log over (and truncates the file to the size limit).
         """
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._conn.execute(f"PRAGMA journal_size_limit={WAL_RESTART_FRAMES * 4096}")
+        self._conn.execute(f"PRAGMA journal_size_limit={restart_frames * 4096}")
 
         def loop() -> None:
             conn = sqlite3.connect(self.path, timeout=10.0)
             try:
                 while not self._stop_checkpoints.wait(interval):
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames > WAL_RESTART_FRAMES:
+                    if frames > restart_frames:
                         self._wal_restart_due = True
             finally:
                 conn.close()
