@@ -312,3 +312,38 @@ def test_bulk_items_have_no_price_as_fields(client):
     assert body["ingest_count"] == 0
     assert body["errors"][0]["xproxy_result"]["xproxy_error"]["code"] == "unknown_field"
     assert "price_as_resource" in body["errors"][0]["xproxy_result"]["message"]
+
+
+def test_stored_result_is_the_one_answered_at_ingest(client):
+    event = {
+        "category": "system.openai",
+        "resource": "gpt-4o",
+        "units": {"text": {"input": 100, "output": 10}, "guardrail_topic": {"input": 2}},
+        "provider_response_id": "same-result-1",
+    }
+    headers = {"xProxy-UseCase-Name": "same", "xProxy-UseCase-Step": "s1", "xProxy-User-ID": "u9",
+               "xProxy-Account-Name": "acct", "xProxy-Request-Tags": "t1,t2"}
+    answered = client.post("/api/v1/ingest", json=event, headers=headers).json()["xproxy_result"]
+    assert answered["request_tags"] == ["t1", "t2"] and answered["unknown_units"] == {"guardrail_topic": {"input": 2}}
+    by_id = client.get(f"/api/v1/requests/{answered['request_id']}/result").json()["xproxy_result"]
+    by_provider = client.get("/api/v1/requests/provider/system.openai/same-result-1/result").json()["xproxy_result"]
+    assert by_id == by_provider == answered
+    again = client.post("/api/v1/ingest", json=event, headers=headers).json()["xproxy_result"]
+    assert again == {**answered, "duplicate_request": True}
+
+
+def test_bulk_of_valid_items_dedupes_within_the_body_and_stores_each_like_single_ingest(client):
+    item = {**GPT4O, "use_case_name": "bulk_ok", "user_id": "bu", "request_tags": ["x"], "provider_response_id": "bok-1"}
+    items = [item, {**item, "provider_response_id": "bok-2", "user_id": "bv"}, item]
+    body = client.post("/api/v1/ingest/bulk", json=items).json()
+    assert (body["total_count"], body["ingest_count"], body["duplicate_count"], body["error_count"]) == (3, 2, 1, 0)
+    first = client.get("/api/v1/requests/provider/system.openai/bok-1/result").json()["xproxy_result"]
+    second = client.get("/api/v1/requests/provider/system.openai/bok-2/result").json()["xproxy_result"]
+    assert first["user_id"] == "bu" and second["user_id"] == "bv"
+    assert first["use_case_id"] != second["use_case_id"]  # no id given: each event is its own instance
+    single = client.post("/api/v1/ingest", json=GPT4O).json()["xproxy_result"]
+    assert first["cost"] == single["cost"] and first["resource_id"] == single["resource_id"]
+    assert first["request_tags"] == ["x"] and first["duplicate_request"] is False
+    # sent again, every item is recognised as already stored
+    again = client.post("/api/v1/ingest/bulk", json=items).json()
+    assert (again["ingest_count"], again["duplicate_count"]) == (0, 3)

@@ -279,7 +279,7 @@ class Ingestor:
             for index, item in enumerate(items):
                 try:
                     if isinstance(item, PayiApiError):
-                        raise item
+                        raise item  # rejected when parsed: reported like any other bad item
                     outcome = self._prepare(app, item, attribution_from_item(item), _BULK_NAMES, batch)
                 except PayiApiError as exc:
                     errors.append({"item_index": index, "xproxy_result": exc.body()})
