@@ -34,13 +34,14 @@ from typing import Any
 from payi_otel import attributes as A
 from payi_otel.units import Usage, to_units
 
-from .views import SpanView, view_from_readable_span
+from .views import SpanView, gc_paused, spans_from_otlp_request, view_from_readable_span
 
 __all__ = [
     "ATTRIBUTION_FIELDS",
     "event_from_span",
     "event_from_view",
     "event_id",
+    "events_from_otlp_request",
     "render_bulk_item",
     "render_single",
 ]
@@ -313,6 +314,19 @@ def _function_calls(raw: Any) -> list[dict[str, Any]]:
 def event_from_span(span: Any, *, include_content: bool = True) -> dict[str, Any] | None:
     """:func:`event_from_view` for an SDK ``ReadableSpan``."""
     return event_from_view(view_from_readable_span(span), include_content=include_content)
+
+
+def events_from_otlp_request(
+    body: bytes | str | Mapping[str, Any], content_type: str | None = None, *, include_content: bool = True
+) -> list[dict[str, Any]]:
+    """The ingest events of the GenAI provider-call spans in an OTLP trace export request.
+
+    Same arguments and errors as :func:`~payi_otel.exporters.views.spans_from_otlp_request`;
+    spans that are not provider calls give no event.
+    """
+    with gc_paused():
+        events = [event_from_view(view, include_content=include_content) for view in spans_from_otlp_request(body, content_type)]
+    return [event for event in events if event is not None]
 
 
 # --- the two wire forms ---------------------------------------------------------------------

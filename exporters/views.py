@@ -1,16 +1,23 @@
 """One small, read-only view of a finished span, whatever form it arrived in.
 
 The mapping (:mod:`payi_otel.exporters.mapping`) reads only :class:`SpanView`, so the SDK's
-``ReadableSpan``, an OTLP protobuf ``Span`` and the OTLP/JSON dict form of a span all convert the
+``ReadableSpan``, an OTLP protobuf ``Span`` and the OTLP/JSON form of a span all convert the
 same way. :func:`spans_from_otlp_request` unpacks a whole OTLP export request (the body a
 collector or an OTLP exporter POSTs to ``/v1/traces``) into views.
+
+Spans that arrive over OTLP keep only the attributes the mapping can read (see
+:func:`is_mapped_attribute`); the others are skipped before their values are decoded, which
+is most of the decoding cost for spans from other instrumentations.
 """
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -19,14 +26,18 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from opentelemetry.trace import StatusCode
 
-try:  # several times faster than json for large OTLP/JSON bodies; installed with the service extra
-    from orjson import loads as _json_loads
+from payi_otel import attributes as A
+
+try:  # typed OTLP/JSON decoding straight into compact objects; installed with the service extra
+    import msgspec
 except ImportError:  # pragma: no cover - depends on the installation
-    _json_loads = json.loads
+    msgspec = None
 
 __all__ = [
     "OtlpDecodeError",
     "SpanView",
+    "gc_paused",
+    "is_mapped_attribute",
     "view_from_otlp_json",
     "view_from_otlp_proto",
     "view_from_readable_span",
@@ -34,9 +45,10 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SpanView:
-    """What the mapping needs from a finished span."""
+    """What the mapping needs from a finished span. Read-only by convention (not frozen: a frozen
+    dataclass costs more to build than the rest of a view)."""
 
     name: str
     start_ns: int
@@ -52,6 +64,41 @@ class OtlpDecodeError(ValueError):
     """The OTLP request body cannot be decoded; the message says which part and why."""
 
 
+# The mapping reads attributes named in payi_otel.attributes (and their older spellings) and whole
+# namespaces by prefix (payi.units.*, payi.request_properties.*, ...).
+_MAPPED_NAMESPACES = ("payi.", "gen_ai.", "llm.")
+_MAPPED_NAMES = frozenset(
+    chain(
+        (value for name, value in vars(A).items() if name.isupper() and isinstance(value, str)),
+        chain.from_iterable(A.LEGACY.values()),
+    )
+)
+
+
+def is_mapped_attribute(key: str) -> bool:
+    """Whether the mapping can read attribute ``key``; OTLP decoders drop the others."""
+    return key.startswith(_MAPPED_NAMESPACES) or key in _MAPPED_NAMES
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a request decodes and maps.
+
+    Decoding a large OTLP request allocates hundreds of thousands of small acyclic objects; each
+    batch of allocations would otherwise start a collection that walks the whole process heap,
+    which cost several times the decoding itself. Nothing made here forms a cycle, so nothing is
+    left uncollected; a collector the application disabled stays disabled.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 # --- SDK ReadableSpan -----------------------------------------------------------------------
 
 
@@ -65,14 +112,14 @@ def view_from_readable_span(span: Any) -> SpanView:
     status = span.status
     ctx = span.context
     return SpanView(
-        name=span.name,
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time or span.start_time or 0,
-        attributes=attributes,
-        is_error=status.status_code is StatusCode.ERROR,
-        status_message=status.description,
-        trace_id=ctx.trace_id if ctx is not None else 0,
-        span_id=ctx.span_id if ctx is not None else 0,
+        span.name,
+        span.start_time or 0,
+        span.end_time or span.start_time or 0,
+        attributes,
+        status.status_code is StatusCode.ERROR,
+        status.description,
+        ctx.trace_id if ctx is not None else 0,
+        ctx.span_id if ctx is not None else 0,
     )
 
 
@@ -98,24 +145,48 @@ def _proto_value(value: AnyValue) -> Any:
 def view_from_otlp_proto(span: ProtoSpan) -> SpanView:
     """View of an OTLP protobuf ``Span``."""
     attributes = {}
-    scalars = _PROTO_SCALARS
-    for kv in span.attributes:  # inlined scalar case: this loop is the hot path of the collector
-        value = kv.value
-        kind = value.WhichOneof("value")
-        attributes[kv.key] = getattr(value, kind) if kind in scalars else _proto_value(value)
+    namespaces, names, scalars = _MAPPED_NAMESPACES, _MAPPED_NAMES, _PROTO_SCALARS
+    for kv in span.attributes:  # inlined is_mapped_attribute and scalar case: the collector's hot path
+        key = kv.key
+        if key.startswith(namespaces) or key in names:
+            value = kv.value
+            kind = value.WhichOneof("value")
+            attributes[key] = getattr(value, kind) if kind in scalars else _proto_value(value)
+    status = span.status
+    start = span.start_time_unix_nano
     return SpanView(
-        name=span.name,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano or span.start_time_unix_nano,
-        attributes=attributes,
-        is_error=span.status.code == ProtoStatus.STATUS_CODE_ERROR,
-        status_message=span.status.message or None,
-        trace_id=int.from_bytes(span.trace_id, "big"),
-        span_id=int.from_bytes(span.span_id, "big"),
+        span.name,
+        start,
+        span.end_time_unix_nano or start,
+        attributes,
+        status.code == ProtoStatus.STATUS_CODE_ERROR,
+        status.message or None,
+        int.from_bytes(span.trace_id, "big"),
+        int.from_bytes(span.span_id, "big"),
     )
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------
+
+
+def _hex_id(value: Any, field: str) -> int:
+    if not value:
+        return 0
+    try:
+        return int(value, 16)
+    except (TypeError, ValueError):
+        raise OtlpDecodeError(f"span.{field}={value!r}: must be a hex string") from None
+
+
+def _error_status(code: Any) -> bool:
+    return code == 2 or code == "STATUS_CODE_ERROR"
+
+
+def _kvlist_json(pairs: dict[str, Any]) -> str:
+    return json.dumps(pairs)
+
+
+# The parsed-dict form (a body someone already parsed, or no msgspec installed).
 
 _JSON_SCALARS = ("stringValue", "boolValue", "doubleValue")
 
@@ -132,23 +203,10 @@ def _json_value(value: Mapping[str, Any]) -> Any:
         return tuple(_json_value(v) for v in value["arrayValue"].get("values", ()))
     if "kvlistValue" in value:
         kvs = value["kvlistValue"].get("values", ())
-        return json.dumps({kv["key"]: _json_value(kv.get("value", {})) for kv in kvs})
+        return _kvlist_json({kv["key"]: _json_value(kv.get("value", {})) for kv in kvs})
     if "bytesValue" in value:  # base64 in OTLP/JSON; kept as given
         return value["bytesValue"]
     return None
-
-
-def _hex_id(value: Any, field: str) -> int:
-    if not value:
-        return 0
-    try:
-        return int(value, 16)
-    except (TypeError, ValueError):
-        raise OtlpDecodeError(f"span.{field}={value!r}: must be a hex string") from None
-
-
-def _error_status(code: Any) -> bool:
-    return code == 2 or code == "STATUS_CODE_ERROR"
 
 
 def view_from_otlp_json(span: Mapping[str, Any]) -> SpanView:
@@ -158,21 +216,22 @@ def view_from_otlp_json(span: Mapping[str, Any]) -> SpanView:
         end = int(span.get("endTimeUnixNano") or 0) or start
     except (TypeError, ValueError):
         raise OtlpDecodeError("span.startTimeUnixNano/endTimeUnixNano: must be integer nanoseconds") from None
-    attributes = {kv["key"]: _json_value(kv.get("value") or {}) for kv in span.get("attributes") or ()}
+    attributes = {
+        kv["key"]: _json_value(kv.get("value") or {})
+        for kv in span.get("attributes") or ()
+        if is_mapped_attribute(kv["key"])
+    }
     status = span.get("status") or {}
     return SpanView(
-        name=span.get("name", ""),
-        start_ns=start,
-        end_ns=end,
-        attributes=attributes,
-        is_error=_error_status(status.get("code")),
-        status_message=status.get("message") or None,
-        trace_id=_hex_id(span.get("traceId"), "traceId"),
-        span_id=_hex_id(span.get("spanId"), "spanId"),
+        span.get("name", ""),
+        start,
+        end,
+        attributes,
+        _error_status(status.get("code")),
+        status.get("message") or None,
+        _hex_id(span.get("traceId"), "traceId"),
+        _hex_id(span.get("spanId"), "spanId"),
     )
-
-
-# --- whole OTLP export requests -------------------------------------------------------------
 
 
 def _json_spans(request: Mapping[str, Any]) -> Iterator[SpanView]:
@@ -183,39 +242,171 @@ def _json_spans(request: Mapping[str, Any]) -> Iterator[SpanView]:
                 yield view_from_otlp_json(span)
 
 
+# The raw-body form: msgspec decodes the OTLP/JSON schema straight into untracked structs (no
+# dict per AnyValue, nothing for the cyclic garbage collector to walk, which is what made
+# parsing large bodies into dicts slow), skipping fields the mapping never reads.
+
+if msgspec is not None:
+
+    class _JsonAnyValue(msgspec.Struct, gc=False):
+        stringValue: str | None = None
+        boolValue: bool | None = None
+        intValue: int | None = None  # a decimal string in OTLP/JSON; a number is accepted too
+        doubleValue: float | None = None
+        arrayValue: _JsonArrayValue | None = None
+        kvlistValue: _JsonKvList | None = None
+        bytesValue: str | None = None
+
+    class _JsonKeyValue(msgspec.Struct, gc=False):
+        key: str
+        value: _JsonAnyValue | None = None
+
+    class _JsonArrayValue(msgspec.Struct, gc=False):
+        values: list[_JsonAnyValue] = []
+
+    class _JsonKvList(msgspec.Struct, gc=False):
+        values: list[_JsonKeyValue] = []
+
+    class _JsonStatus(msgspec.Struct, gc=False):
+        code: int | str | None = None
+        message: str | None = None
+
+    class _JsonSpan(msgspec.Struct, gc=False):
+        name: str = ""
+        traceId: str = ""
+        spanId: str = ""
+        startTimeUnixNano: int = 0
+        endTimeUnixNano: int = 0
+        attributes: list[_JsonKeyValue] = []
+        status: _JsonStatus | None = None
+
+    class _JsonScopeSpans(msgspec.Struct, gc=False):
+        spans: list[_JsonSpan] = []
+
+    class _JsonResourceSpans(msgspec.Struct, gc=False):
+        scopeSpans: list[_JsonScopeSpans] = []
+        instrumentationLibrarySpans: list[_JsonScopeSpans] = []  # before OTLP 0.17
+
+    class _JsonRequest(msgspec.Struct, gc=False):
+        resourceSpans: list[_JsonResourceSpans] = []
+
+    # strict=False: int64 values arrive as decimal strings and must decode to ints.
+    _JSON_DECODER = msgspec.json.Decoder(_JsonRequest, strict=False)
+
+
+def _struct_value(value: Any) -> Any:
+    """Python value of a decoded OTLP/JSON AnyValue struct (same rules as :func:`_json_value`)."""
+    if value is None:
+        return None
+    if value.stringValue is not None:
+        return value.stringValue
+    if value.intValue is not None:
+        return value.intValue
+    if value.boolValue is not None:
+        return value.boolValue
+    if value.doubleValue is not None:
+        return value.doubleValue
+    if value.arrayValue is not None:
+        return tuple(_struct_value(v) for v in value.arrayValue.values)
+    if value.kvlistValue is not None:
+        return _kvlist_json({kv.key: _struct_value(kv.value) for kv in value.kvlistValue.values})
+    return value.bytesValue
+
+
+def _view_from_struct(span: Any) -> SpanView:
+    attributes = {}
+    namespaces, names = _MAPPED_NAMESPACES, _MAPPED_NAMES
+    for kv in span.attributes:  # inlined is_mapped_attribute and string case: the collector's hot path
+        key = kv.key
+        if key.startswith(namespaces) or key in names:
+            value = kv.value
+            string = value.stringValue if value is not None else None
+            attributes[key] = string if string is not None else _struct_value(value)
+    status = span.status
+    start = span.startTimeUnixNano
+    return SpanView(
+        span.name,
+        start,
+        span.endTimeUnixNano or start,
+        attributes,
+        status is not None and _error_status(status.code),
+        (status.message or None) if status is not None else None,
+        _hex_id(span.traceId, "traceId"),
+        _hex_id(span.spanId, "spanId"),
+    )
+
+
+def _struct_spans(request: Any) -> list[SpanView]:
+    return [
+        _view_from_struct(span)
+        for resource_spans in request.resourceSpans
+        for scope_spans in resource_spans.scopeSpans or resource_spans.instrumentationLibrarySpans
+        for span in scope_spans.spans
+    ]
+
+
+def _decode_json(body: bytes | str) -> list[SpanView]:
+    if msgspec is not None:
+        try:
+            return _struct_spans(_JSON_DECODER.decode(body))
+        except msgspec.ValidationError as exc:  # names the offending field, e.g. `$.resourceSpans[0]...`
+            raise OtlpDecodeError(
+                f"request body: not an OTLP/JSON trace export request (an object with 'resourceSpans'): {exc}"
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise OtlpDecodeError(f"request body: not valid OTLP/JSON ({exc})") from None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OtlpDecodeError(f"request body: not valid OTLP/JSON ({exc})") from None
+    return _decode_json_dict(parsed)
+
+
+def _decode_json_dict(parsed: Any) -> list[SpanView]:
+    if not isinstance(parsed, Mapping):
+        raise OtlpDecodeError("request body: OTLP/JSON must be an object with 'resourceSpans'")
+    try:
+        return list(_json_spans(parsed))
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise OtlpDecodeError(f"request body: malformed OTLP/JSON ({exc!r})") from None
+
+
+# --- whole OTLP export requests -------------------------------------------------------------
+
+
+def _proto_spans(spans: Iterable[ProtoSpan]) -> list[SpanView]:
+    return [view_from_otlp_proto(span) for span in spans]
+
+
 def spans_from_otlp_request(body: bytes | str | Mapping[str, Any], content_type: str | None = None) -> list[SpanView]:
     """Views of every span in an OTLP trace export request.
 
     ``body`` is the raw request body (protobuf when ``content_type`` is ``application/x-protobuf``,
-    JSON when it is ``application/json``) or the already parsed OTLP/JSON dict. Raises
-    :class:`OtlpDecodeError` when the body does not decode.
+    JSON when it is ``application/json``) or the already parsed OTLP/JSON dict. Views keep only
+    the attributes the mapping reads. Raises :class:`OtlpDecodeError` when the body does not decode.
     """
+    with gc_paused():
+        return _decode_request(body, content_type)
+
+
+def _decode_request(body: bytes | str | Mapping[str, Any], content_type: str | None) -> list[SpanView]:
     if isinstance(body, Mapping):
-        return list(_json_spans(body))
+        return _decode_json_dict(body)
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media in ("application/json", ""):
-        try:
-            parsed = _json_loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
-            raise OtlpDecodeError(f"request body: not valid OTLP/JSON ({exc})") from None
-        if not isinstance(parsed, Mapping):
-            raise OtlpDecodeError("request body: OTLP/JSON must be an object with 'resourceSpans'")
-        try:
-            return list(_json_spans(parsed))
-        except (AttributeError, KeyError, TypeError) as exc:
-            raise OtlpDecodeError(f"request body: malformed OTLP/JSON ({exc!r})") from None
+        return _decode_json(body)
     if media in ("application/x-protobuf", "application/protobuf"):
         request = ExportTraceServiceRequest()
         try:
             request.ParseFromString(body if isinstance(body, bytes) else body.encode())
         except Exception as exc:  # protobuf's DecodeError and friends
             raise OtlpDecodeError(f"request body: not a valid OTLP protobuf ExportTraceServiceRequest ({exc})") from None
-        return [
-            view_from_otlp_proto(span)
+        return _proto_spans(
+            span
             for resource_spans in request.resource_spans
             for scope_spans in resource_spans.scope_spans
             for span in scope_spans.spans
-        ]
+        )
     raise OtlpDecodeError(
         f"Content-Type {content_type!r}: must be application/json or application/x-protobuf"
     )

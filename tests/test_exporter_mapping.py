@@ -19,6 +19,7 @@ from payi_otel.exporters import (
     OtlpDecodeError,
     event_from_span,
     event_from_view,
+    events_from_otlp_request,
     render_bulk_item,
     render_single,
     spans_from_otlp_request,
@@ -109,7 +110,8 @@ def test_readable_span_otlp_protobuf_and_otlp_json_give_identical_events(make_sp
     "body, content_type, message",
     [
         (b"{not json", "application/json", "not valid OTLP/JSON"),
-        (b"[]", "application/json", "must be an object"),
+        (b"[]", "application/json", "an object with 'resourceSpans'"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "application/json", "spans\\[0\\].startTimeUnixNano"),
         (b"\xff\xff\xff", "application/x-protobuf", "not a valid OTLP protobuf"),
         (b"x", "text/plain", "Content-Type 'text/plain'"),
         (json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}).encode(), "application/json", "span.traceId"),
@@ -377,3 +379,109 @@ def test_content_only_when_present_and_allowed(make_span):
     assert "provider_request_json" not in dropped and "provider_response_json" not in dropped
     absent = event_from_span(make_span(BASE))
     assert "provider_request_json" not in absent and "provider_response_json" not in absent
+
+
+# --- OTLP decoding keeps what the mapping reads, and only that --------------------------------
+
+UNRELATED = {
+    "http.request.method": "POST",
+    "http.response.body.size": 512,
+    "url.full": "https://api.openai.com/v1/chat/completions",
+    "server.address": "api.openai.com",
+    "server.port": 443,
+    "thread.id": 7,
+    "code.function.name": "answer",
+    "app.ratio": 0.25,
+    "app.flags": (True, False),
+    "app.payi.units.text.input": 999,  # payi.* only as a namespace, not inside another key
+    "gen_ai_like.usage.input_tokens": 999,
+    "llmish.usage.prompt_tokens": 999,
+    "error.message": "not an error type",
+}
+
+
+@pytest.mark.parametrize(
+    "genai",
+    [
+        {**BASE, **ATTRIBUTION, A.PAYI_USAGE_COMPLETE: True, "payi.units.text_cache_read.input": 5},
+        {  # a foreign span: token counts under older spellings, failure from error.type
+            A.GEN_AI_OPERATION_NAME: "chat",
+            "gen_ai.system": "openai",
+            A.GEN_AI_REQUEST_MODEL: "gpt-4o",
+            "llm.usage.prompt_tokens": 120,
+            "llm.usage.completion_tokens": 30,
+            A.ERROR_TYPE: "openai.APITimeoutError",
+        },
+        {  # provider status from the HTTP semantic conventions
+            A.GEN_AI_OPERATION_NAME: "embeddings",
+            A.GEN_AI_PROVIDER_NAME: "openai",
+            A.GEN_AI_REQUEST_MODEL: "text-embedding-3-small",
+            A.GEN_AI_USAGE_INPUT_TOKENS: 8,
+            A.HTTP_RESPONSE_STATUS_CODE: 201,
+        },
+    ],
+)
+def test_unrelated_attributes_change_no_event_in_any_form(make_span, genai):
+    plain = make_span(genai, start_ns=1_700_000_000_000_000_000)
+    crowded = make_span({**UNRELATED, **genai}, start_ns=1_700_000_000_000_000_000)
+    expected = event_from_span(plain)
+    assert expected is not None
+    proto_body = encode_spans([crowded]).SerializeToString()
+    forms = {
+        "sdk": [event_from_span(crowded)],
+        "protobuf": events_from_otlp_request(proto_body, "application/x-protobuf"),
+        "json": events_from_otlp_request(json.dumps(otlp_json([crowded])).encode(), "application/json"),
+        "dict": events_from_otlp_request(otlp_json([crowded])),
+    }
+    for form, events in forms.items():
+        assert len(events) == 1, form
+        event = dict(events[0])
+        # the two spans differ in ids and so in a generated event id, nothing else
+        if not genai.get(A.PAYI_PROVIDER_RESPONSE_ID):
+            assert event.pop("provider_response_id").startswith("payi_")
+            event["provider_response_id"] = expected["provider_response_id"]
+        assert event == expected, form
+
+
+def test_otlp_views_keep_only_attributes_the_mapping_reads(make_span):
+    span = make_span({**UNRELATED, **BASE, A.ERROR_TYPE: "x.Y", A.HTTP_RESPONSE_STATUS_CODE: 500, "llm.usage.prompt_tokens": 3})
+    proto_body = encode_spans([span]).SerializeToString()
+    for view in (
+        spans_from_otlp_request(proto_body, "application/x-protobuf")[0],
+        spans_from_otlp_request(json.dumps(otlp_json([span])).encode(), "application/json")[0],
+        spans_from_otlp_request(otlp_json([span]))[0],
+    ):
+        # names of the attribute contract stay (server.* among them), other namespaces go
+        kept = set(BASE) | {A.ERROR_TYPE, A.HTTP_RESPONSE_STATUS_CODE, "llm.usage.prompt_tokens", A.SERVER_ADDRESS, A.SERVER_PORT}
+        assert set(view.attributes) == kept
+
+
+def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
+    attributes = [
+        {"key": "payi.request_properties.s", "value": {"stringValue": "x"}},
+        {"key": "payi.request_properties.i_str", "value": {"intValue": "9007199254740993"}},
+        {"key": "payi.request_properties.i_num", "value": {"intValue": 12}},
+        {"key": "payi.request_properties.b", "value": {"boolValue": False}},
+        {"key": "payi.request_properties.d", "value": {"doubleValue": 0.5}},
+        {"key": "payi.request_properties.a", "value": {"arrayValue": {"values": [{"stringValue": "p"}, {"intValue": "2"}]}}},
+        {"key": "payi.request_properties.kv", "value": {"kvlistValue": {"values": [{"key": "k", "value": {"boolValue": True}}]}}},
+        {"key": "payi.request_properties.bytes", "value": {"bytesValue": "AAE="}},
+        {"key": "payi.request_properties.empty", "value": {}},
+        {"key": A.GEN_AI_OPERATION_NAME, "value": {"stringValue": "chat"}},
+        {"key": A.GEN_AI_PROVIDER_NAME, "value": {"stringValue": "openai"}},
+    ]
+    span = {"name": "chat", "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": 1700000000500000000,
+            "attributes": attributes, "status": {"code": "STATUS_CODE_ERROR", "message": "boom"}}
+    request = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    from_body = spans_from_otlp_request(json.dumps(request).encode(), "application/json")
+    from_dict = spans_from_otlp_request(request)
+    assert from_body == from_dict
+    view = from_body[0]
+    assert view.attributes["payi.request_properties.i_str"] == 9007199254740993
+    assert view.attributes["payi.request_properties.a"] == ("p", 2)
+    assert view.attributes["payi.request_properties.kv"] == '{"k": true}'
+    assert view.attributes["payi.request_properties.empty"] is None
+    assert (view.start_ns, view.end_ns, view.is_error, view.status_message) == (1_700_000_000_000_000_000, 1_700_000_000_500_000_000, True, "boom")
+    assert view.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert event_from_view(view)["properties"]["b"] == "False"
