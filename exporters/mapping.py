@@ -88,6 +88,7 @@ _SCALAR_ATTRIBUTION = (
 _UNITS_PREFIX = A.PAYI_UNITS_PREFIX
 _REQ_PREFIX = A.PAYI_REQUEST_PROPERTIES_PREFIX
 _UC_PREFIX = A.PAYI_USE_CASE_PROPERTIES_PREFIX
+_COLLECTED_PREFIXES = (_UNITS_PREFIX, _REQ_PREFIX, _UC_PREFIX)
 _UNITS_LEN = len(_UNITS_PREFIX)
 _REQ_LEN = len(_REQ_PREFIX)
 _UC_LEN = len(_UC_PREFIX)
@@ -105,6 +106,8 @@ def _get(attrs: Mapping[str, Any], key: str) -> Any:
 
 
 def _int(value: Any) -> int | None:
+    if type(value) is int:  # the common case, first
+        return value
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -190,7 +193,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     properties: dict[str, str] = {}
     use_case_properties: dict[str, str] = {}
     for key, value in attrs.items():
-        if key[:5] != "payi." or key[5:6] not in ("u", "r"):  # only payi.units.* / payi.request_properties.* / payi.use_case_properties.*
+        if not key.startswith(_COLLECTED_PREFIXES):  # one C call per attribute: the mapping's hot loop
             continue
         if key.startswith(_UNITS_PREFIX):
             unit, _, direction = key[_UNITS_LEN:].rpartition(".")

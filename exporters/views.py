@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
@@ -146,7 +146,7 @@ def view_from_otlp_proto(span: ProtoSpan) -> SpanView:
     """View of an OTLP protobuf ``Span``."""
     attributes = {}
     namespaces, names, scalars = _MAPPED_NAMESPACES, _MAPPED_NAMES, _PROTO_SCALARS
-    for kv in span.attributes:  # inlined is_mapped_attribute and scalar case: the collector's hot path
+    for kv in span.attributes:  # inlined is_mapped_attribute and scalar case
         key = kv.key
         if key.startswith(namespaces) or key in names:
             value = kv.value
@@ -164,6 +164,101 @@ def view_from_otlp_proto(span: ProtoSpan) -> SpanView:
         int.from_bytes(span.trace_id, "big"),
         int.from_bytes(span.span_id, "big"),
     )
+
+
+# Whole requests decode through a lean, wire-compatible copy of the OTLP trace schema: only the
+# fields a view needs (the rest are skipped by the parser in C), and each attribute's AnyValue
+# left as its encoded bytes. Encoded values repeat across spans (models, providers, token counts,
+# status codes), so each distinct encoding is decoded once by the real AnyValue and remembered.
+
+
+def _lean_trace_schema() -> type:
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="payi_otel/lean_trace.proto", package="payi_otel.lean", syntax="proto3")
+
+    def message(name: str, *fields: tuple[str, int, int, str | None]) -> None:
+        proto = file.message_type.add(name=name)
+        for field_name, number, kind, type_name in fields:
+            label = f.LABEL_REPEATED if type_name and type_name.endswith("[]") else f.LABEL_OPTIONAL
+            field = proto.field.add(name=field_name, number=number, type=kind, label=label)
+            if type_name:
+                field.type_name = ".payi_otel.lean." + type_name.removesuffix("[]")
+
+    message("KeyValue", ("key", 1, f.TYPE_STRING, None), ("value", 2, f.TYPE_BYTES, None))  # value: encoded AnyValue
+    message("Status", ("message", 2, f.TYPE_STRING, None), ("code", 3, f.TYPE_INT32, None))
+    message(
+        "Span",
+        ("trace_id", 1, f.TYPE_BYTES, None),
+        ("span_id", 2, f.TYPE_BYTES, None),
+        ("name", 5, f.TYPE_STRING, None),
+        ("start_time_unix_nano", 7, f.TYPE_FIXED64, None),
+        ("end_time_unix_nano", 8, f.TYPE_FIXED64, None),
+        ("attributes", 9, f.TYPE_MESSAGE, "KeyValue[]"),
+        ("status", 15, f.TYPE_MESSAGE, "Status"),
+    )
+    message("ScopeSpans", ("spans", 2, f.TYPE_MESSAGE, "Span[]"))
+    message("ResourceSpans", ("scope_spans", 2, f.TYPE_MESSAGE, "ScopeSpans[]"))
+    message("ExportTraceServiceRequest", ("resource_spans", 1, f.TYPE_MESSAGE, "ResourceSpans[]"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("payi_otel.lean.ExportTraceServiceRequest"))
+
+
+_LeanRequest = _lean_trace_schema()
+_VALUE_CACHE_SIZE = 65_536  # entries; with _VALUE_CACHE_MAX_BYTES, at most ~10 MiB
+_VALUE_CACHE_MAX_BYTES = 128  # message content and other long values are decoded every time
+_decoded_values: dict[bytes, Any] = {}
+
+
+def _encoded_value(raw: bytes) -> Any:
+    value = _proto_value(AnyValue.FromString(raw)) if raw else None
+    if len(raw) <= _VALUE_CACHE_MAX_BYTES:
+        if len(_decoded_values) >= _VALUE_CACHE_SIZE:  # ids and other one-off values: start over
+            _decoded_values.clear()
+        _decoded_values[raw] = value
+    return value
+
+
+def _lean_view(span: Any) -> SpanView:
+    attributes = {}
+    namespaces, names = _MAPPED_NAMESPACES, _MAPPED_NAMES
+    known = _decoded_values.get
+    missing = _NOT_DECODED
+    for kv in span.attributes:  # inlined is_mapped_attribute: the collector's hot path
+        key = kv.key
+        if key.startswith(namespaces) or key in names:
+            raw = kv.value
+            value = known(raw, missing)
+            attributes[key] = _encoded_value(raw) if value is missing else value
+    status = span.status
+    start = span.start_time_unix_nano
+    return SpanView(
+        span.name,
+        start,
+        span.end_time_unix_nano or start,
+        attributes,
+        status.code == ProtoStatus.STATUS_CODE_ERROR,
+        status.message or None,
+        int.from_bytes(span.trace_id, "big"),
+        int.from_bytes(span.span_id, "big"),
+    )
+
+
+_NOT_DECODED = object()
+
+
+def _decode_proto(body: bytes | str) -> list[SpanView]:
+    request = _LeanRequest()
+    try:
+        request.ParseFromString(body if isinstance(body, bytes) else body.encode())
+        return [
+            _lean_view(span)
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+    except Exception as exc:  # protobuf's DecodeError and friends, also from an attribute's value
+        raise OtlpDecodeError(f"request body: not a valid OTLP protobuf ExportTraceServiceRequest ({exc})") from None
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------
@@ -374,10 +469,6 @@ def _decode_json_dict(parsed: Any) -> list[SpanView]:
 # --- whole OTLP export requests -------------------------------------------------------------
 
 
-def _proto_spans(spans: Iterable[ProtoSpan]) -> list[SpanView]:
-    return [view_from_otlp_proto(span) for span in spans]
-
-
 def spans_from_otlp_request(body: bytes | str | Mapping[str, Any], content_type: str | None = None) -> list[SpanView]:
     """Views of every span in an OTLP trace export request.
 
@@ -396,17 +487,7 @@ def _decode_request(body: bytes | str | Mapping[str, Any], content_type: str | N
     if media in ("application/json", ""):
         return _decode_json(body)
     if media in ("application/x-protobuf", "application/protobuf"):
-        request = ExportTraceServiceRequest()
-        try:
-            request.ParseFromString(body if isinstance(body, bytes) else body.encode())
-        except Exception as exc:  # protobuf's DecodeError and friends
-            raise OtlpDecodeError(f"request body: not a valid OTLP protobuf ExportTraceServiceRequest ({exc})") from None
-        return _proto_spans(
-            span
-            for resource_spans in request.resource_spans
-            for scope_spans in resource_spans.scope_spans
-            for span in scope_spans.spans
-        )
+        return _decode_proto(body)
     raise OtlpDecodeError(
         f"Content-Type {content_type!r}: must be application/json or application/x-protobuf"
     )

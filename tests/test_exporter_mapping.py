@@ -485,3 +485,43 @@ def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
     assert (view.start_ns, view.end_ns, view.is_error, view.status_message) == (1_700_000_000_000_000_000, 1_700_000_000_500_000_000, True, "boom")
     assert view.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert event_from_view(view)["properties"]["b"] == "False"
+
+
+def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    from payi_otel.exporters.views import view_from_otlp_proto
+
+    values = {
+        "s": AnyValue(string_value="x" * 300),  # a length needing two varint bytes
+        "empty_s": AnyValue(string_value=""),
+        "i": AnyValue(int_value=-5),
+        "big": AnyValue(int_value=2**62),
+        "b": AnyValue(bool_value=True),
+        "d": AnyValue(double_value=0.25),
+        "bytes": AnyValue(bytes_value=b"\x00\x01"),
+        "a": AnyValue(array_value={"values": [AnyValue(string_value="p"), AnyValue(int_value=2)]}),
+        "kv": AnyValue(kvlist_value={"values": [KeyValue(key="k", value=AnyValue(bool_value=False))]}),
+        "unset": AnyValue(),
+    }
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for n in range(2):  # the second span decodes its values from what the first one left known
+        span = spans.add(name="chat", trace_id=bytes(range(16)), span_id=bytes(range(8)), start_time_unix_nano=10 + n, end_time_unix_nano=20)
+        span.status.code = 2
+        span.status.message = "boom"
+        span.attributes.add(key=A.GEN_AI_OPERATION_NAME, value=AnyValue(string_value="chat"))
+        span.attributes.add(key="http.request.method", value=AnyValue(string_value="POST"))
+        for key, value in values.items():
+            span.attributes.add(key="payi.request_properties." + key, value=value)
+    views = spans_from_otlp_request(request.SerializeToString(), "application/x-protobuf")
+    assert views == [view_from_otlp_proto(span) for span in request.resource_spans[0].scope_spans[0].spans]
+    attributes = views[1].attributes
+    assert attributes["payi.request_properties.big"] == 2**62
+    assert attributes["payi.request_properties.a"] == ("p", 2)
+    assert attributes["payi.request_properties.kv"] == '{"k": false}'
+    assert attributes["payi.request_properties.bytes"] == "0001"
+    assert attributes["payi.request_properties.unset"] is None
+    assert "http.request.method" not in attributes
+    assert (views[1].is_error, views[1].status_message, views[1].start_ns, views[1].span_id) == (True, "boom", 11, 0x0001020304050607)
