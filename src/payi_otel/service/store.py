@@ -357,7 +357,10 @@ class Store:
             self._conn.execute("COMMIT")
             if self._wal_restart_due:
                 self._wal_restart_due = False
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                try:  # the commit above stands whatever happens here; the next pass retries
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass
 
     def rollback(self) -> None:
         with self._lock:
