@@ -179,6 +179,26 @@ class SpanCore:
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self.capture_content = capture_content_from_env() if capture_content is None else capture_content
+        # Metric attribute dicts, built once per distinct (operation, provider, models, server, error).
+        self.metric_attributes: dict[tuple, tuple[dict, dict, dict]] = {}
+
+    def metric_attribute_sets(self, key: tuple) -> tuple[dict, dict, dict]:
+        operation, provider, request_model, response_model, address, port, error_type = key
+        attrs: dict[str, Any] = {A.GEN_AI_OPERATION_NAME: operation, A.GEN_AI_PROVIDER_NAME: provider}
+        if request_model:
+            attrs[A.GEN_AI_REQUEST_MODEL] = request_model
+        if response_model:
+            attrs[A.GEN_AI_RESPONSE_MODEL] = response_model
+        if address:
+            attrs[A.SERVER_ADDRESS] = address
+            if port:
+                attrs[A.SERVER_PORT] = port
+        if error_type is not None:
+            attrs[A.ERROR_TYPE] = error_type
+        sets = (attrs, {**attrs, GEN_AI_TOKEN_TYPE: "input"}, {**attrs, GEN_AI_TOKEN_TYPE: "output"})
+        if len(self.metric_attributes) < 1024:  # bounded: models and errors are few, but never grow unbounded
+            self.metric_attributes[key] = sets
+        return sets
 
     def start(self, record: CallRecord) -> "Call":
         """Open the span for ``record`` (request side known). Never raises into the caller."""
@@ -314,7 +334,8 @@ class Call:
             attrs[A.PAYI_PROVIDER_RESPONSE_ID] = rec.response_id
         if rec.status_code is not None:
             attrs[A.PAYI_HTTP_STATUS_CODE] = rec.status_code
-            attrs[A.HTTP_RESPONSE_STATUS_CODE] = rec.status_code
+            if rec.status_code >= 400:  # the HTTP semconv attribute only where it adds information
+                attrs[A.HTTP_RESPONSE_STATUS_CODE] = rec.status_code
         if rec.finish_reasons:
             attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = rec.finish_reasons
         if rec.tool_calls:
@@ -339,7 +360,8 @@ class Call:
             prefix = A.PAYI_UNITS_PREFIX
             for unit, directions in to_units(usage).items():
                 for direction, value in directions.items():
-                    attrs[f"{prefix}{unit}.{direction}"] = value
+                    if value or unit == "text":  # zero directions of other units say nothing
+                        attrs[f"{prefix}{unit}.{direction}"] = value
         reason = rec.usage_incomplete_reason
         if reason is None and not reported:
             reason = _NO_USAGE
@@ -354,23 +376,18 @@ class Call:
         return attrs
 
     def _record_metrics(self, rec: CallRecord, usage: Usage | None, seconds: float, error_type: str | None) -> None:
-        attrs: dict[str, Any] = {A.GEN_AI_OPERATION_NAME: rec.operation, A.GEN_AI_PROVIDER_NAME: rec.provider}
-        if rec.request_model:
-            attrs[A.GEN_AI_REQUEST_MODEL] = rec.request_model
-        if rec.response_model:
-            attrs[A.GEN_AI_RESPONSE_MODEL] = rec.response_model
-        if rec.server_address:
-            attrs[A.SERVER_ADDRESS] = rec.server_address
-            if rec.server_port:
-                attrs[A.SERVER_PORT] = rec.server_port
-        if error_type is not None:
-            attrs[A.ERROR_TYPE] = error_type
-        self.core.duration.record(seconds, attrs)
+        core = self.core
+        key = (rec.operation, rec.provider, rec.request_model, rec.response_model, rec.server_address,
+               rec.server_port, error_type)  # fmt: skip
+        sets = core.metric_attributes.get(key)
+        if sets is None:
+            sets = core.metric_attribute_sets(key)
+        core.duration.record(seconds, sets[0])
         if usage is not None:
             if usage.input_tokens is not None:
-                self.core.tokens.record(usage.input_tokens, {**attrs, GEN_AI_TOKEN_TYPE: "input"})
+                core.tokens.record(usage.input_tokens, sets[1])
             if usage.output_tokens is not None:
-                self.core.tokens.record(usage.output_tokens, {**attrs, GEN_AI_TOKEN_TYPE: "output"})
+                core.tokens.record(usage.output_tokens, sets[2])
 
 
 __all__ = [

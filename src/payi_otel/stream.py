@@ -3,8 +3,8 @@
 A :class:`StreamProxy` / :class:`AsyncStreamProxy` wraps a provider stream (``wrapt.ObjectProxy``, so
 ``isinstance(proxy, openai.Stream)`` still holds and every other attribute passes through) and feeds
 each chunk to a :class:`StreamHandler` supplied by the instrumentor. All bookkeeping (first-token time,
-exactly-once finalization, outcome) lives in :class:`_StreamBookkeeping`, shared by both; the two
-classes only adapt the iteration protocols.
+exactly-once finalization, outcome) lives in one :class:`_Tracker`, shared by both; the two proxy
+classes only adapt the iteration and close/context-manager protocols.
 
 The stream ends on exhaustion (``completed``), an error while iterating (``error``), ``close()`` /
 ``aclose()`` or leaving a ``with`` block (``closed_early``; ``error`` if the block raised), or garbage
@@ -34,51 +34,90 @@ class StreamHandler(Protocol):
         """Write what was seen into ``call.record`` and end ``call`` (``end`` or ``fail``)."""
 
 
-class _StreamBookkeeping(wrapt.ObjectProxy):
-    """Shared state and the exactly-once finalizer."""
+class _Tracker:
+    """Per-stream bookkeeping, on a plain slotted object (proxy attribute access is slow on the hot path)."""
 
-    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
-        self._self_on_chunk = handler.on_chunk
-        self._self_handler = handler
-        self._self_first = True
-        self._self_done = False
+    __slots__ = ("call", "handler", "on_chunk", "next", "first", "done")
 
-    def _payi_chunk(self, chunk: Any) -> bool:
-        if self._self_first:
-            self._self_first = False
-            self._self_call.first_token()
+    def __init__(self, call: Call, handler: StreamHandler, next_: Any) -> None:
+        self.call = call
+        self.handler = handler
+        self.on_chunk = handler.on_chunk
+        self.next = next_
+        self.first = True
+        self.done = False
+
+    def accept(self, chunk: Any) -> bool:
+        """Bookkeeping for one chunk; False hides it from the caller."""
+        if self.first:
+            self.first = False
+            self.call.first_token()
         try:
-            return self._self_on_chunk(chunk)
+            return self.on_chunk(chunk)
         except Exception:
             logger.debug("stream chunk processing failed", exc_info=True)
             return True
 
-    def _payi_finish(self, outcome: str, error: BaseException | None = None) -> None:
-        if self._self_done:
+    def finish(self, outcome: str, error: BaseException | None = None) -> None:
+        """End the stream's span, exactly once."""
+        if self.done:
             return
-        self._self_done = True
+        self.done = True
         try:
-            self._self_handler.on_end(self._self_call, outcome, error)
+            self.handler.on_end(self.call, outcome, error)
         except Exception:
             logger.debug("stream finalization failed", exc_info=True)
-            self._self_call.end()
+            self.call.end()
+
+    def step(self) -> Any:
+        while True:
+            try:
+                chunk = self.next()
+            except StopIteration:
+                self.finish(COMPLETED)
+                raise
+            except BaseException as exc:
+                self.finish(ERROR, exc)
+                raise
+            if self.accept(chunk):
+                return chunk
+
+    async def astep(self) -> Any:
+        while True:
+            try:
+                chunk = await self.next()
+            except StopAsyncIteration:
+                self.finish(COMPLETED)
+                raise
+            except BaseException as exc:
+                self.finish(ERROR, exc)
+                raise
+            if self.accept(chunk):
+                return chunk
+
+
+class _StreamBookkeeping(wrapt.ObjectProxy):
+    """What the sync and async proxies share: the tracker and the non-iteration endings."""
+
+    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler, next_: Any) -> None:
+        super().__init__(wrapped)
+        self._self_t = _Tracker(call, handler, next_)
 
     @property
     def payi_finished(self) -> bool:
-        return self._self_done
+        return self._self_t.done
 
     def payi_close(self) -> None:
         """End the span as closed early (for helpers that close the underlying response directly)."""
-        self._payi_finish(CLOSED_EARLY)
+        self._self_t.finish(CLOSED_EARLY)
 
     def _exit_outcome(self, exc: BaseException | None) -> None:
-        self._payi_finish(ERROR if exc is not None else CLOSED_EARLY, exc)
+        self._self_t.finish(ERROR if exc is not None else CLOSED_EARLY, exc)
 
     def __del__(self) -> None:
-        if not self._self_done:
-            self._payi_finish(ABANDONED)
+        tracker = self._self_t
+        if not tracker.done:
+            tracker.finish(ABANDONED)
 
     def __copy__(self) -> Any:  # pragma: no cover - streams are not copyable
         raise TypeError("streams cannot be copied")
@@ -91,32 +130,21 @@ class StreamProxy(_StreamBookkeeping):
     """Proxy for a synchronous stream (iterator, optionally ``close()`` and context manager)."""
 
     def __init__(self, wrapped: Any, call: Call, handler: StreamHandler) -> None:
-        super().__init__(wrapped, call, handler)
         nxt = getattr(wrapped, "__next__", None)
-        self._self_next = nxt if nxt is not None else iter(wrapped).__next__
+        super().__init__(wrapped, call, handler, nxt if nxt is not None else iter(wrapped).__next__)
 
     def __iter__(self) -> "StreamProxy":
         return self
 
     def __next__(self) -> Any:
-        while True:
-            try:
-                chunk = self._self_next()
-            except StopIteration:
-                self._payi_finish(COMPLETED)
-                raise
-            except BaseException as exc:
-                self._payi_finish(ERROR, exc)
-                raise
-            if self._payi_chunk(chunk):
-                return chunk
+        return self._self_t.step()
 
     def close(self) -> Any:
         try:
             closer = getattr(self.__wrapped__, "close", None)
             return closer() if closer is not None else None
         finally:
-            self._payi_finish(CLOSED_EARLY)
+            self._self_t.finish(CLOSED_EARLY)
 
     def __enter__(self) -> "StreamProxy":
         enter = getattr(self.__wrapped__, "__enter__", None)
@@ -136,25 +164,14 @@ class AsyncStreamProxy(_StreamBookkeeping):
     """Proxy for an asynchronous stream (async iterator, ``close()``/``aclose()``, async context manager)."""
 
     def __init__(self, wrapped: Any, call: Call, handler: StreamHandler) -> None:
-        super().__init__(wrapped, call, handler)
         nxt = getattr(wrapped, "__anext__", None)
-        self._self_next = nxt if nxt is not None else wrapped.__aiter__().__anext__
+        super().__init__(wrapped, call, handler, nxt if nxt is not None else wrapped.__aiter__().__anext__)
 
     def __aiter__(self) -> "AsyncStreamProxy":
         return self
 
-    async def __anext__(self) -> Any:
-        while True:
-            try:
-                chunk = await self._self_next()
-            except StopAsyncIteration:
-                self._payi_finish(COMPLETED)
-                raise
-            except BaseException as exc:
-                self._payi_finish(ERROR, exc)
-                raise
-            if self._payi_chunk(chunk):
-                return chunk
+    def __anext__(self) -> Any:
+        return self._self_t.astep()
 
     async def _payi_close_inner(self, *names: str) -> Any:
         try:
@@ -165,7 +182,7 @@ class AsyncStreamProxy(_StreamBookkeeping):
                     return await result if hasattr(result, "__await__") else result
             return None
         finally:
-            self._payi_finish(CLOSED_EARLY)
+            self._self_t.finish(CLOSED_EARLY)
 
     async def close(self) -> Any:
         return await self._payi_close_inner("close", "aclose")

@@ -178,26 +178,28 @@ def _tool_call(name: Any, arguments: Any) -> dict[str, str]:
 
 
 def _read_chat(rec: CallRecord, result: Any, capture: bool) -> None:
-    rec.response_id = _g(result, "id") or None
-    rec.response_model = _g(result, "model") or None
-    rec.usage = _chat_usage(_g(result, "usage"))
+    """Chat completions and legacy completions (SDK objects)."""
+    rec.response_id = getattr(result, "id", None) or None
+    rec.response_model = getattr(result, "model", None) or None
+    rec.usage = _chat_usage(getattr(result, "usage", None))
     reasons: list[str] = []
     tools: list[dict[str, str]] = []
     outputs: list[dict[str, Any]] = []
-    for choice in _g(result, "choices") or ():
-        reason = _g(choice, "finish_reason")
+    for choice in getattr(result, "choices", None) or ():
+        reason = choice.finish_reason
         if reason:
             reasons.append(reason)
-        message = _g(choice, "message")
-        for tc in _g(message, "tool_calls") or ():
-            fn = _g(tc, "function")
-            if fn is not None:
-                tools.append(_tool_call(_g(fn, "name"), _g(fn, "arguments")))
-        fc = _g(message, "function_call")
-        if fc is not None:
-            tools.append(_tool_call(_g(fc, "name"), _g(fc, "arguments")))
-        text = _g(choice, "text")  # legacy completions
+        message = getattr(choice, "message", None)
+        if message is not None:
+            for tc in message.tool_calls or ():
+                fn = getattr(tc, "function", None)
+                if fn is not None:
+                    tools.append(_tool_call(fn.name, fn.arguments))
+            fc = message.function_call
+            if fc is not None:
+                tools.append(_tool_call(fc.name, fc.arguments))
         if capture:
+            text = getattr(choice, "text", None)  # legacy completions
             content = _g(message, "content") if message is not None else text
             outputs.append({"role": "assistant", "content": content, "finish_reason": reason})
     rec.finish_reasons = reasons or None
@@ -309,17 +311,11 @@ class _ChatStream(_StreamEnd):
             if self.hide_usage_chunk and not choices:
                 return False
         for choice in choices:
-            reason = choice.finish_reason
-            if reason is not None:
-                self.reasons[choice.index] = reason
-            delta = getattr(choice, "delta", None)
-            if delta is None:  # legacy completions
-                if self.capture and choice.text:
-                    self.texts.setdefault(choice.index, []).append(choice.text)
-                continue
-            tool_calls = delta.tool_calls
-            if tool_calls:
-                self._tool_deltas(choice.index, tool_calls)
+            if choice.finish_reason is not None:
+                self.reasons[choice.index] = choice.finish_reason
+            delta = choice.delta
+            if delta.tool_calls:
+                self._tool_deltas(choice.index, delta.tool_calls)
             if delta.function_call is not None:
                 self._function_delta(choice.index, delta.function_call)
             if self.capture and delta.content:
@@ -358,6 +354,30 @@ class _ChatStream(_StreamEnd):
 
     def _missing_reason(self) -> str:
         return _NO_USAGE_IN_STREAM
+
+
+class _CompletionStream(_ChatStream):
+    """Legacy completions chunks: choices carry ``text`` instead of a delta."""
+
+    __slots__ = ()
+
+    def on_chunk(self, chunk: Any) -> bool:
+        if self.first and chunk.id:
+            self.first = False
+            self.rec.response_id = chunk.id
+            self.rec.response_model = chunk.model or None
+        choices = chunk.choices
+        usage = chunk.usage
+        if usage is not None:
+            self.usage = _chat_usage(usage)
+            if self.hide_usage_chunk and not choices:
+                return False
+        for choice in choices:
+            if choice.finish_reason is not None:
+                self.reasons[choice.index] = choice.finish_reason
+            if self.capture and choice.text:
+                self.texts.setdefault(choice.index, []).append(choice.text)
+        return True
 
 
 _RESPONSE_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -452,7 +472,7 @@ _pending: "weakref.WeakKeyDictionary[Any, _RawPending]" = weakref.WeakKeyDiction
 
 def _raw_parse_hook(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
     result = wrapped(*args, **kwargs)
-    if not _pending:
+    if not _pending.data:  # no raw response in flight: the common case costs one dict truth test
         return result
     pending = _pending.get(instance)
     if pending is None:
@@ -465,7 +485,7 @@ def _raw_parse_hook(wrapped: Callable[..., Any], instance: Any, args: tuple, kwa
 
 
 def _raw_close_hook(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    if _pending:
+    if _pending.data:
         pending = _pending.pop(instance, None)
         if pending is not None:
             try:
@@ -574,7 +594,7 @@ class _Operation:
         self.state = state
         self.operation = operation
         self.read = read
-        self.stream_kind = stream_kind  # "chat" (include_usage applies), "responses", "events", None
+        self.stream_kind = stream_kind  # "chat"/"completions" (include_usage applies), "responses", "events", None
         self.input_key = input_key
         self.is_async = is_async
         self.stream_usage = stream_usage
@@ -593,7 +613,7 @@ class _Operation:
             if len(remaining) != len(headers):
                 kwargs = {**kwargs, "extra_headers": remaining}
         hide = False
-        if stream and self.stream_kind == "chat" and state.inject_stream_usage:
+        if stream and self.stream_kind in ("chat", "completions") and state.inject_stream_usage:
             kwargs, hide = _with_include_usage(kwargs)
         rec = CallRecord(
             provider=info.provider,
@@ -637,6 +657,8 @@ class _Operation:
     def wrap_stream(self, call: Call, stream: Any) -> Any:
         if self.stream_kind == "chat":
             handler: Any = _ChatStream(call, bool(call.data))
+        elif self.stream_kind == "completions":
+            handler = _CompletionStream(call, bool(call.data))
         elif self.stream_kind == "responses":
             handler = _ResponsesStream(call)
         else:
@@ -734,7 +756,7 @@ def _targets(state: _State) -> list[Target]:
     both("openai.resources.embeddings", "Embeddings", ("create",), lambda a: op(
         "embeddings", _read_embeddings, None, "input", a))
     both("openai.resources.completions", "Completions", ("create",), lambda a: op(
-        "text_completion", _read_chat, "chat", "prompt", a))
+        "text_completion", _read_chat, "completions", "prompt", a))
     images = lambda name: lambda a: op(name, _read_images, "events", "prompt", a, stream_usage=_image_usage)  # noqa: E731
     both("openai.resources.images", "Images", ("generate",), images("image_generation"))
     both("openai.resources.images", "Images", ("edit",), images("image_edit"))
