@@ -13,6 +13,7 @@ import textwrap
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import httpx2
 import openai
 import pytest
 from pydantic import BaseModel
@@ -94,6 +95,18 @@ def test_include_usage_injection_can_be_turned_off(how, monkeypatch):
         instrumentor.uninstrument()
     assert "stream_options" not in sent_json(client)
     assert len(chunks) == len(STREAM_EVENTS)
+
+
+@pytest.mark.parametrize("api_version, injected", [("2024-02-01", False), ("2024-10-21", True)])
+def test_include_usage_only_for_azure_versions_that_accept_it(api_version, injected, instrumented):
+    recorded = Cassette.load(TRACELOOP / "azure/test_chat_streaming.yaml").interactions[0]
+    transport = Cassette([recorded]).transport("httpx2")
+    client = openai.AzureOpenAI(api_key="k", api_version=api_version, azure_endpoint="https://traceloop-stg.openai.azure.com",
+                                azure_deployment="openllmetry-testing", http_client=httpx2.Client(transport=transport))  # fmt: skip
+    client.payi_transport = transport
+    list(client.chat.completions.create(model="openllmetry-testing", messages=MESSAGES, stream=True))
+    assert ("stream_options" in sent_json(client)) is injected
+    assert instrumented.one_span().attributes[A.PAYI_STREAM_OUTCOME] == "completed"
 
 
 def test_bad_inject_setting_names_the_variable(monkeypatch):

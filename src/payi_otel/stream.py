@@ -119,12 +119,6 @@ class _StreamBookkeeping(wrapt.ObjectProxy):
         if not tracker.done:
             tracker.finish(ABANDONED)
 
-    def __copy__(self) -> Any:  # pragma: no cover - streams are not copyable
-        raise TypeError("streams cannot be copied")
-
-    def __reduce_ex__(self, protocol: int) -> Any:  # pragma: no cover
-        raise TypeError("streams cannot be pickled")
-
 
 class StreamProxy(_StreamBookkeeping):
     """Proxy for a synchronous stream (iterator, optionally ``close()`` and context manager)."""

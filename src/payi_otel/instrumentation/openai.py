@@ -527,7 +527,7 @@ def _raw_types() -> tuple[type, ...]:
 
 # --- operations ------------------------------------------------------------------------------
 class _ClientInfo:
-    __slots__ = ("url", "provider", "category", "address", "port", "uri", "deployment")
+    __slots__ = ("url", "provider", "category", "address", "port", "uri", "deployment", "accepts_stream_options")
 
     def __init__(self, client: Any, url: Any) -> None:
         self.url = url
@@ -539,6 +539,9 @@ class _ClientInfo:
         self.port = port if isinstance(port, int) else None
         self.uri = str(url) if url is not None else None
         self.deployment = getattr(client, "_azure_deployment", None) if azure else None
+        # Azure accepts stream_options from API version 2024-09-01(-preview) on; older versions reject it.
+        api_version = str(getattr(client, "_api_version", "") or "") if azure else ""
+        self.accepts_stream_options = not azure or api_version[:10] >= "2024-09-01"
 
 
 _azure_classes: tuple[type, ...] | None = None
@@ -613,7 +616,9 @@ class _Operation:
             if len(remaining) != len(headers):
                 kwargs = {**kwargs, "extra_headers": remaining}
         hide = False
-        if stream and self.stream_kind in ("chat", "completions") and state.inject_stream_usage:
+        if stream and self.stream_kind in ("chat", "completions") and state.inject_stream_usage and (
+            info.accepts_stream_options
+        ):
             kwargs, hide = _with_include_usage(kwargs)
         rec = CallRecord(
             provider=info.provider,
