@@ -2,7 +2,8 @@
 
 Every setting comes from the environment (so ``opentelemetry-instrument`` can build the exporter
 with no arguments); keyword arguments given in code win over the environment. A bad value raises
-:class:`ConfigError` naming the variable and the rule.
+:class:`ConfigError` naming the variable and the rule; with ``problems=[...]`` (how the zero-argument
+exporter loads) a bad value is reported there instead and its default is used.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def _number(name: str, raw: Any, kind: type, low: float, high: float | None = No
     return value
 
 
+def _url(name: str, raw: Any) -> str:
+    parts = urlsplit(str(raw))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}={raw!r}: must be an http:// or https:// URL with a host")
+    return str(raw).rstrip("/")
+
+
+def _mode(name: str, raw: Any) -> str:
+    mode = str(raw).lower()
+    if mode not in ("single", "bulk"):
+        raise ConfigError(f"{name}={mode!r}: must be 'single' or 'bulk'")
+    return mode
+
+
 def _bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -86,10 +101,14 @@ class ExporterConfig:
     retry_initial_backoff: float = 0.5
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "ExporterConfig":
+    def load(
+        cls, env: Mapping[str, str] | None = None, *, problems: list[str] | None = None, **overrides: Any
+    ) -> "ExporterConfig":
         """Settings from ``env`` (default ``os.environ``), with non-``None`` ``overrides`` winning.
 
-        Override names are the field names (``base_url``, ``api_key``, ``ingest_mode``, ...)."""
+        Override names are the field names (``base_url``, ``api_key``, ``ingest_mode``, ...). A bad
+        value raises :class:`ConfigError`, unless ``problems`` is given: then its message is appended
+        there and the setting's default is used."""
         env = os.environ if env is None else env
         unknown = set(overrides) - {f for f in cls.__dataclass_fields__}
         if unknown:
@@ -103,32 +122,32 @@ class ExporterConfig:
                 return default, var
             return raw.strip(), var
 
-        base_url, name = get("base_url", "PAYI_BASE_URL", DEFAULT_BASE_URL)
-        parts = urlsplit(str(base_url))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"{name}={base_url!r}: must be an http:// or https:// URL with a host")
-        base_url = str(base_url).rstrip("/")
+        def checked(field: str, var: str, default: Any, check: Any) -> Any:
+            raw, name = get(field, var, default)
+            try:
+                return check(name, raw)
+            except ConfigError as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
+                return check(var, default)
 
+        base_url = checked("base_url", "PAYI_BASE_URL", DEFAULT_BASE_URL, _url)
         api_key, _ = get("api_key", "PAYI_API_KEY", None)
-        mode, name = get("ingest_mode", "PAYI_INGEST_MODE", "single")
-        mode = str(mode).lower()
-        if mode not in ("single", "bulk"):
-            raise ConfigError(f"{name}={mode!r}: must be 'single' or 'bulk'")
-
-        raw, name = get("timeout", "PAYI_EXPORT_TIMEOUT", 10.0)
-        timeout = _number(name, raw, float, 0.001)
-        raw, name = get("batch_size", "PAYI_EXPORT_BATCH_SIZE", 100)
-        batch_size = _number(name, raw, int, 1, 1000)
-        raw, name = get("spool_max_bytes", "PAYI_SPOOL_MAX_BYTES", 100 * 1024 * 1024)
-        spool_max_bytes = _number(name, raw, int, 1)
-        raw, name = get("shutdown_timeout", "PAYI_SHUTDOWN_TIMEOUT", 5.0)
-        shutdown_timeout = _number(name, raw, float, 0)
-        raw, name = get("retry_max_backoff", "PAYI_RETRY_MAX_BACKOFF", 60.0)
-        retry_max_backoff = _number(name, raw, float, 0.01)
-        raw, name = get("retry_initial_backoff", "PAYI_RETRY_INITIAL_BACKOFF", 0.5)
-        retry_initial_backoff = _number(name, raw, float, 0.001)
-        raw, name = get("export_content", "PAYI_EXPORT_CONTENT", True)
-        export_content = _bool(name, raw)
+        mode = checked("ingest_mode", "PAYI_INGEST_MODE", "single", _mode)
+        timeout = checked("timeout", "PAYI_EXPORT_TIMEOUT", 10.0, lambda n, r: _number(n, r, float, 0.001))
+        batch_size = checked("batch_size", "PAYI_EXPORT_BATCH_SIZE", 100, lambda n, r: _number(n, r, int, 1, 1000))
+        spool_max_bytes = checked(
+            "spool_max_bytes", "PAYI_SPOOL_MAX_BYTES", 100 * 1024 * 1024, lambda n, r: _number(n, r, int, 1)
+        )
+        shutdown_timeout = checked("shutdown_timeout", "PAYI_SHUTDOWN_TIMEOUT", 5.0, lambda n, r: _number(n, r, float, 0))
+        retry_max_backoff = checked(
+            "retry_max_backoff", "PAYI_RETRY_MAX_BACKOFF", 60.0, lambda n, r: _number(n, r, float, 0.01)
+        )
+        retry_initial_backoff = checked(
+            "retry_initial_backoff", "PAYI_RETRY_INITIAL_BACKOFF", 0.5, lambda n, r: _number(n, r, float, 0.001)
+        )
+        export_content = checked("export_content", "PAYI_EXPORT_CONTENT", True, _bool)
 
         spool_dir, _ = get("spool_dir", "PAYI_SPOOL_DIR", None)
         spool_dir = Path(spool_dir).expanduser() if spool_dir else _default_spool_dir(base_url)

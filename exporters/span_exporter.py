@@ -34,14 +34,22 @@ class PayiSpanExporter(SpanExporter):
     arguments (``base_url``, ``api_key``, ``ingest_mode``, ``timeout``, ``batch_size``,
     ``spool_dir``, ``spool_max_bytes``, ``offline_file``, ``export_content``,
     ``shutdown_timeout``, ``retry_initial_backoff``, ``retry_max_backoff``) override it.
-    Raises :class:`~payi_otel.exporters.config.ConfigError` for a bad setting.
+    A bad keyword argument raises :class:`~payi_otel.exporters.config.ConfigError`. A bad
+    environment value does not (the SDK builds this exporter while it configures every exporter, and
+    an exception there would leave the application with no telemetry at all): it is logged as one
+    error naming the variable and the rule, and events are kept in the spool, unsent, until a start
+    with correct settings delivers them.
 
     ``dropped_events`` counts events lost because the spool was full; ``exported_events`` counts
     events accepted by ``export()``.
     """
 
     def __init__(self, **settings: Any) -> None:
-        self.config = config = ExporterConfig.load(**settings)
+        # Built from the environment alone (as the SDK configurator does), bad values are reported,
+        # not raised; built in code, a bad value raises like any bad argument.
+        from_env_only = all(value is None for value in settings.values())
+        problems: list[str] | None = [] if from_env_only else None
+        self.config = config = ExporterConfig.load(problems=problems, **settings)
         self.dropped_events = 0
         self.exported_events = 0
         self._drop_log = RateLimitedLog()
@@ -60,6 +68,13 @@ class PayiSpanExporter(SpanExporter):
                 config.base_url,
             )
         self._spool = Spool(config.spool_dir, config.spool_max_bytes)
+        if problems:
+            logger.error(
+                "Pay-i exporter: %s; events are kept in %s and sent by the next start with correct settings",
+                "; ".join(problems),
+                config.spool_dir,
+            )
+            return
         sender = Sender(config.base_url, config.api_key, config.ingest_mode, config.timeout)
         backoff = Backoff(base=config.retry_initial_backoff, cap=config.retry_max_backoff)
         self._worker = DeliveryWorker(self._spool, sender, backoff)
@@ -100,7 +115,7 @@ class PayiSpanExporter(SpanExporter):
                 self._offline.write(events)
                 self.exported_events += len(events)
                 return SpanExportResult.SUCCESS
-            assert self._spool is not None and self._worker is not None
+            assert self._spool is not None
             with self._lock:
                 dropped = self._spool.append(events, self.config.batch_size)
             self.exported_events += len(events) - dropped
@@ -114,7 +129,8 @@ class PayiSpanExporter(SpanExporter):
                     dropped,
                     self.dropped_events,
                 )
-            self._worker.wake()
+            if self._worker is not None:
+                self._worker.wake()
             return SpanExportResult.SUCCESS
         except Exception:
             logger.exception("Pay-i exporter: could not spool %d span(s)", len(spans))

@@ -290,11 +290,37 @@ def test_offline_mode_appends_json_lines(tmp_path, spans):
         ("PAYI_SHUTDOWN_TIMEOUT", "nan", "PAYI_SHUTDOWN_TIMEOUT='nan'"),
     ],
 )
-def test_bad_environment_values_fail_at_construction_naming_the_variable(monkeypatch, tmp_path, var, value, message):
+def test_bad_environment_values_are_reported_naming_the_variable_and_events_stay_spooled(
+    monkeypatch, tmp_path, caplog, spans, var, value, message
+):
+    # The SDK configurator builds the exporter with no arguments while it sets up every exporter:
+    # raising there would leave the application with no telemetry at all.
     monkeypatch.setenv("PAYI_SPOOL_DIR", str(tmp_path))
     monkeypatch.setenv(var, value)
+    with caplog.at_level(logging.ERROR, logger="payi_otel.exporters"):
+        exporter = PayiSpanExporter()
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and message in errors[0] and str(tmp_path) in errors[0]
+        assert exporter.export(spans(ids("held", 3))) is SpanExportResult.SUCCESS
+        assert exporter.spool.pending_batches() == 1  # kept for a start with correct settings
+        assert exporter.force_flush(100) is True and exporter.delivered_events == 0
+    finally:
+        exporter.shutdown()
+    assert exporter.spool.pending_batches() == 1
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("base_url", "api.pay-i.com", "base_url='api.pay-i.com': must be an http:// or https:// URL"),
+        ("ingest_mode", "batch", "ingest_mode='batch': must be 'single' or 'bulk'"),
+        ("batch_size", 0, "batch_size=0: must be an integer >= 1 and <= 1000"),
+    ],
+)
+def test_bad_keyword_values_raise_naming_the_setting(tmp_path, setting, value, message):
     with pytest.raises(ConfigError) as info:
-        PayiSpanExporter()
+        PayiSpanExporter(spool_dir=tmp_path, **{setting: value})
     assert message in str(info.value)
 
 
