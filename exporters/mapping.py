@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from payi_otel import attributes as A
+from payi_otel import protocol as P
 from payi_otel.units import Usage, to_units
 
 from .views import SpanView, gc_paused, spans_from_otlp_request, view_from_readable_span
@@ -47,32 +48,10 @@ __all__ = [
 ]
 
 UNKNOWN_RESOURCE = "system.unknown_model"
-FAILURE_STATUS = 299  # Pay-i's status for failures that have no HTTP status
 
 # Event keys that are attribution: headers in the single form, body fields in the bulk form.
-ATTRIBUTION_FIELDS = (
-    "use_case_name",
-    "use_case_id",
-    "use_case_version",
-    "use_case_step",
-    "user_id",
-    "account_name",
-    "request_tags",
-    "limit_ids",
-    "resource_scope",
-)
-_HEADER_NAMES = {
-    "use_case_name": "xProxy-UseCase-Name",
-    "use_case_id": "xProxy-UseCase-ID",
-    "use_case_version": "xProxy-UseCase-Version",
-    "use_case_step": "xProxy-UseCase-Step",
-    "user_id": "xProxy-User-ID",
-    "account_name": "xProxy-Account-Name",
-    "request_tags": "xProxy-Request-Tags",
-    "limit_ids": "xProxy-Limit-IDs",
-    "resource_scope": "xProxy-Resource-Scope",
-    "instrumented_module": "xProxy-Instrumented-Module",
-}
+ATTRIBUTION_FIELDS = P.ATTRIBUTION_FIELDS
+_HEADER_NAMES = {**P.ATTRIBUTION_HEADERS, "instrumented_module": P.INSTRUMENTED_MODULE}
 _NOT_IN_BODY = frozenset(ATTRIBUTION_FIELDS) | {"instrumented_module"}
 
 _SCALAR_ATTRIBUTION = (
@@ -212,8 +191,8 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         if not units and usage_complete is None:
             usage_complete, incomplete_reason = False, incomplete_reason or "no usage reported"
     if usage_complete is False:
-        properties["system.usage_incomplete"] = "true"
-        properties["system.usage_incomplete.reason"] = str(incomplete_reason or "usage not reported in full")
+        properties[P.USAGE_INCOMPLETE] = "true"
+        properties[P.USAGE_INCOMPLETE_REASON] = str(incomplete_reason or "usage not reported in full")
 
     resource = (
         attrs.get(A.PAYI_RESOURCE)
@@ -236,12 +215,12 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     error_type = attrs.get(A.ERROR_TYPE)
     if status is None:
         if error_type or view.is_error:
-            status = FAILURE_STATUS
+            status = P.FAILURE_STATUS
             failure = str(error_type or "error").rsplit(".", 1)[-1]
-            properties["system.failure"] = failure
+            properties[P.FAILURE] = failure
             description = attrs.get(A.PAYI_FAILURE_DESCRIPTION) or view.status_message
             if description:
-                properties["system.failure.description"] = str(description)
+                properties[P.FAILURE_DESCRIPTION] = str(description)
         else:
             status = 200
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from payi_otel import protocol as P
+
 from .mapping import render_bulk_item, render_single
 
 __all__ = ["Backoff", "Delivery", "Rejection", "Sender", "parse_retry_after"]
@@ -117,7 +119,7 @@ class Sender:
         self.timeout = timeout
         headers = {"User-Agent": "payi-otel"}
         if api_key:
-            headers["xProxy-api-key"] = api_key
+            headers[P.API_KEY] = api_key
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def close(self) -> None:

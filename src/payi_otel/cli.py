@@ -20,6 +20,8 @@ ENV_DATA_DIR = "PAYI_OTEL_DATA_DIR"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3011
 DEFAULT_DATA_DIR = ".payi-otel"
+# Application and group names of the local service: its own rule (Pay-i documents none), chosen to
+# look like the use case name rule so names stay safe in URLs, reports and shell commands.
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 

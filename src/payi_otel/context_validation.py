@@ -15,13 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Collection, Mapping
 from typing import Any, TypedDict
 
-USE_CASE_NAME_RULE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-REQUEST_TAG_RULE = re.compile(r"[A-Za-z0-9_-]+")
-RESOURCE_SCOPE_RULE = re.compile(r"global|(?:datazone|region)(?:\.[A-Za-z0-9_-]+)?")
+from payi_otel import protocol as P
 
 # The business-context keywords, in the order they appear in signatures and dicts.
 FIELDS = (
@@ -49,18 +46,15 @@ def _require_str(name: str, value: Any) -> str:
 
 def _use_case_name(value: Any) -> str:
     value = _require_str("use_case_name", value)
-    if value and not USE_CASE_NAME_RULE.fullmatch(value):
-        raise ValueError(
-            f"use_case_name: {value!r} must be 1-64 characters of letters, digits, '.', '_' or '-' "
-            '(or "" to clear the use case)'
-        )
+    if value and not P.USE_CASE_NAME_RULE.fullmatch(value):
+        raise ValueError(f'use_case_name: {value!r} must be {P.USE_CASE_NAME_RULE_TEXT} (or "" to clear the use case)')
     return value
 
 
 def _no_whitespace(name: str):
     def check(value: Any) -> str:
         value = _require_str(name, value)
-        if any(ch.isspace() for ch in value):
+        if P.has_whitespace(value):
             raise ValueError(f'{name}: {value!r} must not contain spaces (or be "" to clear it)')
         return value
 
@@ -84,11 +78,8 @@ def _use_case_version(value: Any) -> int:
 
 def _resource_scope(value: Any) -> str:
     value = _require_str("resource_scope", value)
-    if value and not RESOURCE_SCOPE_RULE.fullmatch(value):
-        raise ValueError(
-            f"resource_scope: {value!r} must be 'global', 'datazone', 'region', "
-            "'datazone.<name>' or 'region.<name>' (or \"\" to clear it)"
-        )
+    if value and not P.RESOURCE_SCOPE_RULE.fullmatch(value):
+        raise ValueError(f'resource_scope: {value!r} must be {P.RESOURCE_SCOPE_RULE_TEXT} (or "" to clear it)')
     return value
 
 
@@ -137,9 +128,7 @@ _CHECKS = {
     "use_case_step": _plain_str("use_case_step"),
     "user_id": _no_whitespace("user_id"),
     "account_name": _plain_str("account_name"),
-    "request_tags": _string_list(
-        "request_tags", "must be letters, digits, '_' or '-' only", REQUEST_TAG_RULE.fullmatch
-    ),
+    "request_tags": _string_list("request_tags", f"must be {P.REQUEST_TAG_RULE_TEXT}", P.REQUEST_TAG_RULE.fullmatch),
     "limit_ids": _string_list(
         "limit_ids", "must be a non-empty string without commas or surrounding spaces", _limit_id_ok
     ),
@@ -184,21 +173,18 @@ class ContextLayer(TypedDict, total=False):
 
 # --- Pay-i per-call attribution headers (``extra_headers={"xProxy-User-ID": ...}``) ----------
 
+# How a header value becomes a context keyword's value; "str" for the others.
+_KINDS = {
+    "limit_ids": "list",
+    "request_tags": "list",
+    "use_case_version": "int",
+    "use_case_properties": "props",
+    "request_properties": "props",
+}
 # Lower-cased header name -> (context keyword, kind).
 _HEADERS: dict[str, tuple[str, str]] = {
-    "xproxy-limit-ids": ("limit_ids", "list"),
-    "xproxy-request-tags": ("request_tags", "list"),
-    "xproxy-usecase-name": ("use_case_name", "str"),
-    "xproxy-usecase-id": ("use_case_id", "str"),
-    "xproxy-usecase-version": ("use_case_version", "int"),
-    "xproxy-usecase-step": ("use_case_step", "str"),
-    "xproxy-usecase-properties": ("use_case_properties", "props"),
-    "xproxy-request-properties": ("request_properties", "props"),
-    "xproxy-user-id": ("user_id", "str"),
-    "xproxy-account-name": ("account_name", "str"),
-    "xproxy-priceas-category": ("price_as_category", "str"),
-    "xproxy-priceas-resource": ("price_as_resource", "str"),
-    "xproxy-resource-scope": ("resource_scope", "str"),
+    header.lower(): (key, _KINDS.get(key, "str"))
+    for key, header in {**P.ATTRIBUTION_HEADERS, **P.PRICE_AS_HEADERS, **P.PROPERTIES_HEADERS}.items()
 }
 
 

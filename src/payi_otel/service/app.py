@@ -12,11 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 import orjson
 
+from payi_otel import protocol as P
 from payi_otel.service import models
 from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.firstrun import ensure_default_application
 from payi_otel.service.ingest import (
-    ATTRIBUTION_HEADERS,
     Ingestor,
     PayiApiError,
     attribution_from_headers,
@@ -30,7 +30,8 @@ from payi_otel.service.store import Application, Store
 
 log = logging.getLogger("payi_otel.service")
 
-API_KEY_HEADER = "xProxy-api-key"
+API_KEY_HEADER = P.API_KEY
+_HEADER_PREFIX = P.HEADER_PREFIX.lower()  # header names arrive lower-cased
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": models.ApiError, "description": "Invalid event; xproxy_error.code says which rule"},
     401: {"model": models.ApiError, "description": "Missing or unknown xProxy-api-key (invalid_api_key)"},
@@ -109,7 +110,7 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
                 },
                 *(
                     {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
-                    for h in ATTRIBUTION_HEADERS
+                    for h in P.SINGLE_INGEST_HEADERS
                 ),
             ],
         },
@@ -119,7 +120,7 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
         application = authenticate(request)
         event = parse_single(await request.body())
         # one pass over the headers (names arrive lower-cased) instead of one scan per header
-        headers = {k: v for k, v in request.headers.items() if k.startswith("xproxy-")}
+        headers = {k: v for k, v in request.headers.items() if k.startswith(_HEADER_PREFIX)}
         attr = attribution_from_headers(headers, request.query_params.get("id"))
         return _json(await committer.run(lambda: ingestor.ingest(application, event, attr)))
 

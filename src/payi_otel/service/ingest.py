@@ -6,7 +6,6 @@ Used by both ``POST /api/v1/ingest`` (attribution from ``xProxy-*`` headers) and
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,19 +13,13 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from payi_otel import protocol as P
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer, PriceResult
 from payi_otel.service.store import Application, Store, StoredRequest, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE.total_seconds() * 1000
-_USE_CASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_TAG = re.compile(r"[A-Za-z0-9_-]+")
-_SPACE = re.compile(r"\s").search
-SYNTHETIC_FAILURE_STATUS = 299  # the SDK's status for client-side failures without an HTTP status
-# Properties a sender sets when the provider reported no (or partial) usage for a call.
-USAGE_INCOMPLETE = "system.usage_incomplete"
-USAGE_INCOMPLETE_REASON = "system.usage_incomplete.reason"
 _PROVIDER_FIELDS = (
     "provider_uri",
     "provider_request_json",
@@ -77,27 +70,12 @@ class Attribution:
     price_as_resource: str | None = None
 
 
-_HEADER_NAMES = {
-    "limit_ids": "xProxy-Limit-IDs",
-    "request_tags": "xProxy-Request-Tags",
-    "user_id": "xProxy-User-ID",
-    "account_name": "xProxy-Account-Name",
-    "use_case_name": "xProxy-UseCase-Name",
-    "use_case_id": "xProxy-UseCase-ID",
-    "use_case_version": "xProxy-UseCase-Version",
-    "use_case_step": "xProxy-UseCase-Step",
-}
-
-
-# Headers a single ingest reads (matched case-insensitively).
-ATTRIBUTION_HEADERS = (
-    *_HEADER_NAMES.values(),
-    "xProxy-Resource-Scope",
-    "xProxy-Logging-Disable",
-    "xProxy-Instrumented-Module",
-    "xProxy-PriceAs-Category",
-    "xProxy-PriceAs-Resource",
-)
+# Names of the attribution fields in errors of a single ingest (headers) and of a bulk item (fields).
+_HEADER_NAMES = P.ATTRIBUTION_HEADERS
+_BULK_NAMES = {k: k for k in _HEADER_NAMES}
+# Lower-cased names (as the server hands them over) of the headers a single ingest reads.
+_H = {k: v.lower() for k, v in {**P.ATTRIBUTION_HEADERS, **P.PRICE_AS_HEADERS}.items()}
+_LOGGING_DISABLE = P.LOGGING_DISABLE.lower()
 
 
 def _split(value: str | None) -> list[str]:
@@ -107,30 +85,30 @@ def _split(value: str | None) -> list[str]:
 def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution:
     """Read the ``xProxy-*`` headers of a single ingest from a mapping with lower-cased names."""
     get = headers.get
-    version = get("xproxy-usecase-version")
+    version = get(_H["use_case_version"])
     if version is not None and version.strip():
         try:
             version_int: int | None = int(version)
         except ValueError:
             raise bad_request(
-                "invalid_use_case_version", f"xProxy-UseCase-Version must be an integer, got {version!r}"
+                "invalid_use_case_version", f"{_HEADER_NAMES['use_case_version']} must be an integer, got {version!r}"
             ) from None
     else:
         version_int = None
     return Attribution(
-        limit_ids=_split(get("xproxy-limit-ids")),
-        request_tags=_split(get("xproxy-request-tags")),
-        user_id=get("xproxy-user-id") or None,
-        account_name=get("xproxy-account-name") or None,
-        use_case_name=get("xproxy-usecase-name") or None,
-        use_case_id=get("xproxy-usecase-id") or None,
+        limit_ids=_split(get(_H["limit_ids"])),
+        request_tags=_split(get(_H["request_tags"])),
+        user_id=get(_H["user_id"]) or None,
+        account_name=get(_H["account_name"]) or None,
+        use_case_name=get(_H["use_case_name"]) or None,
+        use_case_id=get(_H["use_case_id"]) or None,
         use_case_version=version_int,
-        use_case_step=get("xproxy-usecase-step") or None,
-        resource_scope=get("xproxy-resource-scope") or None,
-        logging_disabled=get("xproxy-logging-disable") == "True",
+        use_case_step=get(_H["use_case_step"]) or None,
+        resource_scope=get(_H["resource_scope"]) or None,
+        logging_disabled=get(_LOGGING_DISABLE) == "True",
         dedupe_id=dedupe_id or None,
-        price_as_category=(get("xproxy-priceas-category") or "").strip() or None,
-        price_as_resource=(get("xproxy-priceas-resource") or "").strip() or None,
+        price_as_category=(get(_H["price_as_category"]) or "").strip() or None,
+        price_as_resource=(get(_H["price_as_resource"]) or "").strip() or None,
     )
 
 
@@ -224,18 +202,16 @@ class Ingestor:
         self.pricer = pricer
 
     def _check_attribution(self, app: Application, attr: Attribution, names: dict[str, str]) -> None:
-        if attr.user_id is not None and _SPACE(attr.user_id):
+        if attr.user_id is not None and P.has_whitespace(attr.user_id):
             raise bad_request("invalid_user_id", f"{names['user_id']} must not contain spaces")
         for tag in attr.request_tags:
-            if not _TAG.fullmatch(tag):
+            if not P.REQUEST_TAG_RULE.fullmatch(tag):
                 raise bad_request(
-                    "invalid_tags",
-                    f"{names['request_tags']}: tag {tag!r} may contain only letters, digits, '_' and '-'",
+                    "invalid_tags", f"{names['request_tags']}: tag {tag!r} must be {P.REQUEST_TAG_RULE_TEXT}"
                 )
-        if attr.use_case_name is not None and not _USE_CASE_NAME.fullmatch(attr.use_case_name):
+        if attr.use_case_name is not None and not P.USE_CASE_NAME_RULE.fullmatch(attr.use_case_name):
             raise bad_request(
-                "invalid_use_case_name",
-                f"{names['use_case_name']} must be 1-64 characters of letters, digits, '.', '_' or '-'",
+                "invalid_use_case_name", f"{names['use_case_name']} must be {P.USE_CASE_NAME_RULE_TEXT}"
             )
         if attr.use_case_name is None:
             for f in ("use_case_id", "use_case_version", "use_case_step"):
@@ -343,11 +319,11 @@ class Ingestor:
             input_tokens += u["input"]
             output_tokens += u["output"]
         status = event.http_status_code
-        failed = status is not None and (status >= 400 or status == SYNTHETIC_FAILURE_STATUS)
+        failed = status is not None and (status >= 400 or status == P.FAILURE_STATUS)
         sent = event.properties or {}
-        if not failed and not (input_tokens or output_tokens) and sent.get(USAGE_INCOMPLETE) == "true":
+        if not failed and not (input_tokens or output_tokens) and sent.get(P.USAGE_INCOMPLETE) == "true":
             # A successful call whose usage the provider never reported: its cost is unknown, not $0.
-            reason = sent.get(USAGE_INCOMPLETE_REASON) or "usage not reported"
+            reason = sent.get(P.USAGE_INCOMPLETE_REASON) or "usage not reported"
             price = PriceResult(priced=False, unpriced_reason=f"usage not reported ({reason})")
         else:
             # xProxy-PriceAs-*: price the call as another category/resource; it stays stored as sent.
@@ -357,8 +333,8 @@ class Ingestor:
             if price.resource_version is not None:
                 self.store.remember_resource_version(price.resource_version, price_category, price_resource)
         properties = {k: v for k, v in sent.items() if v is not None}
-        if failed and "system.failure" not in properties:
-            properties["system.failure"] = f"http_status_{status}"
+        if failed and P.FAILURE not in properties:
+            properties[P.FAILURE] = f"http_status_{status}"
 
         provider_data = {}
         for f in _PROVIDER_FIELDS:
@@ -472,5 +448,3 @@ def response_body(stored: StoredRequest, *, duplicate: bool) -> dict[str, Any]:
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
-
-_BULK_NAMES = {k: k for k in _HEADER_NAMES}
