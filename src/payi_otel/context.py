@@ -395,17 +395,26 @@ def _wrap_coroutine_function(fn: Callable[..., Any], layer: dict[str, Any]) -> C
     return wrapper
 
 
+def _start_in_new_frame(
+    fn: Callable[..., Any], layer: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[otel_context.Context, Any]:
+    """Merge ``layer`` once for this call and create the (async) generator inside it.
+
+    Returns the context to attach around each resumption, and the generator.
+    """
+    scoped = _with_frame(_new_frame(layer))
+    token = otel_context.attach(scoped)
+    try:
+        return scoped, fn(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+
+
 def _wrap_generator_function(fn: Callable[..., Any], layer: dict[str, Any]) -> Callable[..., Any]:
     # The context is active during each resumption of the generator and absent between them.
     # send/throw/close are forwarded exactly as ``yield from`` would, but each inside the context.
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        frame = _new_frame(layer)
-        scoped = _with_frame(frame)
-        token = otel_context.attach(scoped)
-        try:
-            gen = fn(*args, **kwargs)
-        finally:
-            otel_context.detach(token)
+        scoped, gen = _start_in_new_frame(fn, layer, args, kwargs)
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
@@ -435,13 +444,7 @@ def _wrap_generator_function(fn: Callable[..., Any], layer: dict[str, Any]) -> C
 def _wrap_async_generator_function(fn: Callable[..., Any], layer: dict[str, Any]) -> Callable[..., Any]:
     # Same protocol as the generator wrapper, with asend/athrow/aclose.
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        frame = _new_frame(layer)
-        scoped = _with_frame(frame)
-        token = otel_context.attach(scoped)
-        try:
-            agen = fn(*args, **kwargs)
-        finally:
-            otel_context.detach(token)
+        scoped, agen = _start_in_new_frame(fn, layer, args, kwargs)
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
