@@ -123,6 +123,11 @@ def view_from_readable_span(span: Any) -> SpanView:
     )
 
 
+def _kvlist_json(pairs: dict[str, Any]) -> str:
+    """A key-value list attribute value (OTLP ``kvlistValue``), which spans cannot hold: as JSON."""
+    return json.dumps(pairs)
+
+
 # --- OTLP protobuf --------------------------------------------------------------------------
 
 
@@ -136,22 +141,14 @@ def _proto_value(value: AnyValue) -> Any:
     if kind == "array_value":
         return tuple(_proto_value(v) for v in value.array_value.values)
     if kind == "kvlist_value":
-        return json.dumps({kv.key: _proto_value(kv.value) for kv in value.kvlist_value.values})
+        return _kvlist_json({kv.key: _proto_value(kv.value) for kv in value.kvlist_value.values})
     if kind == "bytes_value":
         return value.bytes_value.hex()
     return None
 
 
-def view_from_otlp_proto(span: ProtoSpan) -> SpanView:
-    """View of an OTLP protobuf ``Span``."""
-    attributes = {}
-    namespaces, names, scalars = _MAPPED_NAMESPACES, _MAPPED_NAMES, _PROTO_SCALARS
-    for kv in span.attributes:  # inlined is_mapped_attribute and scalar case
-        key = kv.key
-        if key.startswith(namespaces) or key in names:
-            value = kv.value
-            kind = value.WhichOneof("value")
-            attributes[key] = getattr(value, kind) if kind in scalars else _proto_value(value)
+def _proto_span_view(span: Any, attributes: dict[str, Any]) -> SpanView:
+    """The view of a protobuf span (the full OTLP message or the lean copy: same field names)."""
     status = span.status
     start = span.start_time_unix_nano
     return SpanView(
@@ -164,6 +161,19 @@ def view_from_otlp_proto(span: ProtoSpan) -> SpanView:
         int.from_bytes(span.trace_id, "big"),
         int.from_bytes(span.span_id, "big"),
     )
+
+
+def view_from_otlp_proto(span: ProtoSpan) -> SpanView:
+    """View of an OTLP protobuf ``Span``."""
+    attributes = {}
+    namespaces, names, scalars = _MAPPED_NAMESPACES, _MAPPED_NAMES, _PROTO_SCALARS
+    for kv in span.attributes:  # inlined is_mapped_attribute and scalar case
+        key = kv.key
+        if key.startswith(namespaces) or key in names:
+            value = kv.value
+            kind = value.WhichOneof("value")
+            attributes[key] = getattr(value, kind) if kind in scalars else _proto_value(value)
+    return _proto_span_view(span, attributes)
 
 
 # Whole requests decode through a lean, wire-compatible copy of the OTLP trace schema: only the
@@ -230,18 +240,7 @@ def _lean_view(span: Any) -> SpanView:
             raw = kv.value
             value = known(raw, missing)
             attributes[key] = _encoded_value(raw) if value is missing else value
-    status = span.status
-    start = span.start_time_unix_nano
-    return SpanView(
-        span.name,
-        start,
-        span.end_time_unix_nano or start,
-        attributes,
-        status.code == ProtoStatus.STATUS_CODE_ERROR,
-        status.message or None,
-        int.from_bytes(span.trace_id, "big"),
-        int.from_bytes(span.span_id, "big"),
-    )
+    return _proto_span_view(span, attributes)
 
 
 _NOT_DECODED = object()
@@ -275,10 +274,6 @@ def _hex_id(value: Any, field: str) -> int:
 
 def _error_status(code: Any) -> bool:
     return code == 2 or code == "STATUS_CODE_ERROR"
-
-
-def _kvlist_json(pairs: dict[str, Any]) -> str:
-    return json.dumps(pairs)
 
 
 # The parsed-dict form (a body someone already parsed, or no msgspec installed).
