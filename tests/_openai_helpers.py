@@ -56,6 +56,20 @@ class Telemetry:
         return points
 
 
+def payi_event(span: Any) -> dict[str, Any]:
+    """The ingest event the exporter makes of ``span``: what Pay-i receives for the call."""
+    from payi_otel.exporters.mapping import event_from_span
+
+    event = event_from_span(span)
+    assert event is not None, f"{span.name} is not a provider-call span"
+    return event
+
+
+def usage_complete(event: dict[str, Any]) -> bool:
+    """False when the event is flagged ``system.usage_incomplete``."""
+    return (event.get("properties") or {}).get("system.usage_incomplete") != "true"
+
+
 @pytest.fixture
 def telemetry():
     return Telemetry()

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from _openai_helpers import Telemetry
+from _openai_helpers import Telemetry, payi_event, usage_complete
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.core import CallRecord, SpanCore, capture_content_from_env, fq_name, split_proxy_headers
@@ -47,15 +47,50 @@ def test_success_span_carries_semconv_and_payi_view(tel):
     assert span.name == "chat gpt-4o" and span.kind is SpanKind.CLIENT
     assert a[A.GEN_AI_USAGE_INPUT_TOKENS] == 100 and a[A.GEN_AI_USAGE_OUTPUT_TOKENS] == 50
     assert a[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 30 and a[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 20
-    units = {k[len(A.PAYI_UNITS_PREFIX):]: v for k, v in a.items() if k.startswith(A.PAYI_UNITS_PREFIX)}
-    assert units == {f"{u}.{d}": v for u, dirs in to_units(usage).items() for d, v in dirs.items() if v or u == "text"}
-    assert units["text.input"] == 70 and units["text.output"] == 30
-    assert a[A.PAYI_RESOURCE] == "gpt-4o" and a[A.PAYI_CATEGORY] == "system.openai"
-    assert a[A.PAYI_USAGE_COMPLETE] is True and A.PAYI_USAGE_INCOMPLETE_REASON not in a
-    assert a[A.PAYI_PROVIDER_RESPONSE_ID] == "chatcmpl-1" and a[A.PAYI_HTTP_STATUS_CODE] == 200
     assert json.loads(a[A.PAYI_FUNCTION_CALLS]) == [{"name": "get_weather", "arguments": '{"city":"Paris"}'}]
     assert a[A.GEN_AI_REQUEST_MAX_TOKENS] == 64 and a[A.GEN_AI_REQUEST_TEMPERATURE] == 0.2
-    assert isinstance(a[A.PAYI_LATENCY_MS], int)
+    # What the semantic-convention attributes and the span's timing already say is not repeated as payi.*.
+    redundant = (A.PAYI_CATEGORY, A.PAYI_RESOURCE, A.PAYI_USAGE_COMPLETE, A.PAYI_PROVIDER_RESPONSE_ID,
+                 A.PAYI_HTTP_STATUS_CODE, A.PAYI_LATENCY_MS)  # fmt: skip
+    assert [k for k in a if k in redundant or k.startswith(A.PAYI_UNITS_PREFIX)] == []
+    event = payi_event(span)
+    assert event["units"] == to_units(usage)
+    assert event["units"]["text"] == {"input": 70, "output": 30}
+    assert event["resource"] == "gpt-4o" and event["category"] == "system.openai"
+    assert usage_complete(event) and A.PAYI_USAGE_INCOMPLETE_REASON not in a
+    assert event["provider_response_id"] == "chatcmpl-1" and event["http_status_code"] == 200
+    assert event["end_to_end_latency_ms"] == (span.end_time - span.start_time) // 1_000_000
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        Usage(input_tokens=100, output_tokens=50, input_audio_tokens=40, output_audio_tokens=10),
+        Usage(input_tokens=100, output_tokens=50, cache_write_tokens=10, cache_write_1h_tokens=20),
+        Usage(input_tokens=60, output_tokens=4160, input_image_tokens=10, output_image_tokens=4160),
+        Usage(images=2),
+        Usage(input_tokens=100, output_tokens=50, large_context=True),
+    ],
+    ids=["audio", "cache-1h", "vision", "per-image", "large-context"],
+)
+def test_units_the_token_counts_cannot_express_are_written(tel, usage):
+    call = core_for(tel).start(record())
+    call.record.usage = usage
+    call.end()
+    span = tel.one_span()
+    written = {k for k in span.attributes if k.startswith(A.PAYI_UNITS_PREFIX)}
+    assert written, "units beyond the gen_ai.usage.* counts must be on the span"
+    assert payi_event(span)["units"] == to_units(usage)
+
+
+def test_azure_mapped_resource_and_foreign_category_are_written(tel):
+    call = core_for(tel).start(record(provider="azure.ai.openai", category="system.openai", resource="gpt-4o-mini",
+                                      request_model="my-deployment"))  # fmt: skip
+    call.end()
+    a = tel.one_span().attributes
+    assert a[A.PAYI_RESOURCE] == "gpt-4o-mini" and a[A.PAYI_CATEGORY] == "system.openai"
+    event = payi_event(tel.one_span())
+    assert (event["resource"], event["category"]) == ("gpt-4o-mini", "system.openai")
 
 
 def test_missing_usage_is_flagged_not_priced(tel):
@@ -65,6 +100,8 @@ def test_missing_usage_is_flagged_not_priced(tel):
     assert a[A.PAYI_USAGE_COMPLETE] is False
     assert a[A.PAYI_USAGE_INCOMPLETE_REASON]
     assert not [k for k in a if k.startswith(A.PAYI_UNITS_PREFIX)]
+    event = payi_event(tel.one_span())
+    assert not usage_complete(event) and event["units"] == {}
 
 
 class Throttled(Exception):
@@ -79,7 +116,9 @@ def test_error_with_http_status(tel):
     a = span.attributes
     assert span.status.status_code.name == "ERROR"
     assert a[A.ERROR_TYPE] == f"{__name__}.Throttled"
-    assert a[A.PAYI_HTTP_STATUS_CODE] == 429 and a[A.PAYI_PROVIDER_RESPONSE_ID] == "req_123"
+    assert a[A.HTTP_RESPONSE_STATUS_CODE] == 429 and a[A.GEN_AI_RESPONSE_ID] == "req_123"
+    event = payi_event(span)
+    assert event["http_status_code"] == 429 and event["provider_response_id"] == "req_123"
     assert A.PAYI_FAILURE_DESCRIPTION not in a
     assert any(e.name == "exception" for e in span.events)
 
@@ -90,7 +129,18 @@ def test_error_without_status_gets_failure_description(tel):
     a = tel.one_span().attributes
     assert a[A.ERROR_TYPE] == "TimeoutError"
     assert a[A.PAYI_FAILURE_DESCRIPTION] == "TimeoutError: read timed out"
-    assert A.PAYI_HTTP_STATUS_CODE not in a
+    assert A.PAYI_HTTP_STATUS_CODE not in a and A.HTTP_RESPONSE_STATUS_CODE not in a
+    assert payi_event(tel.one_span())["http_status_code"] == 299
+
+
+def test_success_status_then_failure_keeps_the_status(tel):
+    """A stream answered 200 that then broke: the event keeps the provider's 200, flagged failed by error.type."""
+    call = core_for(tel).start(record(stream=True))
+    call.record.status_code = 200
+    call.fail(ConnectionError("reset"))
+    span = tel.one_span()
+    assert span.attributes[A.PAYI_HTTP_STATUS_CODE] == 200
+    assert payi_event(span)["http_status_code"] == 200
 
 
 def test_business_context_and_innermost_layer(tel):

@@ -18,7 +18,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from _openai_helpers import CASSETTES, Telemetry, client_for, instrumented, telemetry  # noqa: F401
+from _openai_helpers import CASSETTES, Telemetry, client_for, instrumented, payi_event, telemetry, usage_complete  # noqa: F401
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.core import DURATION_BUCKETS, TOKEN_BUCKETS
@@ -63,7 +63,7 @@ def test_include_usage_requested_on_a_copy_and_usage_chunk_hidden(instrumented):
     assert len(chunks) == len(STREAM_EVENTS) - 1 and all(c.choices for c in chunks)
     span = instrumented.one_span()
     assert span.attributes[A.GEN_AI_USAGE_INPUT_TOKENS] == usage_chunks[0]["usage"]["prompt_tokens"]
-    assert span.attributes[A.PAYI_USAGE_COMPLETE] is True
+    assert usage_complete(payi_event(span))
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_malformed_xproxy_header_never_breaks_the_call(instrumented):
     )
     assert result.id == CHAT.json()["id"]
     assert "xproxy-usecase-version" not in client.payi_transport.requests[-1].headers
-    assert instrumented.one_span().attributes[A.PAYI_USAGE_COMPLETE] is True
+    assert usage_complete(payi_event(instrumented.one_span()))
 
 
 # --- Azure -------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def test_azure_resource_from_deployment_mapping():
         instrumentor.uninstrument()
     attrs = telemetry.one_span().attributes
     assert attrs[A.PAYI_RESOURCE] == "gpt-4o"
-    assert attrs[A.PAYI_CATEGORY] == "system.azureopenai"
+    assert payi_event(telemetry.one_span())["category"] == "system.azureopenai"
     assert attrs[A.GEN_AI_PROVIDER_NAME] == "azure.ai.openai"
     assert attrs[A.SERVER_ADDRESS] == "traceloop-stg.openai.azure.com"
 
@@ -203,7 +203,7 @@ def test_with_raw_response_returns_the_raw_object_and_records_usage(instrumented
     assert completion.id == body["id"]
     attrs = instrumented.one_span().attributes
     assert attrs[A.GEN_AI_USAGE_INPUT_TOKENS] == body["usage"]["prompt_tokens"]
-    assert attrs[A.PAYI_HTTP_STATUS_CODE] == 200
+    assert payi_event(instrumented.one_span())["http_status_code"] == 200
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -230,9 +230,9 @@ def test_with_streaming_response_read_without_parse_still_ends_span(instrumented
         text = r.read()
     assert json.loads(text)["id"] == CHAT.json()["id"]
     attrs = instrumented.one_span().attributes
-    assert attrs[A.PAYI_HTTP_STATUS_CODE] == 200
     assert attrs[A.PAYI_USAGE_COMPLETE] is False
-    assert A.PAYI_LATENCY_MS in attrs
+    event = payi_event(instrumented.one_span())
+    assert event["http_status_code"] == 200 and not usage_complete(event)
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_provider_error_reaches_caller_unchanged(is_async, instrumented):
     assert str(traced.value) == str(plain.value)
     assert traced.value.body == plain.value.body
     span = instrumented.one_span()
-    assert span.attributes[A.PAYI_HTTP_STATUS_CODE] == 404
+    assert span.attributes[A.HTTP_RESPONSE_STATUS_CODE] == 404 and payi_event(span)["http_status_code"] == 404
     assert span.attributes[A.ERROR_TYPE] == "openai.NotFoundError"
     assert A.PAYI_FAILURE_DESCRIPTION not in span.attributes
 

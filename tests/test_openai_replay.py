@@ -22,6 +22,8 @@ from _openai_helpers import (  # noqa: F401 - fixtures
     endpoint,
     instrumented,
     method_for,
+    payi_event,
+    usage_complete,
     telemetry,
 )
 from payi_otel import attributes as A
@@ -192,11 +194,8 @@ def expectations(kind: str, interaction: Interaction) -> Expect:
 
 
 def span_units(span) -> dict[str, int]:
-    return {
-        k[len(A.PAYI_UNITS_PREFIX):]: v
-        for k, v in span.attributes.items()
-        if k.startswith(A.PAYI_UNITS_PREFIX) and v
-    }  # fmt: skip
+    """The event's non-zero units, flattened as ``unit.direction``."""
+    return {f"{unit}.{d}": v for unit, dirs in payi_event(span)["units"].items() for d, v in dirs.items() if v}
 
 
 # --- the replay ---------------------------------------------------------------------------------
@@ -233,14 +232,15 @@ def test_replayed_interaction(case: Case, is_async: bool, instrumented):
     attrs = span.attributes
     azure = bool(SUPPORTED_PATH.match(interaction.path).group("dep") or SUPPORTED_PATH.match(interaction.path).group("azv1"))
     assert attrs[A.GEN_AI_PROVIDER_NAME] == ("azure.ai.openai" if azure else "openai")
-    assert attrs[A.PAYI_CATEGORY] == ("system.azureopenai" if azure else "system.openai")
-    assert attrs[A.PAYI_HTTP_STATUS_CODE] == interaction.status
+    event = payi_event(span)
+    assert event["category"] == ("system.azureopenai" if azure else "system.openai")
+    assert event["http_status_code"] == interaction.status
 
     if interaction.status >= 400:
         assert error is not None and error.status_code == interaction.status
         assert attrs[A.ERROR_TYPE] == f"{type(error).__module__}.{type(error).__qualname__}"
         assert span.status.status_code.name == "ERROR"
-        assert attrs[A.PAYI_USAGE_COMPLETE] is False
+        assert attrs[A.PAYI_USAGE_COMPLETE] is False and not usage_complete(event)
         return
 
     assert error is None
@@ -251,9 +251,9 @@ def test_replayed_interaction(case: Case, is_async: bool, instrumented):
     if expect.output_tokens is not None:
         assert attrs.get(A.GEN_AI_USAGE_OUTPUT_TOKENS) == expect.output_tokens
     reported = expect.usage is not None or kind == "images/generations"
-    assert attrs[A.PAYI_USAGE_COMPLETE] is reported
+    assert usage_complete(event) is reported
     if expect.response_id:
-        assert attrs[A.PAYI_PROVIDER_RESPONSE_ID] == expect.response_id
+        assert event["provider_response_id"] == expect.response_id
     if expect.response_model:
         assert attrs[A.GEN_AI_RESPONSE_MODEL] == expect.response_model
     if expect.finish_reasons:
@@ -269,4 +269,4 @@ def test_replayed_interaction(case: Case, is_async: bool, instrumented):
     request_model = (interaction.request_body or {}).get("model")
     if request_model and not azure:
         assert span.name == f"{attrs[A.GEN_AI_OPERATION_NAME]} {request_model}"
-        assert attrs[A.PAYI_RESOURCE] == request_model
+        assert event["resource"] == request_model

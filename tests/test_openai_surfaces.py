@@ -9,7 +9,7 @@ import httpx2
 import openai
 import pytest
 
-from _openai_helpers import CASSETTES, client_for, instrumented, telemetry  # noqa: F401
+from _openai_helpers import CASSETTES, client_for, instrumented, payi_event, telemetry, usage_complete  # noqa: F401
 from payi_otel import attributes as A
 from payi_otel.replay import Cassette
 
@@ -57,7 +57,7 @@ def test_responses_stream_helper(is_async, instrumented):
     assert attrs[A.GEN_AI_USAGE_INPUT_TOKENS] == usage["input_tokens"]
     assert attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] == usage["output_tokens"]
     assert attrs[A.PAYI_STREAM_OUTCOME] == "completed"
-    assert attrs[A.PAYI_PROVIDER_RESPONSE_ID] == response.id
+    assert payi_event(instrumented.one_span())["provider_response_id"] == response.id
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -124,7 +124,7 @@ def test_image_generation_per_image(instrumented):
     mock_client(200, json.dumps(body).encode()).images.generate(model="dall-e-3", prompt="a cat", n=2)
     attrs = instrumented.one_span().attributes
     assert attrs["payi.units.image.output"] == 2
-    assert attrs[A.PAYI_USAGE_COMPLETE] is True
+    assert usage_complete(payi_event(instrumented.one_span()))
 
 
 def test_transcription_audio_tokens(instrumented):
@@ -147,7 +147,7 @@ def test_speech_has_no_usage_and_bytes_untouched(instrumented):
     attrs = instrumented.one_span().attributes
     assert attrs[A.GEN_AI_OPERATION_NAME] == "audio_speech"
     assert attrs[A.PAYI_USAGE_COMPLETE] is False
-    assert attrs[A.PAYI_HTTP_STATUS_CODE] == 200
+    assert payi_event(instrumented.one_span())["http_status_code"] == 200
 
 
 def test_embeddings_units(instrumented):
@@ -156,5 +156,5 @@ def test_embeddings_units(instrumented):
     result = mock_client(200, json.dumps(body).encode()).embeddings.create(model="text-embedding-3-small", input="hi")
     assert result.data[0].embedding == [0.1, 0.2]
     attrs = instrumented.one_span().attributes
-    assert attrs["payi.units.text.input"] == 8 and attrs["payi.units.text.output"] == 0
+    assert payi_event(instrumented.one_span())["units"] == {"text": {"input": 8, "output": 0}}
     assert attrs[A.GEN_AI_OPERATION_NAME] == "embeddings"

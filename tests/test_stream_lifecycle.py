@@ -10,7 +10,7 @@ import json
 import openai
 import pytest
 
-from _openai_helpers import CASSETTES, Telemetry, client_for
+from _openai_helpers import CASSETTES, Telemetry, client_for, payi_event, usage_complete
 from payi_otel import attributes as A
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 from payi_otel.replay import Cassette
@@ -156,12 +156,13 @@ def test_stream_lifecycle(name: str, is_async: bool):
     span = telemetry.one_span()
     attrs = span.attributes
     _, _, outcome, complete = scenario
+    event = payi_event(span)
     assert attrs[A.PAYI_STREAM_OUTCOME] == outcome
-    assert attrs[A.PAYI_USAGE_COMPLETE] is complete
-    assert attrs[A.PAYI_HTTP_STATUS_CODE] == 200
+    assert usage_complete(event) is complete
+    assert event["http_status_code"] == 200
     if complete:
         assert attrs[A.GEN_AI_USAGE_INPUT_TOKENS] == USAGE["prompt_tokens"]
-        assert attrs[A.PAYI_UNITS_PREFIX + "text.output"] == USAGE["completion_tokens"]
+        assert event["units"]["text"]["output"] == USAGE["completion_tokens"]
     else:
         assert A.PAYI_USAGE_INCOMPLETE_REASON in attrs
     if outcome == "error":

@@ -11,6 +11,20 @@ hands it to :class:`SpanCore`:
   reasons, tool calls, errors), records the metrics and ends the span, exactly once.
 
 Every attribute name comes from :mod:`payi_otel.attributes`; units come from :func:`payi_otel.units.to_units`.
+
+Each SDK attribute costs about a microsecond on the caller's thread, so a ``payi.*`` attribute is
+written only when it says more than the span already does; the exporter derives the omitted ones
+(``payi.exporters.mapping``), so the ingest event is the same either way:
+
+* ``payi.category``: omitted when it is the category of ``gen_ai.provider.name``;
+* ``payi.resource``: omitted unless it differs from the request model (Azure deployment mapping);
+* ``payi.units.*``: omitted when the ``gen_ai.usage.*`` token counts give the same units (no audio,
+  image, 1-hour cache, per-image or web-search units, no large context);
+* ``payi.usage.complete``: written only as ``false`` (with the reason); absent with usage = complete;
+* ``payi.http_status_code``: omitted for a plain 200 success; ``http.response.status_code`` carries
+  statuses >= 400; written for other statuses and for a 2xx call that failed afterwards (streams);
+* ``payi.provider_response_id``: never, ``gen_ai.response.id`` carries it;
+* ``payi.end_to_end_latency_ms``: never; the span's own start and end times are the call's.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
+from time import time_ns
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -54,6 +68,8 @@ ERROR = "error"
 ABANDONED = "abandoned"
 
 _NO_USAGE = "provider reported no usage"
+_CALL_OPERATIONS = A.PROVIDER_CALL_OPERATIONS
+_PROVIDER_CATEGORIES = A.PROVIDER_CATEGORIES
 
 
 def capture_content_from_env() -> bool:
@@ -101,7 +117,7 @@ def _load_context_api() -> tuple[Callable[[], Any], Callable[..., Any] | None] |
     if _context_api is not None or _context_missing:
         return _context_api
     try:
-        from payi_otel import context as ctx  # noqa: PLC0415 - optional at import time
+        from payi_otel import context as ctx  # noqa: PLC0415 - optional at from time import time_ns
 
         _context_api = (ctx.current_business_context, getattr(ctx, "merge", None))
     except (ImportError, AttributeError):
@@ -151,6 +167,31 @@ def fq_name(exc: BaseException) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _usage_attributes(attrs: dict[str, Any], usage: Usage) -> None:
+    """Token counts (semantic conventions), and Pay-i units where the counts do not already give them."""
+    if usage.input_tokens is not None:
+        attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if usage.cache_read_tokens:
+        attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+    cache_write = usage.cache_write_tokens + usage.cache_write_1h_tokens
+    if cache_write:
+        attrs[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
+    if usage.reasoning_tokens:
+        attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
+    if (
+        usage.input_audio_tokens or usage.output_audio_tokens or usage.input_image_tokens
+        or usage.output_image_tokens or usage.cache_write_1h_tokens or usage.images
+        or usage.web_search_requests or usage.large_context
+    ):  # fmt: skip
+        prefix = A.PAYI_UNITS_PREFIX
+        for unit, directions in to_units(usage).items():
+            for direction, value in directions.items():
+                if value or unit == "text":  # zero directions of other units say nothing
+                    attrs[f"{prefix}{unit}.{direction}"] = value
 
 
 class SpanCore:
@@ -203,11 +244,9 @@ class SpanCore:
     def start(self, record: CallRecord) -> "Call":
         """Open the span for ``record`` (request side known). Never raises into the caller."""
         model = record.request_model
-        attrs: dict[str, Any] = {
-            A.GEN_AI_OPERATION_NAME: record.operation,
-            A.GEN_AI_PROVIDER_NAME: record.provider,
-            A.PAYI_CATEGORY: record.category,
-        }
+        attrs: dict[str, Any] = {A.GEN_AI_OPERATION_NAME: record.operation, A.GEN_AI_PROVIDER_NAME: record.provider}
+        if record.operation not in _CALL_OPERATIONS or _PROVIDER_CATEGORIES.get(record.provider) != record.category:
+            attrs[A.PAYI_CATEGORY] = record.category
         if model:
             attrs[A.GEN_AI_REQUEST_MODEL] = model
         if record.server_address:
@@ -234,8 +273,9 @@ class SpanCore:
         if business:
             attrs.update(business)
         name = f"{record.operation} {model}" if model else record.operation
-        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
-        return Call(self, record, span)
+        t0 = time_ns()
+        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs, start_time=t0)
+        return Call(self, record, span, t0)
 
 
 class Call:
@@ -243,12 +283,12 @@ class Call:
 
     __slots__ = ("core", "record", "span", "data", "_t0", "_ttft_ns", "_ended")
 
-    def __init__(self, core: SpanCore, record: CallRecord, span: trace.Span) -> None:
+    def __init__(self, core: SpanCore, record: CallRecord, span: trace.Span, start_ns: int | None = None) -> None:
         self.core = core
         self.record = record
         self.span = span
         self.data: Any = None  # free slot for the instrumentor's per-call state
-        self._t0 = time.perf_counter_ns()
+        self._t0 = time_ns() if start_ns is None else start_ns  # the span's start time
         self._ttft_ns: int | None = None
         self._ended = False
 
@@ -270,7 +310,7 @@ class Call:
 
     def first_token(self) -> None:
         if self._ttft_ns is None:
-            self._ttft_ns = time.perf_counter_ns() - self._t0
+            self._ttft_ns = max(time_ns() - self._t0, 0)
 
     # -- endings --------------------------------------------------------------------------------
     def end(self) -> None:
@@ -304,13 +344,13 @@ class Call:
             self.span.end()
 
     def _finish(self, exc: BaseException | None) -> None:
-        elapsed_ns = time.perf_counter_ns() - self._t0
+        end_ns = time_ns()
         rec = self.record
         span = self.span
         usage = rec.usage
         error_type = fq_name(exc) if exc is not None else None
         if span.is_recording():
-            attrs = self._response_attributes(rec, usage, elapsed_ns)
+            attrs = self._response_attributes(rec, usage, exc is not None)
             if exc is not None:
                 attrs[A.ERROR_TYPE] = error_type
                 if rec.status_code is None:
@@ -319,23 +359,23 @@ class Call:
             if exc is not None:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"[:1024]))
-        span.end()
-        self._record_metrics(rec, usage, elapsed_ns / 1e9, error_type)
+        span.end(end_time=end_ns)  # the span's duration is the call's end-to-end latency
+        self._record_metrics(rec, usage, max(end_ns - self._t0, 0) / 1e9, error_type)
 
-    def _response_attributes(self, rec: CallRecord, usage: Usage | None, elapsed_ns: int) -> dict[str, Any]:
-        attrs: dict[str, Any] = {A.PAYI_LATENCY_MS: elapsed_ns // 1_000_000}
+    def _response_attributes(self, rec: CallRecord, usage: Usage | None, failed: bool) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
         if rec.response_model:
             attrs[A.GEN_AI_RESPONSE_MODEL] = rec.response_model
-        resource = rec.resource or rec.request_model or rec.response_model
-        if resource:
-            attrs[A.PAYI_RESOURCE] = resource
+        if rec.resource and rec.resource != (rec.request_model or rec.response_model):
+            attrs[A.PAYI_RESOURCE] = rec.resource
         if rec.response_id:
             attrs[A.GEN_AI_RESPONSE_ID] = rec.response_id
-            attrs[A.PAYI_PROVIDER_RESPONSE_ID] = rec.response_id
-        if rec.status_code is not None:
-            attrs[A.PAYI_HTTP_STATUS_CODE] = rec.status_code
-            if rec.status_code >= 400:  # the HTTP semconv attribute only where it adds information
-                attrs[A.HTTP_RESPONSE_STATUS_CODE] = rec.status_code
+        status = rec.status_code
+        if status is not None:
+            if status >= 400:  # read back by the exporter as the provider status
+                attrs[A.HTTP_RESPONSE_STATUS_CODE] = status
+            elif status != 200 or failed:
+                attrs[A.PAYI_HTTP_STATUS_CODE] = status
         if rec.finish_reasons:
             attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = rec.finish_reasons
         if rec.tool_calls:
@@ -344,29 +384,13 @@ class Call:
             attrs[A.PAYI_TIME_TO_FIRST_TOKEN_MS] = self._ttft_ns // 1_000_000
         if rec.stream_outcome is not None:
             attrs[A.PAYI_STREAM_OUTCOME] = rec.stream_outcome
-        reported = usage is not None and usage.reported
-        if reported:
-            if usage.input_tokens is not None:
-                attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-            if usage.output_tokens is not None:
-                attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-            if usage.cache_read_tokens:
-                attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
-            cache_write = usage.cache_write_tokens + usage.cache_write_1h_tokens
-            if cache_write:
-                attrs[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
-            if usage.reasoning_tokens:
-                attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
-            prefix = A.PAYI_UNITS_PREFIX
-            for unit, directions in to_units(usage).items():
-                for direction, value in directions.items():
-                    if value or unit == "text":  # zero directions of other units say nothing
-                        attrs[f"{prefix}{unit}.{direction}"] = value
         reason = rec.usage_incomplete_reason
-        if reason is None and not reported:
+        if usage is not None and usage.reported:
+            _usage_attributes(attrs, usage)
+        elif reason is None:
             reason = _NO_USAGE
-        attrs[A.PAYI_USAGE_COMPLETE] = reason is None
         if reason is not None:
+            attrs[A.PAYI_USAGE_COMPLETE] = False
             attrs[A.PAYI_USAGE_INCOMPLETE_REASON] = reason
         if self.core.capture_content:
             if rec.input_messages is not None:
