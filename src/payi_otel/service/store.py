@@ -188,6 +188,10 @@ _RESULT_COLUMNS = (
     "request_id, event_ms, ingest_ms, use_case_name, use_case_id, use_case_version, use_case_step, user_id,"
     " account_name, resource_id, cost_input, cost_output, cost_total, unpriced_reason, unknown_units, request_tags"
 )
+_SELECT_RESULT = f"SELECT {_RESULT_COLUMNS} FROM requests WHERE application_id = ? AND "
+_RESULT_BY_DEDUPE_ID = _SELECT_RESULT + "dedupe_id = ?"
+_RESULT_BY_REQUEST_ID = _SELECT_RESULT + "request_id = ?"
+_RESULT_BY_PROVIDER_ID = _SELECT_RESULT + "category = ? AND provider_response_id = ?"
 
 # Report dimensions -> SQL expression (the only place report columns are spelled in SQL).
 REPORT_DIMENSIONS: dict[str, str] = {
@@ -485,18 +489,15 @@ class Store:
     def find_duplicate(
         self, application_id: int, category: str, provider_response_id: str | None, dedupe_id: str | None
     ) -> StoredRequest | None:
-        row = None
+        found = None
         if dedupe_id is not None:
-            row = self._conn.execute(
-                f"SELECT {_RESULT_COLUMNS} FROM requests WHERE application_id = ? AND dedupe_id = ?",
-                (application_id, dedupe_id),
-            ).fetchone()
-        if row is None and provider_response_id is not None:
-            row = self._conn.execute(
-                f"SELECT {_RESULT_COLUMNS} FROM requests"
-                " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
-                (application_id, category, provider_response_id),
-            ).fetchone()
+            found = self._stored_request(_RESULT_BY_DEDUPE_ID, (application_id, dedupe_id))
+        if found is None and provider_response_id is not None:
+            found = self._stored_request(_RESULT_BY_PROVIDER_ID, (application_id, category, provider_response_id))
+        return found
+
+    def _stored_request(self, sql: str, params: tuple[Any, ...]) -> StoredRequest | None:
+        row = self._conn.execute(sql, params).fetchone()
         return None if row is None else StoredRequest.from_row(row)
 
     def unknown_limit_ids(self, application_id: int, limit_ids: list[str]) -> list[str]:
@@ -604,17 +605,8 @@ class Store:
         """A stored request of this application, by request id or by (category, provider response id)."""
         with self._lock:
             if request_id is not None:
-                row = self._conn.execute(
-                    f"SELECT {_RESULT_COLUMNS} FROM requests WHERE application_id = ? AND request_id = ?",
-                    (application_id, request_id),
-                ).fetchone()
-            else:
-                row = self._conn.execute(
-                    f"SELECT {_RESULT_COLUMNS} FROM requests"
-                    " WHERE application_id = ? AND category = ? AND provider_response_id = ?",
-                    (application_id, category, provider_response_id),
-                ).fetchone()
-        return None if row is None else StoredRequest.from_row(row)
+                return self._stored_request(_RESULT_BY_REQUEST_ID, (application_id, request_id))
+            return self._stored_request(_RESULT_BY_PROVIDER_ID, (application_id, category, provider_response_id))
 
     def request_properties(self, application_id: int, request_id: str) -> dict[str, str] | None:
         with self._lock:
