@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime
 
 import pytest
-from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from otlp_support import otlp_json
 from payi_otel import attributes as A
 from payi_otel.exporters import (
     OtlpDecodeError,
@@ -54,18 +53,6 @@ def make_span():
 
     yield make
     provider.shutdown()
-
-
-def otlp_json(spans) -> dict:
-    """The OTLP/JSON encoding of ``spans`` (hex ids, as the OTLP JSON spec requires)."""
-    message = json_format.MessageToDict(encode_spans(spans))
-    for rs in message["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for span in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in span:
-                        span[key] = base64.b64decode(span[key]).hex()
-    return message
 
 
 # --- the three span forms --------------------------------------------------------------------

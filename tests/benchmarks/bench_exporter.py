@@ -9,22 +9,21 @@ load does not distort them.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fault-injecting ingest server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fault-injecting ingest server, helpers
 
-from google.protobuf import json_format  # noqa: E402
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 from exporter_fault_server import FaultServer  # noqa: E402
+from otlp_support import otlp_json  # noqa: E402
 from payi_otel import attributes as A  # noqa: E402
 from payi_otel.exporters import (  # noqa: E402
     PayiSpanExporter,
@@ -113,14 +112,7 @@ def make_spans(n: int, attributes=typical_attributes):
 
 def otlp_json_body(spans) -> bytes:
     """The OTLP/JSON encoding of ``spans`` as an exporter sends it (hex ids, int64 as strings)."""
-    message = json_format.MessageToDict(encode_spans(spans))
-    for rs in message["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for span in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in span:
-                        span[key] = base64.b64decode(span[key]).hex()
-    return json.dumps(message, separators=(",", ":")).encode()
+    return json.dumps(otlp_json(spans), separators=(",", ":")).encode()
 
 
 def rate(label: str, count: int, seconds: float, target: int | None = None) -> None:
