@@ -9,12 +9,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from payi_otel.service.server import ServiceThread
+from payi_otel.service.store import DB_FILE
 
 
 @contextmanager
@@ -23,3 +27,25 @@ def running_service(data_dir: str | os.PathLike[str]) -> Iterator[ServiceThread]
     ``api_key`` (the default application's key) and ``data_dir``; stops it on exit."""
     with ServiceThread(Path(data_dir)) as service:
         yield service
+
+
+@contextmanager
+def read_only_store(data_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the service's SQLite file (rows as ``sqlite3.Row``)."""
+    conn = sqlite3.connect(f"file:{Path(data_dir) / DB_FILE}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def stored_requests(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every stored request (oldest first) as a dict; its JSON columns ``units``, ``properties`` and
+    ``provider_data`` decoded (``{}`` when empty)."""
+    with read_only_store(data_dir) as conn:
+        rows = [dict(row) for row in conn.execute("SELECT * FROM requests ORDER BY id")]
+    for row in rows:
+        for col in ("units", "properties", "provider_data"):
+            row[col] = json.loads(row[col] or "{}")
+    return rows

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 from payi_otel.replay import Cassette, Interaction
 from payi_otel.service.server import ServiceThread
-from service_support import running_service
+from service_support import read_only_store, running_service, stored_requests
 
 CASSETTES = Path(__file__).parent / "cassettes"
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
@@ -107,7 +106,7 @@ class Pipeline:
         return r.json().get("xproxy_result", r.json())
 
     def rows(self) -> list[dict[str, Any]]:
-        return store_rows(self.service.data_dir)
+        return stored_requests(self.service.data_dir)
 
     def report(self, capsys: Any, *by: str) -> dict[str, Any]:
         capsys.readouterr()
@@ -118,29 +117,12 @@ class Pipeline:
         return json.loads(capsys.readouterr().out)
 
 
-def store_rows(data_dir: Path) -> list[dict[str, Any]]:
-    """Every stored request (oldest first) as a dict, its JSON columns decoded."""
-    conn = sqlite3.connect(f"file:{Path(data_dir) / 'payi.db'}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = [dict(row) for row in conn.execute("SELECT * FROM requests ORDER BY id")]
-    finally:
-        conn.close()
-    for row in rows:
-        for col in ("units", "properties", "provider_data"):
-            row[col] = json.loads(row[col]) if row.get(col) else None
-    return rows
-
-
 def use_case_instance(data_dir: Path, use_case_id: str) -> dict[str, Any]:
-    conn = sqlite3.connect(f"file:{Path(data_dir) / 'payi.db'}?mode=ro", uri=True, timeout=5)
-    try:
+    with read_only_store(data_dir) as conn:
         name, version, props = conn.execute(
             "SELECT name, version, properties FROM use_case_instances WHERE use_case_id = ?", (use_case_id,)
         ).fetchone()
-        return {"name": name, "version": version, "properties": json.loads(props or "{}")}
-    finally:
-        conn.close()
+    return {"name": name, "version": version, "properties": json.loads(props or "{}")}
 
 
 @contextmanager
@@ -457,7 +439,7 @@ def test_service_down_spools_then_delivers_once_survives_restart_and_dedupes_ree
             assert exporter.force_flush(15_000)
             assert exporter.delivered_events == 4
             assert exporter.spool.pending_batches() == 0
-            rows = store_rows(data)
+            rows = stored_requests(data)
             assert len(rows) == 4
             assert {r["use_case_name"] for r in rows} == {"offline_first"}
             assert {r["user_id"] for r in rows} == {"dora"}
@@ -490,7 +472,7 @@ def test_service_down_spools_then_delivers_once_survives_restart_and_dedupes_ree
                 assert again.delivered_events == 4 and again.rejected_events == 0
             finally:
                 again.shutdown()
-        after = {r["provider_response_id"]: (r["request_id"], r["units"], r["cost_total"]) for r in store_rows(data)}
+        after = {r["provider_response_id"]: (r["request_id"], r["units"], r["cost_total"]) for r in stored_requests(data)}
         assert after == before  # recognised as duplicates: nothing stored or counted twice
 
         capsys.readouterr()
@@ -648,7 +630,7 @@ def test_captured_message_content_is_stored_only_when_exported(export_content, t
         finally:
             instrumentor.uninstrument()
             provider.shutdown()
-        (row,) = store_rows(service.data_dir)
+        (row,) = stored_requests(service.data_dir)
     assert row["provider_response_id"] == completion.id
     assert row["units"] == text_units(recorded_usage(recorded(CHAT)))
     data = row["provider_data"] or {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from service_support import running_service
+from service_support import running_service, stored_requests
 
 CASSETTES = Path(__file__).parent / "cassettes"
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
@@ -79,23 +78,10 @@ def run_app(code: str, tmp_path: Path, env: dict[str, str], *, zero_code: bool) 
     return out
 
 
-def stored(data_dir: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{data_dir / 'payi.db'}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id")]
-    finally:
-        conn.close()
-    for row in rows:
-        row["units"] = json.loads(row["units"])
-        row["properties"] = json.loads(row["properties"] or "{}")
-    return rows
-
-
 def wait_for_rows(data_dir: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = stored(data_dir)
+        rows = stored_requests(data_dir)
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
@@ -132,7 +118,7 @@ def test_zero_code_with_the_instrumentor_disabled_sends_nothing(tmp_path):
         out = run_app(TRACKED_APP, tmp_path, {**env, **service_env(service)}, zero_code=True)
         assert "IDS chatcmpl-" in out.stdout  # the app ran its calls
         # The process has exited, so its exporter has shut down: anything it had would be delivered.
-        assert stored(service.data_dir) == []
+        assert stored_requests(service.data_dir) == []
     assert not any(p.is_file() and p.stat().st_size for p in (tmp_path / "spool").rglob("*"))
 
 
