@@ -83,9 +83,20 @@ class Conn:
         self.writer.close()
 
 
+async def on_connections(port: int, key: str, clients: int, worker) -> float:
+    """Run ``worker(conn)`` on ``clients`` connections at once; returns the seconds they took."""
+    conns = [await Conn(port, key).open() for _ in range(clients)]
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in conns))
+        return time.perf_counter() - start
+    finally:
+        for c in conns:
+            c.close()
+
+
 async def single_throughput(port: int, key: str, seconds: float, clients: int) -> float:
     body = json.dumps(EVENT).encode()
-    conns = [await Conn(port, key).open() for _ in range(clients)]
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -96,17 +107,12 @@ async def single_throughput(port: int, key: str, seconds: float, clients: int) -
             assert status == 200, status
             done += 1
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
-    elapsed = time.perf_counter() - start
-    for c in conns:
-        c.close()
+    elapsed = await on_connections(port, key, clients, worker)
     return done / elapsed
 
 
 async def bulk_ingest(port: int, key: str, total: int, batch: int, clients: int, on_progress=None) -> float:
     body = json.dumps([BULK_EVENT] * batch).encode()
-    conns = [await Conn(port, key).open() for _ in range(clients)]
     sent = 0
     next_report = [0]
 
@@ -120,11 +126,7 @@ async def bulk_ingest(port: int, key: str, total: int, batch: int, clients: int,
                 next_report[0] += max(total // 10, batch)
                 on_progress(sent)
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
-    elapsed = time.perf_counter() - start
-    for c in conns:
-        c.close()
+    elapsed = await on_connections(port, key, clients, worker)
     return sent / elapsed
 
 
