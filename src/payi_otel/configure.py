@@ -257,13 +257,11 @@ def _setup_exporter(handle: Instrumentation, tracer_provider: Any, exporter: boo
 
 
 def _pay_i_processor() -> Any:
-    try:
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    # Imported here, when a processor is wanted, so that `import payi_otel` stays light.
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        from payi_otel.exporters import PayiSpanExporter
-    except ImportError as exc:
-        _LOG.warning("payi-otel: the Pay-i span exporter is not available (%s); spans will not be sent to Pay-i", exc)
-        return None
+    from payi_otel.exporters import PayiSpanExporter
+
     try:
         return BatchSpanProcessor(PayiSpanExporter())
     except Exception as exc:
