@@ -269,10 +269,6 @@ def clear_global_defaults() -> None:
     _GLOBAL = (_GLOBAL[0] + 1, None)
 
 
-def global_defaults() -> BusinessContext | None:
-    return _GLOBAL[1]
-
-
 # --- active context storage -----------------------------------------------------------------
 
 

@@ -144,10 +144,6 @@ class Cassette:
         data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_yaml_loader())  # noqa: S506
         return cls([_interaction(i) for i in data.get("interactions", [])], name=path.name)
 
-    def rewind(self) -> None:
-        with self._lock:
-            self._used.clear()
-
     def next_for(self, method: str, path: str) -> Interaction:
         with self._lock:
             for i, interaction in enumerate(self.interactions):
