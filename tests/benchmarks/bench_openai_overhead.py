@@ -202,6 +202,8 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "
     if scenario == "chunkcost":
         return chunk_cost(calls, chunks)
     instrumented, bare = setup.calls(scenario)
+    if scenario == "pycalls":
+        return python_calls(setup, instrumented, bare)
     setup.switch(True)
     for _ in range(min(calls // 5, 1000)):
         instrumented()
@@ -244,6 +246,42 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "
         "added_wall_us": statistics.median(a - b for a, b in zip(wall["on"], wall["off"])) * us,
         "wall_us": statistics.median(wall["on"]) * us,
     }
+
+
+def python_calls(setup: _Setup, instrumented, bare) -> dict:
+    """Python function calls the mode adds per call (cProfile's count, builtins included): a
+    deterministic measure of the work, immune to machine noise. For the instrumentations it is split by
+    switching parts off: metrics (no-op meter provider), then spans too (no-op tracer provider)."""
+    import cProfile
+    import pstats
+
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    def count(fn, n: int = 100) -> float:
+        for _ in range(10):
+            fn()
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(n):
+            fn()
+        pr.disable()
+        return pstats.Stats(pr).total_calls / n
+
+    base = count(bare)
+    setup.switch(True)
+    total = round(count(instrumented) - base)
+    setup.switch(False)
+    out = {"mode": setup.mode, "total": total}
+    if setup.instrumentor is not None and setup.mp is not None:
+        setup.instrumentor.instrument(tracer_provider=setup.tp, meter_provider=NoOpMeterProvider())
+        no_metrics = round(count(instrumented) - base)
+        setup.instrumentor.uninstrument()
+        setup.instrumentor.instrument(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
+        own = round(count(instrumented) - base)
+        setup.instrumentor.uninstrument()
+        out["by"] = {"metrics": total - no_metrics, "span": no_metrics - own, "own code": own}
+    return out
 
 
 def stream_pair(setup: _Setup, streams: int, chunks: int) -> dict:
@@ -395,7 +433,7 @@ def main() -> None:
     ap.add_argument("--worker", help="internal: run one mode in this process")
     ap.add_argument("--calls", type=int, default=2000, help="calls per process (half instrumented, half bare)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of fresh processes")
-    ap.add_argument("--scenario", default="call", help="internal: call, memory, streampair, chunkcost")
+    ap.add_argument("--scenario", default="call", help="internal: call, memory, pycalls, streampair, chunkcost")
     ap.add_argument("--chunks", type=int, default=500, help="content chunks per streamed response")
     ap.add_argument("--memory-calls", type=int, default=100_000, help="calls of the RSS check")
     ap.add_argument("--telemetry", default="both", help="traces+metrics, traces or both")
@@ -414,6 +452,16 @@ def main() -> None:
 
     for telemetry in (("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)):
         call_overhead(python, modes, args.calls, args.rounds, telemetry)
+
+    for telemetry in (("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)):
+        print(f"\nPython function calls added per non-streaming call [{telemetry}] (deterministic; by code location):")
+        counted = {m: run(python, m, 0, "pycalls", 0, telemetry) for m in modes if m != "bare"}
+        for m, r in counted.items():
+            parts = ", ".join(f"{k} {v:+d}" for k, v in r.get("by", {}).items())
+            print(f"  {m:9s} {r['total']:+5d}  {parts and f'({parts})'}")
+        if "official" in counted:
+            print(f"  ours/official: {counted['ours']['total'] / counted['official']['total']:.2f};"
+                  f" floor/official: {counted['floor']['total'] / counted['official']['total']:.2f}")
 
     # Streaming: per-chunk cost, end to end through the SDK and in isolation.
     chunks = args.chunks

@@ -111,18 +111,21 @@ def _chat_usage(u: Any) -> Usage | None:
     """Chat completions / legacy completions / embeddings usage (prompt_tokens, completion_tokens)."""
     if u is None:
         return None
-    ptd = _g(u, "prompt_tokens_details")
-    ctd = _g(u, "completion_tokens_details")
-    completion = _g(u, "completion_tokens")
-    return Usage(
-        input_tokens=_g(u, "prompt_tokens"),
-        output_tokens=completion if completion is not None else 0,
-        cache_read_tokens=_int(_g(ptd, "cached_tokens")),
-        cache_write_tokens=_int(_g(ptd, "cache_write_tokens")),
-        input_audio_tokens=_int(_g(ptd, "audio_tokens")),
-        reasoning_tokens=_int(_g(ctd, "reasoning_tokens")),
-        output_audio_tokens=_int(_g(ctd, "audio_tokens")),
-    )
+    if isinstance(u, dict):
+        prompt, completion = u.get("prompt_tokens"), u.get("completion_tokens")
+        ptd, ctd = u.get("prompt_tokens_details"), u.get("completion_tokens_details")
+    else:  # SDK model: plain attribute reads
+        prompt, completion = getattr(u, "prompt_tokens", None), getattr(u, "completion_tokens", None)
+        ptd, ctd = getattr(u, "prompt_tokens_details", None), getattr(u, "completion_tokens_details", None)
+    usage = Usage(input_tokens=prompt, output_tokens=completion if completion is not None else 0)
+    if ptd is not None:
+        usage.cache_read_tokens = _int(_g(ptd, "cached_tokens"))
+        usage.cache_write_tokens = _int(_g(ptd, "cache_write_tokens"))
+        usage.input_audio_tokens = _int(_g(ptd, "audio_tokens"))
+    if ctd is not None:
+        usage.reasoning_tokens = _int(_g(ctd, "reasoning_tokens"))
+        usage.output_audio_tokens = _int(_g(ctd, "audio_tokens"))
+    return usage
 
 
 def _responses_usage(u: Any) -> Usage | None:
