@@ -454,7 +454,7 @@ def main() -> None:
         call_overhead(python, modes, args.calls, args.rounds, telemetry)
 
     for telemetry in (("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)):
-        print(f"\nPython function calls added per non-streaming call [{telemetry}] (deterministic; by code location):")
+        print(f"\nPython function calls added per non-streaming call [{telemetry}] (deterministic; split by switching metrics, then spans, off):")
         counted = {m: run(python, m, 0, "pycalls", 0, telemetry) for m in modes if m != "bare"}
         for m, r in counted.items():
             parts = ", ".join(f"{k} {v:+d}" for k, v in r.get("by", {}).items())
