@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -109,10 +110,34 @@ def test_include_usage_only_for_azure_versions_that_accept_it(api_version, injec
     assert instrumented.one_span().attributes[A.PAYI_STREAM_OUTCOME] == "completed"
 
 
-def test_bad_inject_setting_names_the_variable(monkeypatch):
-    monkeypatch.setenv("PAYI_OPENAI_INJECT_STREAM_USAGE", "maybe")
-    with pytest.raises(ValueError, match="PAYI_OPENAI_INJECT_STREAM_USAGE.*true or false"):
+@pytest.mark.parametrize(
+    "var, value, rule",
+    [
+        ("PAYI_OPENAI_INJECT_STREAM_USAGE", "maybe", "true or false"),
+        ("PAYI_AZURE_DEPLOYMENTS", "dep", "deployment=model"),
+    ],
+)
+def test_bad_environment_setting_is_logged_naming_the_variable_and_instrumentation_stays_on(
+    monkeypatch, caplog, var, value, rule
+):
+    # Under opentelemetry-instrument an exception here would switch the instrumentation off.
+    monkeypatch.setenv(var, value)
+    import openai
+
+    before = openai.resources.chat.completions.Completions.create
+    with caplog.at_level(logging.ERROR):
         OpenAIInstrumentor().instrument()
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and var in errors[0] and rule in errors[0]
+        assert openai.resources.chat.completions.Completions.create is not before  # wrapped
+    finally:
+        OpenAIInstrumentor().uninstrument()
+
+
+def test_bad_keyword_setting_raises_naming_it():
+    with pytest.raises(ValueError, match="inject_stream_usage.*true or false"):
+        OpenAIInstrumentor().instrument(inject_stream_usage="maybe")
     OpenAIInstrumentor().uninstrument()
 
 

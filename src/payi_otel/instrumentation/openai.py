@@ -78,10 +78,22 @@ def _bool_setting(value: Any, source: str) -> bool:
     raise ValueError(f"{source}: {value!r} is not a boolean; use true or false")
 
 
+def _env_setting(name: str, parse: Callable[[str], Any], default: Any) -> Any:
+    """An environment setting; a bad value is logged (naming the variable and the rule) and the default
+    used, so that a typo never turns the instrumentation off under ``opentelemetry-instrument``."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        logger.error("%s; using the default (%r)", exc, default)
+        return default
+
+
 def _azure_mapping(value: Any) -> dict[str, str]:
     if value is None:
-        env = os.environ.get(ENV_AZURE_DEPLOYMENTS, "")
-        return parse_azure_deployments(env) if env.strip() else {}
+        return _env_setting(ENV_AZURE_DEPLOYMENTS, parse_azure_deployments, {})
     if isinstance(value, str):
         return parse_azure_deployments(value, "azure_deployments")
     if isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
@@ -815,7 +827,9 @@ class OpenAIInstrumentor(BaseInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         inject = kwargs.get("inject_stream_usage")
         if inject is None:
-            inject = _bool_setting(os.environ.get(ENV_INJECT_STREAM_USAGE, "true"), ENV_INJECT_STREAM_USAGE)
+            inject = _env_setting(
+                ENV_INJECT_STREAM_USAGE, lambda raw: _bool_setting(raw, ENV_INJECT_STREAM_USAGE), True
+            )
         else:
             inject = _bool_setting(inject, "inject_stream_usage")
         azure = _azure_mapping(kwargs.get("azure_deployments"))
