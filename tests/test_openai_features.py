@@ -180,6 +180,20 @@ def test_malformed_xproxy_header_never_breaks_the_call(instrumented):
     assert usage_complete(payi_event(instrumented.one_span()))
 
 
+def test_per_call_header_breaking_a_rule_keeps_the_surrounding_context(instrumented, caplog):
+    # A use-case id with no use case in effect breaks a merge rule: the header is ignored with a
+    # warning, and the call keeps the context it was made in.
+    client = replay(CHAT)
+    with track_context(user_id="outer-user"), caplog.at_level(logging.WARNING):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers={"xProxy-UseCase-ID": "orphan-id"}
+        )
+    attrs = instrumented.one_span().attributes
+    assert attrs[A.PAYI_USER_ID] == "outer-user"
+    assert A.PAYI_USE_CASE_ID not in attrs
+    assert any("xProxy" in r.getMessage() and "use_case_id" in r.getMessage() for r in caplog.records)
+
+
 # --- Azure -------------------------------------------------------------------------------------------
 def test_azure_resource_from_deployment_mapping():
     telemetry, instrumentor = with_instrumentation(azure_deployments={"openllmetry-testing": "gpt-4o"})

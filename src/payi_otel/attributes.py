@@ -13,6 +13,14 @@ Two namespaces:
   (category, resource, units) and facts the conventions do not cover.
 
 Older spellings the exporter also reads are listed in ``LEGACY``.
+
+The span core writes a ``payi.*`` attribute of the call's Pay-i view only when it says more than the
+semantic-convention attributes and the span's own times already do (each attribute costs time on the
+caller's thread): the exporter derives the category from ``gen_ai.provider.name``, the resource from
+``gen_ai.request.model``, units from the ``gen_ai.usage.*`` counts, the response id from
+``gen_ai.response.id``, the latency from the span's duration, and status 200 for a call that did not
+fail. The exact rules are in :mod:`payi_otel.core`. Spans from other sources (OTLP, other
+instrumentations) may carry any of these attributes; the exporter reads them when present.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"  # fully qualified exception class name
 HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 
-# --- Pay-i view of the call -----------------------------------------------------------------
+# --- Pay-i view of the call (written when not derivable, see the module docstring) -------------
 PAYI_CATEGORY = "payi.category"  # e.g. system.openai, system.azureopenai
 PAYI_RESOURCE = "payi.resource"  # e.g. gpt-4o-mini (Azure: the mapped model)
 # Units, flattened: payi.units.<unit_type>.input / payi.units.<unit_type>.output (ints),

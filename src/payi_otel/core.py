@@ -32,8 +32,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from time import time_ns
 from dataclasses import dataclass, field
+from time import time_ns
 from typing import Any, Callable, Mapping
 
 from opentelemetry import context as otel_context
@@ -41,6 +41,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from payi_otel import attributes as A
+from payi_otel import context as business_context
+from payi_otel import protocol as P
 from payi_otel.units import Usage, to_units
 
 logger = logging.getLogger(__name__)
@@ -107,37 +109,22 @@ class CallRecord:
     business_layer: Mapping[str, Any] | None = None  # innermost context layer (per-call headers)
 
 
-# --- business context adapter -----------------------------------------------------------------
-_context_api: tuple[Callable[[], Any], Callable[..., Any] | None] | None = None
-_context_missing = False
-
-
-def _load_context_api() -> tuple[Callable[[], Any], Callable[..., Any] | None] | None:
-    global _context_api, _context_missing
-    if _context_api is not None or _context_missing:
-        return _context_api
-    try:
-        from payi_otel import context as ctx  # noqa: PLC0415 - optional at from time import time_ns
-
-        _context_api = (ctx.current_business_context, getattr(ctx, "merge", None))
-    except (ImportError, AttributeError):
-        _context_missing = True
-    return _context_api
-
-
+# --- business context ----------------------------------------------------------------------------
 def business_attributes(layer: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None:
-    """The payi.* attributes of the current business context, with ``layer`` merged innermost."""
-    api = _load_context_api()
-    if api is None:
-        return None
-    current, merge = api
-    ctx = current()
-    if layer and merge is not None:
-        ctx = merge(ctx, **layer)
+    """The payi.* attributes of the current business context, with ``layer`` merged innermost.
+
+    A per-call layer that breaks a rule (e.g. a use-case id header with no use case in effect) is
+    ignored with a warning: the call is still recorded with the context around it."""
+    ctx = business_context.current_business_context()
+    if layer:
+        try:
+            ctx = business_context.merge(ctx, **layer)
+        except (TypeError, ValueError) as exc:
+            logger.warning("ignoring per-call xProxy-* headers: %s", exc)
     return ctx.span_attributes if ctx is not None else None
 
 
-PROXY_HEADER_PREFIX = "xproxy-"
+_PROXY_HEADER_PREFIX = P.HEADER_PREFIX.lower()
 
 
 def split_proxy_headers(headers: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, dict[str, Any]]:
@@ -146,16 +133,14 @@ def split_proxy_headers(headers: Mapping[str, Any]) -> tuple[Mapping[str, Any] |
     Returns ``(context layer or None, headers to send to the provider)``. The ``xProxy-*`` headers are
     never forwarded to the provider, even when the business-context module cannot read them.
     """
-    if not any(isinstance(k, str) and k.lower().startswith(PROXY_HEADER_PREFIX) for k in headers):
+    if not any(isinstance(k, str) and k.lower().startswith(_PROXY_HEADER_PREFIX) for k in headers):
         return None, dict(headers)
     layer: Mapping[str, Any] | None = None
     try:
-        from payi_otel import context as ctx  # noqa: PLC0415
-
-        layer, _ = ctx.layer_from_headers(headers)
+        layer, _ = business_context.layer_from_headers(headers)
     except Exception:  # a malformed header must not break the call; it is dropped
         logger.warning("ignoring malformed xProxy-* header", exc_info=True)
-    remaining = {k: v for k, v in headers.items() if not str(k).lower().startswith(PROXY_HEADER_PREFIX)}
+    remaining = {k: v for k, v in headers.items() if not str(k).lower().startswith(_PROXY_HEADER_PREFIX)}
     return (layer or None), remaining
 
 
