@@ -314,18 +314,23 @@ class _ChatStream(_StreamEnd):
         self.tools: dict[tuple[int, int], list[str]] = {}
         self.texts: dict[int, list[str]] = {}
 
-    def on_chunk(self, chunk: Any) -> bool:
+    def _head(self, chunk: Any) -> bool:
+        """Id, model and usage of a chunk; False for the usage-only chunk the caller did not ask for."""
         if self.first and chunk.id:
             self.first = False
             self.rec.response_id = chunk.id
             self.rec.response_model = chunk.model or None
-        choices = chunk.choices
         usage = chunk.usage
         if usage is not None:
             self.usage = _chat_usage(usage)
-            if self.hide_usage_chunk and not choices:
+            if self.hide_usage_chunk and not chunk.choices:
                 return False
-        for choice in choices:
+        return True
+
+    def on_chunk(self, chunk: Any) -> bool:
+        if not self._head(chunk):
+            return False
+        for choice in chunk.choices:
             if choice.finish_reason is not None:
                 self.reasons[choice.index] = choice.finish_reason
             delta = choice.delta
@@ -377,17 +382,9 @@ class _CompletionStream(_ChatStream):
     __slots__ = ()
 
     def on_chunk(self, chunk: Any) -> bool:
-        if self.first and chunk.id:
-            self.first = False
-            self.rec.response_id = chunk.id
-            self.rec.response_model = chunk.model or None
-        choices = chunk.choices
-        usage = chunk.usage
-        if usage is not None:
-            self.usage = _chat_usage(usage)
-            if self.hide_usage_chunk and not choices:
-                return False
-        for choice in choices:
+        if not self._head(chunk):
+            return False
+        for choice in chunk.choices:
             if choice.finish_reason is not None:
                 self.reasons[choice.index] = choice.finish_reason
             if self.capture and choice.text:
