@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/payi-otel demo
+	$(BIN)/payi-otel demo --fresh
 
 test: setup
 	$(BIN)/python -m pytest -q
