@@ -21,6 +21,7 @@ Units (through :func:`payi_otel.units.to_units`):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import weakref
@@ -766,7 +767,8 @@ def _targets(state: _State) -> list[Target]:
     chat = lambda a: op("chat", _read_chat, "chat", "messages", a)  # noqa: E731
     both("openai.resources.chat.completions.completions", "Completions", ("create", "parse"), chat, since="1.40")
     both("openai.resources.chat.completions", "Completions", ("create",), chat)
-    both("openai.resources.beta.chat.completions", "Completions", ("parse",), chat, since="1.40")
+    # Before 1.50 beta.chat.completions.parse calls chat.completions.create (already wrapped): one span, not two.
+    both("openai.resources.beta.chat.completions", "Completions", ("parse",), chat, since="1.50")
     responses = lambda a: op("chat", _read_responses, "responses", "input", a)  # noqa: E731
     both("openai.resources.responses.responses", "Responses", ("create", "parse"), responses, since="1.66")
     both("openai.resources.responses", "Responses", ("create",), responses, since="1.66")
@@ -796,6 +798,16 @@ def _targets(state: _State) -> list[Target]:
     ):
         rows.append(Target(module, cls, method, hook, raw=True))
     return rows
+
+
+def _sdk_accepts_stream_options() -> bool:
+    """openai before 1.26 has no ``stream_options`` parameter: injecting it would raise TypeError in the caller."""
+    try:
+        from openai.resources.chat import Completions
+
+        return "stream_options" in inspect.signature(Completions.create).parameters
+    except Exception:  # pragma: no cover - an SDK we cannot read: do not touch the request
+        return False
 
 
 def _openai_version() -> str | None:
@@ -829,6 +841,7 @@ class OpenAIInstrumentor(BaseInstrumentor):
             )
         else:
             inject = _bool_setting(inject, "inject_stream_usage")
+        inject = inject and _sdk_accepts_stream_options()
         azure = _azure_mapping(kwargs.get("azure_deployments"))
         version = _openai_version()
         core = SpanCore(
