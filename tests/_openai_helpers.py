@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx2
+import importlib
+
 import openai
+import openai._base_client
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -21,6 +23,11 @@ from payi_otel.instrumentation.openai import OpenAIInstrumentor
 from payi_otel.replay import Cassette, Interaction
 
 CASSETTES = Path(__file__).parent / "cassettes"
+
+# The HTTP library the installed openai is built on: httpx2 from openai 3.x on, httpx before. Tests build
+# transports and clients from ``http`` so the same tests run on every supported openai major.
+HTTP_LIBRARY = "httpx2" if hasattr(openai._base_client, "httpx2") else "httpx"
+http = importlib.import_module(HTTP_LIBRARY)
 
 SUPPORTED_PATH = re.compile(
     r"^(/v1/(?P<v1>chat/completions|responses|embeddings|completions|images/generations)"
@@ -95,24 +102,34 @@ def client_for(interaction: Interaction, cassette: Cassette, *, is_async: bool =
     assert m, interaction.path
     parts = urlsplit(interaction.uri)
     origin = f"{parts.scheme}://{parts.netloc}"
-    transport = cassette.transport("httpx2")
-    http = (httpx2.AsyncClient if is_async else httpx2.Client)(transport=transport)
+    transport = cassette.transport(HTTP_LIBRARY)
+    http_client = (http.AsyncClient if is_async else http.Client)(transport=transport)
     if m.group("dep"):
         cls = openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI
         client = cls(
             api_key="test", api_version="2024-10-21", azure_endpoint=origin,
-            azure_deployment=m.group("dep"), http_client=http, max_retries=0,
+            azure_deployment=m.group("dep"), http_client=http_client, max_retries=0,
         )  # fmt: skip
     elif m.group("azv1"):
         cls = openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI
         client = cls(
-            api_key="test", api_version="preview", base_url=f"{origin}/openai/v1/", http_client=http, max_retries=0
+            api_key="test", api_version="preview", base_url=f"{origin}/openai/v1/", http_client=http_client, max_retries=0
         )
     else:
         cls = openai.AsyncOpenAI if is_async else openai.OpenAI
-        client = cls(api_key="test", base_url=f"{origin}/v1", http_client=http, max_retries=0)
+        client = cls(api_key="test", base_url=f"{origin}/v1", http_client=http_client, max_retries=0)
     client.payi_transport = transport  # type: ignore[attr-defined]
     return client
+
+
+def surface(client: Any, path: str) -> Any:
+    """``client.<path>`` (e.g. ``"responses.create"``), or skip the test: the installed openai predates it."""
+    obj = client
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            pytest.skip(f"openai {openai.__version__} has no client.{path}")
+    return obj
 
 
 def endpoint(interaction: Interaction) -> str:
@@ -122,13 +139,13 @@ def endpoint(interaction: Interaction) -> str:
 
 
 def method_for(client: Any, interaction: Interaction) -> Any:
-    return {
-        "chat/completions": lambda: client.chat.completions.create,
-        "responses": lambda: client.responses.create,
-        "embeddings": lambda: client.embeddings.create,
-        "completions": lambda: client.completions.create,
-        "images/generations": lambda: client.images.generate,
-    }[endpoint(interaction)]()
+    return surface(client, {
+        "chat/completions": "chat.completions.create",
+        "responses": "responses.create",
+        "embeddings": "embeddings.create",
+        "completions": "completions.create",
+        "images/generations": "images.generate",
+    }[endpoint(interaction)])  # fmt: skip
 
 
 def call_kwargs(method: Any, body: Any) -> dict[str, Any]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx2
 import openai
 import pytest
 
-from _openai_helpers import CASSETTES, client_for, instrumented, payi_event, telemetry, usage_complete  # noqa: F401
+from _openai_helpers import (  # noqa: F401 - fixtures
+    CASSETTES, client_for, http, instrumented, payi_event, surface, telemetry, usage_complete,
+)  # fmt: skip
 from payi_otel import attributes as A
 from payi_otel.replay import Cassette
 
@@ -37,15 +38,16 @@ def final_usage(interaction):
 def test_responses_stream_helper(is_async, instrumented):
     body = RESPONSES_STREAM.request_body
     client = replay(RESPONSES_STREAM, is_async=is_async)
+    stream_helper = surface(client, "responses.stream")
 
     async def go_async():
-        async with client.responses.stream(model=body["model"], input=body["input"]) as stream:
+        async with stream_helper(model=body["model"], input=body["input"]) as stream:
             async for _ in stream:
                 pass
             return await stream.get_final_response()
 
     def go_sync():
-        with client.responses.stream(model=body["model"], input=body["input"]) as stream:
+        with stream_helper(model=body["model"], input=body["input"]) as stream:
             for _ in stream:
                 pass
             return stream.get_final_response()
@@ -100,10 +102,10 @@ def test_legacy_completion_stream_injects_usage_and_hides_it(instrumented):
 # Surfaces without recordings: a fixed, documented response body from a local mock transport.
 def mock_client(status: int, body: bytes, content_type: str = "application/json"):
     def handler(request):
-        return httpx2.Response(status, headers={"content-type": content_type}, content=body)
+        return http.Response(status, headers={"content-type": content_type}, content=body)
 
     return openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", max_retries=0,
-                         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))  # fmt: skip
+                         http_client=http.Client(transport=http.MockTransport(handler)))  # fmt: skip
 
 
 def test_image_generation_token_billed(instrumented):
@@ -142,7 +144,8 @@ def test_transcription_audio_tokens(instrumented):
 
 def test_speech_has_no_usage_and_bytes_untouched(instrumented):
     audio = b"ID3\x04fake-mp3-bytes"
-    result = mock_client(200, audio, "audio/mpeg").audio.speech.create(model="tts-1", voice="alloy", input="hi")
+    speech = surface(mock_client(200, audio, "audio/mpeg"), "audio.speech.create")
+    result = speech(model="tts-1", voice="alloy", input="hi")
     assert result.content == audio
     attrs = instrumented.one_span().attributes
     assert attrs[A.GEN_AI_OPERATION_NAME] == "audio_speech"

@@ -193,21 +193,24 @@ def test_stream_error_mid_iteration_is_recorded_and_reraised(instrumented):
     assert span.attributes[A.PAYI_USAGE_COMPLETE] is False
 
 
-from _openai_helpers import instrumented, telemetry  # noqa: E402,F401 - fixtures
+from _openai_helpers import instrumented, surface, telemetry  # noqa: E402,F401 - fixtures
+
+HELPERS = ["chat.completions.stream", "beta.chat.completions.stream"]  # the helper moved out of beta in 1.92
 
 
+@pytest.mark.parametrize("helper", HELPERS)
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_stream_helper_closed_early_ends_span(is_async: bool, instrumented):
-    client = new_client(is_async)
+def test_stream_helper_closed_early_ends_span(is_async: bool, helper: str, instrumented):
+    stream_helper = surface(new_client(is_async), helper)
 
     async def consume_async():
-        async with client.chat.completions.stream(**REQUEST) as stream:
+        async with stream_helper(**REQUEST) as stream:
             async for event in stream:
                 if event.type == "content.delta":
                     return event
 
     def consume_sync():
-        with client.chat.completions.stream(**REQUEST) as stream:
+        with stream_helper(**REQUEST) as stream:
             for event in stream:
                 if event.type == "content.delta":
                     return event
@@ -218,16 +221,17 @@ def test_stream_helper_closed_early_ends_span(is_async: bool, instrumented):
     assert span.attributes[A.PAYI_STREAM_OUTCOME] == "closed_early"
 
 
+@pytest.mark.parametrize("helper", HELPERS)
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_stream_helper_full_reports_usage(is_async: bool, instrumented):
-    client = new_client(is_async)
+def test_stream_helper_full_reports_usage(is_async: bool, helper: str, instrumented):
+    stream_helper = surface(new_client(is_async), helper)
 
     async def final_async():
-        async with client.chat.completions.stream(**REQUEST) as stream:
+        async with stream_helper(**REQUEST) as stream:
             return await stream.get_final_completion()
 
     def final_sync():
-        with client.chat.completions.stream(**REQUEST) as stream:
+        with stream_helper(**REQUEST) as stream:
             return stream.get_final_completion()
 
     completion = asyncio.run(final_async()) if is_async else final_sync()
