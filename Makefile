@@ -5,7 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+# The OpenAI tests also run on the older openai majors (built on httpx, not httpx2), each in its own venv.
+# The stamp names the pinned version, so changing a pin reinstalls that venv; otherwise venvs are reused.
+OPENAI_PINS := 1.109.1 2.54.0
+OPENAI_STAMPS := $(foreach v,$(OPENAI_PINS),.venv-openai$(firstword $(subst ., ,$(v)))/.installed-openai-$(v))
+OPENAI_TESTS := tests/test_openai_replay.py tests/test_stream_lifecycle.py tests/test_openai_features.py \
+	tests/test_openai_surfaces.py
+
+.PHONY: setup run test test-openai-matrix bench clean
 
 setup: $(STAMP)
 
@@ -20,9 +27,24 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-openai-matrix
+
+# Venvs install in parallel (pip is the main cost); the test runs follow one another.
+test-openai-matrix:
+	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS)) $(OPENAI_STAMPS)
+	set -e; for stamp in $(OPENAI_STAMPS); do \
+		echo "== openai $${stamp##*-}"; $$(dirname $$stamp)/bin/python -m pytest -q -p no:cacheprovider $(OPENAI_TESTS); \
+	done
+
+$(OPENAI_STAMPS): pyproject.toml
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	$(@D)/bin/python -m pip install --quiet -e ".[dev]" "openai==$(lastword $(subst -, ,$(@F)))"
+	rm -f $(@D)/.installed-openai-*
+	touch $@
 
 bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .payi-otel .pytest_cache
+	rm -rf $(VENV) .venv-openai* .payi-otel .pytest_cache
