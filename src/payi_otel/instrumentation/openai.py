@@ -207,11 +207,11 @@ def _read_chat(rec: CallRecord, result: Any, capture: bool) -> None:
             reasons.append(reason)
         message = getattr(choice, "message", None)
         if message is not None:
-            for tc in message.tool_calls or ():
+            for tc in getattr(message, "tool_calls", None) or ():  # absent before openai 1.26
                 fn = getattr(tc, "function", None)
                 if fn is not None:
                     tools.append(_tool_call(fn.name, fn.arguments))
-            fc = message.function_call
+            fc = getattr(message, "function_call", None)
             if fc is not None:
                 tools.append(_tool_call(fc.name, fc.arguments))
         if capture:
@@ -321,7 +321,7 @@ class _ChatStream(_StreamEnd):
             self.first = False
             self.rec.response_id = chunk.id
             self.rec.response_model = chunk.model or None
-        usage = chunk.usage
+        usage = getattr(chunk, "usage", None)  # absent before openai 1.26
         if usage is not None:
             self.usage = _chat_usage(usage)
             if self.hide_usage_chunk and not chunk.choices:
@@ -335,9 +335,9 @@ class _ChatStream(_StreamEnd):
             if choice.finish_reason is not None:
                 self.reasons[choice.index] = choice.finish_reason
             delta = choice.delta
-            if delta.tool_calls:
+            if getattr(delta, "tool_calls", None):
                 self._tool_deltas(choice.index, delta.tool_calls)
-            if delta.function_call is not None:
+            if getattr(delta, "function_call", None) is not None:
                 self._function_delta(choice.index, delta.function_call)
             if self.capture and delta.content:
                 self.texts.setdefault(choice.index, []).append(delta.content)
