@@ -13,6 +13,7 @@ responses (examples/recordings), so it runs on a machine with no provider accoun
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 from pathlib import Path
@@ -43,16 +44,17 @@ def make_clients() -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
     if os.environ.get("OPENAI_API_KEY"):
         return openai.OpenAI(), openai.AsyncOpenAI()
 
-    import httpx2  # the HTTP library openai 3.x is built on
-
     from payi_otel.replay import Cassette
 
+    # openai 3.x is built on httpx2, older majors on httpx: answer through the one the SDK uses.
+    library = "httpx2" if hasattr(openai._base_client, "httpx2") else "httpx"
+    http = importlib.import_module(library)
     recordings = sorted((Path(__file__).parent / "recordings").glob("*.yaml"))
     interactions = [i for path in recordings for i in Cassette.load(path).interactions]
-    transport = Cassette(interactions, name="examples/recordings").transport("httpx2")
+    transport = Cassette(interactions, name="examples/recordings").transport(library)
     return (
-        openai.OpenAI(api_key="recorded", http_client=httpx2.Client(transport=transport)),
-        openai.AsyncOpenAI(api_key="recorded", http_client=httpx2.AsyncClient(transport=transport)),
+        openai.OpenAI(api_key="recorded", http_client=http.Client(transport=transport)),
+        openai.AsyncOpenAI(api_key="recorded", http_client=http.AsyncClient(transport=transport)),
     )
 
 

@@ -1,4 +1,4 @@
-"""OpenAI and Azure OpenAI instrumentation (openai 1.x through 3.x).
+"""OpenAI and Azure OpenAI instrumentation (openai 1.30 through 3.x).
 
 What is wrapped is the table in :func:`_targets`: resource-class methods patched in their defining
 modules (so every client, and the SDK's ``with_raw_response`` / ``with_streaming_response`` wrappers
@@ -36,7 +36,7 @@ from payi_otel.units import Usage
 
 logger = logging.getLogger(__name__)
 
-_instruments = ("openai >= 1.0, < 4",)
+_instruments = ("openai >= 1.30, < 4",)  # the oldest release the test matrix has passed on
 
 PROVIDER_OPENAI = "openai"
 PROVIDER_AZURE = "azure.ai.openai"
