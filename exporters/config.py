@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from payi_otel.settings import parse_bool
+
 __all__ = ["ConfigError", "ExporterConfig", "ENV_VARS"]
 
 DEFAULT_BASE_URL = "https://api.pay-i.com"
@@ -75,14 +77,7 @@ def _mode(name: str, raw: Any) -> str:
 
 
 def _bool(name: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r}: must be true or false")
+    return parse_bool(raw, name, ConfigError)
 
 
 @dataclass(frozen=True, slots=True)

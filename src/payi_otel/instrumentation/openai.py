@@ -31,6 +31,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from payi_otel.core import COMPLETED, ERROR, Call, CallRecord, SpanCore, split_proxy_headers
 from payi_otel.instrumentation._wrapping import Target, WrapSet
+from payi_otel.settings import parse_bool
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
@@ -66,17 +67,6 @@ def parse_azure_deployments(value: str, source: str = ENV_AZURE_DEPLOYMENTS) -> 
             )
         mapping[dep.strip()] = model.strip()
     return mapping
-
-
-def _bool_setting(value: Any, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{source}: {value!r} is not a boolean; use true or false")
 
 
 def _env_setting(name: str, parse: Callable[[str], Any], default: Any) -> Any:
@@ -557,18 +547,20 @@ class _ClientInfo:
         self.accepts_stream_options = not azure or api_version[:10] >= "2024-09-01"
 
 
-_azure_classes: tuple[type, ...] | None = None
+# SDK classes for isinstance checks, loaded by OpenAIInstrumentor._instrument (openai is installed then).
+_azure_classes: tuple[type, ...] = ()
+_stream_types: tuple[type, ...] = ()
+
+
+def _load_sdk_types() -> None:
+    global _azure_classes, _stream_types
+    from openai import AsyncAzureOpenAI, AsyncStream, AzureOpenAI, Stream
+
+    _azure_classes = (AzureOpenAI, AsyncAzureOpenAI)
+    _stream_types = (Stream, AsyncStream)
 
 
 def _is_azure(client: Any) -> bool:
-    global _azure_classes
-    if _azure_classes is None:
-        try:
-            from openai import AsyncAzureOpenAI, AzureOpenAI
-
-            _azure_classes = (AzureOpenAI, AsyncAzureOpenAI)
-        except ImportError:  # pragma: no cover
-            _azure_classes = ()
     return isinstance(client, _azure_classes)
 
 
@@ -707,18 +699,7 @@ class _Operation:
         return raw
 
 
-_stream_types: tuple[type, ...] | None = None
-
-
 def call_is_stream(result: Any) -> bool:
-    global _stream_types
-    if _stream_types is None:
-        try:
-            from openai import AsyncStream, Stream
-
-            _stream_types = (Stream, AsyncStream)
-        except ImportError:  # pragma: no cover
-            _stream_types = ()
     return isinstance(result, _stream_types)
 
 
@@ -834,13 +815,14 @@ class OpenAIInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        _load_sdk_types()
         inject = kwargs.get("inject_stream_usage")
         if inject is None:
             inject = _env_setting(
-                ENV_INJECT_STREAM_USAGE, lambda raw: _bool_setting(raw, ENV_INJECT_STREAM_USAGE), True
+                ENV_INJECT_STREAM_USAGE, lambda raw: parse_bool(raw, ENV_INJECT_STREAM_USAGE), True
             )
         else:
-            inject = _bool_setting(inject, "inject_stream_usage")
+            inject = parse_bool(inject, "inject_stream_usage")
         inject = inject and _sdk_accepts_stream_options()
         azure = _azure_mapping(kwargs.get("azure_deployments"))
         version = _openai_version()
