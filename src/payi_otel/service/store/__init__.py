@@ -1,0 +1,48 @@
+"""The local service's store: the one package that owns SQL.
+
+One interface (:class:`Store`) assembled from one module per area, over the connection and
+transaction handling of :mod:`.connection` and the schema of :mod:`.schema`.
+
+Tables: ``groups`` > ``applications`` > ``api_keys`` (two slots, SHA-256 digests only);
+``requests`` (one row per ingested event: attribution, units and cost in columns, from which the
+``xproxy_result`` is rebuilt on read, so rows stay small and bulk inserts fast);
+``use_case_definitions`` / ``use_case_instances``; ``resource_versions`` (the price snapshot behind
+each ``resource_id``); ``limits`` (per application; ingest checks limit ids against it).
+"""
+
+from __future__ import annotations
+
+from payi_otel.service.store.apps import AppsStore
+from payi_otel.service.store.connection import WAL_RESTART_FRAMES
+from payi_otel.service.store.ingest import IngestStore
+from payi_otel.service.store.records import (
+    DB_FILE,
+    DEFAULT_NAME,
+    REQUEST_COLUMNS,
+    Application,
+    StoredRequest,
+    StoreError,
+    new_id,
+    now_ms,
+)
+from payi_otel.service.store.reports import REPORT_DIMENSIONS, ReportsStore
+from payi_otel.service.store.schema import SCHEMA_VERSION
+
+__all__ = [
+    "DB_FILE",
+    "DEFAULT_NAME",
+    "REPORT_DIMENSIONS",
+    "REQUEST_COLUMNS",
+    "SCHEMA_VERSION",
+    "WAL_RESTART_FRAMES",
+    "Application",
+    "Store",
+    "StoreError",
+    "StoredRequest",
+    "new_id",
+    "now_ms",
+]
+
+
+class Store(AppsStore, IngestStore, ReportsStore):
+    """All persistent state of the local service."""

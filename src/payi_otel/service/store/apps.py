@@ -1,0 +1,92 @@
+"""Groups, applications and their API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from payi_otel.service import keys
+from payi_otel.service.store.connection import StoreBase
+from payi_otel.service.store.records import Application, StoreError, now_ms
+
+
+class AppsStore(StoreBase):
+    def create_application(self, name: str, group: str) -> tuple[Application, str]:
+        """Create ``name`` in ``group`` (created if new); returns the application and its key (slot 1)."""
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM applications WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"application {name!r} already exists")
+            c.execute("INSERT OR IGNORE INTO groups (name, created_ms) VALUES (?, ?)", (group, now_ms()))
+            group_id = c.execute("SELECT id FROM groups WHERE name = ?", (group,)).fetchone()[0]
+            cur = c.execute(
+                "INSERT INTO applications (name, group_id, created_ms) VALUES (?, ?, ?)", (name, group_id, now_ms())
+            )
+            assert cur.lastrowid is not None
+            app = Application(cur.lastrowid, name, group)
+            key = self._set_key(app.id, 1)
+        return app, key
+
+    def _set_key(self, application_id: int, slot: int) -> str:
+        key = keys.new_key()
+        self._conn.execute(
+            "INSERT OR REPLACE INTO api_keys (application_id, slot, key_hash, key_prefix, created_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (application_id, slot, keys.hash_key(key), keys.display_prefix(key), now_ms()),
+        )
+        return key
+
+    def rotate_key(self, name: str, slot: int) -> str:
+        """Replace key ``slot`` of application ``name``; the old key stops working at once."""
+        if slot not in keys.KEY_SLOTS:
+            raise StoreError(f"key slot must be one of {keys.KEY_SLOTS}, got {slot}")
+        with self.transaction():
+            app = self.application(name)
+            return self._set_key(app.id, slot)
+
+    def application(self, name: str) -> Application:
+        row = self._conn.execute(
+            "SELECT a.id, a.name, g.name FROM applications a JOIN groups g ON g.id = a.group_id WHERE a.name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no application named {name!r}")
+        return Application(*row)
+
+    def applications(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT a.id, a.name, g.name, a.created_ms FROM applications a JOIN groups g ON g.id = a.group_id"
+            " ORDER BY a.name"
+        ).fetchall()
+        out = []
+        for app_id, name, group, created in rows:
+            slots = self._conn.execute(
+                "SELECT slot, key_prefix, created_ms FROM api_keys WHERE application_id = ? ORDER BY slot", (app_id,)
+            ).fetchall()
+            requests = self._conn.execute(
+                "SELECT count(*) FROM requests WHERE application_id = ?", (app_id,)
+            ).fetchone()[0]
+            out.append(
+                {
+                    "name": name,
+                    "group": group,
+                    "created_ms": created,
+                    "requests": requests,
+                    "keys": [{"slot": s, "prefix": p, "created_ms": t} for s, p, t in slots],
+                }
+            )
+        return out
+
+    def has_applications(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM applications LIMIT 1").fetchone() is not None
+
+    def authenticate(self, key: str) -> Application | None:
+        """The application ``key`` belongs to, or None."""
+        digest = keys.hash_key(key)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT a.id, a.name, g.name, k.key_hash FROM api_keys k JOIN applications a ON a.id = k.application_id"
+                " JOIN groups g ON g.id = a.group_id WHERE k.key_hash = ?",
+                (digest,),
+            ).fetchone()
+        if row is None or not keys.matches(key, row[3]):
+            return None
+        return Application(row[0], row[1], row[2])

@@ -1,0 +1,176 @@
+"""The SQLite schema of the store and the upgrades of files written by older versions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from payi_otel.service.store.records import StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS groups (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applications (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    group_id INTEGER NOT NULL REFERENCES groups(id),
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    slot INTEGER NOT NULL CHECK (slot IN (1, 2)),
+    key_hash TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, slot)
+);
+CREATE TABLE IF NOT EXISTS limits (
+    limit_id TEXT NOT NULL,
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    limit_name TEXT NOT NULL,
+    max REAL NOT NULL,
+    limit_type TEXT NOT NULL DEFAULT 'allow',
+    threshold REAL NOT NULL DEFAULT 1.0,
+    properties TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, limit_id)
+);
+CREATE TABLE IF NOT EXISTS use_case_definitions (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    description TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, name)
+);
+CREATE TABLE IF NOT EXISTS use_case_instances (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    use_case_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    properties TEXT,                 -- JSON; NULL when none
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, use_case_id)
+) WITHOUT ROWID;                     -- one b-tree, not a table plus its key index: most events create an instance
+CREATE TABLE IF NOT EXISTS resource_versions (
+    resource_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,            -- genai-prices | custom
+    category TEXT,
+    resource TEXT,
+    provider TEXT,
+    model TEXT,
+    prices TEXT NOT NULL,            -- human-readable (genai-prices) or JSON units (custom)
+    start_ms INTEGER,
+    end_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    event_ms INTEGER NOT NULL,
+    ingest_ms INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    resource TEXT,
+    resource_id TEXT,
+    provider_response_id TEXT,
+    dedupe_id TEXT,
+    use_case_name TEXT,
+    use_case_id TEXT,
+    use_case_version INTEGER,
+    use_case_step TEXT,
+    user_id TEXT,
+    account_name TEXT,
+    resource_scope TEXT,
+    http_status_code INTEGER,
+    failed INTEGER NOT NULL DEFAULT 0,
+    latency_ms INTEGER,
+    ttft_ms INTEGER,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    units TEXT NOT NULL,
+    cost_input REAL,                 -- NULL when the event could not be priced
+    cost_output REAL,
+    cost_total REAL,
+    unpriced_reason TEXT,
+    limit_ids TEXT,
+    properties TEXT,
+    provider_data TEXT,              -- provider_* fields; NULL when logging was disabled
+    unknown_units TEXT,              -- JSON {unit: {input, output}} the price had no rate for; NULL when none
+    request_tags TEXT                -- JSON array; NULL when none
+);
+CREATE UNIQUE INDEX IF NOT EXISTS requests_provider_id
+    ON requests (application_id, category, provider_response_id) WHERE provider_response_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
+    ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
+"""
+SCHEMA_VERSION = 3
+
+# Upgrades of older files, by the version they start from.
+_MIGRATIONS = {
+    # 1 stored each request's xproxy_result as JSON and its tags in a separate table.
+    1: """
+ALTER TABLE requests ADD COLUMN unknown_units TEXT;
+ALTER TABLE requests ADD COLUMN request_tags TEXT;
+UPDATE requests SET
+    unknown_units = nullif(json_extract(result, '$.unknown_units'), '{}'),
+    request_tags = (SELECT json_group_array(t.tag) FROM request_tags t WHERE t.request_row = requests.id
+                    HAVING count(*) > 0);
+ALTER TABLE requests DROP COLUMN result;
+DROP TABLE request_tags;
+""",
+    # 2 kept use case instances in a rowid table with a separate key index.
+    2: """
+CREATE TABLE use_case_instances_3 (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    use_case_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    properties TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, use_case_id)
+) WITHOUT ROWID;
+INSERT INTO use_case_instances_3
+    SELECT application_id, use_case_id, name, version, nullif(properties, '{}'), created_ms FROM use_case_instances;
+DROP TABLE use_case_instances;
+ALTER TABLE use_case_instances_3 RENAME TO use_case_instances;
+""",
+}
+
+
+def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables of a new file, or upgrade an older one, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} was written by a newer payi-otel (schema {version}, this one knows {SCHEMA_VERSION})"
+            )
+        while 0 < version < SCHEMA_VERSION:  # 0: a new file
+            for statement in statements(_MIGRATIONS[version]):
+                conn.execute(statement)
+            version += 1
+        for statement in statements(_SCHEMA):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script (a ';' inside a comment or string does not end one)."""
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                yield buffer
+            buffer = ""
