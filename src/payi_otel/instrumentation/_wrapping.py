@@ -8,6 +8,13 @@ example per-client ``with_raw_response`` callables) become pass-throughs.
 
 One wrapper function serves sync and async methods: the async variant differs only in awaiting the
 original, and both share :func:`_begin` / :func:`_done` / :func:`_failed`.
+
+Other instrumentations (OpenTelemetry's openai-v2, OpenLLMetry, ...) wrap the same methods with wrapt.
+Load order never matters: ours recognise only themselves (a marker on our wrapper functions) and always
+sit directly around the SDK's own method, beneath any wrapper found there or added later
+(``wrapper.__wrapped__`` is re-pointed at ours). So another instrumentation uninstrumenting removes only
+its own layer, and our uninstrument removes only ours, from wherever it sits in the chain. Inside
+OpenTelemetry's ``suppress_instrumentation`` our wrappers call straight through.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import wrapt
-from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from packaging.version import InvalidVersion, Version
 
 from payi_otel.core import Call
@@ -27,6 +34,21 @@ from payi_otel.core import Call
 logger = logging.getLogger(__name__)
 
 _PROXY_BASE = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2 split the base class out
+_MARKER = "_payi_otel_wrapset"  # set on every wrapper function of ours: the WrapSet that owns it
+
+
+def _owner_of(proxy: Any) -> Any:
+    """The WrapSet that made ``proxy`` (a wrapt function wrapper), or None when it is not ours."""
+    return getattr(getattr(proxy, "_self_wrapper", None), _MARKER, None)
+
+
+def _chain(top: Any) -> list[Any]:
+    """The wrapt proxies stacked on a method, outermost first."""
+    chain = []
+    while isinstance(top, _PROXY_BASE):
+        chain.append(top)
+        top = top.__wrapped__
+    return chain
 
 
 class Operation(Protocol):
@@ -93,7 +115,7 @@ class WrapSet:
 
     def _wrapper(self, op: Any, is_async: bool) -> Callable[..., Any]:
         def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-            if not self.active:
+            if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             call, kwargs = _begin(op, instance, kwargs)
             if call is None:
@@ -120,22 +142,26 @@ class WrapSet:
             return _done(op, call, result)
 
         def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-            if not self.active:
+            if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             call, kwargs = _begin(op, instance, kwargs)
             if call is None:
                 return wrapped(*args, **kwargs)
             return run_async(wrapped, call, args, kwargs)
 
-        return async_wrapper if is_async else sync_wrapper
+        return self._mark(async_wrapper if is_async else sync_wrapper)
+
+    def _mark(self, wrapper: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(wrapper, _MARKER, self)
+        return wrapper
 
     def _gated(self, raw_wrapper: Callable[..., Any]) -> Callable[..., Any]:
         def gated(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-            if not self.active:
+            if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             return raw_wrapper(wrapped, instance, args, kwargs)
 
-        return gated
+        return self._mark(gated)
 
     def wrap(self, targets: list[Target], sdk_version: str | None = None) -> None:
         """Wrap every target present in the installed SDK; skip the others."""
@@ -150,22 +176,40 @@ class WrapSet:
             except (ImportError, AttributeError):
                 logger.debug("skipping %s.%s.%s: not in this SDK version", t.module, t.cls, t.method)
                 continue
-            if isinstance(original, _PROXY_BASE):  # already wrapped (re-export, double instrument)
-                continue
-            if isinstance(original, (staticmethod, classmethod)):
-                original = original.__func__
+            chain = _chain(original)
+            if any(_owner_of(p) is self or getattr(_owner_of(p), "active", False) for p in chain):
+                continue  # ours already (a re-export of the same class, or instrumented twice)
+            innermost = chain[-1].__wrapped__ if chain else original
+            function = innermost.__func__ if isinstance(innermost, (staticmethod, classmethod)) else innermost
             if t.raw:
                 wrapper = self._gated(t.operation)
             else:
-                wrapper = self._wrapper(t.operation, inspect.iscoroutinefunction(inspect.unwrap(original)))
-            wrapt.wrap_function_wrapper(owner, t.method, wrapper)
+                wrapper = self._wrapper(t.operation, inspect.iscoroutinefunction(inspect.unwrap(function)))
+            if chain:  # another instrumentation's wrapper is there: ours goes beneath it, around the SDK's method
+                chain[-1].__wrapped__ = wrapt.FunctionWrapper(innermost, wrapper)
+            else:
+                wrapt.wrap_function_wrapper(owner, t.method, wrapper)
             self.wrapped.append((owner, t.method))
 
     def unwrap(self) -> None:
-        """Restore every wrapped method; wrappers already captured elsewhere become pass-throughs."""
+        """Remove our wrappers, wherever they sit among other instrumentations' wrappers; wrappers of
+        ours already captured elsewhere become pass-throughs."""
         self.active = False
         for owner, method in self.wrapped:
-            unwrap(owner, method)
+            try:
+                chain = _chain(inspect.getattr_static(owner, method))
+            except AttributeError:
+                continue
+            for index, proxy in enumerate(chain):
+                if _owner_of(proxy) is not self:
+                    continue
+                # after another instrumentation's unwrap, ours may be the bound form of our wrapper
+                inner = (getattr(proxy, "_self_parent", None) or proxy).__wrapped__
+                if index == 0:
+                    setattr(owner, method, inner)
+                else:
+                    chain[index - 1].__wrapped__ = inner
+                break
         self.wrapped.clear()
 
 
