@@ -22,10 +22,11 @@ from payi_otel.service.store import DB_FILE
 
 
 @contextmanager
-def running_service(data_dir: str | os.PathLike[str]) -> Iterator[ServiceThread]:
+def running_service(data_dir: str | os.PathLike[str], **app_options: Any) -> Iterator[ServiceThread]:
     """Start the service over ``data_dir`` on a free loopback port; yields it with ``base_url`` and
-    ``api_key`` (the default application's key) and ``data_dir``; stops it on exit."""
-    with ServiceThread(Path(data_dir)) as service:
+    ``api_key`` (the default application's key) and ``data_dir``; stops it on exit. ``app_options``
+    go to ``create_app`` (``clock``, ``webhook_url``, ``reset_check_interval``)."""
+    with ServiceThread(Path(data_dir), **app_options) as service:
         yield service
 
 

@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local Pay-i-compatible service")
     serve.add_argument("--host", help=f"address to listen on (env {ENV_HOST}, default {DEFAULT_HOST})")
     serve.add_argument("--port", help=f"port to listen on (env {ENV_PORT}, default {DEFAULT_PORT})")
+    serve.add_argument("--webhook-url", help="URL limit alerts are POSTed to (env PAYI_OTEL_WEBHOOK_URL)")
     _add_data_dir(serve)
 
     apps = sub.add_parser("apps", help="manage applications and their API keys")
@@ -107,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
         port = _port(os.environ[ENV_PORT], ENV_PORT)
     else:
         port = DEFAULT_PORT
-    serve(_data_dir(args), host=host, port=port)
+    serve(_data_dir(args), host=host, port=port, webhook_url=args.webhook_url)
     return 0
 
 

@@ -6,6 +6,8 @@ Used by both ``POST /api/v1/ingest`` (attribution from ``xProxy-*`` headers) and
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -197,9 +199,10 @@ def iso_timestamp(ms: int) -> str:
 class Ingestor:
     """Turns validated events into stored requests."""
 
-    def __init__(self, store: Store, pricer: Pricer) -> None:
+    def __init__(self, store: Store, pricer: Pricer, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.pricer = pricer
+        self.clock = clock  # seconds since the epoch; decides when scheduled limit resets are due
 
     def _check_attribution(self, app: Application, attr: Attribution, names: dict[str, str]) -> None:
         if attr.user_id is not None and P.has_whitespace(attr.user_id):
@@ -220,11 +223,18 @@ class Ingestor:
                     raise bad_request(code, f"{names[f]} requires {names['use_case_name']}")
         if len(set(attr.limit_ids)) != len(attr.limit_ids):
             raise bad_request("duplicate_limit_id", f"{names['limit_ids']} lists the same limit id twice")
-        unknown = self.store.unknown_limit_ids(app.id, attr.limit_ids)
+        unknown, blocking = self.store.check_limit_ids(app.id, attr.limit_ids, int(self.clock() * 1000))
         if unknown:
             raise bad_request(
                 "invalid_limit_ids",
-                f"{names['limit_ids']}: limit ids {', '.join(unknown)} do not exist or do not belong to this application",
+                f"{names['limit_ids']}: limit ids {', '.join(unknown)} do not exist or do not belong to this"
+                " application",
+            )
+        if blocking:
+            raise bad_request(
+                "blocking_limit_not_allowed",
+                f"{names['limit_ids']}: {', '.join(blocking)} are block limits; block limits cannot be used for ingest"
+                " requests (only allow limits)",
             )
 
     def ingest(self, app: Application, event: IngestRequest, attr: Attribution) -> dict[str, Any]:
@@ -350,8 +360,16 @@ class Ingestor:
                     provider_data[f] = [h.model_dump() for h in provider_data[f]]
 
         priced = price.priced
+        request_id = new_id()
+        limit_states = None
+        if attr.limit_ids:
+            cost = (price.input_cost, price.output_cost, price.total_cost) if priced else (0.0, 0.0, 0.0)
+            limit_states = self.store.account_limits(
+                app.id, attr.limit_ids, cost, failed, {"application": app.name, "request_id": request_id},
+                int(self.clock() * 1000),
+            )
         row = (
-            new_id(),
+            request_id,
             app.id,
             event_ms,
             batch.ingest_ms,
@@ -378,7 +396,7 @@ class Ingestor:
             price.output_cost if priced else None,
             price.total_cost if priced else None,
             price.unpriced_reason,
-            _dumps(attr.limit_ids) if attr.limit_ids else None,
+            _dumps(limit_states) if limit_states else None,
             _dumps(properties) if properties else None,
             _dumps(provider_data) if provider_data else None,
             _dumps(price.unknown_units) if price.unknown_units else None,
@@ -418,7 +436,7 @@ def xproxy_result(stored: StoredRequest, *, duplicate: bool = False) -> dict[str
         "resource_id": stored.resource_id,
         "cost": None,
         "unknown_units": stored.unknown_units,
-        "limits": {},
+        "limits": {lid: {"state": state} for lid, state in stored.limits.items()},
         "duplicate_request": duplicate,
     }
     if stored.request_tags:

@@ -74,10 +74,12 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+def serve(
+    data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, webhook_url: str | None = None
+) -> None:
     """Run the service in the foreground until SIGINT/SIGTERM."""
     data = Path(data_dir).resolve()
-    app = create_app(data)
+    app = create_app(data, webhook_url=webhook_url)
     key_file = default_key_path(data)
 
     def announce(base_url: str) -> None:
@@ -98,14 +100,17 @@ class ServiceThread:
     ``base_url`` and ``api_key`` (the default application's key) are set once it listens.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = 0) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = 0, **app_options: Any
+    ) -> None:
+        """``app_options`` go to :func:`create_app` (``clock``, ``webhook_url``, ``reset_check_interval``)."""
         self.data_dir = Path(data_dir)
-        self._server = _Server(_config(create_app(self.data_dir), host, port))
+        self._server = _Server(_config(create_app(self.data_dir, **app_options), host, port))
         self._thread = threading.Thread(target=self._server.run, name="payi-otel-service", daemon=True)
         self.base_url: str = ""
         self.api_key: str = read_default_key(self.data_dir) or ""
 
-    def start(self, timeout: float = 10.0) -> "ServiceThread":
+    def start(self, timeout: float = 10.0) -> ServiceThread:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while self._server.base_url is None:
@@ -119,7 +124,7 @@ class ServiceThread:
         self._server.should_exit = True
         self._thread.join(timeout)
 
-    def __enter__(self) -> "ServiceThread":
+    def __enter__(self) -> ServiceThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from payi_otel.service.store.apps import AppsStore
 from payi_otel.service.store.connection import WAL_RESTART_FRAMES
 from payi_otel.service.store.ingest import IngestStore
+from payi_otel.service.store.limits import HistoryRecord, LimitRecord, LimitsStore
 from payi_otel.service.store.records import (
     DB_FILE,
     DEFAULT_NAME,
@@ -36,6 +37,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "WAL_RESTART_FRAMES",
     "Application",
+    "HistoryRecord",
+    "LimitRecord",
     "Store",
     "StoreError",
     "StoredRequest",
@@ -44,5 +47,5 @@ __all__ = [
 ]
 
 
-class Store(AppsStore, IngestStore, ReportsStore):
+class Store(AppsStore, IngestStore, LimitsStore, ReportsStore):
     """All persistent state of the local service."""

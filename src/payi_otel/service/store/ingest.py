@@ -40,20 +40,6 @@ class IngestStore(RequestsStore):
             found = self._stored_request(RESULT_BY_PROVIDER_ID, (application_id, category, provider_response_id))
         return found
 
-    def unknown_limit_ids(self, application_id: int, limit_ids: list[str]) -> list[str]:
-        """The ids in ``limit_ids`` that are not limits of this application."""
-        if not limit_ids:
-            return []
-        marks = ",".join("?" * len(limit_ids))
-        known = {
-            r[0]
-            for r in self._conn.execute(
-                f"SELECT limit_id FROM limits WHERE application_id = ? AND limit_id IN ({marks})",
-                (application_id, *limit_ids),
-            )
-        }
-        return [i for i in limit_ids if i not in known]
-
     def use_case_instance(
         self,
         application_id: int,

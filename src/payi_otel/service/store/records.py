@@ -18,17 +18,22 @@ REQUEST_COLUMNS = (
     "provider_response_id", "dedupe_id", "use_case_name", "use_case_id", "use_case_version", "use_case_step",
     "user_id", "account_name", "resource_scope", "http_status_code", "failed", "latency_ms", "ttft_ms",
     "input_tokens", "output_tokens", "units", "cost_input", "cost_output", "cost_total", "unpriced_reason",
-    "limit_ids", "properties", "provider_data", "unknown_units", "request_tags",
+    "limit_states", "properties", "provider_data", "unknown_units", "request_tags",
 )
 # What a stored request's xproxy_result is rebuilt from (order of StoredRequest's fields).
 RESULT_COLUMNS = (
     "request_id, event_ms, ingest_ms, use_case_name, use_case_id, use_case_version, use_case_step, user_id,"
-    " account_name, resource_id, cost_input, cost_output, cost_total, unpriced_reason, unknown_units, request_tags"
+    " account_name, resource_id, cost_input, cost_output, cost_total, unpriced_reason, limit_states, unknown_units,"
+    " request_tags"
 )
 
 
 class StoreError(Exception):
-    """A management operation on the store was refused; the message says why."""
+    """A management operation on the store was refused; the message says why, ``code`` which rule (API code)."""
+
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,7 @@ class StoredRequest:
     cost_output: float | None
     cost_total: float | None
     unpriced_reason: str | None
+    limits: dict[str, str]  # limit id -> state of the limit after this request
     unknown_units: dict[str, dict[str, int]]
     request_tags: list[str]
 
@@ -67,8 +73,13 @@ class StoredRequest:
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> StoredRequest:
         """From a row of ``RESULT_COLUMNS``."""
-        *head, unknown, tags = row
-        return cls(*head, orjson.loads(unknown) if unknown else {}, orjson.loads(tags) if tags else [])  # type: ignore[call-arg]
+        *head, limits, unknown, tags = row
+        return cls(  # type: ignore[call-arg]
+            *head,
+            orjson.loads(limits) if limits else {},
+            orjson.loads(unknown) if unknown else {},
+            orjson.loads(tags) if tags else [],
+        )
 
 
 _RESULT_INDEXES = tuple(REQUEST_COLUMNS.index(c.strip()) for c in RESULT_COLUMNS.split(","))

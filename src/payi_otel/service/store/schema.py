@@ -38,8 +38,48 @@ CREATE TABLE IF NOT EXISTS limits (
     properties TEXT,
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
+    cost_input REAL NOT NULL DEFAULT 0,
+    cost_output REAL NOT NULL DEFAULT 0,
+    cost_total REAL NOT NULL DEFAULT 0,  -- spend since the last reset
+    req_ok INTEGER NOT NULL DEFAULT 0,  -- requests since the last reset, by state
+    req_exceeded INTEGER NOT NULL DEFAULT 0,
+    req_overrun INTEGER NOT NULL DEFAULT 0,
+    req_blocked INTEGER NOT NULL DEFAULT 0,
+    req_blocked_external INTEGER NOT NULL DEFAULT 0,
+    req_failed INTEGER NOT NULL DEFAULT 0,
+    req_total INTEGER NOT NULL DEFAULT 0,
+    reset_schedule TEXT,             -- daily | weekly | monthly | ISO 8601 duration; NULL: none
+    schedule_anchor_ms INTEGER,      -- start of the first period of a duration schedule
+    next_reset_ms INTEGER,           -- when the next scheduled reset is due
+    alerted INTEGER NOT NULL DEFAULT 0,  -- alerts raised since the last reset: bit 1 threshold, bit 2 max
     PRIMARY KEY (application_id, limit_id)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS limits_name ON limits (application_id, limit_name);
+CREATE TABLE IF NOT EXISTS limit_history (
+    id INTEGER PRIMARY KEY,
+    application_id INTEGER NOT NULL,
+    limit_id TEXT NOT NULL,
+    limit_name TEXT NOT NULL,
+    limit_type TEXT NOT NULL,
+    max REAL NOT NULL,
+    reset_ms INTEGER NOT NULL,       -- when the reset took effect (resetDate, the scheduled boundary, or now)
+    trigger TEXT NOT NULL,           -- manual | schedule
+    totals TEXT NOT NULL             -- JSON TotalCostData at the reset
+);
+CREATE INDEX IF NOT EXISTS limit_history_limit ON limit_history (application_id, limit_id, reset_ms);
+CREATE TABLE IF NOT EXISTS limit_alerts (
+    id INTEGER PRIMARY KEY,
+    application_id INTEGER NOT NULL,
+    limit_id TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- threshold | max
+    payload TEXT NOT NULL,           -- JSON body of the webhook
+    created_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    done_ms INTEGER,                 -- delivered, or given up (see outcome)
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS limit_alerts_pending ON limit_alerts (next_attempt_ms) WHERE done_ms IS NULL;
 CREATE TABLE IF NOT EXISTS use_case_definitions (
     application_id INTEGER NOT NULL REFERENCES applications(id),
     name TEXT NOT NULL,
@@ -97,7 +137,7 @@ CREATE TABLE IF NOT EXISTS requests (
     cost_output REAL,
     cost_total REAL,
     unpriced_reason TEXT,
-    limit_ids TEXT,
+    limit_states TEXT,               -- JSON {limit_id: state}; NULL when the request names no limit
     properties TEXT,
     provider_data TEXT,              -- provider_* fields; NULL when logging was disabled
     unknown_units TEXT,              -- JSON {unit: {input, output}} the price had no rate for; NULL when none
@@ -109,7 +149,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
     ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Upgrades of older files, by the version they start from.
 _MIGRATIONS = {
@@ -139,6 +179,13 @@ INSERT INTO use_case_instances_3
     SELECT application_id, use_case_id, name, version, nullif(properties, '{}'), created_ms FROM use_case_instances;
 DROP TABLE use_case_instances;
 ALTER TABLE use_case_instances_3 RENAME TO use_case_instances;
+""",
+    # 3 kept no limit totals, history or alerts (and no API could create a limit, so the table is empty and
+    # made anew), and stored the limit ids a request named as a list.
+    3: """
+DROP TABLE IF EXISTS limits;
+ALTER TABLE requests RENAME COLUMN limit_ids TO limit_states;
+UPDATE requests SET limit_states = NULL;
 """,
 }
 

@@ -1,0 +1,1 @@
+"""The API routes of the local service, one module per area; ``app.py`` assembles them."""

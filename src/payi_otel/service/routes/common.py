@@ -1,0 +1,109 @@
+"""What every router shares: the service's parts, authentication, JSON answers, cursors and error docs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import Query, Request
+from fastapi.responses import Response
+
+from payi_otel import protocol as P
+from payi_otel.service import models
+from payi_otel.service.commit import GroupCommitter
+from payi_otel.service.ingest import Ingestor, PayiApiError, iso_timestamp
+from payi_otel.service.store import Application, Store, StoreError, new_id
+
+API_KEY_HEADER = P.API_KEY
+DEFAULT_PAGE = 25
+MAX_PAGE = 100
+
+
+@dataclass(slots=True)
+class Service:
+    """The parts of a running service the routes use."""
+
+    store: Store
+    ingestor: Ingestor
+    committer: GroupCommitter
+    clock: Callable[[], float] = time.time
+    # (method, path template) -> the code a body that fails validation is answered with
+    validation_codes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def authenticate(self, request: Request) -> Application:
+        key = request.headers.get(API_KEY_HEADER)
+        if not key:
+            raise PayiApiError(401, "invalid_api_key", f"the {API_KEY_HEADER} header is missing")
+        app_ = self.store.authenticate(key)
+        if app_ is None:
+            raise PayiApiError(401, "invalid_api_key", f"the {API_KEY_HEADER} header does not hold a valid key")
+        return app_
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def api_error(exc: StoreError, status: int = 400) -> PayiApiError:
+    """A store refusal as a Pay-i error (``*_not_found`` codes answer 404)."""
+    return PayiApiError(404 if exc.code.endswith("_not_found") else status, exc.code, str(exc))
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for Pay-i error bodies with these statuses (401 is always possible)."""
+    text = {
+        400: "Invalid request; xproxy_error.code names the rule",
+        401: "Missing or unknown xProxy-api-key (invalid_api_key)",
+        403: "Not allowed on this object (system categories are read-only)",
+        404: "No such object in this application (*_not_found)",
+    }
+    return {s: {"model": models.ApiError, "description": text[s]} for s in sorted({401, *statuses})}
+
+
+def request_id() -> str:
+    return new_id()
+
+
+def iso(ms: int | None) -> str | None:
+    return None if ms is None else iso_timestamp(ms)
+
+
+# --- cursor pagination (opaque cursors: the sort key of the last item, base64url JSON) -----------
+PageSize = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description=f"Items per page (1-{MAX_PAGE}, default {DEFAULT_PAGE})")
+Cursor = Query(None, description="The cursor of the previous page; omit for the first page")
+SortAscending = Query(True, description="Oldest first (true, the default) or newest first")
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    if not cursor:
+        return None
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        key = None
+    if not isinstance(key, list) or len(key) != arity:
+        raise PayiApiError(400, "invalid_cursor", "cursor: not a cursor returned by this list (pass it unchanged)")
+    return key
+
+
+def page(items: list[dict[str, Any]], keys: list[list[Any]], size: int) -> dict[str, Any]:
+    """A page body from up to ``size + 1`` fetched items (the extra one only says there is more)."""
+    more = len(items) > size
+    return {
+        "request_id": request_id(),
+        "items": items[:size],
+        "cursor": encode_cursor(keys[size - 1]) if more else None,
+        "has_more": more,
+    }
