@@ -170,7 +170,7 @@ def _usage_attributes(attrs: dict[str, Any], usage: Usage) -> None:
     if (
         usage.input_audio_tokens or usage.output_audio_tokens or usage.input_image_tokens
         or usage.output_image_tokens or usage.cache_write_1h_tokens or usage.images
-        or usage.web_search_requests or usage.large_context
+        or usage.web_search_requests or usage.large_context or usage.modalities
     ):  # fmt: skip
         prefix = A.PAYI_UNITS_PREFIX
         for unit, directions in to_units(usage).items():

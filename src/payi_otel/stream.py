@@ -9,7 +9,8 @@ classes only adapt the iteration and close/context-manager protocols.
 The stream ends on exhaustion (``completed``), an error while iterating (``error``), ``close()`` /
 ``aclose()`` or leaving a ``with`` block (``closed_early``; ``error`` if the block raised), or garbage
 collection of an abandoned stream (``abandoned``). No OpenTelemetry context is attached while the
-caller holds the stream.
+caller holds the stream; with ``activate_first`` the call's span is current while the first chunk is
+fetched, for lazy streams (generators) that send their HTTP request only then.
 """
 
 from __future__ import annotations
@@ -37,15 +38,37 @@ class StreamHandler(Protocol):
 class _Tracker:
     """Per-stream bookkeeping, on a plain slotted object (proxy attribute access is slow on the hot path)."""
 
-    __slots__ = ("call", "handler", "on_chunk", "next", "first", "done")
+    __slots__ = ("_next", "call", "done", "first", "handler", "next", "on_chunk")
 
-    def __init__(self, call: Call, handler: StreamHandler, next_: Any) -> None:
+    def __init__(self, call: Call, handler: StreamHandler, next_: Any, activate_first: str | None = None) -> None:
         self.call = call
         self.handler = handler
         self.on_chunk = handler.on_chunk
         self.next = next_
+        self._next = next_
         self.first = True
         self.done = False
+        if activate_first == "sync":
+            self.next = self._first_next
+        elif activate_first == "async":
+            self.next = self._afirst_next
+
+    def _first_next(self) -> Any:
+        """The first read, with the call's span current; later reads call the stream directly."""
+        self.next = self._next
+        token = self.call.activate()
+        try:
+            return self._next()
+        finally:
+            self.call.deactivate(token)
+
+    async def _afirst_next(self) -> Any:
+        self.next = self._next
+        token = self.call.activate()
+        try:
+            return await self._next()
+        finally:
+            self.call.deactivate(token)
 
     def accept(self, chunk: Any) -> bool:
         """Bookkeeping for one chunk; False hides it from the caller."""
@@ -99,9 +122,11 @@ class _Tracker:
 class _StreamBookkeeping(wrapt.ObjectProxy):
     """What the sync and async proxies share: the tracker and the non-iteration endings."""
 
-    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler, next_: Any) -> None:
+    def __init__(
+        self, wrapped: Any, call: Call, handler: StreamHandler, next_: Any, activate_first: str | None = None
+    ) -> None:
         super().__init__(wrapped)
-        self._self_t = _Tracker(call, handler, next_)
+        self._self_t = _Tracker(call, handler, next_, activate_first)
 
     @property
     def payi_finished(self) -> bool:
@@ -123,11 +148,12 @@ class _StreamBookkeeping(wrapt.ObjectProxy):
 class StreamProxy(_StreamBookkeeping):
     """Proxy for a synchronous stream (iterator, optionally ``close()`` and context manager)."""
 
-    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler) -> None:
+    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler, *, activate_first: bool = False) -> None:
         nxt = getattr(wrapped, "__next__", None)
-        super().__init__(wrapped, call, handler, nxt if nxt is not None else iter(wrapped).__next__)
+        next_ = nxt if nxt is not None else iter(wrapped).__next__
+        super().__init__(wrapped, call, handler, next_, "sync" if activate_first else None)
 
-    def __iter__(self) -> "StreamProxy":
+    def __iter__(self) -> StreamProxy:
         return self
 
     def __next__(self) -> Any:
@@ -140,7 +166,7 @@ class StreamProxy(_StreamBookkeeping):
         finally:
             self._self_t.finish(CLOSED_EARLY)
 
-    def __enter__(self) -> "StreamProxy":
+    def __enter__(self) -> StreamProxy:
         enter = getattr(self.__wrapped__, "__enter__", None)
         if enter is not None:
             enter()
@@ -157,11 +183,12 @@ class StreamProxy(_StreamBookkeeping):
 class AsyncStreamProxy(_StreamBookkeeping):
     """Proxy for an asynchronous stream (async iterator, ``close()``/``aclose()``, async context manager)."""
 
-    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler) -> None:
+    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler, *, activate_first: bool = False) -> None:
         nxt = getattr(wrapped, "__anext__", None)
-        super().__init__(wrapped, call, handler, nxt if nxt is not None else wrapped.__aiter__().__anext__)
+        next_ = nxt if nxt is not None else wrapped.__aiter__().__anext__
+        super().__init__(wrapped, call, handler, next_, "async" if activate_first else None)
 
-    def __aiter__(self) -> "AsyncStreamProxy":
+    def __aiter__(self) -> AsyncStreamProxy:
         return self
 
     def __anext__(self) -> Any:
@@ -184,7 +211,7 @@ class AsyncStreamProxy(_StreamBookkeeping):
     async def aclose(self) -> Any:
         return await self._payi_close_inner("aclose", "close")
 
-    async def __aenter__(self) -> "AsyncStreamProxy":
+    async def __aenter__(self) -> AsyncStreamProxy:
         enter = getattr(self.__wrapped__, "__aenter__", None)
         if enter is not None:
             await enter()

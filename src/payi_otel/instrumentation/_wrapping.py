@@ -22,8 +22,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import wrapt
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -59,6 +60,9 @@ class Operation(Protocol):
 
     def finish(self, call: Call, result: Any) -> Any:
         """Record the result and end (or hand over to a stream proxy); returns what the caller gets."""
+
+    # Optional: ``describe_error(call, exc)`` records what the provider's exception says (e.g. its HTTP
+    # status) in ``call.record`` before the call fails.
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,13 @@ def _done(op: Any, call: Call, result: Any) -> Any:
         return result
 
 
-def _failed(call: Call, exc: BaseException) -> None:
+def _failed(op: Any, call: Call, exc: BaseException) -> None:
+    describe = getattr(op, "describe_error", None)
+    if describe is not None:
+        try:
+            describe(call, exc)
+        except Exception:
+            logger.debug("could not read the provider error", exc_info=True)
     try:
         call.fail(exc)
     except Exception:  # pragma: no cover - Call.fail already guards itself
@@ -125,7 +135,7 @@ class WrapSet:
                 result = wrapped(*args, **kwargs)
             except BaseException as exc:
                 call.deactivate(token)
-                _failed(call, exc)
+                _failed(op, call, exc)
                 raise
             call.deactivate(token)
             return _done(op, call, result)
@@ -136,7 +146,7 @@ class WrapSet:
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
                 call.deactivate(token)
-                _failed(call, exc)
+                _failed(op, call, exc)
                 raise
             call.deactivate(token)
             return _done(op, call, result)
