@@ -53,6 +53,9 @@ _INPUT_PROBES: dict[str, tuple[str, ...]] = {
     "audio": ("input_audio_tokens",),
     "vision": ("input_image_tokens",),
     "video": ("input_video_tokens",),
+    # Gemini bills document (PDF) tokens at its text input rate; genai-prices has no separate price.
+    "document": (),
+    "document_cache_read": ("cache_read_tokens",),
     "audio_cache_read": ("cache_read_tokens", "input_audio_tokens", "cache_audio_read_tokens"),
     "vision_cache_read": ("cache_read_tokens", "input_image_tokens", "cache_image_read_tokens"),
     "video_cache_read": ("cache_read_tokens", "input_video_tokens", "cache_video_read_tokens"),
