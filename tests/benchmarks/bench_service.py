@@ -35,6 +35,12 @@ EVENT = {
     "http_status_code": 200,
 }
 BULK_EVENT = {**EVENT, "use_case_name": "bench", "user_id": "user-1"}
+# Every event names two limits (an application budget and a per-user one): ingest accounts each.
+LIMITS = (
+    {"limit_id": "bench-org", "limit_name": "org", "max": 1e9},
+    {"limit_id": "bench-user", "limit_name": "user-1", "max": 1e9, "threshold": 0.8},
+)
+LIMIT_HEADER = f"xProxy-Limit-IDs: {','.join(lim['limit_id'] for lim in LIMITS)}\r\n"
 
 
 def free_port() -> int:
@@ -103,7 +109,7 @@ async def single_throughput(port: int, key: str, seconds: float, clients: int) -
     async def worker(c: Conn) -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            status, _ = await c.post("/api/v1/ingest", body)
+            status, _ = await c.post("/api/v1/ingest", body, LIMIT_HEADER)
             assert status == 200, status
             done += 1
 
@@ -112,7 +118,7 @@ async def single_throughput(port: int, key: str, seconds: float, clients: int) -
 
 
 async def bulk_ingest(port: int, key: str, total: int, batch: int, clients: int, on_progress=None) -> float:
-    body = json.dumps([BULK_EVENT] * batch).encode()
+    body = json.dumps([{**BULK_EVENT, "limit_ids": [lim["limit_id"] for lim in LIMITS]}] * batch).encode()
     sent = 0
     next_report = [0]
 
@@ -142,7 +148,7 @@ async def fixed_rate_latency(port: int, key: str, rate: int, seconds: float) -> 
 
     async def one(scheduled: float) -> None:
         c = await pool.get()
-        status, _ = await c.post("/api/v1/ingest", body)
+        status, _ = await c.post("/api/v1/ingest", body, LIMIT_HEADER)
         latencies.append(time.perf_counter() - scheduled)  # from the scheduled send time: no coordinated omission
         assert status == 200
         pool.put_nowait(c)
@@ -158,6 +164,16 @@ async def fixed_rate_latency(port: int, key: str, rate: int, seconds: float) -> 
     while not pool.empty():
         pool.get_nowait().close()
     return latencies
+
+
+async def create_limits(port: int, key: str) -> None:
+    c = await Conn(port, key).open()
+    try:
+        for limit in LIMITS:
+            status, payload = await c.post("/api/v1/limits", json.dumps(limit).encode())
+            assert status == 201, payload
+    finally:
+        c.close()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -189,6 +205,8 @@ def main() -> None:
         if uvloop is not None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
+        asyncio.run(create_limits(port, key))
+        print(f"every event names {len(LIMITS)} limits")
         asyncio.run(single_throughput(port, key, 1.0, 4))  # warm-up
         rps = asyncio.run(single_throughput(port, key, seconds, args.clients))
         print(f"single ingest: {rps:,.0f} events/s ({args.clients} keep-alive clients; target >= 2,000)")

@@ -22,7 +22,7 @@ from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.firstrun import ensure_default_application
 from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.routes import ingest, limits, requests
+from payi_otel.service.routes import ingest, limits, requests, use_cases
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
 from payi_otel.service.store import Store
 
@@ -71,7 +71,7 @@ def create_app(
     app = FastAPI(
         title="payi-otel local service",
         version="1",
-        description="A local, Pay-i-compatible API over SQLite: ingest, requests, limits. "
+        description="A local, Pay-i-compatible API over SQLite: ingest, requests, limits, use cases. "
         f"Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header (an application key). "
         "Every error answers Pay-i's body `{statusCode, message, xproxy_error: {code, message}}`.",
         lifespan=lifespan,
@@ -114,7 +114,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for area in (ingest, requests, limits):
+    for area in (ingest, requests, limits, use_cases):
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
 

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from payi_otel import protocol as P
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer, PriceResult
-from payi_otel.service.store import Application, Store, StoredRequest, new_id, now_ms
+from payi_otel.service.store import Application, Store, StoredRequest, StoreError, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE.total_seconds() * 1000
@@ -317,11 +317,18 @@ class Ingestor:
             return duplicate
 
         use_case_id = use_case_version = None
+        limit_ids = attr.limit_ids
         if attr.use_case_name is not None:
-            use_case_id, use_case_version = self.store.use_case_instance(
-                app.id, attr.use_case_name, attr.use_case_id, attr.use_case_version, event.use_case_properties,
-                batch.new_instances,
-            )
+            try:
+                use_case_id, use_case_version, instance_limit = self.store.use_case_instance(
+                    app.id, attr.use_case_name, attr.use_case_id, attr.use_case_version, event.use_case_properties,
+                    batch.ingest_ms, batch.new_instances,
+                )
+            except StoreError as exc:
+                field_name = names["use_case_version" if exc.code == "invalid_use_case_version" else "use_case_id"]
+                raise bad_request(exc.code, f"{field_name}: {exc}") from None
+            if instance_limit is not None and instance_limit not in limit_ids:
+                limit_ids = [*limit_ids, instance_limit]  # the instance's own limit (from its use case's limit_config)
 
         units = {k: {"input": u.input, "output": u.output} for k, u in event.units.items()}
         input_tokens = output_tokens = 0
@@ -362,10 +369,10 @@ class Ingestor:
         priced = price.priced
         request_id = new_id()
         limit_states = None
-        if attr.limit_ids:
+        if limit_ids:
             cost = (price.input_cost, price.output_cost, price.total_cost) if priced else (0.0, 0.0, 0.0)
             limit_states = self.store.account_limits(
-                app.id, attr.limit_ids, cost, failed, {"application": app.name, "request_id": request_id},
+                app.id, limit_ids, cost, failed, {"application": app.name, "request_id": request_id},
                 int(self.clock() * 1000),
             )
         row = (

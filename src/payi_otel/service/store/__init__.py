@@ -15,7 +15,7 @@ from __future__ import annotations
 from payi_otel.service.store.apps import AppsStore
 from payi_otel.service.store.connection import WAL_RESTART_FRAMES
 from payi_otel.service.store.ingest import IngestStore
-from payi_otel.service.store.limits import HistoryRecord, LimitRecord, LimitsStore
+from payi_otel.service.store.limits import HistoryRecord, LimitRecord
 from payi_otel.service.store.records import (
     DB_FILE,
     DEFAULT_NAME,
@@ -28,6 +28,7 @@ from payi_otel.service.store.records import (
 )
 from payi_otel.service.store.reports import REPORT_DIMENSIONS, ReportsStore
 from payi_otel.service.store.schema import SCHEMA_VERSION
+from payi_otel.service.store.use_cases import DefinitionRecord, InstanceRecord, KpiRecord, UseCasesStore
 
 __all__ = [
     "DB_FILE",
@@ -37,7 +38,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "WAL_RESTART_FRAMES",
     "Application",
+    "DefinitionRecord",
     "HistoryRecord",
+    "InstanceRecord",
+    "KpiRecord",
     "LimitRecord",
     "Store",
     "StoreError",
@@ -47,5 +51,5 @@ __all__ = [
 ]
 
 
-class Store(AppsStore, IngestStore, LimitsStore, ReportsStore):
+class Store(AppsStore, IngestStore, UseCasesStore, ReportsStore):
     """All persistent state of the local service."""

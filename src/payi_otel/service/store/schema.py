@@ -84,8 +84,11 @@ CREATE TABLE IF NOT EXISTS use_case_definitions (
     application_id INTEGER NOT NULL REFERENCES applications(id),
     name TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1,
-    description TEXT,
+    description TEXT,                -- NULL for a definition created on first sight by ingest
     created_ms INTEGER NOT NULL,
+    logging_enabled INTEGER,         -- NULL: not set (logging on)
+    limit_config TEXT,               -- JSON {max, limit_type, threshold, properties}: a limit per new instance
+    updated_ms INTEGER,
     PRIMARY KEY (application_id, name)
 );
 CREATE TABLE IF NOT EXISTS use_case_instances (
@@ -95,8 +98,29 @@ CREATE TABLE IF NOT EXISTS use_case_instances (
     version INTEGER NOT NULL,
     properties TEXT,                 -- JSON; NULL when none
     created_ms INTEGER NOT NULL,
+    limit_id TEXT,                   -- the limit the definition's limit_config created for this instance
     PRIMARY KEY (application_id, use_case_id)
 ) WITHOUT ROWID;                     -- one b-tree, not a table plus its key index: most events create an instance
+CREATE TABLE IF NOT EXISTS kpis (
+    application_id INTEGER NOT NULL,
+    use_case_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    kpi_type TEXT NOT NULL,          -- boolean | number | percentage | likert5 | likert7 | likert10
+    goal REAL NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, use_case_name, name)
+);
+CREATE TABLE IF NOT EXISTS kpi_scores (
+    application_id INTEGER NOT NULL,
+    use_case_id TEXT NOT NULL,
+    kpi_name TEXT NOT NULL,
+    score REAL NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, use_case_id, kpi_name)
+);
 CREATE TABLE IF NOT EXISTS resource_versions (
     resource_id TEXT PRIMARY KEY,
     source TEXT NOT NULL,            -- genai-prices | custom
@@ -149,7 +173,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
     ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
 """
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Upgrades of older files, by the version they start from.
 _MIGRATIONS = {
@@ -186,6 +210,21 @@ ALTER TABLE use_case_instances_3 RENAME TO use_case_instances;
 DROP TABLE IF EXISTS limits;
 ALTER TABLE requests RENAME COLUMN limit_ids TO limit_states;
 UPDATE requests SET limit_states = NULL;
+""",
+    # 4 kept no use case management fields, instance limits or KPIs.
+    4: """
+CREATE TABLE IF NOT EXISTS use_case_definitions (
+    application_id INTEGER NOT NULL REFERENCES applications(id),
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    description TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, name)
+);
+ALTER TABLE use_case_definitions ADD COLUMN logging_enabled INTEGER;
+ALTER TABLE use_case_definitions ADD COLUMN limit_config TEXT;
+ALTER TABLE use_case_definitions ADD COLUMN updated_ms INTEGER;
+ALTER TABLE use_case_instances ADD COLUMN limit_id TEXT;
 """,
 }
 
