@@ -89,6 +89,7 @@ class CallRecord:
     request_model: str | None = None
     response_model: str | None = None
     resource: str | None = None  # Pay-i resource when it differs from the model (Azure deployment mapping)
+    resource_scope: str | None = None  # provider-derived price scope; the business context's own wins
     server_address: str | None = None
     server_port: int | None = None
     provider_uri: str | None = None
@@ -257,6 +258,8 @@ class SpanCore:
             business = None
         if business:
             attrs.update(business)
+        if record.resource_scope and A.PAYI_RESOURCE_SCOPE not in attrs:
+            attrs[A.PAYI_RESOURCE_SCOPE] = record.resource_scope
         name = f"{record.operation} {model}" if model else record.operation
         t0 = time_ns()
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs, start_time=t0)

@@ -1,0 +1,233 @@
+"""One Bedrock runtime call: its record before the request, and what the response adds.
+
+:class:`BedrockCalls` is used by the ``_make_api_call`` wrapper (:mod:`.`): :meth:`begin` builds the
+:class:`~payi_otel.core.CallRecord` in the caller's context (business context included), :meth:`finish`
+reads the response (or hands a stream to the stream proxy) and returns what the caller gets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from payi_otel.core import Call, CallRecord, SpanCore
+from payi_otel.stream import AsyncStreamProxy, StreamProxy
+from payi_otel.units import Usage
+
+from ._body import read_body
+from ._errors import fail
+from ._resources import family, is_embedding_model, resolve
+from ._streams import ConverseStream, InvokeStream
+from ._usage import add_guardrail_units, body_usage, converse_usage, guardrail_trace, header_usage, mark_large_context
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "aws.bedrock"
+CATEGORY = "system.aws.bedrock"
+SERVICE = "bedrock-runtime"
+
+CONVERSE = "Converse"
+CONVERSE_STREAM = "ConverseStream"
+INVOKE = "InvokeModel"
+INVOKE_STREAM = "InvokeModelWithResponseStream"
+OPERATIONS = frozenset({CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM})
+
+_NO_USAGE = "Bedrock reported no token counts for this model (no X-Amzn-Bedrock-*-Token-Count headers, none in the body)"
+
+
+class _Endpoint:
+    __slots__ = ("address", "port", "uri")
+
+    def __init__(self, url: str | None) -> None:
+        self.uri = url
+        parts = urlsplit(url) if url else None
+        self.address = parts.hostname if parts else None
+        self.port = parts.port if parts else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _scrub(value: Any) -> Any:
+    """Request content fit for a span: binary parts (images, documents) become a size note."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    if hasattr(value, "read"):  # a file-like body: never consumed for telemetry
+        return "<stream>"
+    return value
+
+
+def _tool_call(name: Any, arguments: Any) -> dict[str, str]:
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, separators=(",", ":"), default=str)
+    return {"name": str(name or ""), "arguments": args}
+
+
+def _message_tools(content: Any) -> list[dict[str, str]]:
+    """Tool uses of a Converse / Nova message (``toolUse``) or an Anthropic message (``tool_use``)."""
+    tools = []
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        use = block.get("toolUse")
+        if isinstance(use, dict):
+            tools.append(_tool_call(use.get("name"), use.get("input")))
+        elif block.get("type") == "tool_use":
+            tools.append(_tool_call(block.get("name"), block.get("input")))
+    return tools
+
+
+def _invoke_reasons(doc: dict[str, Any]) -> list[str]:
+    for key in ("stop_reason", "stopReason", "finish_reason", "completionReason"):
+        value = doc.get(key)
+        if isinstance(value, str):
+            return [value]
+    reasons = []
+    for key, field in (("results", "completionReason"), ("generations", "finish_reason"),
+                       ("outputs", "stop_reason"), ("choices", "finish_reason")):  # fmt: skip
+        for item in doc.get(key) or ():
+            if isinstance(item, dict) and isinstance(item.get(field), str):
+                reasons.append(item[field])
+    return reasons
+
+
+class BedrockCalls:
+    """Configuration shared by every instrumented Bedrock runtime client."""
+
+    def __init__(self, core: SpanCore, module_tag: str) -> None:
+        self.core = core
+        self.module_tag = module_tag
+        self._endpoints: dict[str | None, _Endpoint] = {}
+
+    def _endpoint(self, client: Any) -> _Endpoint:
+        url = getattr(client.meta, "endpoint_url", None)
+        found = self._endpoints.get(url)
+        if found is None:
+            found = _Endpoint(url)
+            if len(self._endpoints) < 256:
+                self._endpoints[url] = found
+        return found
+
+    # -- request side ---------------------------------------------------------------------------
+    def begin(self, client: Any, operation: str, params: Mapping[str, Any]) -> Call | None:
+        """The call's span, or None when this is not a Bedrock runtime inference call."""
+        if client.meta.service_model.service_name != SERVICE:
+            return None
+        model = params.get("modelId")
+        model = model if isinstance(model, str) else None
+        resource, scope = resolve(model) if model else (None, None)
+        embeddings = operation == INVOKE and resource is not None and is_embedding_model(resource)
+        endpoint = self._endpoint(client)
+        rec = CallRecord(
+            provider=PROVIDER,
+            operation="embeddings" if embeddings else "chat",
+            category=CATEGORY,
+            request_model=model,
+            resource=resource,
+            resource_scope=scope,
+            server_address=endpoint.address,
+            server_port=endpoint.port,
+            provider_uri=endpoint.uri,
+            instrumented_module=self.module_tag,
+            stream=operation in (CONVERSE_STREAM, INVOKE_STREAM),
+        )
+        config = params.get("inferenceConfig")
+        if isinstance(config, dict):
+            max_tokens = config.get("maxTokens")
+            if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+                rec.max_tokens = max_tokens
+            rec.temperature = _number(config.get("temperature"))
+            rec.top_p = _number(config.get("topP"))
+        if self.core.capture_content:
+            if operation in (CONVERSE, CONVERSE_STREAM):
+                rec.input_messages = _scrub({"system": params.get("system"), "messages": params.get("messages")})
+            else:
+                body = params.get("body")
+                rec.input_messages = body.decode("utf-8", "replace") if isinstance(body, bytes) else _scrub(body)
+        call = self.core.start(rec)
+        call.data = operation
+        return call
+
+    # -- response side --------------------------------------------------------------------------
+    def finish(self, call: Call, result: Any) -> Any:
+        rec = call.record
+        meta = result.get("ResponseMetadata") or {}
+        rec.status_code = meta.get("HTTPStatusCode", 200)
+        rec.response_id = meta.get("RequestId") or None
+        operation = call.data
+        model_family = family(rec.resource or "")
+        if operation == CONVERSE:
+            self._converse(call, result, model_family)
+        elif operation == INVOKE:
+            self._invoke(call, result, meta.get("HTTPHeaders"), model_family)
+        else:
+            key = "stream" if operation == CONVERSE_STREAM else "body"
+            stream = result.get(key)
+            if stream is None:
+                call.end()
+                return result
+            handler_cls = ConverseStream if operation == CONVERSE_STREAM else InvokeStream
+            proxy_cls = AsyncStreamProxy if hasattr(stream, "__anext__") else StreamProxy
+            result[key] = proxy_cls(stream, call, handler_cls(call, model_family))
+        return result
+
+    def _converse(self, call: Call, result: dict[str, Any], model_family: str) -> None:
+        rec = call.record
+        usage = converse_usage(result.get("usage"))
+        rec.usage = _with_guardrails(usage, guardrail_trace(result))
+        mark_large_context(rec.usage, model_family)
+        reason = result.get("stopReason")
+        if isinstance(reason, str):
+            rec.finish_reasons = [reason]
+        message = (result.get("output") or {}).get("message") or {}
+        rec.tool_calls = _message_tools(message.get("content")) or None
+        if call.capture_content:
+            rec.output_messages = [_scrub(message)]
+        call.end()
+
+    def _invoke(self, call: Call, result: dict[str, Any], headers: Any, model_family: str) -> None:
+        rec = call.record
+        data, error = read_body(result)
+        doc: Any = None
+        if data[:1] == b"{":
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                doc = None
+        usage = header_usage(headers if isinstance(headers, Mapping) else None)
+        if usage is None:
+            usage = body_usage(doc)
+        rec.usage = _with_guardrails(usage, guardrail_trace(doc))
+        mark_large_context(rec.usage, model_family)
+        if rec.usage is None or not rec.usage.reported:
+            rec.usage_incomplete_reason = _NO_USAGE
+        if isinstance(doc, dict):
+            rec.response_model = doc.get("model") if isinstance(doc.get("model"), str) else None
+            rec.finish_reasons = _invoke_reasons(doc) or None
+            content = doc.get("content")
+            if content is None:
+                content = ((doc.get("output") or {}).get("message") or {}).get("content")
+            rec.tool_calls = _message_tools(content) or None
+        if call.capture_content:
+            rec.output_messages = [data.decode("utf-8", "replace")]
+        if error is not None:
+            fail(call, error)
+        else:
+            call.end()
+
+
+def _with_guardrails(usage: Usage | None, guardrail: Any) -> Usage | None:
+    if guardrail is None:
+        return usage
+    target = usage if usage is not None else Usage()
+    return target if add_guardrail_units(target, guardrail) or usage is not None else None
+
+
+__all__ = ["OPERATIONS", "BedrockCalls"]

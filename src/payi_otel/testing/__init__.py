@@ -1,0 +1,1 @@
+"""Replay of recorded provider traffic, for tests, benchmarks and the demo."""
