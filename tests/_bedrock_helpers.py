@@ -11,10 +11,10 @@ from urllib.parse import unquote
 
 import boto3
 import pytest
+from _openai_helpers import Telemetry
 from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
 
-from _openai_helpers import Telemetry
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor
 from payi_otel.replay import Cassette, Interaction
 from payi_otel.testing.botocore_replay import BotocoreReplay
@@ -161,12 +161,16 @@ def expected_units(method: str, interaction: Interaction) -> dict[str, int]:
     if method == "converse":
         body = interaction.json()
         u = body["usage"]
-        units = _units(u["inputTokens"], u["outputTokens"], u.get("cacheReadInputTokens"), u.get("cacheWriteInputTokens"))
+        units = _units(
+            u["inputTokens"], u["outputTokens"], u.get("cacheReadInputTokens"), u.get("cacheWriteInputTokens")
+        )
         return {**units, **converse_guardrails(body.get("trace"))}
     if method == "converse_stream":
         metadata = next(e["payload"] for e in reversed(stream_events(interaction)) if e["type"] == "metadata")
         u = metadata["usage"]
-        units = _units(u["inputTokens"], u["outputTokens"], u.get("cacheReadInputTokens"), u.get("cacheWriteInputTokens"))
+        units = _units(
+            u["inputTokens"], u["outputTokens"], u.get("cacheReadInputTokens"), u.get("cacheWriteInputTokens")
+        )
         return {**units, **converse_guardrails(metadata.get("trace"))}
     if method == "invoke_model":
         h = {k.lower(): v for k, v in interaction.headers}
@@ -186,7 +190,10 @@ def expected_units(method: str, interaction: Interaction) -> dict[str, int]:
     if metrics:
         m = metrics[-1]
         units = _units(
-            m["inputTokenCount"], m["outputTokenCount"], m.get("cacheReadInputTokenCount"), m.get("cacheWriteInputTokenCount")
+            m["inputTokenCount"],
+            m["outputTokenCount"],
+            m.get("cacheReadInputTokenCount"),
+            m.get("cacheWriteInputTokenCount"),
         )
     else:  # Titan without metrics: the counts in its chunks
         units = _units(

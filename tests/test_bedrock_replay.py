@@ -62,7 +62,7 @@ def test_every_recorded_bedrock_file_is_replayed():
 
 def _run(case: Case):
     method, kwargs = boto_call(case.interaction)
-    client, replay = replayed_client(case.interaction, name=case.file)
+    client, _ = replayed_client(case.interaction, name=case.file)
     try:
         response = getattr(client, method)(**kwargs)
     except botocore.exceptions.ClientError as exc:

@@ -346,7 +346,7 @@ class Ingestor:
             # xProxy-PriceAs-*: price the call as another category/resource; it stays stored as sent.
             price_category = attr.price_as_category or event.category
             price_resource = attr.price_as_resource or event.resource
-            price = self.pricer.price(price_category, price_resource, units, when)
+            price = self.pricer.price(price_category, price_resource, units, when, attr.resource_scope)
             if price.resource_version is not None:
                 self.store.remember_resource_version(price.resource_version, price_category, price_resource)
         properties = {k: v for k, v in sent.items() if v is not None}

@@ -42,6 +42,7 @@ CATEGORY_PROVIDERS: dict[str, tuple[str, ...]] = {
 _RESOURCE_PREFIXES = ("google.", "anthropic.", "publishers/google/models/", "models/")
 
 LARGE_CONTEXT_SUFFIX = "_large_context"
+GLOBAL_SCOPE = "global"
 
 # Pay-i unit type -> genai-prices usage keys for one unit, per direction. Input probes are inclusive:
 # a cached token is also an input token in genai-prices' model.
@@ -108,25 +109,27 @@ class Pricer:
 
     def __init__(self) -> None:
         self._snapshot = data_snapshot.get_snapshot()
-        self._models: dict[tuple[str, str], tuple[Provider, ModelInfo] | str] = {}
+        self._models: dict[tuple[str, str, str | None], tuple[Provider, ModelInfo] | str] = {}
         self._snapshots: dict[int, tuple[ModelPrice, _Snapshot]] = {}
         self._coefficients: dict[tuple[int, int, str], tuple[float | None, float | None]] = {}
         self._lock = threading.Lock()
 
     # --- lookups -------------------------------------------------------------------------
-    def _find_model(self, category: str, resource: str) -> tuple[Provider, ModelInfo] | str:
-        key = (category, resource)
+    def _find_model(self, category: str, resource: str, scope: str | None = None) -> tuple[Provider, ModelInfo] | str:
+        key = (category, resource, scope)
         found = self._models.get(key)
         if found is None:
-            found = self._lookup(category, resource)
+            found = self._lookup(category, resource, scope)
             self._models[key] = found
         return found
 
-    def _lookup(self, category: str, resource: str) -> tuple[Provider, ModelInfo] | str:
+    def _lookup(self, category: str, resource: str, scope: str | None = None) -> tuple[Provider, ModelInfo] | str:
         providers = CATEGORY_PROVIDERS.get(category)
         if providers is None:
             return f"category {category!r} has no prices (priced categories: {', '.join(CATEGORY_PROVIDERS)})"
-        refs = [resource]
+        # Resource scope "global": the provider's global price where it has one (Bedrock's global
+        # inference profiles are priced under their "global." model ids), else the model's own price.
+        refs = [f"{GLOBAL_SCOPE}.{resource}", resource] if scope == GLOBAL_SCOPE else [resource]
         for prefix in _RESOURCE_PREFIXES:
             if resource.startswith(prefix):
                 refs.append(resource[len(prefix) :])
@@ -203,11 +206,18 @@ class Pricer:
         return in_coef, out_coef
 
     # --- public API ----------------------------------------------------------------------
-    def price(self, category: str, resource: str | None, units: dict[str, dict[str, int]], when: datetime) -> PriceResult:
-        """Price ``units`` of ``resource`` in ``category`` at the price in force at ``when``."""
+    def price(
+        self,
+        category: str,
+        resource: str | None,
+        units: dict[str, dict[str, int]],
+        when: datetime,
+        scope: str | None = None,
+    ) -> PriceResult:
+        """Price ``units`` of ``resource`` in ``category`` at the price in force at ``when`` (in ``scope``)."""
         if not resource:
             return PriceResult(priced=False, unpriced_reason="event has no resource", unknown_units=dict(units))
-        found = self._find_model(category, resource)
+        found = self._find_model(category, resource, scope)
         if isinstance(found, str):
             return PriceResult(priced=False, unpriced_reason=found, unknown_units=dict(units))
         provider, model = found

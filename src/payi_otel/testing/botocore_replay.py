@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import binascii
 import io
+import json
 import struct
 import threading
 from collections.abc import Iterator
@@ -50,7 +51,8 @@ def encode_frame(headers: dict[str, str], payload: bytes) -> bytes:
     encoded = b""
     for name, value in headers.items():
         raw_name, raw_value = name.encode(), value.encode()
-        encoded += struct.pack("!B", len(raw_name)) + raw_name + b"\x07" + struct.pack("!H", len(raw_value)) + raw_value
+        encoded += struct.pack("!B", len(raw_name)) + raw_name
+        encoded += b"\x07" + struct.pack("!H", len(raw_value)) + raw_value  # 7: string header
     total = 16 + len(encoded) + len(payload)
     prelude = struct.pack("!II", total, len(encoded))
     prelude += struct.pack("!I", binascii.crc32(prelude) & 0xFFFFFFFF)
@@ -58,12 +60,8 @@ def encode_frame(headers: dict[str, str], payload: bytes) -> bytes:
     return message + struct.pack("!I", binascii.crc32(message) & 0xFFFFFFFF)
 
 
-def event_frame(event_type: str, payload: bytes) -> bytes:
-    return encode_frame({":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}, payload)
-
-
 def exception_frame(exception_type: str, message: str) -> bytes:
-    payload = ('{"message": "%s"}' % message).encode()
+    payload = json.dumps({"message": message}).encode()
     headers = {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"}
     return encode_frame(headers, payload)
 
@@ -147,4 +145,4 @@ class BotocoreReplay:
         return client
 
 
-__all__ = ["BotocoreReplay", "ReplayRaw", "encode_frame", "event_frame", "exception_frame", "split_frames"]
+__all__ = ["BotocoreReplay", "ReplayRaw", "encode_frame", "exception_frame", "split_frames"]

@@ -35,7 +35,7 @@ INVOKE = "InvokeModel"
 INVOKE_STREAM = "InvokeModelWithResponseStream"
 OPERATIONS = frozenset({CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM})
 
-_NO_USAGE = "Bedrock reported no token counts for this model (no X-Amzn-Bedrock-*-Token-Count headers, none in the body)"
+_NO_USAGE = "Bedrock reported no token counts (no X-Amzn-Bedrock-*-Token-Count headers, none in the body)"
 
 
 class _Endpoint:
