@@ -1,0 +1,317 @@
+"""Overhead of the Bedrock instrumentation, against the official OpenTelemetry botocore one and OpenLLMetry's.
+
+    .venv/bin/python tests/benchmarks/bench_bedrock_overhead.py [--calls 2000] [--rounds 5]
+
+A real boto3 ``bedrock-runtime`` client whose requests are answered through botocore's ``before-send``
+event with a fixed Converse response (no network; signing, serialization and parsing are real). Modes:
+
+* ``bare``        the uninstrumented client
+* ``floor``       one plain OpenTelemetry span around each call (the least any tracing can cost)
+* ``ours``        payi_otel's BedrockInstrumentor
+* ``official``    opentelemetry-instrumentation-botocore (its Bedrock extension)
+* ``openllmetry`` opentelemetry-instrumentation-bedrock (Traceloop)
+
+Method as in ``bench_openai_overhead.py``: each (mode, round) is a fresh process, modes interleaved in
+random order; inside a process timed batches of the mode alternate with batches of the bare client and
+the added cost is the median of the paired differences in thread CPU time. ``ours`` and ``official``
+patch every client, so they are switched on and off between batches; OpenLLMetry patches clients when
+they are created, so its process keeps a client made before and one made after it was instrumented.
+The two other instrumentations are installed into a throwaway venv (``/tmp/payi-otel-bench-venv-bedrock``),
+never into the project's environment; a mode that cannot be installed is skipped with a message.
+
+Targets (as for OpenAI): our added cost per call <= 0.5 x the official one's; <= 1 us per streamed event
+(measured in isolation: recorded ConverseStream events and InvokeModelWithResponseStream chunks through
+the stream proxy and our handlers, span end amortized).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from bench_openai_overhead import BATCH, SETTLE, _spread, _timed
+
+VENV = Path("/tmp/payi-otel-bench-venv-bedrock")
+OTHERS = {
+    "official": ("opentelemetry-instrumentation-botocore==0.66b2", "opentelemetry.instrumentation.botocore"),
+    "openllmetry": ("opentelemetry-instrumentation-bedrock==0.62.4", "opentelemetry.instrumentation.bedrock"),
+}
+MODES = ("bare", "floor", "ours", "official", "openllmetry")
+MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+EVENTS = 500  # events per stream in the per-event measurement
+CONVERSE = {
+    "metrics": {"latencyMs": 489},
+    "output": {"message": {"content": [{"text": "This is a test"}], "role": "assistant"}},
+    "stopReason": "end_turn",
+    "usage": {"inputTokens": 37, "outputTokens": 8, "totalTokens": 45},
+}
+MESSAGES = [{"role": "user", "content": [{"text": "Say this is a test"}]}]
+
+
+class _Setup:
+    def __init__(self, mode: str) -> None:
+        import boto3
+        from botocore.awsrequest import AWSResponse
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+        setup = self
+
+        class Discard(SpanExporter):
+            def export(self, spans):  # type: ignore[no-untyped-def]
+                setup.spans += len(spans)
+                return SpanExportResult.SUCCESS
+
+        self.spans = 0
+        self.tp = TracerProvider()
+        self.tp.add_span_processor(SimpleSpanProcessor(Discard()))
+        body = json.dumps(CONVERSE).encode()
+        headers = {"Content-Type": "application/json", "x-amzn-RequestId": "bench-request"}
+
+        class Raw:
+            def stream(self, **_):  # type: ignore[no-untyped-def]
+                yield body
+
+        def answer(request, **_):  # type: ignore[no-untyped-def]
+            return AWSResponse(request.url, 200, headers, Raw())
+
+        def client():  # type: ignore[no-untyped-def]
+            c = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="AKIDTEST",
+                             aws_secret_access_key="secret")  # fmt: skip
+            c.meta.events.register("before-send", answer)
+            return c
+
+        self.mode = mode
+        self.on = False
+        self.instrumentor = None
+        self.bare_client = client()
+        self.client = self.bare_client
+        if mode == "ours":
+            from payi_otel.instrumentation.bedrock import BedrockInstrumentor
+
+            self.instrumentor = BedrockInstrumentor()
+        elif mode == "official":
+            from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+
+            self.instrumentor = BotocoreInstrumentor()
+        elif mode == "openllmetry":
+            from opentelemetry.instrumentation.bedrock import BedrockInstrumentor as Traceloop
+
+            Traceloop().instrument(tracer_provider=self.tp)
+            self.client = client()  # patched at creation; bare_client stays as it was
+
+    def switch(self, on: bool) -> None:
+        if self.instrumentor is None or self.on == on:
+            return
+        self.on = on
+        if on:
+            from opentelemetry.metrics import NoOpMeterProvider
+
+            self.instrumentor.instrument(tracer_provider=self.tp, meter_provider=NoOpMeterProvider())
+        else:
+            self.instrumentor.uninstrument()
+
+    def calls(self):  # type: ignore[no-untyped-def]
+        from opentelemetry.trace import SpanKind
+
+        def call(client):  # type: ignore[no-untyped-def]
+            return lambda: client.converse(modelId=MODEL, messages=MESSAGES)
+
+        bare = call(self.bare_client)
+        if self.mode == "floor":
+            tracer = self.tp.get_tracer("bench")
+
+            def spanned() -> None:
+                with tracer.start_as_current_span(f"chat {MODEL}", kind=SpanKind.CLIENT):
+                    bare()
+
+            return spanned, bare
+        return call(self.client), bare
+
+
+def worker(mode: str, calls: int) -> dict:
+    setup = _Setup(mode)
+    instrumented, bare = setup.calls()
+    setup.switch(True)
+    for _ in range(min(calls // 5, 500)):
+        instrumented()
+    pairs = max(calls // (2 * BATCH), 4)
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    spans_on = 0
+    for i in range(pairs):
+        for on in (True, False) if i % 2 == 0 else (False, True):
+            setup.switch(on)
+            fn = instrumented if on else bare
+            for _ in range(SETTLE):
+                fn()
+            before = setup.spans
+            c, _ = _timed(fn, BATCH)
+            if on:
+                spans_on += setup.spans - before
+            elif setup.spans != before:
+                raise RuntimeError(f"{mode}: the bare batch produced spans")
+            cpu["on" if on else "off"].append(c)
+    if mode != "bare" and spans_on < pairs * BATCH:
+        raise RuntimeError(f"{mode}: {spans_on} spans for {pairs * BATCH} calls (instrumentation not active?)")
+    us = 1e6
+    return {
+        "mode": mode,
+        "calls": pairs * BATCH * 2,
+        "cpu_us": statistics.median(cpu["on"]) * us,
+        "added_cpu_us": statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)) * us,
+    }
+
+
+def event_cost(streams: int) -> dict:
+    """Our per-event cost in isolation over recorded events (already decoded by botocore, as a caller
+    iterating ``response["stream"]`` receives them), span end amortized."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from payi_otel.core import CallRecord, SpanCore
+    from payi_otel.instrumentation.bedrock._streams import ConverseStream, InvokeStream
+    from payi_otel.stream import StreamProxy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _bedrock_helpers import CASSETTES, stream_events
+
+    from payi_otel.replay import Cassette
+
+    def events(path: Path, converse: bool) -> list[dict]:
+        """The recorded stream, its content events repeated to about ``EVENTS`` (as a long answer would
+        be), so that the span's start and end, once per stream, do not dominate the per-event figure."""
+        recorded = stream_events(Cassette.load(path).interactions[0])
+        if converse:
+            items = [{e["type"]: e["payload"]} for e in recorded]
+        else:
+            items = [{"chunk": {"bytes": json.dumps(e["payload"]).encode()}} for e in recorded]
+        head, body, tail = items[:3], items[3:-3], items[-3:]
+        return head + body * max(EVENTS // max(len(body), 1), 1) + tail
+
+    sources = {
+        "converse_stream": (events(CASSETTES / "traceloop__openllmetry/bedrock/test_meta_converse_stream.yaml", True),
+                            ConverseStream),
+        "invoke_stream": (events(CASSETTES / "traceloop__openllmetry/bedrock/test_nova_invoke_stream.yaml", False),
+                          InvokeStream),
+    }  # fmt: skip
+    core = SpanCore(tracer_provider=TracerProvider())
+    out = {}
+    for name, (items, handler_cls) in sources.items():
+
+        def bare(items=items) -> None:  # type: ignore[no-untyped-def]
+            for _ in iter(items):
+                pass
+
+        def ours(items=items, handler_cls=handler_cls) -> None:  # type: ignore[no-untyped-def]
+            call = core.start(CallRecord(provider="aws.bedrock", operation="chat", category="system.aws.bedrock"))
+            for _ in StreamProxy(iter(items), call, handler_cls(call, "meta")):
+                pass
+
+        diffs = []
+        for i in range(streams):
+            t = {}
+            for label, fn in (("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare)):
+                t[label] = _timed(fn, 5)[0] / len(items)
+            diffs.append(t["ours"] - t["bare"])
+        out[name] = {"events": len(items), "added_us_per_event": statistics.median(diffs) * 1e6}
+    return out
+
+
+# --- driver ---------------------------------------------------------------------------------------
+def ensure_venv() -> tuple[str, set[str]]:
+    """The interpreter to run every mode under, and the competing modes it can run."""
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating throwaway venv {VENV} for the other instrumentations (kept out of the project environment)")
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
+            site = sysconfig.get_paths()["purelib"]
+            venv_site = subprocess.run(
+                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                check=True, capture_output=True, text=True,
+            ).stdout.strip()  # fmt: skip
+            Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"official, openllmetry: SKIPPED, no throwaway venv: {exc}")
+            return sys.executable, set()
+    available = set()
+    for mode, (requirement, module) in OTHERS.items():
+        check = [str(python), "-c", f"import {module}, payi_otel"]
+        if subprocess.run(check, capture_output=True).returncode != 0:
+            out = subprocess.run([str(python), "-m", "pip", "install", "-q", requirement],
+                                 capture_output=True, text=True)  # fmt: skip
+            if out.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
+                print(f"{mode}: SKIPPED, could not install {requirement}: {out.stderr.strip()[-500:]}")
+                continue
+        available.add(mode)
+    return str(python), available
+
+
+def run(python: str, args: list[str]) -> dict:
+    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0", "TRACELOOP_TRACE_CONTENT": "false"}
+    for name in list(env):
+        if name.startswith(("OTEL_INSTRUMENTATION_GENAI", "PAYI_")):
+            env.pop(name)
+    out = subprocess.run([python, __file__, *args], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", help="internal: run one mode in this process")
+    ap.add_argument("--calls", type=int, default=2000, help="calls per process (half instrumented, half bare)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of fresh processes")
+    ap.add_argument("--events", action="store_true", help="internal: per-event cost in isolation")
+    args = ap.parse_args()
+    if args.events:
+        print(json.dumps(event_cost(200)))
+        return
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.calls)))
+        return
+
+    python, available = ensure_venv()
+    modes = [m for m in MODES if m not in OTHERS or m in available]
+    print(f"interpreter: {python}; modes: {', '.join(modes)}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; traces only, "
+          "SimpleSpanProcessor + discarding exporter in every mode, content capture off")  # fmt: skip
+    results: dict[str, list[dict]] = {m: [] for m in modes}
+    for _ in range(args.rounds):
+        for mode in random.sample(modes, len(modes)):
+            results[mode].append(run(python, ["--worker", mode, "--calls", str(args.calls)]))
+    n = results[modes[0]][0]["calls"]
+    print(f"\nnon-streaming converse: {args.rounds} rounds x {len(modes)} fresh processes, {n} calls each in"
+          f" alternating {BATCH}-call batches (mode / bare client); thread CPU, medians [min .. max] over processes:")
+    med = {}
+    for m in modes:
+        added = [r["added_cpu_us"] for r in results[m]]
+        med[m] = statistics.median(added)
+        cpu = statistics.median(r["cpu_us"] for r in results[m])
+        print(f"  {m:12s} {cpu:9.1f} us/call   added {med[m]:+8.1f} us {_spread(added):>20s}")
+    for other in ("official", "openllmetry"):
+        if other in med and med[other] > 0:
+            ratio = med["ours"] / med[other]
+            verdict = "OK" if ratio <= 0.5 else "ABOVE TARGET"
+            print(f"  ours/{other} added CPU: {med['ours']:.1f} / {med[other]:.1f} = {ratio:.2f} (target <= 0.50: {verdict})")
+    print(f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us; bare-vs-bare noise: {med['bare']:+.1f} us")
+
+    per_event = [run(python, ["--events"]) for _ in range(args.rounds)]
+    print("\nstreamed events in isolation (stream proxy + our handler, span end amortized; CPU time):")
+    for name in per_event[0]:
+        values = [r[name]["added_us_per_event"] for r in per_event]
+        value = statistics.median(values)
+        verdict = "OK" if value <= 1.0 else "ABOVE TARGET"
+        print(f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
+              f" (target <= 1: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
