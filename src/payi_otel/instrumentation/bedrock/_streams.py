@@ -27,6 +27,9 @@ from ._errors import fail
 from ._usage import add_guardrail_units, body_usage, converse_usage, guardrail_trace, mark_large_context
 
 _NO_USAGE_COMPLETED = "stream ended without a usage event"
+# Keys of the chunk that carries a stream's final counts: the billed metrics, Nova's metadata, Titan's
+# last chunk (its output total).
+_FINAL_KEYS = ("amazon-bedrock-invocationMetrics", "metadata", "totalOutputTextTokenCount")
 
 
 def _tool_call(name: str, arguments: str) -> dict[str, str]:
@@ -138,7 +141,7 @@ class InvokeStream(_BedrockStream):
                 self.call.record.response_model = message.get("model") or None
         usage = body_usage(doc)
         if usage is not None:
-            final = "amazon-bedrock-invocationMetrics" in doc or "metadata" in doc
+            final = any(key in doc for key in _FINAL_KEYS)
             if final or not self.final:
                 self.usage, self.final = usage, final
         guardrail = guardrail_trace(doc)
