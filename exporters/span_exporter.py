@@ -1,8 +1,14 @@
 """``PayiSpanExporter``: the OpenTelemetry SDK span exporter that feeds Pay-i.
 
-``export()`` maps finished GenAI spans to ingest events, appends them durably to the on-disk
-spool and wakes the background sender; it never touches the network and never raises. In offline
-mode (``PAYI_OFFLINE_FILE``) the events are appended to a JSON Lines file instead.
+Calls traced by payi-otel's own instrumentation do not wait for their span: when the exporter is
+created it registers a :class:`~payi_otel.exporters.journal.Journal` with the span core, which has every
+finished call on disk before control returns to the caller, whatever the trace sampler decided, and
+turns it into an event in the background. ``export()`` therefore skips our own spans that were
+journaled, and the spans of other instrumentations that traced the same call as one of ours
+(:func:`payi_otel.processor.covered`); it maps every other GenAI span (calls only other
+instrumentations traced) to an ingest event. Events go to the on-disk spool, where the background
+sender picks them up; ``export()`` never touches the network and never raises. In offline mode
+(``PAYI_OFFLINE_FILE``) the events are appended to a JSON Lines file instead.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from payi_otel import finished, processor
+
 from .config import ExporterConfig
 from .delivery import DeliveryWorker, RateLimitedLog
+from .journal import Journal
 from .mapping import event_from_view
 from .offline import OfflineWriter
 from .sender import Backoff, Sender
@@ -58,6 +67,14 @@ class PayiSpanExporter(SpanExporter):
         self._offline: OfflineWriter | None = None
         self._spool: Spool | None = None
         self._worker: DeliveryWorker | None = None
+        self._journal: Journal | None = None
+        self._start(problems)
+        self._journal = Journal(config.spool_dir, self._accept, include_content=config.export_content)
+        finished.add_sink(self._journal.record)
+        processor.ensure_processor()
+
+    def _start(self, problems: list[str] | None) -> None:
+        config = self.config
         if config.offline_file is not None:
             self._offline = OfflineWriter(config.offline_file)
             logger.info("Pay-i exporter: offline mode, events are written to %s", config.offline_file)
@@ -100,8 +117,11 @@ class PayiSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         try:
             include_content = self.config.export_content
+            journal = self._journal
             events = []
             for span in spans:
+                if self._already_recorded(span, journal):
+                    continue
                 try:
                     event = event_from_view(view_from_readable_span(span), include_content=include_content)
                 except Exception:
@@ -109,37 +129,53 @@ class PayiSpanExporter(SpanExporter):
                     continue
                 if event is not None:
                     events.append(event)
-            if not events:
-                return SpanExportResult.SUCCESS
-            if self._offline is not None:
-                self._offline.write(events)
-                self.exported_events += len(events)
-                return SpanExportResult.SUCCESS
-            assert self._spool is not None
-            with self._lock:
-                dropped = self._spool.append(events, self.config.batch_size)
-            self.exported_events += len(events) - dropped
-            if dropped:
-                self.dropped_events += dropped
-                self._drop_log(
-                    logging.WARNING,
-                    "Pay-i exporter: spool %s is full (%d bytes max); %d new event(s) dropped, %d in total",
-                    self._spool.directory,
-                    self.config.spool_max_bytes,
-                    dropped,
-                    self.dropped_events,
-                )
-            if self._worker is not None:
-                self._worker.wake()
+            if events:
+                self._accept(events)
             return SpanExportResult.SUCCESS
         except Exception:
             logger.exception("Pay-i exporter: could not spool %d span(s)", len(spans))
             return SpanExportResult.FAILURE
 
+    @staticmethod
+    def _already_recorded(span: Any, journal: Journal | None) -> bool:
+        """Our span whose call the journal has, or another instrumentation's span of such a call."""
+        ctx = span.context
+        if ctx is None:
+            return False
+        scope = getattr(span, "instrumentation_scope", None)
+        if scope is not None and scope.name == processor.SCOPE_NAME:
+            return journal is not None and journal.journaled(ctx.span_id)
+        return processor.covered(ctx.span_id)
+
+    def _accept(self, events: list[dict[str, Any]]) -> None:
+        """Store ``events`` durably (spool or offline file) and wake the sender."""
+        if self._offline is not None:
+            self._offline.write(events)
+            self.exported_events += len(events)
+            return
+        assert self._spool is not None
+        with self._lock:
+            dropped = self._spool.append(events, self.config.batch_size)
+        self.exported_events += len(events) - dropped
+        if dropped:
+            self.dropped_events += dropped
+            self._drop_log(
+                logging.WARNING,
+                "Pay-i exporter: spool %s is full (%d bytes max); %d new event(s) dropped, %d in total",
+                self._spool.directory,
+                self.config.spool_max_bytes,
+                dropped,
+                self.dropped_events,
+            )
+        if self._worker is not None:
+            self._worker.wake()
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        if self._worker is None:
-            return True
         try:
+            if self._journal is not None:
+                self._journal.flush()
+            if self._worker is None:
+                return True
             return self._worker.flush(timeout_millis / 1000)
         except Exception:
             logger.exception("Pay-i exporter: force_flush failed")
@@ -149,6 +185,12 @@ class PayiSpanExporter(SpanExporter):
         if self._shutdown:
             return
         self._shutdown = True
+        if self._journal is not None:
+            finished.remove_sink(self._journal.record)
+            try:
+                self._journal.close()
+            except Exception:
+                logger.exception("Pay-i exporter: could not close the call journal")
         if self._worker is None:
             return
         try:

@@ -218,10 +218,10 @@ def test_exporter_none_creates_and_registers_an_sdk_provider(tmp_path):
         "service": "checkout",
         "team": "payments",
         "exporter": "PayiSpanExporter",
-        "processors": 1,
+        "processors": 2,  # the Pay-i exporter's and the business-context processor
         "after_uninstrument": 0,
         "same_provider": True,
-        "reinstrumented_processors": 1,
+        "reinstrumented_processors": 2,
         "exporting_again": True,
     }
 
@@ -244,4 +244,4 @@ def test_existing_global_sdk_provider_gets_the_exporter_only_when_asked(tmp_path
         """,
         tmp_path,
     )
-    assert result == {"untouched": 0, "added": 1, "same": True}
+    assert result == {"untouched": 0, "added": 2, "same": True}  # the exporter and the business-context processor

@@ -22,6 +22,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from payi_otel import context as _context
+from payi_otel import processor as context_processor
 from payi_otel import propagation
 from payi_otel.context_validation import ContextLayer, validate_layer
 
@@ -87,6 +88,7 @@ class Instrumentation:
             self.instrumentors = {}
             propagation.uninstall()
             if self.span_processor is not None:
+                _detach_processor(self.tracer_provider, context_processor.forget_processor(self.tracer_provider))
                 _detach_processor(self.tracer_provider, self.span_processor)
                 try:
                     self.span_processor.shutdown()
@@ -250,6 +252,7 @@ def _setup_exporter(handle: Instrumentation, tracer_provider: Any, exporter: boo
         target = SDKTracerProvider(resource=Resource.create())
         trace.set_tracer_provider(target)
         _OWN_PROVIDER = target
+    context_processor.ensure_processor(target)
     target.add_span_processor(processor)
     handle.tracer_provider = target
     handle.span_processor = processor

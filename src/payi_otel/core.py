@@ -8,7 +8,9 @@ hands it to :class:`SpanCore`:
 * the returned :class:`Call` is made current only around the provider call itself
   (:meth:`Call.activate` / :meth:`Call.deactivate`, same frame, never across a ``yield``);
 * :meth:`Call.end` or :meth:`Call.fail` writes the response side (usage, Pay-i units, ids, finish
-  reasons, tool calls, errors), records the metrics and ends the span, exactly once.
+  reasons, tool calls, errors), records the metrics and ends the span, exactly once, and hands the
+  finished call (the span's attributes, times and ids, whether or not the trace was sampled) to the
+  registered cost-record sinks (:mod:`payi_otel.finished`) before control returns to the caller.
 
 Every attribute name comes from :mod:`payi_otel.attributes`; units come from :func:`payi_otel.units.to_units`.
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from time import time_ns
 from typing import Any, Callable, Mapping
@@ -42,12 +45,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from payi_otel import attributes as A
 from payi_otel import context as business_context
+from payi_otel import finished
 from payi_otel import protocol as P
+from payi_otel.processor import SCOPE_NAME, ensure_processor
 from payi_otel.units import Usage, to_units
 
 logger = logging.getLogger(__name__)
 
-SCOPE_NAME = "payi_otel"
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -192,6 +196,7 @@ class SpanCore:
         version: str = "0.1.0",
     ) -> None:
         self.tracer = trace.get_tracer(SCOPE_NAME, version, tracer_provider, schema_url=SCHEMA_URL)
+        ensure_processor(tracer_provider)  # business context on other instrumentations' GenAI spans
         meter = metrics.get_meter(SCOPE_NAME, version, meter_provider, schema_url=SCHEMA_URL)
         self.duration = meter.create_histogram(
             METRIC_OPERATION_DURATION,
@@ -263,19 +268,24 @@ class SpanCore:
         name = f"{record.operation} {model}" if model else record.operation
         t0 = time_ns()
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs, start_time=t0)
-        return Call(self, record, span, t0)
+        call = Call(self, record, span, t0)
+        call.name = name
+        call.attributes = attrs  # the SDK copied them; the finished call reuses this dict
+        return call
 
 
 class Call:
     """One provider call in flight. Ends exactly once through :meth:`end` or :meth:`fail`."""
 
-    __slots__ = ("core", "record", "span", "data", "_t0", "_ttft_ns", "_ended")
+    __slots__ = ("core", "record", "span", "data", "name", "attributes", "_t0", "_ttft_ns", "_ended")
 
     def __init__(self, core: SpanCore, record: CallRecord, span: trace.Span, start_ns: int | None = None) -> None:
         self.core = core
         self.record = record
         self.span = span
         self.data: Any = None  # free slot for the instrumentor's per-call state
+        self.name = getattr(span, "name", "")
+        self.attributes: dict[str, Any] = {}  # the request-side span attributes
         self._t0 = time_ns() if start_ns is None else start_ns  # the span's start time
         self._ttft_ns: int | None = None
         self._ended = False
@@ -337,18 +347,49 @@ class Call:
         span = self.span
         usage = rec.usage
         error_type = fq_name(exc) if exc is not None else None
-        if span.is_recording():
+        recording = span.is_recording()
+        sinks = finished.sinks()
+        message = None
+        if recording or sinks:
             attrs = self._response_attributes(rec, usage, exc is not None)
             if exc is not None:
                 attrs[A.ERROR_TYPE] = error_type
+                message = f"{error_type}: {exc}"[:1024]
                 if rec.status_code is None:
-                    attrs[A.PAYI_FAILURE_DESCRIPTION] = f"{error_type}: {exc}"[:1024]
-            span.set_attributes(attrs)
-            if exc is not None:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"[:1024]))
+                    attrs[A.PAYI_FAILURE_DESCRIPTION] = message
+            if recording:
+                span.set_attributes(attrs)
+                if exc is not None:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, message))
+        if sinks:  # before the span ends: a span exporter must find the call journaled
+            self._hand_over(sinks, attrs, end_ns, message, recording)
         span.end(end_time=end_ns)  # the span's duration is the call's end-to-end latency
         self._record_metrics(rec, usage, max(end_ns - self._t0, 0) / 1e9, error_type)
+
+    def _hand_over(
+        self, sinks: tuple[finished.Sink, ...], attrs: dict[str, Any], end_ns: int, message: str | None, sampled: bool
+    ) -> None:
+        """Give the finished call to the cost-record sinks (on this thread, before the caller continues)."""
+        ctx = self.span.get_span_context()
+        all_attrs = self.attributes
+        all_attrs.update(attrs)
+        done = finished.FinishedCall(
+            self.name,
+            self._t0,
+            end_ns,
+            all_attrs,
+            message is not None,
+            message,
+            ctx.trace_id or random.getrandbits(128),  # no SDK: still a stable id for this call's record
+            ctx.span_id or random.getrandbits(64),
+            sampled,
+        )
+        for sink in sinks:
+            try:
+                sink(done)
+            except Exception:
+                logger.exception("payi-otel: could not record the finished call %s", self.name)
 
     def _response_attributes(self, rec: CallRecord, usage: Usage | None, failed: bool) -> dict[str, Any]:
         attrs: dict[str, Any] = {}

@@ -1,0 +1,60 @@
+"""Finished provider calls, handed by the span core to whoever keeps cost records.
+
+The span core builds one :class:`FinishedCall` per provider call at its end (call return, stream end,
+error), on the caller's thread and whatever the trace sampler decided, and passes it to every
+registered sink before control returns to the caller. The Pay-i exporter registers its journal here
+(:mod:`payi_otel.exporters.journal`), so a cost record never depends on trace sampling or on a span
+processor's in-memory queue. With no sink registered (no Pay-i exporter in this process) nothing
+happens beyond the span.
+
+A :class:`FinishedCall` carries exactly what a span view carries (name, times, the span's
+attributes, error status, trace and span ids), so the exporter maps it with the same pure mapping as
+a span; the event is identical either way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FinishedCall", "add_sink", "remove_sink", "sinks"]
+
+
+@dataclass(slots=True)
+class FinishedCall:
+    """One finished provider call: the attributes of its span and what the span's end adds."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, Any]
+    is_error: bool
+    status_message: str | None
+    trace_id: int
+    span_id: int
+    sampled: bool  # the span was recorded (a span exporter will see it too)
+
+
+Sink = Callable[[FinishedCall], None]
+
+_lock = threading.Lock()
+_sinks: tuple[Sink, ...] = ()  # replaced, never mutated: the core reads it without a lock
+
+
+def sinks() -> tuple[Sink, ...]:
+    return _sinks
+
+
+def add_sink(sink: Sink) -> None:
+    global _sinks
+    with _lock:
+        if sink not in _sinks:
+            _sinks = (*_sinks, sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    global _sinks
+    with _lock:
+        _sinks = tuple(s for s in _sinks if s != sink)
