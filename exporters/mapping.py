@@ -28,14 +28,15 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from payi_otel import attributes as A
 from payi_otel import protocol as P
 from payi_otel.units import Usage, to_units
 
-from .views import SpanView, gc_paused, spans_from_otlp_request, view_from_readable_span
+from .otlp import spans_from_otlp_request
+from .views import SpanView, gc_paused, view_from_readable_span
 
 __all__ = [
     "ATTRIBUTION_FIELDS",
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 UNKNOWN_RESOURCE = "system.unknown_model"
+OPENAI_CATEGORY = A.PROVIDER_CATEGORIES["openai"]
+AZURE_CATEGORY = A.PROVIDER_CATEGORIES["azure.ai.openai"]
 
 # Event keys that are attribution: headers in the single form, body fields in the bulk form.
 ATTRIBUTION_FIELDS = P.ATTRIBUTION_FIELDS
@@ -124,15 +127,37 @@ def event_id(view: SpanView) -> str:
     return "payi_" + str(uuid.UUID(bytes=digest, version=4))
 
 
+def _provider_call(attrs: Mapping[str, Any]) -> bool:
+    """Whether the span is one provider call (not an agent, tool or framework step).
+
+    ``gen_ai.operation.name`` decides when present; spans without it (older OpenLLMetry, OpenInference)
+    are calls when their ``llm.request.type`` / ``openinference.span.kind`` says so, or when they
+    report token usage.
+    """
+    operation = attrs.get(A.GEN_AI_OPERATION_NAME)
+    if operation is not None:
+        return operation in A.PROVIDER_CALL_OPERATIONS
+    kind = attrs.get(A.LLM_REQUEST_TYPE) or attrs.get(A.OPENINFERENCE_SPAN_KIND)
+    if isinstance(kind, str):
+        return kind.lower() in A.LEGACY_CALL_TYPES
+    return _get(attrs, A.GEN_AI_USAGE_INPUT_TOKENS) is not None or _get(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS) is not None
+
+
 def _category(attrs: Mapping[str, Any]) -> str | None:
     category = attrs.get(A.PAYI_CATEGORY)
     if category:
         return str(category)
-    operation = attrs.get(A.GEN_AI_OPERATION_NAME)
-    if operation not in A.PROVIDER_CALL_OPERATIONS:
+    if not _provider_call(attrs):
         return None
     provider = _get(attrs, A.GEN_AI_PROVIDER_NAME)
-    return A.PROVIDER_CATEGORIES.get(provider) if isinstance(provider, str) else None
+    if not isinstance(provider, str):
+        return None
+    category = A.PROVIDER_CATEGORIES.get(provider) or A.PROVIDER_CATEGORIES.get(provider.lower())
+    if category == OPENAI_CATEGORY:  # Azure OpenAI clients are "openai" to openai-v2: tell by the host
+        host = attrs.get(A.SERVER_ADDRESS)
+        if isinstance(host, str) and host.lower().endswith(A.AZURE_OPENAI_HOST_SUFFIXES):
+            return AZURE_CATEGORY
+    return category
 
 
 def _units_from_semconv(attrs: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -142,13 +167,27 @@ def _units_from_semconv(attrs: Mapping[str, Any]) -> dict[str, dict[str, int]]:
         cache_read_tokens=_int(_get(attrs, A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
         cache_write_tokens=_int(_get(attrs, A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0,
         reasoning_tokens=_int(_get(attrs, A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0,
+        input_audio_tokens=_int(_get(attrs, A.GEN_AI_USAGE_INPUT_AUDIO_TOKENS)) or 0,
+        output_audio_tokens=_int(_get(attrs, A.GEN_AI_USAGE_OUTPUT_AUDIO_TOKENS)) or 0,
+        input_image_tokens=_int(attrs.get(A.GEN_AI_USAGE_INPUT_IMAGE_TOKENS)) or 0,
+        output_image_tokens=_int(attrs.get(A.GEN_AI_USAGE_OUTPUT_IMAGE_TOKENS)) or 0,
     )
     return to_units(usage)
 
 
+def _ttft_ms(attrs: Mapping[str, Any]) -> int | None:
+    ttft = _int(attrs.get(A.PAYI_TIME_TO_FIRST_TOKEN_MS))
+    if ttft is not None:
+        return ttft
+    seconds = attrs.get(A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
+        return round(seconds * 1000)
+    return None
+
+
 @functools.lru_cache(maxsize=512)
 def _iso_second(second: int) -> str:
-    return datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _iso(ns: int) -> str:
@@ -196,8 +235,8 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
 
     resource = (
         attrs.get(A.PAYI_RESOURCE)
-        or attrs.get(A.GEN_AI_REQUEST_MODEL)
-        or attrs.get(A.GEN_AI_RESPONSE_MODEL)
+        or _get(attrs, A.GEN_AI_REQUEST_MODEL)
+        or _get(attrs, A.GEN_AI_RESPONSE_MODEL)
         or UNKNOWN_RESOURCE
     )
     price_as_category = attrs.get(A.PAYI_PRICE_AS_CATEGORY)
@@ -239,7 +278,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
             attrs.get(A.PAYI_PROVIDER_RESPONSE_ID) or attrs.get(A.GEN_AI_RESPONSE_ID) or event_id(view)
         ),
     }
-    ttft = _int(attrs.get(A.PAYI_TIME_TO_FIRST_TOKEN_MS))
+    ttft = _ttft_ms(attrs)
     if ttft is not None:
         event["time_to_first_token_ms"] = ttft
     provider_uri = attrs.get(A.PAYI_PROVIDER_URI)
@@ -255,6 +294,8 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         response_json = attrs.get(A.GEN_AI_OUTPUT_MESSAGES)
         if response_json:
             event["provider_response_json"] = str(response_json)
+    for name, value in view.resource.items():  # service.name, ...: the span's own properties win
+        properties.setdefault(name, value)
     if properties:
         event["properties"] = properties
     if use_case_properties:
@@ -303,11 +344,12 @@ def events_from_otlp_request(
 ) -> list[dict[str, Any]]:
     """The ingest events of the GenAI provider-call spans in an OTLP trace export request.
 
-    Same arguments and errors as :func:`~payi_otel.exporters.views.spans_from_otlp_request`;
+    Same arguments and errors as :func:`~payi_otel.exporters.otlp.spans_from_otlp_request`;
     spans that are not provider calls give no event.
     """
     with gc_paused():
-        events = [event_from_view(view, include_content=include_content) for view in spans_from_otlp_request(body, content_type)]
+        views = spans_from_otlp_request(body, content_type)
+        events = [event_from_view(view, include_content=include_content) for view in views]
     return [event for event in events if event is not None]
 
 

@@ -41,12 +41,33 @@ GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"  # total, reasoning in
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS = "gen_ai.usage.reasoning.output_tokens"
+GEN_AI_USAGE_INPUT_AUDIO_TOKENS = "gen_ai.usage.audio.input_tokens"  # util-genai 1.x per-modality counts,
+GEN_AI_USAGE_OUTPUT_AUDIO_TOKENS = "gen_ai.usage.audio.output_tokens"  # each part of the totals above
+GEN_AI_USAGE_INPUT_IMAGE_TOKENS = "gen_ai.usage.image.input_tokens"
+GEN_AI_USAGE_OUTPUT_IMAGE_TOKENS = "gen_ai.usage.image.output_tokens"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"  # seconds (double)
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON string; only with content capture on
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON string; only with content capture on
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"  # fully qualified exception class name
 HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+
+# --- Other instrumentations' names for "this span is one provider call" ---------------------
+LLM_REQUEST_TYPE = "llm.request.type"  # OpenLLMetry before gen_ai.operation.name: chat, completion, embedding
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"  # OpenInference: LLM, EMBEDDING, CHAIN, TOOL, ...
+
+# --- Resource attributes kept on every event as request properties (same names) -------------
+SERVICE_NAME = "service.name"
+SERVICE_NAMESPACE = "service.namespace"
+DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
+# resource attribute -> property name (``deployment.environment`` is the spelling before semconv 1.27)
+RESOURCE_PROPERTIES = {
+    SERVICE_NAME: SERVICE_NAME,
+    SERVICE_NAMESPACE: SERVICE_NAMESPACE,
+    DEPLOYMENT_ENVIRONMENT_NAME: DEPLOYMENT_ENVIRONMENT_NAME,
+    "deployment.environment": DEPLOYMENT_ENVIRONMENT_NAME,
+}
 
 # --- Pay-i view of the call (written when not derivable, see the module docstring) -------------
 PAYI_CATEGORY = "payi.category"  # e.g. system.openai, system.azureopenai
@@ -82,20 +103,39 @@ PAYI_PRICE_AS_RESOURCE = "payi.price_as.resource"
 PAYI_REQUEST_PROPERTIES_PREFIX = "payi.request_properties."
 PAYI_USE_CASE_PROPERTIES_PREFIX = "payi.use_case_properties."
 
-# --- Older spellings the exporter still reads (semconv churn) -------------------------------
+# --- Older and other spellings the exporter still reads -----------------------------------
+# Semconv churn (gen_ai.system, *_tokens), OpenLLMetry (gen_ai.usage.prompt_tokens, llm.usage.*) and
+# OpenInference (llm.provider, llm.model_name, llm.token_count.*).
 LEGACY = {
-    GEN_AI_PROVIDER_NAME: ("gen_ai.system",),
-    GEN_AI_USAGE_INPUT_TOKENS: ("gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens"),
-    GEN_AI_USAGE_OUTPUT_TOKENS: ("gen_ai.usage.completion_tokens", "llm.usage.completion_tokens"),
-    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("gen_ai.usage.cache_read_input_tokens",),
+    GEN_AI_PROVIDER_NAME: ("gen_ai.system", "llm.provider", "llm.system"),
+    GEN_AI_REQUEST_MODEL: ("llm.request.model",),
+    GEN_AI_RESPONSE_MODEL: ("llm.response.model", "llm.model_name"),
+    GEN_AI_USAGE_INPUT_TOKENS: ("gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens", "llm.token_count.prompt"),
+    GEN_AI_USAGE_OUTPUT_TOKENS: (
+        "gen_ai.usage.completion_tokens",
+        "llm.usage.completion_tokens",
+        "llm.token_count.completion",
+    ),
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: (
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+    ),
     GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: (
         "gen_ai.usage.cache_write.input_tokens",
         "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
     ),
-    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: ("gen_ai.usage.reasoning_tokens",),
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: (
+        "gen_ai.usage.reasoning_tokens",
+        "llm.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+    ),
+    GEN_AI_USAGE_INPUT_AUDIO_TOKENS: ("llm.token_count.prompt_details.audio",),
+    GEN_AI_USAGE_OUTPUT_AUDIO_TOKENS: ("llm.token_count.completion_details.audio",),
 }
 
-# Provider names (gen_ai.provider.name / gen_ai.system values) -> Pay-i category.
+# Provider names (gen_ai.provider.name / gen_ai.system / llm.provider values, compared lower-cased)
+# -> Pay-i category.
 PROVIDER_CATEGORIES = {
     "openai": "system.openai",
     "azure.ai.openai": "system.azureopenai",
@@ -109,7 +149,19 @@ PROVIDER_CATEGORIES = {
     "gcp.gemini": "system.google.vertex",
     "gemini": "system.google.vertex",
     "gcp.gen_ai": "system.google.vertex",
+    "azure": "system.azureopenai",  # OpenInference's llm.provider
+    "aws": "system.aws.bedrock",
+    "bedrock": "system.aws.bedrock",
+    "google": "system.google.vertex",
 }
+
+# server.address suffixes of Azure OpenAI endpoints: an "openai" span that called one is an Azure call
+# (the official openai-v2 instrumentation reports Azure clients as provider "openai").
+AZURE_OPENAI_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+
+# Values of llm.request.type (OpenLLMetry) and openinference.span.kind that mark a provider call on a
+# span without gen_ai.operation.name.
+LEGACY_CALL_TYPES = frozenset({"chat", "completion", "embedding", "llm"})
 
 # Operations that are provider calls (an ingest event each); others (invoke_agent, execute_tool,
 # create_agent, ...) are not.

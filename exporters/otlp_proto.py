@@ -1,0 +1,179 @@
+"""Span views from OTLP protobuf: a whole ``ExportTraceServiceRequest`` body, or one ``Span`` message.
+
+Whole requests decode through a lean, wire-compatible copy of the OTLP trace schema, in three steps
+that each do as little as the next one needs:
+
+1. The request is parsed (in C) down to each span's *encoded bytes*; nothing inside a span is
+   decoded yet.
+2. A span whose bytes contain none of :data:`~.views.GENAI_MARKERS` (``gen_ai.``, ``llm.``,
+   ``payi.``) is skipped: a few substring searches in C, however many attributes it has.
+3. The remaining spans are parsed with their attributes left as encoded ``KeyValue`` bytes. Encoded
+   attributes repeat across spans (operation, provider, model, user, token counts), so each distinct
+   encoding is decoded once into its ``(key, value)`` pair, or into "not read by the mapping", and
+   remembered: building a span's attribute dict is then one lookup per attribute, in C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
+
+from payi_otel import attributes as A
+
+from .views import (
+    GENAI_MARKERS,
+    NO_RESOURCE,
+    OtlpDecodeError,
+    SpanView,
+    is_mapped_attribute,
+    kvlist_json,
+    resource_properties,
+)
+
+__all__ = ["decode_proto", "view_from_otlp_proto"]
+
+_PROTO_SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value"})
+_ERROR = ProtoStatus.STATUS_CODE_ERROR
+
+
+def _proto_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind in _PROTO_SCALARS:
+        return getattr(value, kind)
+    if kind == "array_value":
+        return tuple(_proto_value(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return kvlist_json({kv.key: _proto_value(kv.value) for kv in value.kvlist_value.values})
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return None
+
+
+def _view(span: Any, attributes: dict[str, Any], resource: Mapping[str, str]) -> SpanView:
+    """The view of a protobuf span (the full OTLP message or the lean copy: same field names)."""
+    status = span.status
+    start = span.start_time_unix_nano
+    return SpanView(
+        span.name,
+        start,
+        span.end_time_unix_nano or start,
+        attributes,
+        status.code == _ERROR,
+        status.message or None,
+        int.from_bytes(span.trace_id, "big"),
+        int.from_bytes(span.span_id, "big"),
+        int.from_bytes(span.parent_span_id, "big"),
+        resource,
+    )
+
+
+def view_from_otlp_proto(span: ProtoSpan, resource: Mapping[str, str] = NO_RESOURCE) -> SpanView:
+    """View of an OTLP protobuf ``Span`` message (attributes the mapping never reads are left out)."""
+    attributes = {kv.key: _proto_value(kv.value) for kv in span.attributes if is_mapped_attribute(kv.key)}
+    return _view(span, attributes, resource)
+
+
+def _lean_schema() -> dict[str, Any]:
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="payi_otel/lean_trace.proto", package="payi_otel.lean", syntax="proto3"
+    )
+
+    def message(name: str, *fields: tuple[str, int, int, str | None]) -> None:
+        proto = file.message_type.add(name=name)
+        for field_name, number, kind, type_name in fields:
+            repeated = field_name.endswith("[]")
+            field = proto.field.add(
+                name=field_name.removesuffix("[]"),
+                number=number,
+                type=kind,
+                label=f.LABEL_REPEATED if repeated else f.LABEL_OPTIONAL,
+            )
+            if type_name:
+                field.type_name = ".payi_otel.lean." + type_name
+
+    bytes_, string = f.TYPE_BYTES, f.TYPE_STRING
+    message("KeyValue", ("key", 1, string, None), ("value", 2, bytes_, None))  # value: an encoded AnyValue
+    message("Status", ("message", 2, string, None), ("code", 3, f.TYPE_INT32, None))
+    message(
+        "Span",
+        ("trace_id", 1, bytes_, None),
+        ("span_id", 2, bytes_, None),
+        ("parent_span_id", 4, bytes_, None),
+        ("name", 5, string, None),
+        ("start_time_unix_nano", 7, f.TYPE_FIXED64, None),
+        ("end_time_unix_nano", 8, f.TYPE_FIXED64, None),
+        ("attributes[]", 9, bytes_, None),  # encoded KeyValues
+        ("status", 15, f.TYPE_MESSAGE, "Status"),
+    )
+    message("Resource", ("attributes[]", 1, f.TYPE_MESSAGE, "KeyValue"))
+    message("ScopeSpans", ("spans[]", 2, bytes_, None))  # encoded Spans, decoded only when GenAI
+    message(
+        "ResourceSpans", ("resource", 1, f.TYPE_MESSAGE, "Resource"), ("scope_spans[]", 2, f.TYPE_MESSAGE, "ScopeSpans")
+    )
+    message("ExportTraceServiceRequest", ("resource_spans[]", 1, f.TYPE_MESSAGE, "ResourceSpans"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    names = ("KeyValue", "Span", "ExportTraceServiceRequest")
+    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName("payi_otel.lean." + n)) for n in names}
+
+
+_LEAN = _lean_schema()
+_LeanKeyValue, _LeanSpan, _LeanRequest = _LEAN["KeyValue"], _LEAN["Span"], _LEAN["ExportTraceServiceRequest"]
+_CACHE_SIZE = 65_536  # entries; with _CACHE_MAX_BYTES, at most ~12 MiB
+_CACHE_MAX_BYTES = 160  # message content and other long attributes are decoded every time
+
+
+class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
+    """Encoded ``KeyValue`` -> ``(key, value)``, or ``None`` for a key the mapping never reads."""
+
+    def __missing__(self, raw: bytes) -> tuple[str, Any] | None:
+        kv = _LeanKeyValue.FromString(raw)
+        key = kv.key
+        pair = (key, _proto_value(AnyValue.FromString(kv.value))) if is_mapped_attribute(key) else None
+        if len(raw) <= _CACHE_MAX_BYTES:
+            if len(self) >= _CACHE_SIZE:  # ids and other one-off values: start over
+                self.clear()
+            self[raw] = pair
+        return pair
+
+
+_key_values = _KeyValues()
+
+
+def _lean_span_view(raw: bytes, resource: Mapping[str, str]) -> SpanView:
+    span = _LeanSpan.FromString(raw)
+    return _view(span, dict(filter(None, map(_key_values.__getitem__, span.attributes))), resource)
+
+
+def decode_proto(body: bytes) -> list[SpanView]:
+    """Views of the GenAI spans of an encoded ``ExportTraceServiceRequest`` (other spans skipped)."""
+    request = _LeanRequest()
+    try:
+        request.ParseFromString(body)
+        views: list[SpanView] = []
+        append = views.append
+        gen_ai, llm, payi = GENAI_MARKERS
+        for resource_spans in request.resource_spans:
+            resource: Mapping[str, str] | None = None
+            for scope_spans in resource_spans.scope_spans:
+                for raw in scope_spans.spans:
+                    if gen_ai in raw or llm in raw or payi in raw:  # the receiver's hot loop: C substring searches
+                        if resource is None:
+                            resource = _resource(resource_spans.resource)
+                        append(_lean_span_view(raw, resource))
+        return views
+    except Exception as exc:  # protobuf's DecodeError and friends, also from an attribute's value
+        raise OtlpDecodeError(f"request body: not a valid OTLP protobuf ExportTraceServiceRequest ({exc})") from None
+
+
+def _resource(resource: Any) -> Mapping[str, str]:
+    kept = A.RESOURCE_PROPERTIES
+    return resource_properties(
+        {kv.key: _proto_value(AnyValue.FromString(kv.value)) for kv in resource.attributes if kv.key in kept}
+    )
