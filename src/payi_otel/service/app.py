@@ -21,8 +21,10 @@ from payi_otel.service.alerts import WEBHOOK_ENV, AlertDeliverer, run_scheduled_
 from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.firstrun import ensure_default_application
 from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
+from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.pricing import Pricer
 from payi_otel.service.routes import ingest, limits, requests, use_cases
+from payi_otel.service.routes.otlp import otlp_router
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
 from payi_otel.service.store import Store
 
@@ -117,6 +119,7 @@ def create_app(
     for area in (ingest, requests, limits, use_cases):
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
+    app.include_router(otlp_router(ServiceOtlpSink(store, svc.ingestor, svc.committer)))
 
     _default_openapi = app.openapi
 
@@ -132,7 +135,7 @@ def create_app(
             schemas[model.__name__] = js
         components["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
         for path, ops in schema["paths"].items():
-            if path.startswith("/api/"):
+            if path.startswith(("/api/", "/v1/")):
                 for op in ops.values():
                     op["security"] = [{"ApiKey": []}]
                     # FastAPI documents its own 422 body; this service answers validation errors with 400

@@ -259,30 +259,65 @@ class Ingestor:
         before anything is written; the rows are then inserted together. A bad item is reported by
         its index and never stops the others.
         """
-        with self.store.transaction():
-            batch = _Batch(now_ms())
-            errors: list[dict[str, Any]] = []
-            for index, item in enumerate(items):
-                try:
-                    if isinstance(item, PayiApiError):
-                        raise item  # rejected when parsed: reported like any other bad item
-                    outcome = self._prepare(app, item, attribution_from_item(item), _BULK_NAMES, batch)
-                except PayiApiError as exc:
-                    errors.append({"item_index": index, "xproxy_result": exc.body()})
-                    continue
-                if outcome is None or isinstance(outcome, StoredRequest):
-                    batch.duplicates += 1
-            self.store.add_requests(batch.rows, batch.new_instances)
+        ingest_ms = now_ms()
+        outcomes = self.ingest_each(app, items, ingest_ms)
+        errors = [
+            {"item_index": index, "xproxy_result": outcome.body()}
+            for index, outcome in enumerate(outcomes)
+            if isinstance(outcome, PayiApiError)
+        ]
+        stored = sum(1 for outcome in outcomes if isinstance(outcome, Stored) and not outcome.duplicate)
         return {
             "request_id": new_id(),
-            "ingest_timestamp": iso_timestamp(batch.ingest_ms),
-            "ingest_count": len(batch.rows),
-            "duplicate_count": batch.duplicates,
+            "ingest_timestamp": iso_timestamp(ingest_ms),
+            "ingest_count": stored,
+            "duplicate_count": len(items) - stored - len(errors),
             "error_count": len(errors),
             "item_error_count": len(errors),
             "total_count": len(items),
             "errors": errors,
         }
+
+    def ingest_each(
+        self,
+        app: Application,
+        items: list[BulkIngestRequest | PayiApiError],
+        ingest_ms: int | None = None,
+        replaces: dict[int, str] | None = None,
+    ) -> list[Stored | PayiApiError]:
+        """Store bulk items (one transaction); per item, the request it is stored as or its error.
+
+        ``replaces`` maps item indexes to stored request ids the item takes the place of: the old
+        request is removed and the item stored under its id.
+        """
+        with self.store.transaction():
+            batch = _Batch(ingest_ms or now_ms())
+            outcomes: list[Stored | PayiApiError] = []
+            for index, item in enumerate(items):
+                try:
+                    if isinstance(item, PayiApiError):
+                        raise item  # rejected when parsed: reported like any other bad item
+                    attr = attribution_from_item(item)
+                    replaced = (replaces or {}).get(index)
+                    if replaced is None:
+                        outcome = self._prepare(app, item, attr, _BULK_NAMES, batch)
+                    else:
+                        with self.store.transaction():  # a savepoint: a rejected item keeps the old request
+                            self.store.delete_request(app.id, replaced)
+                            outcome = self._prepare(app, item, attr, _BULK_NAMES, batch)
+                except PayiApiError as exc:
+                    outcomes.append(exc)
+                    continue
+                if isinstance(outcome, StoredRequest):
+                    outcomes.append(Stored(outcome.request_id, duplicate=True))
+                elif isinstance(outcome, str):  # an earlier item of this batch
+                    outcomes.append(Stored(outcome, duplicate=True))
+                else:
+                    if replaced is not None:
+                        batch.rows[-1] = (replaced, *outcome[1:])
+                    outcomes.append(Stored(batch.rows[-1][0], duplicate=False))
+            self.store.add_requests(batch.rows, batch.new_instances)
+        return outcomes
 
     def _event_time(self, event: IngestRequest, batch: _Batch) -> tuple[int, datetime]:
         if event.event_timestamp is None:
@@ -299,19 +334,20 @@ class Ingestor:
 
     def _prepare(
         self, app: Application, event: IngestRequest, attr: Attribution, names: dict[str, str], batch: _Batch
-    ) -> tuple[Any, ...] | StoredRequest | None:
+    ) -> tuple[Any, ...] | StoredRequest | str:
         """Check and price one event and append its row to ``batch``; returns the row.
 
-        Returns the stored request it duplicates instead (None when it duplicates an earlier
-        item of the same batch). Every check that can reject the event runs before any write.
+        Returns the stored request it duplicates instead (the request id when it duplicates an
+        earlier item of the same batch). Every check that can reject the event runs before any write.
         """
         self._check_attribution(app, attr, names)
         event_ms, when = self._event_time(event, batch)
         provider_key = None
         if event.provider_response_id is not None:
             provider_key = (event.category, event.provider_response_id)
-            if provider_key in batch.provider_ids:
-                return None
+            earlier = batch.provider_ids.get(provider_key)
+            if earlier is not None:
+                return earlier
         duplicate = self.store.find_duplicate(app.id, event.category, event.provider_response_id, attr.dedupe_id)
         if duplicate is not None:
             return duplicate
@@ -411,8 +447,16 @@ class Ingestor:
         )
         batch.rows.append(row)
         if provider_key is not None:
-            batch.provider_ids.add(provider_key)
+            batch.provider_ids[provider_key] = row[0]
         return row
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Where an ingested item went: a new request, or the one it duplicates."""
+
+    request_id: str
+    duplicate: bool
 
 
 @dataclass(slots=True)
@@ -423,8 +467,7 @@ class _Batch:
     ingest_time: datetime = field(init=False)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     new_instances: list[tuple[Any, ...]] = field(default_factory=list)
-    provider_ids: set[tuple[str, str]] = field(default_factory=set)
-    duplicates: int = 0
+    provider_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # -> request id
 
     def __post_init__(self) -> None:
         self.ingest_time = datetime.fromtimestamp(self.ingest_ms / 1000, UTC)

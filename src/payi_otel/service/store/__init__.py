@@ -7,7 +7,8 @@ Tables: ``groups`` > ``applications`` > ``api_keys`` (two slots, SHA-256 digests
 ``requests`` (one row per ingested event: attribution, units and cost in columns, from which the
 ``xproxy_result`` is rebuilt on read, so rows stay small and bulk inserts fast);
 ``use_case_definitions`` / ``use_case_instances``; ``resource_versions`` (the price snapshot behind
-each ``resource_id``); ``limits`` (per application; ingest checks limit ids against it).
+each ``resource_id``); ``limits`` (per application; ingest checks limit ids against it);
+``otlp_spans`` (GenAI spans received over OTLP and the request each one's call became).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from payi_otel.service.store.apps import AppsStore
 from payi_otel.service.store.connection import WAL_RESTART_FRAMES
 from payi_otel.service.store.ingest import IngestStore
 from payi_otel.service.store.limits import HistoryRecord, LimitRecord
+from payi_otel.service.store.otlp import OtlpSpansStore
 from payi_otel.service.store.records import (
     DB_FILE,
     DEFAULT_NAME,
@@ -51,5 +53,5 @@ __all__ = [
 ]
 
 
-class Store(AppsStore, IngestStore, UseCasesStore, ReportsStore):
+class Store(AppsStore, IngestStore, UseCasesStore, OtlpSpansStore, ReportsStore):
     """All persistent state of the local service."""

@@ -19,6 +19,10 @@ REPORT_DIMENSIONS: dict[str, str] = {
     "category": "r.category",
     "resource": "r.resource",
     "day": "date(r.event_ms / 1000, 'unixepoch')",
+    # request properties an OTLP span's resource gives (service.name, ...)
+    "service": """json_extract(r.properties, '$."service.name"')""",
+    "namespace": """json_extract(r.properties, '$."service.namespace"')""",
+    "environment": """json_extract(r.properties, '$."deployment.environment.name"')""",
 }
 
 

@@ -172,8 +172,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS requests_provider_id
 CREATE UNIQUE INDEX IF NOT EXISTS requests_dedupe_id
     ON requests (application_id, dedupe_id) WHERE dedupe_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_event_time ON requests (event_ms);
+-- GenAI spans received over OTLP, kept for a while to recognise a second span of the same call
+-- (see payi_otel.service.otlp); rows older than the window are pruned.
+CREATE TABLE IF NOT EXISTS otlp_spans (
+    application_id INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,          -- 32 hex digits
+    span_id TEXT NOT NULL,           -- 16 hex digits
+    parent_span_id TEXT,
+    request_id TEXT NOT NULL,        -- the stored request the span's call became
+    call_key TEXT NOT NULL,          -- category and model: spans of one call share it
+    rank INTEGER NOT NULL,           -- which span's event the request holds (the highest)
+    seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS otlp_spans_parent ON otlp_spans (application_id, trace_id, parent_span_id);
+CREATE INDEX IF NOT EXISTS otlp_spans_seen ON otlp_spans (seen_ms);
 """
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Upgrades of older files, by the version they start from.
 _MIGRATIONS = {
@@ -226,6 +241,8 @@ ALTER TABLE use_case_definitions ADD COLUMN limit_config TEXT;
 ALTER TABLE use_case_definitions ADD COLUMN updated_ms INTEGER;
 ALTER TABLE use_case_instances ADD COLUMN limit_id TEXT;
 """,
+    # 5 had no otlp_spans table (the schema script creates it).
+    5: "",
 }
 
 
