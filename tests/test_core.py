@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind
 from _openai_helpers import Telemetry, payi_event, usage_complete
 from payi_otel import attributes as A
 from payi_otel import track_context
+from payi_otel.instrumentation._stainless import error_info as stainless_error_info
 from payi_otel.core import CallRecord, SpanCore, capture_content_from_env, fq_name, split_proxy_headers
 from payi_otel.units import Usage, to_units
 
@@ -110,7 +111,7 @@ class Throttled(Exception):
 
 
 def test_error_with_http_status(tel):
-    call = core_for(tel).start(record())
+    call = core_for(tel, error_info=stainless_error_info).start(record())
     call.fail(Throttled("slow down"))
     span = tel.one_span()
     a = span.attributes
@@ -121,6 +122,26 @@ def test_error_with_http_status(tel):
     assert event["http_status_code"] == 429 and event["provider_response_id"] == "req_123"
     assert A.PAYI_FAILURE_DESCRIPTION not in a
     assert any(e.name == "exception" for e in span.events)
+
+
+class BotoShaped(Exception):
+    """An error that carries its status and request id elsewhere (as botocore's ClientError does)."""
+
+    def __init__(self) -> None:
+        super().__init__("ThrottlingException")
+        self.response = {"ResponseMetadata": {"HTTPStatusCode": 503, "RequestId": "aws-req-9"}}
+
+
+def test_error_reader_is_the_providers(tel):
+    def boto_error_info(exc):
+        meta = getattr(exc, "response", {}).get("ResponseMetadata", {})
+        return meta.get("HTTPStatusCode"), meta.get("RequestId")
+
+    core_for(tel, error_info=boto_error_info).start(record()).fail(BotoShaped())
+    core_for(tel).start(record()).fail(Throttled("the default reader knows no SDK's shape"))
+    boto, default = (payi_event(s) for s in tel.spans())
+    assert boto["http_status_code"] == 503 and boto["provider_response_id"] == "aws-req-9"
+    assert default["http_status_code"] == 299 and default["provider_response_id"] != "req_123"
 
 
 def test_error_without_status_gets_failure_description(tel):

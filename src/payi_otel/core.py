@@ -6,7 +6,8 @@ hands it to :class:`SpanCore`:
 * :meth:`SpanCore.start` opens the CLIENT span *before* the request is sent (so the HTTP client's own
   spans nest under it) with the request-side attributes and the business context;
 * the returned :class:`Call` is made current only around the provider call itself
-  (:meth:`Call.activate` / :meth:`Call.deactivate`, same frame, never across a ``yield``);
+  (:meth:`Call.activate` / :meth:`Call.deactivate`, same frame, never across a ``yield``), and around
+  each read of its stream (:mod:`payi_otel.stream`);
 * :meth:`Call.end` or :meth:`Call.fail` writes the response side (usage, Pay-i units, ids, finish
   reasons, tool calls, errors), records the metrics and ends the span, exactly once, and hands the
   finished call (the span's attributes, times and ids, whether or not the trace was sampled) to the
@@ -20,8 +21,8 @@ written only when it says more than the span already does; the exporter derives 
 
 * ``payi.category``: omitted when it is the category of ``gen_ai.provider.name``;
 * ``payi.resource``: omitted unless it differs from the request model (Azure deployment mapping);
-* ``payi.units.*``: omitted when the ``gen_ai.usage.*`` token counts give the same units (no audio,
-  image, 1-hour cache, per-image or web-search units, no large context);
+* ``payi.units.*``: omitted when the ``gen_ai.usage.*`` token counts give the same units
+  (:meth:`payi_otel.units.Usage.needs_units`);
 * ``payi.usage.complete``: written only as ``false`` (with the reason); absent with usage = complete;
 * ``payi.http_status_code``: omitted for a plain 200 success; ``http.response.status_code`` carries
   statuses >= 400; written for other statuses and for a 2xx call that failed afterwards (streams);
@@ -35,9 +36,10 @@ import json
 import logging
 import os
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import time_ns
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -172,16 +174,20 @@ def _usage_attributes(attrs: dict[str, Any], usage: Usage) -> None:
         attrs[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
     if usage.reasoning_tokens:
         attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
-    if (
-        usage.input_audio_tokens or usage.output_audio_tokens or usage.input_image_tokens
-        or usage.output_image_tokens or usage.cache_write_1h_tokens or usage.images
-        or usage.web_search_requests or usage.large_context or usage.modalities
-    ):  # fmt: skip
+    if usage.needs_units():
         prefix = A.PAYI_UNITS_PREFIX
         for unit, directions in to_units(usage).items():
             for direction, value in directions.items():
                 if value or unit == "text":  # zero directions of other units say nothing
                     attrs[f"{prefix}{unit}.{direction}"] = value
+
+
+ErrorInfo = Callable[[BaseException], "tuple[int | None, str | None]"]
+
+
+def no_error_info(exc: BaseException) -> tuple[int | None, str | None]:
+    """The default reader of a provider error: it knows no HTTP status and no request id."""
+    return None, None
 
 
 class SpanCore:
@@ -194,7 +200,9 @@ class SpanCore:
         meter_provider: metrics.MeterProvider | None = None,
         capture_content: bool | None = None,
         version: str = "0.1.0",
+        error_info: ErrorInfo = no_error_info,
     ) -> None:
+        """``error_info`` is the provider's reader of an exception's HTTP status and provider request id."""
         self.tracer = trace.get_tracer(SCOPE_NAME, version, tracer_provider, schema_url=SCHEMA_URL)
         ensure_processor(tracer_provider)  # business context on other instrumentations' GenAI spans
         meter = metrics.get_meter(SCOPE_NAME, version, meter_provider, schema_url=SCHEMA_URL)
@@ -211,6 +219,7 @@ class SpanCore:
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self.capture_content = capture_content_from_env() if capture_content is None else capture_content
+        self.error_info = error_info
         # Metric attribute dicts, built once per distinct (operation, provider, models, server, error).
         self.metric_attributes: dict[tuple, tuple[dict, dict, dict]] = {}
 
@@ -277,7 +286,7 @@ class SpanCore:
 class Call:
     """One provider call in flight. Ends exactly once through :meth:`end` or :meth:`fail`."""
 
-    __slots__ = ("core", "record", "span", "data", "name", "attributes", "_t0", "_ttft_ns", "_ended")
+    __slots__ = ("_context", "_ended", "_t0", "_ttft_ns", "attributes", "core", "data", "name", "record", "span")
 
     def __init__(self, core: SpanCore, record: CallRecord, span: trace.Span, start_ns: int | None = None) -> None:
         self.core = core
@@ -289,6 +298,7 @@ class Call:
         self._t0 = time_ns() if start_ns is None else start_ns  # the span's start time
         self._ttft_ns: int | None = None
         self._ended = False
+        self._context: otel_context.Context | None = None
 
     @property
     def capture_content(self) -> bool:
@@ -299,14 +309,23 @@ class Call:
         return self._ended
 
     # -- current-span handling around the provider call (same frame only) ---------------------
+    @property
+    def context(self) -> otel_context.Context:
+        """The caller's context at first use, with this call's span current (built once)."""
+        ctx = self._context
+        if ctx is None:
+            ctx = self._context = trace.set_span_in_context(self.span)
+        return ctx
+
     def activate(self) -> object:
-        return otel_context.attach(trace.set_span_in_context(self.span))
+        return otel_context.attach(self.context)
 
     @staticmethod
     def deactivate(token: object) -> None:
         otel_context.detach(token)
 
     def first_token(self) -> None:
+        """The first chunk that counts as output arrived (the provider module decides which one)."""
         if self._ttft_ns is None:
             self._ttft_ns = max(time_ns() - self._t0, 0)
 
@@ -328,14 +347,12 @@ class Call:
             return
         self._ended = True
         try:
-            if self.record.status_code is None:
-                status = getattr(exc, "status_code", None)
-                if isinstance(status, int):
-                    self.record.status_code = status
-            if self.record.response_id is None:
-                request_id = getattr(exc, "request_id", None)
-                if isinstance(request_id, str):
-                    self.record.response_id = request_id
+            rec = self.record
+            status, request_id = self.core.error_info(exc)
+            if rec.status_code is None and status is not None:
+                rec.status_code = status
+            if rec.response_id is None and request_id is not None:
+                rec.response_id = request_id
             self._finish(exc)
         except Exception:
             logger.debug("failed to finish GenAI span", exc_info=True)
@@ -454,5 +471,6 @@ __all__ = [
     "business_attributes",
     "capture_content_from_env",
     "fq_name",
+    "no_error_info",
     "split_proxy_headers",
 ]

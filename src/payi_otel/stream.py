@@ -2,79 +2,82 @@
 
 A :class:`StreamProxy` / :class:`AsyncStreamProxy` wraps a provider stream (``wrapt.ObjectProxy``, so
 ``isinstance(proxy, openai.Stream)`` still holds and every other attribute passes through) and feeds
-each chunk to a :class:`StreamHandler` supplied by the instrumentor. All bookkeeping (first-token time,
-exactly-once finalization, outcome) lives in one :class:`_Tracker`, shared by both; the two proxy
-classes only adapt the iteration and close/context-manager protocols.
+each chunk to a :class:`StreamHandler` supplied by the instrumentor. All bookkeeping (exactly-once
+finalization, outcome, the span made current around each read) lives in one :class:`_Tracker`, shared
+by both; the two proxy classes only adapt the iteration and close/context-manager protocols. The
+wrapped object need not be an iterator: it is asked for one at the first read, as a ``for`` loop would.
 
 The stream ends on exhaustion (``completed``), an error while iterating (``error``), ``close()`` /
 ``aclose()`` or leaving a ``with`` block (``closed_early``; ``error`` if the block raised), or garbage
-collection of an abandoned stream (``abandoned``). No OpenTelemetry context is attached while the
-caller holds the stream; with ``activate_first`` the call's span is current while the first chunk is
-fetched, for lazy streams (generators) that send their HTTP request only then.
+collection of an abandoned stream (``abandoned``).
+
+The call's span is current only while a chunk is being read (so requests a lazy stream makes while it
+is iterated nest under it), never while the caller holds the stream. Which chunk is the first token is
+the handler's decision (:meth:`payi_otel.core.Call.first_token`).
+
+:class:`StreamManagerProxy` / :class:`AsyncStreamManagerProxy` serve SDK helpers that return a manager
+(``with client.messages.stream(...) as stream``): entering the proxy starts the span, enters the
+wrapped manager (which sends the request) with the span current, and returns what the provider module
+makes of the entered object (usually a stream proxy around it); leaving ends that stream's span.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import wrapt
+from opentelemetry import context as otel_context
 
 from payi_otel.core import ABANDONED, CLOSED_EARLY, COMPLETED, ERROR, Call
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # generic only in wrapt's type stubs, not at run time in every wrapt release
+    _ProxyBase = wrapt.ObjectProxy[Any]
+else:
+    _ProxyBase = wrapt.ObjectProxy
 
 
 class StreamHandler(Protocol):
     """Provider-specific hooks. Both must be cheap and must not raise (errors are swallowed)."""
 
     def on_chunk(self, chunk: Any) -> bool:
-        """Look at one chunk; return False to hide it from the caller (e.g. an injected usage chunk)."""
+        """Look at one chunk; return False to hide it from the caller (e.g. an injected usage chunk).
+
+        Call ``call.first_token()`` on the first chunk that counts as output."""
 
     def on_end(self, call: Call, outcome: str, error: BaseException | None) -> None:
         """Write what was seen into ``call.record`` and end ``call`` (``end`` or ``fail``)."""
 
 
+def _sync_next(source: Any) -> Any:
+    nxt = getattr(source, "__next__", None)
+    return nxt if nxt is not None else iter(source).__next__
+
+
+def _async_next(source: Any) -> Any:
+    nxt = getattr(source, "__anext__", None)
+    return nxt if nxt is not None else source.__aiter__().__anext__
+
+
 class _Tracker:
     """Per-stream bookkeeping, on a plain slotted object (proxy attribute access is slow on the hot path)."""
 
-    __slots__ = ("_next", "call", "done", "first", "handler", "next", "on_chunk")
+    __slots__ = ("call", "context", "done", "handler", "next", "on_chunk", "source")
 
-    def __init__(self, call: Call, handler: StreamHandler, next_: Any, activate_first: str | None = None) -> None:
+    def __init__(self, call: Call, handler: StreamHandler, source: Any) -> None:
         self.call = call
         self.handler = handler
         self.on_chunk = handler.on_chunk
-        self.next = next_
-        self._next = next_
-        self.first = True
+        self.source = source
+        self.next: Any = None  # resolved at the first read
+        self.context = call.context
         self.done = False
-        if activate_first == "sync":
-            self.next = self._first_next
-        elif activate_first == "async":
-            self.next = self._afirst_next
-
-    def _first_next(self) -> Any:
-        """The first read, with the call's span current; later reads call the stream directly."""
-        self.next = self._next
-        token = self.call.activate()
-        try:
-            return self._next()
-        finally:
-            self.call.deactivate(token)
-
-    async def _afirst_next(self) -> Any:
-        self.next = self._next
-        token = self.call.activate()
-        try:
-            return await self._next()
-        finally:
-            self.call.deactivate(token)
 
     def accept(self, chunk: Any) -> bool:
         """Bookkeeping for one chunk; False hides it from the caller."""
-        if self.first:
-            self.first = False
-            self.call.first_token()
         try:
             return self.on_chunk(chunk)
         except Exception:
@@ -94,39 +97,49 @@ class _Tracker:
 
     def step(self) -> Any:
         while True:
+            token = otel_context.attach(self.context)
             try:
-                chunk = self.next()
+                nxt = self.next
+                if nxt is None:
+                    nxt = self.next = _sync_next(self.source)
+                chunk = nxt()
             except StopIteration:
                 self.finish(COMPLETED)
                 raise
             except BaseException as exc:
                 self.finish(ERROR, exc)
                 raise
+            finally:
+                otel_context.detach(token)
             if self.accept(chunk):
                 return chunk
 
     async def astep(self) -> Any:
         while True:
+            token = otel_context.attach(self.context)
             try:
-                chunk = await self.next()
+                nxt = self.next
+                if nxt is None:
+                    nxt = self.next = _async_next(self.source)
+                chunk = await nxt()
             except StopAsyncIteration:
                 self.finish(COMPLETED)
                 raise
             except BaseException as exc:
                 self.finish(ERROR, exc)
                 raise
+            finally:
+                otel_context.detach(token)
             if self.accept(chunk):
                 return chunk
 
 
-class _StreamBookkeeping(wrapt.ObjectProxy):
+class _StreamBookkeeping(_ProxyBase):
     """What the sync and async proxies share: the tracker and the non-iteration endings."""
 
-    def __init__(
-        self, wrapped: Any, call: Call, handler: StreamHandler, next_: Any, activate_first: str | None = None
-    ) -> None:
+    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler) -> None:
         super().__init__(wrapped)
-        self._self_t = _Tracker(call, handler, next_, activate_first)
+        self._self_t = _Tracker(call, handler, wrapped)
 
     @property
     def payi_finished(self) -> bool:
@@ -136,22 +149,21 @@ class _StreamBookkeeping(wrapt.ObjectProxy):
         """End the span as closed early (for helpers that close the underlying response directly)."""
         self._self_t.finish(CLOSED_EARLY)
 
-    def _exit_outcome(self, exc: BaseException | None) -> None:
+    def payi_exit(self, exc: BaseException | None) -> None:
+        """End the span for a ``with`` block left normally (closed early) or by ``exc`` (error)."""
         self._self_t.finish(ERROR if exc is not None else CLOSED_EARLY, exc)
 
     def __del__(self) -> None:
-        tracker = self._self_t
+        try:  # a proxy whose __init__ failed has no tracker
+            tracker = object.__getattribute__(self, "_self_t")
+        except AttributeError:
+            return
         if not tracker.done:
             tracker.finish(ABANDONED)
 
 
 class StreamProxy(_StreamBookkeeping):
-    """Proxy for a synchronous stream (iterator, optionally ``close()`` and context manager)."""
-
-    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler, *, activate_first: bool = False) -> None:
-        nxt = getattr(wrapped, "__next__", None)
-        next_ = nxt if nxt is not None else iter(wrapped).__next__
-        super().__init__(wrapped, call, handler, next_, "sync" if activate_first else None)
+    """Proxy for a synchronous stream (iterable, optionally ``close()`` and context manager)."""
 
     def __iter__(self) -> StreamProxy:
         return self
@@ -177,16 +189,11 @@ class StreamProxy(_StreamBookkeeping):
             exit_ = getattr(self.__wrapped__, "__exit__", None)
             return exit_(exc_type, exc, tb) if exit_ is not None else None
         finally:
-            self._exit_outcome(exc)
+            self.payi_exit(exc)
 
 
 class AsyncStreamProxy(_StreamBookkeeping):
-    """Proxy for an asynchronous stream (async iterator, ``close()``/``aclose()``, async context manager)."""
-
-    def __init__(self, wrapped: Any, call: Call, handler: StreamHandler, *, activate_first: bool = False) -> None:
-        nxt = getattr(wrapped, "__anext__", None)
-        next_ = nxt if nxt is not None else wrapped.__aiter__().__anext__
-        super().__init__(wrapped, call, handler, next_, "async" if activate_first else None)
+    """Proxy for an asynchronous stream (async iterable, ``close()``/``aclose()``, async context manager)."""
 
     def __aiter__(self) -> AsyncStreamProxy:
         return self
@@ -222,11 +229,107 @@ class AsyncStreamProxy(_StreamBookkeeping):
             exit_ = getattr(self.__wrapped__, "__aexit__", None)
             return await exit_(exc_type, exc, tb) if exit_ is not None else None
         finally:
-            self._exit_outcome(exc)
+            self.payi_exit(exc)
+
+
+# --- stream managers ---------------------------------------------------------------------------
+StartCall = Callable[[], "Call | None"]
+OpenStream = Callable[[Call, Any], Any]
+
+
+class _ManagerBookkeeping(_ProxyBase):
+    """What the sync and async manager proxies share: starting the call and ending the entered stream."""
+
+    def __init__(self, wrapped: Any, start: StartCall, open_stream: OpenStream) -> None:
+        super().__init__(wrapped)
+        self._self_start = start
+        self._self_open = open_stream
+        self._self_stream: Any = None
+
+    def _payi_begin(self) -> tuple[Call | None, object]:
+        try:
+            call = self._self_start()
+        except Exception:
+            logger.debug("instrumentation failed before entering a stream manager", exc_info=True)
+            call = None
+        return call, (call.activate() if call is not None else None)
+
+    def _payi_entered(self, call: Call | None, token: object, entered: Any) -> Any:
+        if call is None:
+            return entered
+        call.deactivate(token)
+        try:
+            stream = self._self_open(call, entered)
+        except Exception:
+            logger.debug("could not instrument an entered stream", exc_info=True)
+            call.end()
+            return entered
+        self._self_stream = stream
+        return stream
+
+    @staticmethod
+    def _payi_failed(call: Call | None, token: object, exc: BaseException) -> None:
+        if call is not None:
+            call.deactivate(token)
+            call.fail(exc)
+
+    def _payi_left(self, exc: BaseException | None) -> None:
+        stream, self._self_stream = self._self_stream, None
+        finish = getattr(stream, "payi_exit", None)
+        if finish is not None:
+            try:
+                finish(exc)
+            except Exception:
+                logger.debug("could not end a stream manager's stream", exc_info=True)
+
+
+class StreamManagerProxy(_ManagerBookkeeping):
+    """Proxy for a synchronous stream manager: ``with manager as stream``."""
+
+    def __enter__(self) -> Any:
+        call, token = self._payi_begin()
+        try:
+            entered = self.__wrapped__.__enter__()
+        except BaseException as exc:
+            self._payi_failed(call, token, exc)
+            raise
+        return self._payi_entered(call, token, entered)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._payi_left(exc)
+
+
+class AsyncStreamManagerProxy(_ManagerBookkeeping):
+    """Proxy for an asynchronous stream manager: ``async with manager as stream``."""
+
+    async def __aenter__(self) -> Any:
+        call, token = self._payi_begin()
+        try:
+            entered = await self.__wrapped__.__aenter__()
+        except BaseException as exc:
+            self._payi_failed(call, token, exc)
+            raise
+        return self._payi_entered(call, token, entered)
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._payi_left(exc)
 
 
 def is_stream_proxy(obj: Any) -> bool:
     return isinstance(obj, _StreamBookkeeping)
 
 
-__all__ = ["AsyncStreamProxy", "StreamHandler", "StreamProxy", "is_stream_proxy"]
+__all__ = [
+    "AsyncStreamManagerProxy",
+    "AsyncStreamProxy",
+    "StreamHandler",
+    "StreamManagerProxy",
+    "StreamProxy",
+    "is_stream_proxy",
+]

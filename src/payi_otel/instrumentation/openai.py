@@ -30,6 +30,7 @@ from typing import Any, Callable, Collection, Mapping
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from payi_otel.core import COMPLETED, ERROR, Call, CallRecord, SpanCore, split_proxy_headers
+from payi_otel.instrumentation._stainless import error_info
 from payi_otel.instrumentation._wrapping import Target, WrapSet
 from payi_otel.settings import parse_bool
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
@@ -327,10 +328,14 @@ class _ChatStream(_StreamEnd):
             delta = choice.delta
             if getattr(delta, "tool_calls", None):
                 self._tool_deltas(choice.index, delta.tool_calls)
+                self.call.first_token()
             if getattr(delta, "function_call", None) is not None:
                 self._function_delta(choice.index, delta.function_call)
-            if self.capture and delta.content:
-                self.texts.setdefault(choice.index, []).append(delta.content)
+                self.call.first_token()
+            if delta.content:
+                self.call.first_token()  # the role-only first chunk is not a token
+                if self.capture:
+                    self.texts.setdefault(choice.index, []).append(delta.content)
         return True
 
     def _tool_deltas(self, choice_index: int, tool_calls: Any) -> None:
@@ -378,8 +383,10 @@ class _CompletionStream(_ChatStream):
         for choice in chunk.choices:
             if choice.finish_reason is not None:
                 self.reasons[choice.index] = choice.finish_reason
-            if self.capture and choice.text:
-                self.texts.setdefault(choice.index, []).append(choice.text)
+            if choice.text:
+                self.call.first_token()
+                if self.capture:
+                    self.texts.setdefault(choice.index, []).append(choice.text)
         return True
 
 
@@ -398,7 +405,9 @@ class _ResponsesStream(_StreamEnd):
 
     def on_chunk(self, event: Any) -> bool:
         etype = getattr(event, "type", None)
-        if etype in _RESPONSE_FINAL_EVENTS:
+        if isinstance(etype, str) and etype.endswith(".delta"):
+            self.call.first_token()  # response.created / in_progress / output_item.added carry no output
+        elif etype in _RESPONSE_FINAL_EVENTS:
             response = event.response
             _read_responses(self.rec, response, self.capture)
             self.usage = self.rec.usage
@@ -419,6 +428,7 @@ class _UsageStream(_StreamEnd):
         self.usage_of = usage_of
 
     def on_chunk(self, event: Any) -> bool:
+        self.call.first_token()  # every event of these streams is output (a partial image, a text delta)
         usage = getattr(event, "usage", None)
         if usage is not None:
             self.usage = self.usage_of(usage) or self.usage
@@ -830,6 +840,7 @@ class OpenAIInstrumentor(BaseInstrumentor):
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
+            error_info=error_info,
         )
         state = _State(core, azure, inject, version or "unknown")
         wraps = WrapSet()

@@ -122,12 +122,15 @@ def describe_error(rec: CallRecord, exc: BaseException) -> None:
 class GenerateStream:
     """Stream handler of ``generate_content_stream``: every chunk is a full response object."""
 
-    __slots__ = ("state",)
+    __slots__ = ("call", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, call: Call) -> None:
+        self.call = call
         self.state = ResponseState()
 
     def on_chunk(self, chunk: Any) -> bool:
+        if getattr(chunk, "candidates", None):  # a chunk of output (not a usage-only one)
+            self.call.first_token()
         self.state.read(chunk)
         return True
 

@@ -133,11 +133,9 @@ class Operation:
 
     def finish(self, call: Call, result: Any) -> Any:
         if self.stream:
-            handler = GenerateStream()
-            if self.is_async:
-                return AsyncStreamProxy(result, call, handler)
-            # A generator: the request is sent when the caller first reads from it.
-            return StreamProxy(result, call, handler, activate_first=True)
+            handler = GenerateStream(call)
+            # A generator: the request is sent when the caller first reads from it (with the span current).
+            return (AsyncStreamProxy if self.is_async else StreamProxy)(result, call, handler)
         call.record.status_code = 200  # the SDK raises APIError for any other status
         if self.read is not None:
             self.read(call.record, result)
