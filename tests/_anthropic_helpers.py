@@ -43,3 +43,72 @@ def load(name: str) -> tuple[Cassette, Interaction]:
     path = next(p for p in anthropic_cassettes() if p.stem == name)
     cassette = Cassette.load(path)
     return cassette, next(i for i in cassette.interactions if is_anthropic(i))
+
+
+def call_kwargs(method: Any, body: Any) -> dict[str, Any]:
+    """The recorded request body as SDK keyword arguments (unknown keys go through ``extra_body``)."""
+    import inspect
+
+    body = dict(body or {})
+    params = inspect.signature(method).parameters
+    kwargs = {k: v for k, v in body.items() if k in params and k not in ("extra_body", "extra_headers")}
+    extra = {k: v for k, v in body.items() if k not in kwargs}
+    if extra:
+        kwargs["extra_body"] = extra
+    return kwargs
+
+
+# --- expectations computed from the recorded bodies ------------------------------------------------
+def recorded_usage(interaction: Interaction) -> dict[str, Any] | None:
+    """The usage Anthropic reported: the response's, or message_start's overlaid by message_delta's."""
+    if (interaction.header("content-type") or "").startswith("text/event-stream"):
+        usage: dict[str, Any] | None = None
+        for event in interaction.sse_events():
+            if event.get("type") == "message_start":
+                usage = dict(event["message"].get("usage") or {})
+            elif event.get("type") == "message_delta" and usage is not None:
+                usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+        return usage
+    return interaction.json().get("usage")
+
+
+def expected_units(usage: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Pay-i units of an Anthropic usage report (the rules of Pay-i's unit table, applied by hand)."""
+    iterations = usage.get("iterations")
+    entries = [e for e in iterations if e.get("type") != "advisor_message"] if iterations else [usage]
+    text_in = sum(e.get("input_tokens") or 0 for e in entries)
+    read = sum(e.get("cache_read_input_tokens") or 0 for e in entries)
+    write_5m = sum((e["cache_creation"] or {}).get("ephemeral_5m_input_tokens", 0) if "cache_creation" in e
+                   else e.get("cache_creation_input_tokens") or 0 for e in entries)  # fmt: skip
+    write_1h = sum((e.get("cache_creation") or {}).get("ephemeral_1h_input_tokens", 0) for e in entries)
+    output = sum(e.get("output_tokens") or 0 for e in entries)
+    searches = (usage.get("server_tool_use") or {}).get("web_search_requests") or 0
+    large = max((e.get("input_tokens") or 0) + (e.get("cache_read_input_tokens") or 0)
+                + (e.get("cache_creation_input_tokens") or 0) for e in entries) > 200_000  # fmt: skip
+    suffix = "_large_context" if large else ""
+    units = {f"text{suffix}": {"input": text_in, "output": output}}
+    for name, value in (("text_cache_read", read), ("text_cache_write", write_5m), ("text_cache_write_1h", write_1h)):
+        if value:
+            units[name + suffix] = {"input": value, "output": 0}
+    if searches:
+        units["web_search_request"] = {"input": 0, "output": searches}
+    return units
+
+
+def expected_tool_calls(interaction: Interaction) -> list[dict[str, str]] | None:
+    """Every tool_use block of the recorded response, arguments as ``json.dumps`` of the input."""
+    import json
+
+    if (interaction.header("content-type") or "").startswith("text/event-stream"):
+        blocks: dict[int, list[Any]] = {}
+        for event in interaction.sse_events():
+            if event.get("type") == "content_block_start" and event["content_block"]["type"] == "tool_use":
+                blocks[event["index"]] = [event["content_block"]["name"], ""]
+            elif event.get("type") == "content_block_delta" and event["delta"]["type"] == "input_json_delta":
+                if event["index"] in blocks:
+                    blocks[event["index"]][1] += event["delta"]["partial_json"]
+        calls = [{"name": n, "arguments": json.dumps(json.loads(a or "{}"))} for _, (n, a) in sorted(blocks.items())]
+    else:
+        content = interaction.json().get("content") or []
+        calls = [{"name": b["name"], "arguments": json.dumps(b["input"])} for b in content if b["type"] == "tool_use"]
+    return calls or None

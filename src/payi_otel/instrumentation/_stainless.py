@@ -1,6 +1,18 @@
-"""What the Stainless-generated provider SDKs (openai, anthropic) share."""
+"""What the Stainless-generated provider SDKs (openai, anthropic) share: the shape of their errors and of
+their raw responses (``with_raw_response`` / ``with_streaming_response``)."""
 
 from __future__ import annotations
+
+import importlib
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from payi_otel.core import Call, CallRecord
+from payi_otel.instrumentation._wrapping import Target
+
+logger = logging.getLogger(__name__)
 
 
 def error_info(exc: BaseException) -> tuple[int | None, str | None]:
@@ -11,3 +23,122 @@ def error_info(exc: BaseException) -> tuple[int | None, str | None]:
         status if isinstance(status, int) and not isinstance(status, bool) else None,
         request_id if isinstance(request_id, str) and request_id else None,
     )
+
+
+class RawReader(Protocol):
+    """What a provider operation tells :class:`RawResponses` about its results."""
+
+    def is_stream_result(self, result: Any) -> bool: ...
+
+    def wrap_stream(self, call: Call, stream: Any) -> Any: ...
+
+    def read(self, rec: CallRecord, result: Any, capture: bool) -> None: ...
+
+    def end(self, call: Call) -> None: ...
+
+
+class _Pending:
+    """A raw response whose body has not been read yet: ends the span when it is parsed or closed."""
+
+    __slots__ = ("__weakref__", "call", "op", "proxy")
+
+    def __init__(self, op: RawReader, call: Call) -> None:
+        self.op = op
+        self.call = call
+        self.proxy: Any = None
+
+    def parsed(self, result: Any) -> Any:
+        if self.proxy is not None or self.call.ended:
+            return result
+        if self.op.is_stream_result(result):
+            self.proxy = self.op.wrap_stream(self.call, result)
+            return self.proxy
+        self.op.read(self.call.record, result, self.call.capture_content)
+        self.op.end(self.call)
+        return result
+
+    def closed(self) -> None:
+        if self.proxy is not None:
+            self.proxy.payi_close()
+        elif not self.call.ended:
+            self.call.record.usage_incomplete_reason = "raw response closed before its body was parsed"
+            self.op.end(self.call)
+
+
+def _abandoned(op: RawReader, call: Call) -> None:
+    if not call.ended:
+        call.record.usage_incomplete_reason = "raw response discarded before its body was parsed"
+        op.end(call)
+
+
+class RawResponses:
+    """The raw responses of one SDK package (``"anthropic"``): a call whose result is a raw response ends
+    when the caller parses it (a stream is then proxied), closes it, or drops it unread."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self.pending: weakref.WeakKeyDictionary[Any, _Pending] = weakref.WeakKeyDictionary()
+        types: list[type] = []
+        for module, name in (("_legacy_response", "LegacyAPIResponse"), ("_response", "BaseAPIResponse")):
+            try:
+                types.append(getattr(importlib.import_module(f"{package}.{module}"), name))
+            except (ImportError, AttributeError):  # pragma: no cover - every supported release has both
+                pass
+        self.types = tuple(types)
+
+    def adopt(self, op: RawReader, call: Call, raw: Any) -> Any:
+        """``raw`` is what the wrapped method returned; returns it unchanged."""
+        status = getattr(raw, "status_code", None)
+        if isinstance(status, int):
+            call.record.status_code = status
+        # with_raw_response (LegacyAPIResponse): the SDK has already read a non-streamed body.
+        if not call.record.stream and type(raw).__name__ == "LegacyAPIResponse":
+            try:
+                parsed = raw.parse()
+            except Exception:
+                logger.debug("could not parse raw response for usage", exc_info=True)
+                call.record.usage_incomplete_reason = "raw response body could not be parsed"
+            else:
+                if parsed is not None and not isinstance(parsed, (str, bytes)):
+                    op.read(call.record, parsed, call.capture_content)
+            op.end(call)
+            return raw
+        self.pending[raw] = _Pending(op, call)
+        weakref.finalize(raw, _abandoned, op, call)
+        return raw
+
+    def _parse_hook(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        if not self.pending.data:  # no raw response in flight: the common case costs one dict truth test
+            return result
+        pending = self.pending.get(instance)
+        if pending is None:
+            return result
+        try:
+            return pending.parsed(result)
+        except Exception:
+            logger.debug("could not read a parsed raw response", exc_info=True)
+            return result
+
+    def _close_hook(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        if self.pending.data:
+            pending = self.pending.pop(instance, None)
+            if pending is not None:
+                try:
+                    pending.closed()
+                except Exception:
+                    logger.debug("could not finish a closed raw response", exc_info=True)
+        return wrapped(*args, **kwargs)
+
+    def targets(self) -> list[Target]:
+        p = self.package
+        return [
+            Target(f"{p}._legacy_response", "LegacyAPIResponse", "_parse", self._parse_hook, raw=True),
+            Target(f"{p}._response", "APIResponse", "_parse", self._parse_hook, raw=True),
+            Target(f"{p}._response", "AsyncAPIResponse", "_parse", self._parse_hook, raw=True),
+            Target(f"{p}._response", "APIResponse", "close", self._close_hook, raw=True),
+            Target(f"{p}._response", "AsyncAPIResponse", "close", self._close_hook, raw=True),
+        ]
+
+
+__all__ = ["RawReader", "RawResponses", "error_info"]

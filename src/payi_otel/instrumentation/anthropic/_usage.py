@@ -1,0 +1,117 @@
+"""Anthropic usage, tool calls and finish reasons, from SDK objects or plain dicts.
+
+Units (through :func:`payi_otel.units.to_units`):
+
+* ``text.input`` = ``input_tokens`` (Anthropic's count already excludes the cache);
+  ``text_cache_read.input`` = ``cache_read_input_tokens``;
+  ``text_cache_write.input`` / ``text_cache_write_1h.input`` = ``cache_creation.ephemeral_5m_input_tokens`` /
+  ``ephemeral_1h_input_tokens`` (``cache_creation_input_tokens`` as 5-minute writes when the split is absent);
+  ``text.output`` = ``output_tokens`` (thinking included: it is billed as output);
+* ``web_search_request.output`` = ``server_tool_use.web_search_requests``;
+* every text-family unit gets ``_large_context`` when the prompt (input + cache read + cache write) is
+  above :data:`LARGE_CONTEXT_THRESHOLD`;
+* with server-side compaction the response reports ``usage.iterations``: the call's usage is the sum of
+  the iterations run by the request's model (``advisor_message`` iterations are another model's).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from payi_otel.units import Usage
+
+# Anthropic prices prompts above 200k tokens (input + cache reads + cache writes) at its long-context
+# rates; models without a long-context window cannot exceed it.
+LARGE_CONTEXT_THRESHOLD = 200_000
+
+_OTHER_MODEL_ITERATIONS = frozenset({"advisor_message"})
+
+
+def g(obj: Any, name: str) -> Any:
+    """Attribute or key access, for SDK models and plain dicts alike."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _prompt_parts(u: Any) -> tuple[int, int, int, int]:
+    """(input, cache read, 5-minute cache write, 1-hour cache write) of one usage entry."""
+    split = g(u, "cache_creation")
+    if split is not None:
+        write_5m, write_1h = _int(g(split, "ephemeral_5m_input_tokens")), _int(g(split, "ephemeral_1h_input_tokens"))
+    else:
+        write_5m, write_1h = _int(g(u, "cache_creation_input_tokens")), 0
+    return _int(g(u, "input_tokens")), _int(g(u, "cache_read_input_tokens")), write_5m, write_1h
+
+
+def usage_of(u: Any) -> Usage | None:
+    """The call's :class:`Usage` from an Anthropic ``usage`` object (``None`` when absent)."""
+    if u is None:
+        return None
+    iterations = g(u, "iterations")
+    entries = [it for it in iterations if g(it, "type") not in _OTHER_MODEL_ITERATIONS] if iterations else [u]
+    text_in = cache_read = write_5m = write_1h = output = 0
+    largest_prompt = 0
+    for entry in entries:
+        i, r, w5, w1 = _prompt_parts(entry)
+        text_in, cache_read, write_5m, write_1h = text_in + i, cache_read + r, write_5m + w5, write_1h + w1
+        output += _int(g(entry, "output_tokens"))
+        largest_prompt = max(largest_prompt, i + r + w5 + w1)
+    reported_input = g(u, "input_tokens") is not None or bool(iterations)
+    return Usage(
+        input_tokens=text_in + cache_read + write_5m + write_1h if reported_input else None,
+        output_tokens=output,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
+        web_search_requests=_int(g(g(u, "server_tool_use"), "web_search_requests")),
+        large_context=largest_prompt > LARGE_CONTEXT_THRESHOLD,
+    )
+
+
+def delta_usage(current: Usage | None, u: Any) -> Usage | None:
+    """Usage after a ``message_delta`` event: its counts are cumulative and overlay ``message_start``'s
+    (older API versions send only ``output_tokens``); with ``iterations`` they are the whole report."""
+    update = usage_of(u)
+    if update is None:
+        return current
+    if current is None or g(u, "iterations"):
+        return update
+    current.merge(update)
+    current.large_context = (current.input_tokens or 0) > LARGE_CONTEXT_THRESHOLD
+    return current
+
+
+def tool_arguments(value: Any) -> str:
+    """A tool call's input as Pay-i records it: ``json.dumps`` of the input object."""
+    return json.dumps(value if value is not None else {})
+
+
+def streamed_arguments(partial_json: str, start_input: Any) -> str:
+    """Arguments of a streamed ``tool_use`` block, written like a non-streamed one's."""
+    if not partial_json:
+        return tool_arguments(start_input)
+    try:
+        return tool_arguments(json.loads(partial_json))
+    except ValueError:
+        return partial_json  # cut off mid-stream: what arrived
+
+
+def tool_calls_of(content: Any) -> list[dict[str, str]] | None:
+    """Every ``tool_use`` block of a message's content, in content order (index 0 included)."""
+    calls = [
+        {"name": g(block, "name") or "", "arguments": tool_arguments(g(block, "input"))}
+        for block in content or ()
+        if g(block, "type") == "tool_use"
+    ]
+    return calls or None
+
+
+__all__ = ["LARGE_CONTEXT_THRESHOLD", "delta_usage", "g", "streamed_arguments", "tool_calls_of", "usage_of"]
