@@ -23,12 +23,12 @@ def test_text_is_what_no_other_unit_counts():
 
 
 def test_counts_are_not_tokens():
-    usage = Usage(input_tokens=10, output_tokens=5, web_search_requests=3, guardrail_topic=2)
+    usage = Usage(input_tokens=10, output_tokens=5, web_search_requests=3, images=2)
     units = to_units(usage)
     assert units["text"] == {"input": 10, "output": 5}  # counts never come out of the token totals
     assert units["web_search_request"] == {"input": 0, "output": 3}
-    assert units["guardrail_topic"] == {"input": 2, "output": 0}
-    assert Usage(guardrail_topic=1).reported and not Usage().reported
+    assert units["image"] == {"input": 0, "output": 2}
+    assert Usage(web_search_requests=1).reported and not Usage().reported
 
 
 def test_large_context_suffix_only_where_pay_i_prices_it():
