@@ -121,7 +121,9 @@ def test_a_version_1_file_is_upgraded_without_losing_anything(tmp_path):
     try:
         assert store.application("default").id == 1
         for old in (_PRICED, _UNPRICED):
-            assert xproxy_result(store.request_result(1, request_id=old["request_id"])) == old
+            # a priced result with unknown units now also warns that they are not in the cost
+            extra = {"warnings": ["units without a price, not in the cost: guardrail"]} if old["cost"] else {}
+            assert xproxy_result(store.request_result(1, request_id=old["request_id"])) == {**old, **extra}
         by_tag = {(tag, cost) for tag, _row, cost, *_ in store.report_rows(["tag"], None, None)}
         assert by_tag == {(None, None), ("alpha", 0.00035), ("beta", 0.00035)}
         assert store.use_case_instance_properties(1, "inst-1") == {"team": "red"}

@@ -23,7 +23,7 @@ from payi_otel.service.firstrun import ensure_default_application
 from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
 from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.routes import ingest, limits, requests, use_cases
+from payi_otel.service.routes import categories, ingest, limits, requests, use_cases
 from payi_otel.service.routes.otlp import otlp_router
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
 from payi_otel.service.store import Store
@@ -73,8 +73,8 @@ def create_app(
     app = FastAPI(
         title="payi-otel local service",
         version="1",
-        description="A local, Pay-i-compatible API over SQLite: ingest, requests, limits, use cases. "
-        f"Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header (an application key). "
+        description="A local, Pay-i-compatible API over SQLite: ingest, requests, limits, use cases, categories and "
+        f"resources. Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header (an application key). "
         "Every error answers Pay-i's body `{statusCode, message, xproxy_error: {code, message}}`.",
         lifespan=lifespan,
     )
@@ -116,7 +116,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for area in (ingest, requests, limits, use_cases):
+    for area in (ingest, requests, limits, use_cases, categories):
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
     app.include_router(otlp_router(ServiceOtlpSink(store, svc.ingestor, svc.committer)))

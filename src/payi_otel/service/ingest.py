@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from payi_otel import protocol as P
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
-from payi_otel.service.pricing import Pricer, PriceResult
+from payi_otel.service.pricing import Pricer, PriceResult, price_custom
 from payi_otel.service.store import Application, Store, StoredRequest, StoreError, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -382,7 +382,11 @@ class Ingestor:
             # xProxy-PriceAs-*: price the call as another category/resource; it stays stored as sent.
             price_category = attr.price_as_category or event.category
             price_resource = attr.price_as_resource or event.resource
-            price = self.pricer.price(price_category, price_resource, units, when, attr.resource_scope)
+            custom = self.store.custom_price_version(price_category, price_resource, event_ms, attr.resource_scope)
+            if custom is not None:
+                price = price_custom(custom.resource_id, custom.units, units, custom.resource)
+            else:
+                price = self.pricer.price(price_category, price_resource, units, when, attr.resource_scope)
             if price.resource_version is not None:
                 self.store.remember_resource_version(price.resource_version, price_category, price_resource)
         properties = {k: v for k, v in sent.items() if v is not None}
@@ -500,6 +504,10 @@ def xproxy_result(stored: StoredRequest, *, duplicate: bool = False) -> dict[str
         }
     else:
         result["warnings"] = [f"unpriced: {stored.unpriced_reason}"]
+    if stored.unknown_units and stored.cost_total is not None:
+        result["warnings"] = [
+            f"units without a price, not in the cost: {', '.join(sorted(stored.unknown_units))}"
+        ]
     return result
 
 

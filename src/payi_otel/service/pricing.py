@@ -205,6 +205,32 @@ class Pricer:
             out_coef = float((c - base) / _PROBE) if c is not None and base is not None and c > base else None
         return in_coef, out_coef
 
+    # --- catalog reads (system categories) -------------------------------------------------
+    def system_resources(self, category: str) -> list[str]:
+        """The model ids genai-prices has for a system category's providers (first provider wins)."""
+        seen: dict[str, None] = {}
+        by_id = {p.id: p for p in self._snapshot.providers}
+        for provider_id in CATEGORY_PROVIDERS.get(category, ()):
+            provider = by_id.get(provider_id)
+            for model in provider.models if provider else ():
+                seen.setdefault(model.id, None)
+        return sorted(seen)
+
+    def describe(
+        self, category: str, resource: str, when: datetime
+    ) -> tuple[str, dict[str, dict[str, float | None]]] | None:
+        """(resource_id, USD per unit {unit: {input_price, output_price}}) of a system resource at ``when``."""
+        found = self._find_model(category, resource)
+        if isinstance(found, str):
+            return None
+        model_price, snap = self._price_snapshot(*found, when)
+        units: dict[str, dict[str, float | None]] = {}
+        for unit_type in {*_INPUT_PROBES, *_OUTPUT_PROBES, *_COUNT_UNITS}:
+            in_coef, out_coef = self._coefficient(model_price, snap, 0, unit_type)
+            if in_coef is not None or out_coef is not None:
+                units[unit_type] = {"input_price": in_coef, "output_price": out_coef}
+        return snap.resource_id, dict(sorted(units.items()))
+
     # --- public API ----------------------------------------------------------------------
     def price(
         self,
@@ -251,11 +277,55 @@ class Pricer:
                     unknown.setdefault(unit_type, {})["output"] = n_out
                 else:
                     output_cost += n_out * out_coef
-        return PriceResult(
-            priced=True,
-            input_cost=input_cost,
-            output_cost=output_cost,
-            resource_id=snap.resource_id,
-            unknown_units=unknown,
-            resource_version=snap.description,
+        return settle(
+            PriceResult(
+                priced=True,
+                input_cost=input_cost,
+                output_cost=output_cost,
+                resource_id=snap.resource_id,
+                unknown_units=unknown,
+                resource_version=snap.description,
+            ),
+            units,
+            resource,
         )
+
+
+def price_custom(
+    resource_id: str, prices: dict[str, dict[str, float | None]], units: dict[str, dict[str, int]], resource: str
+) -> PriceResult:
+    """Price ``units`` with a custom resource version's per-unit USD prices."""
+    input_cost = output_cost = 0.0
+    unknown: dict[str, dict[str, int]] = {}
+    for unit_type, counts in units.items():
+        unit_prices = prices.get(unit_type) or {}
+        for direction, key in (("input", "input_price"), ("output", "output_price")):
+            n = counts.get(direction, 0)
+            if not n:
+                continue
+            price = unit_prices.get(key)
+            if price is None:
+                unknown.setdefault(unit_type, {})[direction] = n
+            elif direction == "input":
+                input_cost += n * price
+            else:
+                output_cost += n * price
+    result = PriceResult(priced=True, input_cost=input_cost, output_cost=output_cost, resource_id=resource_id,
+                         unknown_units=unknown)
+    return settle(result, units, resource)
+
+
+def settle(result: PriceResult, units: dict[str, dict[str, int]], resource: str) -> PriceResult:
+    """An event none of whose units has a price is unpriced (its cost is unknown, never $0)."""
+    if not result.unknown_units:
+        return result
+    counted = sum(1 for c in units.values() for n in c.values() if n)
+    unknown = sum(len(c) for c in result.unknown_units.values())
+    if unknown < counted:
+        return result  # priced in part: the rest is listed in unknown_units (and warned about)
+    names = ", ".join(sorted(result.unknown_units))
+    return PriceResult(
+        priced=False,
+        unknown_units=result.unknown_units,
+        unpriced_reason=f"no price for units {names} of resource {resource!r}",
+    )

@@ -14,6 +14,7 @@ each ``resource_id``); ``limits`` (per application; ingest checks limit ids agai
 from __future__ import annotations
 
 from payi_otel.service.store.apps import AppsStore
+from payi_otel.service.store.catalog import CatalogStore, ResourceVersion
 from payi_otel.service.store.connection import WAL_RESTART_FRAMES
 from payi_otel.service.store.ingest import IngestStore
 from payi_otel.service.store.limits import HistoryRecord, LimitRecord
@@ -30,7 +31,12 @@ from payi_otel.service.store.records import (
 )
 from payi_otel.service.store.reports import REPORT_DIMENSIONS, ReportsStore
 from payi_otel.service.store.schema import SCHEMA_VERSION
-from payi_otel.service.store.use_cases import DefinitionRecord, InstanceRecord, KpiRecord, UseCasesStore
+from payi_otel.service.store.use_cases import (
+    DefinitionRecord,
+    InstanceRecord,
+    KpiRecord,
+    UseCasesStore,
+)
 
 __all__ = [
     "DB_FILE",
@@ -45,6 +51,7 @@ __all__ = [
     "InstanceRecord",
     "KpiRecord",
     "LimitRecord",
+    "ResourceVersion",
     "Store",
     "StoreError",
     "StoredRequest",
@@ -53,5 +60,5 @@ __all__ = [
 ]
 
 
-class Store(AppsStore, IngestStore, UseCasesStore, OtlpSpansStore, ReportsStore):
+class Store(AppsStore, IngestStore, UseCasesStore, CatalogStore, OtlpSpansStore, ReportsStore):
     """All persistent state of the local service."""

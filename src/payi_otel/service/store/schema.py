@@ -132,6 +132,19 @@ CREATE TABLE IF NOT EXISTS resource_versions (
     start_ms INTEGER,
     end_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS custom_resources (
+    resource_id TEXT PRIMARY KEY,    -- one version of a custom resource (organization-wide, like Pay-i's)
+    category TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    scope TEXT,                      -- the resource scope it prices (global, datazone, region...); NULL: any
+    units TEXT NOT NULL,             -- JSON {unit: {input_price, output_price}} in USD per unit
+    max_input_units INTEGER,
+    max_output_units INTEGER,
+    max_total_units INTEGER,
+    start_ms INTEGER NOT NULL,       -- in force from here until the next version's start
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS custom_resources_by_name ON custom_resources (category, resource, start_ms);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL UNIQUE,
@@ -188,7 +201,7 @@ CREATE TABLE IF NOT EXISTS otlp_spans (
 CREATE INDEX IF NOT EXISTS otlp_spans_parent ON otlp_spans (application_id, trace_id, parent_span_id);
 CREATE INDEX IF NOT EXISTS otlp_spans_seen ON otlp_spans (seen_ms);
 """
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Upgrades of older files, by the version they start from.
 _MIGRATIONS = {
@@ -243,6 +256,7 @@ ALTER TABLE use_case_instances ADD COLUMN limit_id TEXT;
 """,
     # 5 had no otlp_spans table (the schema script creates it).
     5: "",
+    6: "",  # 6 had no custom resources: the table is created with the others
 }
 
 
