@@ -12,7 +12,13 @@ OPENAI_STAMPS := $(foreach v,$(OPENAI_PINS),.venv-openai$(firstword $(subst ., ,
 OPENAI_TESTS := tests/test_openai_replay.py tests/test_stream_lifecycle.py tests/test_openai_features.py \
 	tests/test_openai_surfaces.py
 
-.PHONY: setup run test test-openai-matrix bench clean
+# Other OpenTelemetry instrumentations of the same SDKs, next to ours (tests/peers): the official openai-v2
+# (with the util-genai release it works with), OpenLLMetry's openai instrumentation, and httpx's.
+PEER_REQS := opentelemetry-instrumentation-openai-v2==2.4b0 opentelemetry-util-genai==1.1b0 \
+	opentelemetry-instrumentation-openai==0.62.4 opentelemetry-instrumentation-httpx==0.66b2
+PEERS_STAMP := .venv-peers/.installed-peers
+
+.PHONY: setup run test test-openai-matrix test-peers bench clean
 
 setup: $(STAMP)
 
@@ -27,7 +33,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP)) $(OPENAI_STAMPS) $(PEERS_STAMP)
 	$(MAKE) --no-print-directory test-openai-matrix
+	$(MAKE) --no-print-directory test-peers
 
 # Venvs install in parallel (pip is the main cost); the test runs follow one another.
 test-openai-matrix:
@@ -43,8 +51,17 @@ $(OPENAI_STAMPS): pyproject.toml
 	rm -f $(@D)/.installed-openai-*
 	touch $@
 
+test-peers: $(PEERS_STAMP)
+	.venv-peers/bin/python -m pytest -q -p no:cacheprovider tests/peers
+
+$(PEERS_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	$(@D)/bin/python -m pip install --quiet -e ".[dev]" $(PEER_REQS)
+	touch $@
+
 bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-openai* .payi-otel .pytest_cache
+	rm -rf $(VENV) .venv-openai* .venv-peers .payi-otel .pytest_cache

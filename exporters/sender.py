@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
 
 from payi_otel import protocol as P
 
@@ -136,7 +137,9 @@ class Sender:
 
     def _post(self, path: str, timeout: float | None, **kwargs: Any) -> httpx.Response | str:
         try:
-            return self._client.post(path, timeout=self._timeout(timeout), **kwargs)
+            # As OpenTelemetry's own exporters do: an installed HTTP instrumentation must not trace deliveries.
+            with suppress_instrumentation(), suppress_http_instrumentation():
+                return self._client.post(path, timeout=self._timeout(timeout), **kwargs)
         except httpx.TimeoutException as exc:
             return f"timed out ({type(exc).__name__})"
         except httpx.HTTPError as exc:

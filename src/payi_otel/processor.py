@@ -9,9 +9,10 @@ OpenInference, a provider SDK's own spans) and that looks like a GenAI span when
 * it stamps the business context in effect (the ``payi.*`` attributes of ``@track`` /
   ``track_context`` / ``instrument()`` defaults) on the span; nothing else on it changes;
 * it remembers (in bounded process memory) the foreign spans that trace the same provider call as one
-  of ours: the foreign span's parent is our span, or our span starts under the foreign one. Our call
-  already produced the call's cost record, so the Pay-i exporter drops exactly those spans
-  (:func:`covered`), and one call stays one event.
+  of ours: the foreign GenAI spans our span starts under (its parent, and that span's GenAI parents
+  when several instrumentations are stacked), and the foreign GenAI spans started under our span (or
+  under such a span). Our call already produced the call's cost record, so the Pay-i exporter drops
+  exactly those spans (:func:`covered`), and one call stays one event.
 
 Our own spans are recognised by their instrumentation scope (``payi_otel``).
 """
@@ -37,14 +38,32 @@ _OPENINFERENCE_KIND = "openinference.span.kind"
 _MEMORY = 65_536  # covered foreign spans remembered until exported
 
 _covered: OrderedDict[int, None] = OrderedDict()
+_genai_parents: OrderedDict[int, int] = OrderedDict()  # foreign GenAI span -> its foreign GenAI parent
 _covered_lock = threading.Lock()
 
 
 def _remember(span_id: int) -> None:
     with _covered_lock:
-        _covered[span_id] = None
-        if len(_covered) > _MEMORY:
-            _covered.popitem(last=False)
+        while True:
+            _covered[span_id] = None
+            if len(_covered) > _MEMORY:
+                _covered.popitem(last=False)
+            parent = _genai_parents.pop(span_id, None)
+            if parent is None:
+                return
+            span_id = parent
+
+
+def _link(span_id: int, parent_id: int) -> bool:
+    """Note that foreign GenAI span ``span_id`` started under foreign GenAI span ``parent_id``; True when
+    the parent already traces a call of ours (so does the child)."""
+    with _covered_lock:
+        if parent_id in _covered:
+            return True
+        _genai_parents[span_id] = parent_id
+        if len(_genai_parents) > _MEMORY:
+            _genai_parents.popitem(last=False)
+        return False
 
 
 def covered(span_id: int) -> bool:
@@ -75,8 +94,12 @@ class BusinessContextSpanProcessor(SpanProcessor):
                 return
             if not _looks_genai(span):
                 return
-            if parent.is_recording() and _is_ours(parent):
-                _remember(span.get_span_context().span_id)  # theirs starts under ours
+            if parent.is_recording():
+                span_id = span.get_span_context().span_id
+                if _is_ours(parent):
+                    _remember(span_id)  # theirs starts under ours
+                elif _looks_genai(parent) and _link(span_id, parent.get_span_context().span_id):
+                    _remember(span_id)
             ctx = business_context.current_business_context()
             if ctx is not None and ctx.span_attributes:
                 span.set_attributes(ctx.span_attributes)
