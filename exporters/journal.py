@@ -18,7 +18,8 @@ replays it once more; event ids are stable (the provider's response id, else der
 and span ids), so the server's dedupe keeps one copy.
 
 Layout in the spool directory: ``journal-<time_ns>-<pid>-<seq>.jsonl``, one record a line:
-``[name, start_ns, end_ns, trace_id_hex, span_id, is_error, status_message, attributes]``.
+``[name, start_ns, end_ns, trace_id_hex, span_id, is_error, status_message, attributes, parent_span_id,
+resource_properties]``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 from payi_otel.finished import FinishedCall
 
 from .mapping import event_from_view
-from .views import SpanView
+from .views import SpanView, readable_resource
 
 __all__ = ["Journal"]
 
@@ -64,7 +65,7 @@ _ORPHAN_SCAN_S = 30.0  # look for segments of dead processes this often
 _SAMPLED_MEMORY = 65_536  # journaled span ids remembered for the span exporter to skip
 
 
-def _view(call: FinishedCall) -> SpanView:
+def _view(call: FinishedCall, resource: Any) -> SpanView:
     return SpanView(
         call.name,
         call.start_ns,
@@ -74,12 +75,14 @@ def _view(call: FinishedCall) -> SpanView:
         call.status_message,
         call.trace_id,
         call.span_id,
+        call.parent_span_id,
+        resource,
     )
 
 
 def _view_from_line(line: bytes) -> SpanView:
-    name, start, end, trace_hex, span_id, is_error, message, attrs = json.loads(line)
-    return SpanView(name, start, end, attrs, bool(is_error), message, int(trace_hex, 16), span_id)
+    name, start, end, trace_hex, span_id, is_error, message, attrs, parent, resource = json.loads(line)
+    return SpanView(name, start, end, attrs, bool(is_error), message, int(trace_hex, 16), span_id, parent, resource)
 
 
 class Journal:
@@ -103,7 +106,7 @@ class Journal:
         self._lock = threading.Lock()  # the writers' lock: current segment and its records
         self._drain_lock = threading.Lock()  # one drain at a time
         self._fd, self._path = self._open_segment()
-        self._records: list[FinishedCall] = []
+        self._records: list[tuple[FinishedCall, Any]] = []
         self._sampled: OrderedDict[int, None] = OrderedDict()  # span ids whose span an exporter will also see
         self._closed = False
         self._stop = threading.Event()
@@ -114,15 +117,16 @@ class Journal:
 
     def record(self, call: FinishedCall) -> None:
         """Append ``call`` to the journal (one ``write``; on disk in the page cache when this returns)."""
+        resource = readable_resource(call.resource)
         line = _encode(
             [call.name, call.start_ns, call.end_ns, f"{call.trace_id:032x}", call.span_id, call.is_error,
-             call.status_message, call.attributes]
+             call.status_message, call.attributes, call.parent_span_id, resource or {}]
         )  # fmt: skip
         with self._lock:
             if self._closed:
                 return
             os.write(self._fd, line)
-            self._records.append(call)
+            self._records.append((call, resource))
             if call.sampled:
                 sampled = self._sampled
                 sampled[call.span_id] = None
@@ -186,7 +190,7 @@ class Journal:
         with self._lock:
             old_fd, old_path, records = self._fd, self._path, self._records
             self._fd, self._path, self._records = fd, path, []
-        self._store([_view(call) for call in records])
+        self._store([_view(call, resource) for call, resource in records])
         os.close(old_fd)
         old_path.unlink(missing_ok=True)
 

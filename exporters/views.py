@@ -138,14 +138,14 @@ def view_from_readable_span(span: Any) -> SpanView:
         ctx.trace_id if ctx is not None else 0,
         ctx.span_id if ctx is not None else 0,
         span.parent.span_id if span.parent is not None else 0,
-        _readable_resource(span.resource),
+        readable_resource(span.resource),
     )
 
 
 _resource_seen: tuple[Any, Mapping[str, str]] = (None, NO_RESOURCE)  # an SDK's spans share one Resource
 
 
-def _readable_resource(resource: Any) -> Mapping[str, str]:
+def readable_resource(resource: Any) -> Mapping[str, str]:
     global _resource_seen
     seen, props = _resource_seen
     if seen is not resource:

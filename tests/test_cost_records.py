@@ -8,6 +8,7 @@ per chat call) in a fresh interpreter, zero-code (``opentelemetry-instrument``) 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -105,3 +106,38 @@ def test_sigkill_right_after_the_calls_returned_loses_nothing_and_sends_nothing_
         assert out.returncode == 0, out.stderr
         assert len(wait_rows(service.data_dir, 3 * ROUNDS, timeout=1)) == 3 * ROUNDS
         assert not list(spool.glob("journal-*.jsonl")) and not list(spool.glob("batch-*.jsonl"))
+
+
+def test_the_journaled_event_is_the_event_the_span_maps_to(tmp_path):
+    """One mapping: the event made from the journal equals the exporter's event for our span."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import cost_record_app as app
+    from payi_otel import track_context
+    from payi_otel.exporters import PayiSpanExporter, event_from_span
+    from payi_otel.instrumentation.openai import OpenAIInstrumentor
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    events_file = tmp_path / "events.jsonl"
+    payi = PayiSpanExporter(offline_file=str(events_file), spool_dir=str(tmp_path / "spool"))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with track_context(use_case_name="billing", user_id="ursula", request_properties={"k": "v"}):
+            app.client(app.CHAT).chat.completions.create(model="gpt-4o-mini", messages=app.MESSAGES)
+            list(app.client(app.STREAM).chat.completions.create(model="gpt-4", messages=app.MESSAGES, stream=True))
+            app._embeddings_client().embeddings.create(model="text-embedding-3-small", input="x")
+        assert payi.force_flush(5_000)
+    finally:
+        instrumentor.uninstrument()
+        payi.shutdown()
+    journaled = [json.loads(line) for line in events_file.read_text().splitlines()]
+    from_spans = [event_from_span(span) for span in memory.get_finished_spans()]
+    assert len(journaled) == 3
+    assert journaled == from_spans
+    assert journaled[0]["properties"]["service.name"] == "checkout"

@@ -388,7 +388,13 @@ class Call:
         self, sinks: tuple[finished.Sink, ...], attrs: dict[str, Any], end_ns: int, message: str | None, sampled: bool
     ) -> None:
         """Give the finished call to the cost-record sinks (on this thread, before the caller continues)."""
-        ctx = self.span.get_span_context()
+        span = self.span
+        ctx = span.get_span_context()
+        parent = getattr(span, "parent", None)
+        resource = getattr(span, "resource", None)
+        if resource is None:  # not sampled: the resource of the provider behind our tracer
+            tracer = self.core.tracer
+            resource = getattr(getattr(tracer, "_real_tracer", None) or tracer, "resource", None)
         all_attrs = self.attributes
         all_attrs.update(attrs)
         done = finished.FinishedCall(
@@ -401,6 +407,8 @@ class Call:
             ctx.trace_id or random.getrandbits(128),  # no SDK: still a stable id for this call's record
             ctx.span_id or random.getrandbits(64),
             sampled,
+            parent.span_id if parent is not None else 0,
+            resource,
         )
         for sink in sinks:
             try:

@@ -8,7 +8,7 @@ processor's in-memory queue. With no sink registered (no Pay-i exporter in this 
 happens beyond the span.
 
 A :class:`FinishedCall` carries exactly what a span view carries (name, times, the span's
-attributes, error status, trace and span ids), so the exporter maps it with the same pure mapping as
+attributes, error status, trace, span and parent ids, the provider's resource), so the exporter maps it with the same pure mapping as
 a span; the event is identical either way.
 """
 
@@ -35,6 +35,8 @@ class FinishedCall:
     trace_id: int
     span_id: int
     sampled: bool  # the span was recorded (a span exporter will see it too)
+    parent_span_id: int = 0
+    resource: Any = None  # the SDK Resource of the span's TracerProvider, when there is one
 
 
 Sink = Callable[[FinishedCall], None]
