@@ -36,6 +36,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "PAYI_SHUTDOWN_TIMEOUT": ("5", "seconds shutdown() keeps delivering; what is left stays spooled"),
     "PAYI_RETRY_INITIAL_BACKOFF": ("0.5", "seconds of the first retry wait; doubles per attempt (full jitter)"),
     "PAYI_RETRY_MAX_BACKOFF": ("60", "upper bound in seconds of the wait between retries"),
+    "PAYI_RETRY_MAX_ATTEMPTS": ("8", "server errors (500, ...) one event may get before it is dead-lettered"),
+    "PAYI_RETRY_MAX_AGE": ("3600", "seconds after its first server error an event is dead-lettered at the latest"),
 }
 
 
@@ -94,6 +96,8 @@ class ExporterConfig:
     shutdown_timeout: float
     retry_max_backoff: float
     retry_initial_backoff: float = 0.5
+    retry_max_attempts: int = 8
+    retry_max_age: float = 3600.0
 
     @classmethod
     def load(
@@ -142,6 +146,10 @@ class ExporterConfig:
         retry_initial_backoff = checked(
             "retry_initial_backoff", "PAYI_RETRY_INITIAL_BACKOFF", 0.5, lambda n, r: _number(n, r, float, 0.001)
         )
+        retry_max_attempts = checked(
+            "retry_max_attempts", "PAYI_RETRY_MAX_ATTEMPTS", 8, lambda n, r: _number(n, r, int, 1, 1000)
+        )
+        retry_max_age = checked("retry_max_age", "PAYI_RETRY_MAX_AGE", 3600.0, lambda n, r: _number(n, r, float, 0.001))
         export_content = checked("export_content", "PAYI_EXPORT_CONTENT", True, _bool)
 
         spool_dir, _ = get("spool_dir", "PAYI_SPOOL_DIR", None)
@@ -162,4 +170,6 @@ class ExporterConfig:
             shutdown_timeout=shutdown_timeout,
             retry_max_backoff=retry_max_backoff,
             retry_initial_backoff=retry_initial_backoff,
+            retry_max_attempts=retry_max_attempts,
+            retry_max_age=retry_max_age,
         )

@@ -297,16 +297,16 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     for name, value in view.resource.items():  # service.name, ...: the span's own properties win
         properties.setdefault(name, value)
     if properties:
-        event["properties"] = properties
+        event["properties"] = _within_bounds(properties)
     if use_case_properties:
-        event["use_case_properties"] = use_case_properties
+        event["use_case_properties"] = _within_bounds(use_case_properties)
 
     for attr, field in _SCALAR_ATTRIBUTION:
         value = attrs.get(attr)
         if value is not None and value != "":
             event[field] = str(value)
     version = _int(attrs.get(A.PAYI_USE_CASE_VERSION))
-    if version is not None:
+    if version is not None and 0 <= version <= P.MAX_USE_CASE_VERSION:  # out of range: the server refuses it
         event["use_case_version"] = version
     tags = _strings(attrs.get(A.PAYI_REQUEST_TAGS))
     if tags:
@@ -315,6 +315,16 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     if limit_ids:
         event["limit_ids"] = limit_ids
     return event
+
+
+def _within_bounds(properties: dict[str, str]) -> dict[str, str]:
+    """Property values cut to the protocol's bound (e.g. a long failure description), so the server
+    stores the event instead of refusing it."""
+    limit = P.MAX_PROPERTY_VALUE_LENGTH
+    for key, value in properties.items():
+        if len(value) > limit:
+            properties[key] = value[: limit - 1] + "\u2026"
+    return properties
 
 
 def _function_calls(raw: Any) -> list[dict[str, Any]]:

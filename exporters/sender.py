@@ -28,7 +28,9 @@ __all__ = ["Backoff", "Delivery", "Rejection", "Sender", "parse_retry_after"]
 
 INGEST_PATH = "/api/v1/ingest"
 BULK_PATH = "/api/v1/ingest/bulk"
-_RETRYABLE_STATUS = frozenset({408, 425, 429})
+# The server is unavailable (overloaded, restarting, behind a gateway that cannot reach it): no
+# event is at fault, so these are retried for as long as it takes, like a connection error.
+_UNAVAILABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
 # The key is wrong or lacks rights: every event would fail the same way, and none is at fault.
 _CONFIG_STATUS = frozenset({401, 403})
 
@@ -42,11 +44,15 @@ class Rejection:
 
 @dataclass
 class Delivery:
-    """Outcome of sending some events. ``delivered + rejected + len(remaining)`` = events tried."""
+    """Outcome of sending some events.
+
+    ``delivered + len(rejected) + len(failed) + len(remaining)`` = events tried.
+    """
 
     delivered: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    remaining: list[dict[str, Any]] = field(default_factory=list)  # to retry, in order
+    rejected: list[Rejection] = field(default_factory=list)  # refused for good: dead-letter them
+    failed: list[Rejection] = field(default_factory=list)  # this event got a server error: retry it later
+    remaining: list[dict[str, Any]] = field(default_factory=list)  # not delivered (server unreachable), in order
     retry_after: float | None = None  # seconds the server asked us to wait
     error: str | None = None  # why ``remaining`` is not empty
     config_error: bool = False  # the server refuses our credentials (401/403)
@@ -157,42 +163,72 @@ class Sender:
         return outcome
 
     @staticmethod
-    def _retryable(response: httpx.Response | str) -> bool:
+    def _unavailable(response: httpx.Response | str) -> bool:
+        """No event is at fault: the server cannot be reached, is unavailable or refuses our key."""
         if isinstance(response, str):
             return True
         status = response.status_code
-        return status >= 500 or status in _RETRYABLE_STATUS or status in _CONFIG_STATUS
+        return status in _UNAVAILABLE_STATUS or status in _CONFIG_STATUS
+
+    def _left(self, deadline: float | None) -> float | None:
+        return None if deadline is None else deadline - time.monotonic()
 
     def _send_single(self, events: list[dict[str, Any]], timeout: float | None) -> Delivery:
+        """One request per event. A server error for one event (500, ...) is recorded in ``failed``
+        and the next event is sent: one event the server cannot take never holds up the others."""
         outcome = Delivery()
         deadline = None if timeout is None else time.monotonic() + timeout
         for index, event in enumerate(events):
-            left = None if deadline is None else deadline - time.monotonic()
+            left = self._left(deadline)
             if left is not None and left <= 0:
                 outcome.remaining = events[index:]
                 outcome.error = "deadline reached"
                 return outcome
             params, headers, body = render_single(event)
             response = self._post(INGEST_PATH, left, params=params, headers=_encode_headers(headers), json=body)
-            if self._retryable(response):
+            if self._unavailable(response):
                 return self._retry(outcome, events[index:], response)
             assert isinstance(response, httpx.Response)
             if response.is_success:
                 outcome.delivered += 1
+            elif response.status_code >= 500:
+                outcome.failed.append(Rejection(event, response.status_code, _reason(response)))
             else:
                 outcome.rejected.append(Rejection(event, response.status_code, _reason(response)))
         return outcome
 
     def _send_bulk(self, events: list[dict[str, Any]], timeout: float | None) -> Delivery:
+        """One request for all events. When the server refuses the request as a whole (a server
+        error, 413, or another 4xx), the events are split in halves and sent again, down to single
+        events, so that the good ones get through and only the one at fault is left."""
         outcome = Delivery()
-        response = self._post(BULK_PATH, timeout, json=[render_bulk_item(e) for e in events])
-        if self._retryable(response):
-            return self._retry(outcome, events, response)
-        assert isinstance(response, httpx.Response)
-        if not response.is_success:
-            reason = _reason(response)
-            outcome.rejected = [Rejection(e, response.status_code, reason) for e in events]
-            return outcome
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parts = [events]
+        while parts:
+            part = parts.pop(0)
+            left = self._left(deadline)
+            if left is not None and left <= 0:
+                outcome.remaining = [e for p in (part, *parts) for e in p]
+                outcome.error = "deadline reached"
+                return outcome
+            response = self._post(BULK_PATH, left, json=[render_bulk_item(e) for e in part])
+            if self._unavailable(response):
+                return self._retry(outcome, [e for p in (part, *parts) for e in p], response)
+            assert isinstance(response, httpx.Response)
+            if response.is_success:
+                self._bulk_answer(outcome, part, response)
+            elif len(part) > 1:
+                half = len(part) // 2
+                parts[0:0] = [part[:half], part[half:]]
+            elif response.status_code >= 500:
+                outcome.failed.append(Rejection(part[0], response.status_code, _reason(response)))
+            else:
+                outcome.rejected.append(Rejection(part[0], response.status_code, _reason(response)))
+        return outcome
+
+    @staticmethod
+    def _bulk_answer(outcome: Delivery, events: list[dict[str, Any]], response: httpx.Response) -> None:
+        """Count a bulk answer: every event is delivered except the items it lists in ``errors``."""
         try:
             body = response.json()
         except ValueError:
@@ -210,6 +246,5 @@ class Sender:
             else:
                 reason = str(result.get("message") if isinstance(result, Mapping) else result) or json.dumps(item)
             failed[index] = Rejection(events[index], status, reason)
-        outcome.rejected = list(failed.values())
-        outcome.delivered = len(events) - len(failed)
-        return outcome
+        outcome.rejected.extend(failed.values())
+        outcome.delivered += len(events) - len(failed)

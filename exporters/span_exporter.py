@@ -94,7 +94,9 @@ class PayiSpanExporter(SpanExporter):
             return
         sender = Sender(config.base_url, config.api_key, config.ingest_mode, config.timeout)
         backoff = Backoff(base=config.retry_initial_backoff, cap=config.retry_max_backoff)
-        self._worker = DeliveryWorker(self._spool, sender, backoff)
+        self._worker = DeliveryWorker(
+            self._spool, sender, backoff, max_attempts=config.retry_max_attempts, max_age=config.retry_max_age
+        )
 
     # -- facts for users and tests ------------------------------------------------------
 

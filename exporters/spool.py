@@ -32,6 +32,8 @@ _PREFIX = "batch-"
 _SUFFIX = ".jsonl"
 DEAD_LETTER_NAME = "dead-letter.jsonl"
 _TMP_MAX_AGE_S = 3600  # hidden temporary files older than this are left-overs of killed writers
+_DIR_MODE = 0o700  # events may hold prompts and responses: owner only
+_FILE_MODE = 0o600
 
 
 def _dumps(event: dict[str, Any]) -> str:
@@ -41,7 +43,7 @@ def _dumps(event: dict[str, Any]) -> str:
 def _write_atomically(target: Path, lines: list[str]) -> int:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     data = ("\n".join(lines) + "\n").encode()
-    with open(tmp, "wb") as fh:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -85,7 +87,7 @@ class Spool:
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.dead_letter_path = self.directory / DEAD_LETTER_NAME
         self._seq = itertools.count()
@@ -114,7 +116,8 @@ class Spool:
         """Append rejected events (``{"status", "reason", "event"}`` records) to the dead-letter file."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         data = "".join(_dumps({"time": now, **r}) + "\n" for r in records).encode()
-        with self._dead_letter_lock, open(self.dead_letter_path, "ab") as fh:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        with self._dead_letter_lock, open(os.open(self.dead_letter_path, flags, _FILE_MODE), "ab") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # whole lines even with several processes
             fh.write(data)
             fh.flush()

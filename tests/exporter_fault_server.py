@@ -38,6 +38,8 @@ class FaultServer:
         self.request_times: list[float] = []
         self.faults: collections.deque[Fault] = collections.deque()
         self.slow_all: float = 0.0
+        self.poison_ids: set[str] = set()  # a request holding one of these events always gets a 500
+        self.max_bulk_items: int | None = None  # a bulk request with more items gets a 413
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -130,6 +132,17 @@ class FaultServer:
         url = urlsplit(handler.path)
         body = json.loads(raw or b"null")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        sent_ids = {parse_qs(url.query).get("id", [None])[0]}
+        if isinstance(body, list):
+            sent_ids = {item.get("provider_response_id") for item in body}
+            if self.max_bulk_items is not None and len(body) > self.max_bulk_items:
+                self._reply(handler, 413, {"statusCode": 413, "message": "too large",
+                                           "xproxy_error": {"code": "request_too_large", "message": "too large"}})
+                return
+        if sent_ids & self.poison_ids:
+            self._reply(handler, 500, {"statusCode": 500, "message": "poisoned",
+                                       "xproxy_error": {"code": "unexpected_error", "message": "integer overflow"}})
+            return
         if url.path == "/api/v1/ingest":
             event_id = parse_qs(url.query).get("id", [None])[0]
             if body.get("resource") == REJECT_RESOURCE:

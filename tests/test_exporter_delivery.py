@@ -468,3 +468,77 @@ def test_zero_code_setup_with_opentelemetry_instrument(tmp_path, server):
     assert done.returncode == 0, done.stderr
     assert server.ids() == {f"zero-{i}" for i in range(5)}
     assert server.events["zero-0"]["units"] == {"text": {"input": 12, "output": 4}}
+
+
+# --- no event blocks the others --------------------------------------------------------------
+
+
+def dead_letters(exporter) -> list[dict]:
+    path = exporter.spool.dead_letter_path
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_until(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.mark.parametrize("mode", ["single", "bulk"])
+def test_an_event_the_server_keeps_failing_never_holds_the_others_and_is_dead_lettered(
+    server, spans, make_exporter, mode
+):
+    server.poison_ids = {"poison-0"}
+    exporter = make_exporter(base_url=server.url, ingest_mode=mode, retry_max_attempts=3)
+    exporter.export(spans(["poison-0", *ids("good", 5)]))
+    exporter.export(spans(ids("later", 3)))  # a second batch, behind the poisoned one
+    assert wait_until(lambda: server.ids() == {*ids("good", 5), *ids("later", 3)}, 10)
+    assert wait_until(lambda: len(dead_letters(exporter)) == 1)
+    (record,) = dead_letters(exporter)
+    assert record["event"]["provider_response_id"] == "poison-0" and record["status"] == 500
+    assert "unexpected_error: integer overflow" in record["reason"] and "gave up after 3 attempts" in record["reason"]
+    assert exporter.force_flush(5000) and exporter.spool.pending_batches() == 0
+    assert exporter.delivered_events == 8 and exporter.rejected_events == 1
+
+
+def test_server_errors_are_dead_lettered_by_age_too(server, spans, make_exporter):
+    server.poison_ids = {"old-0"}
+    exporter = make_exporter(base_url=server.url, retry_max_attempts=1000, retry_max_age=0.3)
+    exporter.export(spans(["old-0"]))
+    assert wait_until(lambda: len(dead_letters(exporter)) == 1, 10)
+    assert "gave up after" in dead_letters(exporter)[0]["reason"]
+
+
+def test_unavailable_server_is_waited_for_never_dead_lettered(server, spans, make_exporter):
+    server.fail_next(12, status=503)
+    exporter = make_exporter(base_url=server.url, ingest_mode="bulk", retry_max_attempts=2)
+    exporter.export(spans(ids("wait", 4)))
+    assert wait_until(lambda: server.ids() == set(ids("wait", 4)), 20)
+    assert dead_letters(exporter) == []
+
+
+def test_bulk_over_the_servers_size_limit_is_split(server, spans, make_exporter):
+    server.max_bulk_items = 3
+    exporter = make_exporter(base_url=server.url, ingest_mode="bulk", batch_size=10)
+    exporter.export(spans(ids("split", 10)))
+    assert exporter.force_flush(10_000)
+    assert server.ids() == set(ids("split", 10)) and dead_letters(exporter) == []
+    assert exporter.delivered_events == 10
+
+
+def test_spool_files_are_private(server, spans, make_exporter, tmp_path):
+    server.poison_ids = {"p-0"}
+    exporter = make_exporter(base_url=server.url, retry_max_attempts=1)
+    exporter.export(spans(["p-0"]))
+    assert wait_until(lambda: len(dead_letters(exporter)) == 1)
+    server.stop()
+    exporter.export(spans(ids("kept", 2)))
+    spool = exporter.spool.directory
+    assert os.stat(spool).st_mode & 0o777 == 0o700
+    files = list(spool.iterdir())
+    assert any(f.name.startswith("batch-") for f in files)
+    for f in files:
+        assert os.stat(f).st_mode & 0o777 == 0o600, f.name
