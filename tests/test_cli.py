@@ -36,8 +36,15 @@ def ingest(base_url, key, event, **headers):
     return r
 
 
+def served_once(data_dir):
+    """A data directory as `payi-otel serve` leaves it (store, default application and key)."""
+    with running_service(data_dir):
+        pass
+    return str(data_dir)
+
+
 def test_apps_create_list_rotate_and_isolation(tmp_path, capsys):
-    d = str(tmp_path)
+    d = served_once(tmp_path)
     code, out, err = run(capsys, "apps", "create", "billing", "--group", "eng", "--data-dir", d)
     assert code == 0
     key1 = out.strip()
@@ -51,18 +58,20 @@ def test_apps_create_list_rotate_and_isolation(tmp_path, capsys):
 
     with running_service(tmp_path) as svc:
         assert ingest(svc.base_url, key1, GPT4O).status_code == 200
-        code, out, _ = run(capsys, "apps", "rotate", "billing", "--key", "2", "--data-dir", d)
+        code, out, err = run(capsys, "apps", "rotate", "billing", "--key", "2", "--data-dir", d)
         key2 = out.strip()
+        assert "issued" in err and "no longer works" not in err  # slot 2 was empty: nothing stopped working
         assert ingest(svc.base_url, key2, GPT4O).status_code == 200
         assert ingest(svc.base_url, key1, GPT4O).status_code == 200  # slot 1 untouched
-        code, out, _ = run(capsys, "apps", "rotate", "billing", "--key", "1", "--data-dir", d)
+        code, out, err = run(capsys, "apps", "rotate", "billing", "--key", "1", "--data-dir", d)
         new1 = out.strip()
+        assert "replaced; the old key no longer works" in err
         assert ingest(svc.base_url, key1, GPT4O).status_code == 401  # the rotated-out key stops at once
         assert ingest(svc.base_url, new1, GPT4O).status_code == 200
 
 
 def test_default_key_file_is_private_and_printed(tmp_path, capsys):
-    d = str(tmp_path)
+    d = served_once(tmp_path)
     code, out, _ = run(capsys, "apps", "default-key", "--data-dir", d)
     assert code == 0
     key_file = tmp_path / "default-api-key"

@@ -399,7 +399,10 @@ def free_port() -> int:
 
 
 def default_key(data_dir: Path, capsys: Any) -> str:
-    """The default application's key, as a user gets it (creates the service data if new)."""
+    """The default application's key, as a user gets it (the service, once started, created the data)."""
+    if not (data_dir / "payi.db").exists():
+        with ServiceThread(data_dir):
+            pass
     capsys.readouterr()
     assert cli.main(["apps", "default-key", "--data-dir", str(data_dir)]) == 0
     return capsys.readouterr().out.strip()

@@ -10,9 +10,17 @@ import argparse
 import json
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from payi_otel.safe_text import sanitize
+
+if TYPE_CHECKING:
+    from payi_otel.service.store import Store
 
 ENV_HOST = "PAYI_OTEL_HOST"
 ENV_PORT = "PAYI_OTEL_PORT"
@@ -49,6 +57,27 @@ def _data_dir(args: argparse.Namespace) -> str:
     return args.data_dir or os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR
 
 
+def _data_dir_source(args: argparse.Namespace) -> str:
+    """How the data directory was chosen, as error messages name it."""
+    if args.data_dir:
+        return "--data-dir"
+    return ENV_DATA_DIR if os.environ.get(ENV_DATA_DIR) else "--data-dir (default)"
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    """The existing store of the data directory; never creates one (only `serve` does)."""
+    from payi_otel.service.store import NoStoreError, Store, StoreError
+
+    try:
+        return Store(_data_dir(args), create=False)
+    except NoStoreError as exc:
+        raise UsageError(str(exc)) from None
+    except StoreError as exc:
+        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: {exc}") from None
+    except (sqlite3.Error, OSError) as exc:
+        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: cannot open its store ({exc})") from None
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
@@ -58,6 +87,7 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payi-otel", description="Local Pay-i-compatible service and reports.")
+    parser.add_argument("--version", action="version", version=f"payi-otel {metadata.version('payi-otel')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the local Pay-i-compatible service")
@@ -92,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--since", help="start: ISO date/time or relative age (30m, 24h, 7d, 2w)")
     report.add_argument("--until", help="end (exclusive): ISO date/time or relative age")
     report.add_argument("--format", choices=FORMATS, default="table")
+    report.add_argument("--app", metavar="NAME", help="only this application's requests")
     _add_data_dir(report)
 
     sub.add_parser("demo", help="run the end-to-end demo (its own options follow)", add_help=False)
@@ -99,26 +130,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from payi_otel.service.server import serve
+    from payi_otel.service.server import BindError, serve
+    from payi_otel.service.store import StoreError
 
+    host_source = "--host" if args.host else (ENV_HOST if os.environ.get(ENV_HOST) else "--host (default)")
     host = args.host or os.environ.get(ENV_HOST) or DEFAULT_HOST
     if args.port is not None:
-        port = _port(args.port, "--port")
+        port, port_source = _port(args.port, "--port"), "--port"
     elif os.environ.get(ENV_PORT):
-        port = _port(os.environ[ENV_PORT], ENV_PORT)
+        port, port_source = _port(os.environ[ENV_PORT], ENV_PORT), ENV_PORT
     else:
-        port = DEFAULT_PORT
-    serve(_data_dir(args), host=host, port=port, webhook_url=args.webhook_url)
+        port, port_source = DEFAULT_PORT, "--port (default)"
+    try:
+        serve(_data_dir(args), host=host, port=port, webhook_url=args.webhook_url)
+    except BindError as exc:
+        where = f"{host_source} {host!r}" if exc.option == "host" else f"{port_source} {port}"
+        raise UsageError(f"{where}: {exc}") from None
+    except StoreError as exc:
+        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: {exc}") from None
+    except (sqlite3.Error, OSError) as exc:
+        where = f"{_data_dir_source(args)} {_data_dir(args)}"
+        raise UsageError(f"{where}: cannot hold the service's data ({exc})") from None
     return 0
 
 
 def _apps(args: argparse.Namespace) -> int:
-    from payi_otel.service.firstrun import default_key_path, ensure_default_application, read_default_key
-    from payi_otel.service.store import DEFAULT_NAME, Store, StoreError
+    from payi_otel.service.firstrun import default_key_path, read_default_key
+    from payi_otel.service.store import DEFAULT_NAME, StoreError
 
-    store = Store(_data_dir(args))
+    store = _open_store(args)
     try:
-        ensure_default_application(store)
         if args.apps_command == "create":
             app, key = store.create_application(args.name, args.group)
             print(key)
@@ -131,15 +172,20 @@ def _apps(args: argparse.Namespace) -> int:
                 print(f"{'application':<24} {'group':<16} {'requests':>9}  keys")
                 for a in apps:
                     ks = ", ".join(f"{k['slot']}:{k['prefix']}" for k in a["keys"]) or "-"
-                    print(f"{a['name']:<24} {a['group']:<16} {a['requests']:>9}  {ks}")
+                    print(f"{sanitize(a['name']):<24} {sanitize(a['group']):<16} {a['requests']:>9}  {ks}")
         elif args.apps_command == "rotate":
+            slots = {k["slot"] for a in store.applications() if a["name"] == args.name for k in a["keys"]}
             key = store.rotate_key(args.name, args.key)
             if args.name == DEFAULT_NAME and args.key == 1 and default_key_path(store.data_dir).exists():
                 fd = os.open(default_key_path(store.data_dir), os.O_WRONLY | os.O_TRUNC)
                 with os.fdopen(fd, "w") as f:
                     f.write(key + "\n")
             print(key)
-            print(f"key {args.key} of {args.name!r} replaced; the old key no longer works", file=sys.stderr)
+            if args.key in slots:
+                print(f"key {args.key} of {args.name!r} replaced; the old key no longer works", file=sys.stderr)
+            else:
+                print(f"key {args.key} of {args.name!r} issued (the slot was empty; no key stopped working)",
+                      file=sys.stderr)
         elif args.apps_command == "default-key":
             key = read_default_key(store.data_dir)
             if key is None:
@@ -154,19 +200,15 @@ def _apps(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from payi_otel.service.reports import ReportError, build_report, parse_dimensions, parse_time, render
-    from payi_otel.service.store import DB_FILE, Store
 
-    data_dir = _data_dir(args)
     try:
         now = datetime.now(UTC)
         dims = parse_dimensions(args.by)
         since = parse_time(args.since, "--since", now) if args.since else None
         until = parse_time(args.until, "--until", now) if args.until else None
-        if not os.path.exists(os.path.join(data_dir, DB_FILE)):
-            raise UsageError(f"--data-dir {data_dir!r}: no service data there (run `payi-otel serve` first)")
-        store = Store(data_dir)
+        store = _open_store(args)
         try:
-            print(render(build_report(store, dims, since, until), args.format))
+            print(render(build_report(store, dims, since, until, application=args.app), args.format))
         finally:
             store.close()
     except ReportError as exc:
@@ -189,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except UsageError as exc:
-        print(f"payi-otel {args.command}: error: {exc}", file=sys.stderr)
+        print(f"payi-otel {args.command}: error: {sanitize(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

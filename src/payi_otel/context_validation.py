@@ -41,6 +41,9 @@ FIELDS = (
 def _require_str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name}: must be a string, got {type(value).__name__}")
+    problem = P.text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{name}: {P.preview(value)} {problem}")
     return value
 
 
@@ -71,8 +74,8 @@ def _plain_str(name: str):
 def _use_case_version(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"use_case_version: must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"use_case_version: {value} must be a non-negative integer")
+    if not 0 <= value <= P.MAX_USE_CASE_VERSION:
+        raise ValueError(f"use_case_version: {P.preview(value)} must be a non-negative integer at most {P.MAX_USE_CASE_VERSION}")
     return value
 
 
@@ -88,12 +91,17 @@ def _string_list(name: str, item_rule: str, item_check):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
             raise TypeError(f"{name}: must be a list, tuple or set of strings, got {type(value).__name__}")
         items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        if len(items) > P.MAX_LIST_ITEMS:
+            raise ValueError(f"{name}: at most {P.MAX_LIST_ITEMS} entries, got {len(items)}")
         out: list[str] = []
         for item in items:
             if not isinstance(item, str):
                 raise TypeError(f"{name}: every entry must be a string, got {type(item).__name__}")
+            problem = P.text_problem(item)
+            if problem is not None:
+                raise ValueError(f"{name}: entry {P.preview(item)} {problem}")
             if not item_check(item):
-                raise ValueError(f"{name}: entry {item!r} {item_rule}")
+                raise ValueError(f"{name}: entry {P.preview(item)} {item_rule}")
             if item not in out:
                 out.append(item)
         return tuple(out)
@@ -109,12 +117,21 @@ def _properties(name: str):
     def check(value: Any) -> dict[str, str | None]:
         if not isinstance(value, Mapping):
             raise TypeError(f"{name}: must be a dict of string keys to string (or None) values, got {type(value).__name__}")
+        if len(value) > P.MAX_PROPERTIES:
+            raise ValueError(f"{name}: at most {P.MAX_PROPERTIES} keys, got {len(value)}")
         out: dict[str, str | None] = {}
         for key, item in value.items():
             if not isinstance(key, str) or not key:
-                raise TypeError(f"{name}: keys must be non-empty strings, got {key!r}")
+                raise TypeError(f"{name}: keys must be non-empty strings, got {P.preview(key)}")
+            problem = P.text_problem(key)
+            if problem is not None:
+                raise ValueError(f"{name}: key {P.preview(key)} {problem}")
             if item is not None and not isinstance(item, str):
-                raise TypeError(f"{name}: value of {key!r} must be a string or None, got {type(item).__name__}")
+                raise TypeError(f"{name}: value of {P.preview(key)} must be a string or None, got {type(item).__name__}")
+            if item is not None and len(item) > P.MAX_PROPERTY_VALUE_LENGTH:
+                raise ValueError(
+                    f"{name}: value of {P.preview(key)} must be at most {P.MAX_PROPERTY_VALUE_LENGTH} characters"
+                )
             out[key] = item
         return out
 

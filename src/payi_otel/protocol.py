@@ -75,3 +75,39 @@ _WHITESPACE = re.compile(r"\s").search
 def has_whitespace(value: str) -> bool:
     """User ids (and use case ids) may hold any characters except spaces."""
     return _WHITESPACE(value) is not None
+
+
+# --- bounds -----------------------------------------------------------------------------------
+# Every integer, string and list of an ingest event has a bound, declared here once: the
+# instrumentation refuses context values beyond them (``track``/``track_context``), the exporter
+# keeps what it renders within them, and the local service answers 400 naming the bound.
+
+MAX_USE_CASE_VERSION = 2**63 - 1  # a signed 64-bit integer, as Pay-i and SQLite store it
+MAX_COUNT = 2**31 - 1  # units, latencies: non-negative 32-bit integers
+MAX_TEXT_LENGTH = 1024  # ids and names: user/account/use case ids, step, category, resource, limit ids, tags
+MAX_LIST_ITEMS = 100  # limit_ids, request_tags
+MAX_PROPERTIES = 256  # keys of request_properties / use_case_properties
+MAX_PROPERTY_VALUE_LENGTH = 65536  # characters of one property value
+MAX_UNIT_TYPES = 64  # unit names of one event
+MAX_EVENT_LIST_ITEMS = 1000  # provider headers and function calls of one event
+MIN_EVENT_YEAR = 2000  # event timestamps before this year are refused (a clock or encoding error)
+MAX_BULK_ITEMS = 1000  # items of one bulk body
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024  # request body size the local service accepts by default
+
+# Ids and names must not hold control characters (C0, DEL, C1): they reach terminals and reports.
+TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"  # JSON Schema (ECMA), Python and Rust regex alike
+TEXT_RULE = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")
+TEXT_RULE_TEXT = f"at most {MAX_TEXT_LENGTH} characters, no control characters"
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid id/name (the rule as error messages state it), or None."""
+    if len(value) > MAX_TEXT_LENGTH or not TEXT_RULE.fullmatch(value):
+        return f"must be {TEXT_RULE_TEXT}"
+    return None
+
+
+def preview(value: object, limit: int = 64) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages that quote input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

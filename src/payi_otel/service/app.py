@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payi_otel.service import models
 from payi_otel.service.alerts import WEBHOOK_ENV, AlertDeliverer, run_scheduled_resets
+from payi_otel.service.body_limit import BodyLimit, max_body_bytes_from_env
 from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.firstrun import ensure_default_application
 from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
@@ -39,12 +41,15 @@ def create_app(
     clock: Callable[[], float] = time.time,
     webhook_url: str | None = None,
     reset_check_interval: float = 1.0,
+    max_body_bytes: int | None = None,
 ) -> FastAPI:
     """The service over the SQLite store in ``data_dir`` (created, with a default application, if new).
 
     ``clock`` (seconds since the epoch) decides when scheduled limit resets are due;
-    ``webhook_url`` (default: ``$PAYI_OTEL_WEBHOOK_URL``) receives limit alerts.
+    ``webhook_url`` (default: ``$PAYI_OTEL_WEBHOOK_URL``) receives limit alerts; request bodies
+    over ``max_body_bytes`` (default: ``$PAYI_OTEL_MAX_BODY_BYTES`` or 16 MiB) are refused with 413.
     """
+    body_limit = max_body_bytes_from_env() if max_body_bytes is None else max_body_bytes
     store = Store(data_dir)
     ensure_default_application(store)
     store.start_background_checkpoints()
@@ -54,6 +59,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What start-up loaded (price data, schemas, routes) lives as long as the process: keep it
+        # out of the garbage collector's full passes, which would otherwise walk it all, holding
+        # the GIL (and so every request) for tens of milliseconds each time a large body is parsed.
+        gc.collect()
+        gc.freeze()
         tasks = [
             asyncio.create_task(deliverer.run(), name="payi-otel-alerts"),
             asyncio.create_task(
@@ -68,6 +78,7 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        svc.committer.close()
         store.close()
 
     app = FastAPI(
@@ -80,6 +91,7 @@ def create_app(
     )
     app.state.store = store
     app.state.service = svc
+    app.add_middleware(BodyLimit, limit=body_limit)
 
     @app.exception_handler(PayiApiError)
     async def _payi_error(request: Request, exc: PayiApiError) -> Response:

@@ -6,8 +6,10 @@ Used by both ``POST /api/v1/ingest`` (attribution from ``xProxy-*`` headers) and
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,7 +76,7 @@ class Attribution:
 
 # Names of the attribution fields in errors of a single ingest (headers) and of a bulk item (fields).
 _HEADER_NAMES = P.ATTRIBUTION_HEADERS
-_BULK_NAMES = {k: k for k in _HEADER_NAMES}
+_BULK_NAMES = {**{k: k for k in _HEADER_NAMES}, "resource_scope": "scope"}
 # Lower-cased names (as the server hands them over) of the headers a single ingest reads.
 _H = {k: v.lower() for k, v in {**P.ATTRIBUTION_HEADERS, **P.PRICE_AS_HEADERS}.items()}
 _LOGGING_DISABLE = P.LOGGING_DISABLE.lower()
@@ -88,15 +90,16 @@ def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution
     """Read the ``xProxy-*`` headers of a single ingest from a mapping with lower-cased names."""
     get = headers.get
     version = get(_H["use_case_version"])
+    version_int: int | None = None
     if version is not None and version.strip():
-        try:
-            version_int: int | None = int(version)
-        except ValueError:
+        digits = version.strip()
+        if not (digits.isascii() and digits.isdigit()) or int(digits) > P.MAX_USE_CASE_VERSION:
             raise bad_request(
-                "invalid_use_case_version", f"{_HEADER_NAMES['use_case_version']} must be an integer, got {version!r}"
-            ) from None
-    else:
-        version_int = None
+                "invalid_use_case_version",
+                f"{_HEADER_NAMES['use_case_version']} must be an integer from 0 to {P.MAX_USE_CASE_VERSION}, "
+                f"got {P.preview(version)}",
+            )
+        version_int = int(digits)
     return Attribution(
         limit_ids=_split(get(_H["limit_ids"])),
         request_tags=_split(get(_H["request_tags"])),
@@ -112,6 +115,32 @@ def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution
         price_as_category=(get(_H["price_as_category"]) or "").strip() or None,
         price_as_resource=(get(_H["price_as_resource"]) or "").strip() or None,
     )
+
+
+_LISTED_IDS = 5  # unknown limit ids an error message names (the rest are counted)
+_TEXT_ATTRIBUTION = ("user_id", "account_name", "use_case_name", "use_case_id", "use_case_step", "resource_scope")
+
+
+def check_attribution_bounds(attr: Attribution, names: dict[str, str]) -> None:
+    """The bounds of protocol.py on attribution values (headers are not checked by the body schema)."""
+    for f in _TEXT_ATTRIBUTION:
+        value = getattr(attr, f)
+        problem = None if value is None else P.text_problem(value)
+        if problem is not None:
+            raise bad_request("invalid_field_value", f"{names[f]}: {problem}")
+    for f, code in (("limit_ids", "invalid_limit_ids"), ("request_tags", "invalid_tags")):
+        values = getattr(attr, f)
+        if len(values) > P.MAX_LIST_ITEMS:
+            raise bad_request(code, f"{names[f]}: at most {P.MAX_LIST_ITEMS} entries, got {len(values)}")
+        for value in values:
+            problem = P.text_problem(value)
+            if problem is not None:
+                raise bad_request(code, f"{names[f]}: entry {P.preview(value)} {problem}")
+    for f in ("price_as_category", "price_as_resource"):
+        value = getattr(attr, f)
+        problem = None if value is None else P.text_problem(value)
+        if problem is not None:
+            raise bad_request("invalid_field_value", f"{P.PRICE_AS_HEADERS[f]}: {problem}")
 
 
 def attribution_from_item(item: BulkIngestRequest) -> Attribution:
@@ -148,6 +177,17 @@ def error_from_details(err: Any) -> PayiApiError:
     return bad_request("invalid_field_value", f"{loc}: {err['msg']}")
 
 
+def require_json(content_type: str | None) -> None:
+    """Ingest bodies are JSON: any other declared media type (or none) is refused with 415."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise PayiApiError(
+            415,
+            "invalid_content_type",
+            f"Content-Type must be application/json, got {P.preview(content_type) if content_type else 'none'}",
+        )
+
+
 def parse_single(body: bytes) -> IngestRequest:
     if not body.strip():
         raise bad_request("invalid_json", "body is empty; expected a JSON object")
@@ -158,19 +198,75 @@ def parse_single(body: bytes) -> IngestRequest:
 
 
 _BULK_ITEMS = TypeAdapter(list[BulkIngestRequest])
+# Larger bulk bodies are read one item at a time: parsing 16 MiB in one call would hold the GIL
+# (and so the event loop) for longer than a health check may wait.
+_WHOLE_PARSE_BYTES = 1024 * 1024
+_JSON_TEXT = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
 def parse_bulk(body: bytes) -> list[BulkIngestRequest | PayiApiError]:
     """The items of a bulk body, each parsed or the error that rejects it alone.
 
     A body whose items are all valid is validated in one pass; otherwise item by item, so each
-    bad item gets its own error.
+    bad item gets its own error. Bodies over 1 MiB are always read item by item.
     """
+    items: list[BulkIngestRequest | PayiApiError]
+    if len(body) > _WHOLE_PARSE_BYTES:
+        items = []
+        for text in _bulk_item_texts(body):
+            items.append(_parse_bulk_item_json(text))
+            _check_item_count(len(items))
+        return items
     try:
-        return _BULK_ITEMS.validate_json(body)
+        items = list(_BULK_ITEMS.validate_json(body))
     except ValidationError:
-        pass
-    return [_parse_bulk_item(item) for item in _parse_bulk_array(body)]
+        items = [_parse_bulk_item(item) for item in _parse_bulk_array(body)]
+    _check_item_count(len(items))
+    return items
+
+
+def _check_item_count(count: int) -> None:
+    if count > P.MAX_BULK_ITEMS:
+        raise bad_request("invalid_field_value", f"body: at most {P.MAX_BULK_ITEMS} events per bulk request")
+
+
+def _bulk_item_texts(body: bytes) -> Iterator[str]:
+    """The JSON text of each item of a bulk body's array, found without parsing the array at once."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
+    at = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
+    if text[at : at + 1] != "[":
+        raise bad_request("invalid_json", "body must be a JSON array of events")
+    at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    if text[at : at + 1] == "]":
+        return
+    while True:
+        try:
+            _, end = _JSON_TEXT.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
+        yield text[at:end]
+        at = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
+        separator = text[at : at + 1]
+        if separator == "]":
+            if text[at + 1 :].strip(" \t\n\r"):
+                raise bad_request("invalid_json", "body is not valid JSON: data after the array")
+            return
+        if separator != ",":
+            raise bad_request("invalid_json", f"body is not valid JSON: expected ',' or ']' at character {at}")
+        at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+
+
+def _parse_bulk_item_json(text: str) -> BulkIngestRequest | PayiApiError:
+    if not text.startswith("{"):
+        return bad_request("invalid_json", "each bulk item must be a JSON object")
+    try:
+        return BulkIngestRequest.model_validate_json(text)
+    except ValidationError as exc:
+        return validation_error(exc)
 
 
 def _parse_bulk_array(body: bytes) -> list[Any]:
@@ -205,6 +301,7 @@ class Ingestor:
         self.clock = clock  # seconds since the epoch; decides when scheduled limit resets are due
 
     def _check_attribution(self, app: Application, attr: Attribution, names: dict[str, str]) -> None:
+        check_attribution_bounds(attr, names)
         if attr.user_id is not None and P.has_whitespace(attr.user_id):
             raise bad_request("invalid_user_id", f"{names['user_id']} must not contain spaces")
         for tag in attr.request_tags:
@@ -225,15 +322,18 @@ class Ingestor:
             raise bad_request("duplicate_limit_id", f"{names['limit_ids']} lists the same limit id twice")
         unknown, blocking = self.store.check_limit_ids(app.id, attr.limit_ids, int(self.clock() * 1000))
         if unknown:
+            shown = ", ".join(P.preview(i) for i in unknown[:_LISTED_IDS])
+            more = f" and {len(unknown) - _LISTED_IDS} more" if len(unknown) > _LISTED_IDS else ""
             raise bad_request(
                 "invalid_limit_ids",
-                f"{names['limit_ids']}: limit ids {', '.join(unknown)} do not exist or do not belong to this"
-                " application",
+                f"{names['limit_ids']}: limit ids {shown}{more} do not exist or do not belong to this application",
             )
         if blocking:
+            shown = ", ".join(P.preview(i) for i in blocking[:_LISTED_IDS])
+            more = f" and {len(blocking) - _LISTED_IDS} more" if len(blocking) > _LISTED_IDS else ""
             raise bad_request(
                 "blocking_limit_not_allowed",
-                f"{names['limit_ids']}: {', '.join(blocking)} are block limits; block limits cannot be used for ingest"
+                f"{names['limit_ids']}: {shown}{more} are block limits; block limits cannot be used for ingest"
                 " requests (only allow limits)",
             )
 

@@ -5,11 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-Int32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
-OptInt32 = Annotated[int | None, Field(default=None, ge=0, le=2**31 - 1)]
-Properties = dict[str, str | None]
+from payi_otel import protocol as P
+
+# Integers are JSON numbers without a fraction: "10", 10.5 and true are refused (strict).
+Int32 = Annotated[int, Field(strict=True, ge=0, le=P.MAX_COUNT)]
+OptInt32 = Annotated[int | None, Field(default=None, strict=True, ge=0, le=P.MAX_COUNT)]
+# Ids and names: bounded, no control characters.
+Text = Annotated[str, Field(max_length=P.MAX_TEXT_LENGTH, pattern=P.TEXT_PATTERN)]
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=P.MAX_TEXT_LENGTH, pattern=P.TEXT_PATTERN)]
+PropertyValue = Annotated[str, Field(max_length=P.MAX_PROPERTY_VALUE_LENGTH)]
+Properties = Annotated[dict[NonEmptyText, PropertyValue | None], Field(max_length=P.MAX_PROPERTIES)]
+TextList = Annotated[list[NonEmptyText], Field(max_length=P.MAX_LIST_ITEMS)]
+
+
+def _sane_year(value: datetime) -> datetime:
+    if value.year < P.MIN_EVENT_YEAR:
+        raise ValueError(f"year {value.year} is before {P.MIN_EVENT_YEAR}")
+    return value
+
+
+# ISO-8601 with a time zone (offset or Z), not before MIN_EVENT_YEAR.
+EventTimestamp = Annotated[AwareDatetime, AfterValidator(_sane_year)]
 
 
 class _Strict(BaseModel):
@@ -22,34 +40,36 @@ class IngestUnits(_Strict):
 
 
 class Header(_Strict):
-    name: Annotated[str, Field(min_length=1)]
+    name: NonEmptyText
     value: str | None = None
 
 
 class FunctionCall(_Strict):
-    name: str
+    name: Text
     arguments: str | None = None
 
 
 class IngestRequest(_Strict):
     """One event for ``POST /api/v1/ingest``; attribution travels in ``xProxy-*`` headers."""
 
-    category: Annotated[str, Field(min_length=1)]
-    units: dict[str, IngestUnits]
-    resource: str | None = None
-    event_timestamp: datetime | None = None
+    category: NonEmptyText
+    units: Annotated[dict[NonEmptyText, IngestUnits], Field(max_length=P.MAX_UNIT_TYPES)]
+    resource: Text | None = None
+    event_timestamp: EventTimestamp | None = None
     end_to_end_latency_ms: OptInt32 = None
     time_to_first_token_ms: OptInt32 = None
     time_to_first_completion_token_ms: OptInt32 = None
-    http_status_code: Annotated[int | None, Field(default=None, ge=100, le=999)] = None
-    provider_uri: str | None = None
+    http_status_code: Annotated[int | None, Field(default=None, strict=True, ge=100, le=999)] = None
+    provider_uri: Annotated[str, Field(max_length=P.MAX_PROPERTY_VALUE_LENGTH)] | None = None
     provider_request_json: str | None = None
     provider_request_reasoning_json: str | None = None
-    provider_request_headers: list[Header] | None = None
-    provider_response_json: str | list[str] | None = None
-    provider_response_headers: list[Header] | None = None
-    provider_response_function_calls: list[FunctionCall] | None = None
-    provider_response_id: str | None = None
+    provider_request_headers: Annotated[list[Header], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None = None
+    provider_response_json: str | Annotated[list[str], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None = None
+    provider_response_headers: Annotated[list[Header], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None = None
+    provider_response_function_calls: (
+        Annotated[list[FunctionCall], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None
+    ) = None
+    provider_response_id: Text | None = None
     properties: Properties | None = None
     use_case_properties: Properties | None = None
 
@@ -57,15 +77,15 @@ class IngestRequest(_Strict):
 class BulkIngestRequest(IngestRequest):
     """One item of the bare JSON array of ``POST /api/v1/ingest/bulk``; attribution in the body."""
 
-    limit_ids: list[str] | None = None
-    request_tags: list[str] | None = None
-    user_id: str | None = None
-    use_case_id: str | None = None
-    use_case_name: str | None = None
-    use_case_version: int | None = None
-    use_case_step: str | None = None
-    account_name: str | None = None
-    scope: str | None = None
+    limit_ids: TextList | None = None
+    request_tags: TextList | None = None
+    user_id: Text | None = None
+    use_case_id: Text | None = None
+    use_case_name: Text | None = None
+    use_case_version: Annotated[int | None, Field(strict=True, ge=0, le=P.MAX_USE_CASE_VERSION)] = None
+    use_case_step: Text | None = None
+    account_name: Text | None = None
+    scope: Text | None = None
 
 
 class CostBase(BaseModel):

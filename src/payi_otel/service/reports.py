@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from payi_otel.service.store import REPORT_DIMENSIONS, Store
+from payi_otel.safe_text import csv_cell, sanitize
+from payi_otel.service.store import REPORT_DIMENSIONS, Store, StoreError
 
 DIMENSIONS = tuple(REPORT_DIMENSIONS)
 FORMATS = ("table", "json", "csv")
@@ -113,15 +114,30 @@ def _finish(row: ReportRow) -> None:
     row._latencies = []
 
 
-def build_report(store: Store, group_by: list[str], since_ms: int | None = None, until_ms: int | None = None) -> Report:
+def build_report(
+    store: Store,
+    group_by: list[str],
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    application: str | None = None,
+) -> Report:
+    """Rows sorted by cost (highest first); grouped by day, by day first (oldest first).
+
+    ``application`` keeps only that application's requests.
+    """
     if since_ms is not None and until_ms is not None and since_ms >= until_ms:
         raise ReportError("--since must be earlier than --until")
+    if application is not None:
+        try:
+            store.application(application)
+        except StoreError:
+            raise ReportError(f"--app {application!r}: no application of that name in this data directory") from None
     groups: dict[tuple[Any, ...], ReportRow] = {}
     total = ReportRow(group={})
     n = len(group_by)
     # Grouped by tag, a request with several tags is in several groups but counts once in the total.
     seen: set[int] | None = set() if "tag" in group_by else None
-    for values in store.report_rows(group_by, since_ms, until_ms):
+    for values in store.report_rows(group_by, since_ms, until_ms, application):
         key = tuple(values[:n])
         row_id, cost, tin, tout, failed, latency = values[n:]
         row = groups.get(key)
@@ -137,6 +153,8 @@ def build_report(store: Store, group_by: list[str], since_ms: int | None = None,
         _finish(row)
     _finish(total)
     rows = sorted(groups.values(), key=lambda r: (-(r.cost_usd or 0.0), -r.requests, str(r.group)))
+    if "day" in group_by:  # chronological; within a day, by cost as above (sorted() is stable)
+        rows.sort(key=lambda r: r.group["day"] or "")
     iso = lambda ms: None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()  # noqa: E731
     return Report(group_by, iso(since_ms), iso(until_ms), rows, total)
 
@@ -179,7 +197,7 @@ def render_csv(report: Report) -> str:
     for row in report.rows:
         writer.writerow(
             [
-                *("" if row.group[d] is None else row.group[d] for d in report.group_by),
+                *("" if row.group[d] is None else csv_cell(str(row.group[d])) for d in report.group_by),
                 *("" if getattr(row, name) is None else getattr(row, name) for name, _ in _COLUMNS),
                 row.priced_requests,
             ]
@@ -217,7 +235,10 @@ def _cell(name: str, value: Any) -> str:
 def render_table(report: Report) -> str:
     headers = [*report.group_by, *(title for _, title in _COLUMNS)]
     body = [
-        [*("(none)" if r.group[d] is None else str(r.group[d]) for d in report.group_by), *(_cell(n, getattr(r, n)) for n, _ in _COLUMNS)]
+        [
+            *("(none)" if r.group[d] is None else sanitize(str(r.group[d])) for d in report.group_by),
+            *(_cell(n, getattr(r, n)) for n, _ in _COLUMNS),
+        ]
         for r in report.rows
     ]
     total = [*(["TOTAL"] + [""] * (len(report.group_by) - 1) if report.group_by else []), *(_cell(n, getattr(report.total, n)) for n, _ in _COLUMNS)]

@@ -8,8 +8,10 @@ nothing acknowledged is lost.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -74,12 +76,55 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+class BindError(Exception):
+    """The service cannot listen where it was asked to; ``option`` is "host" or "port"."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port``, or :class:`BindError` saying why not in one line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise BindError("host", f"not an address or a host name this machine can resolve ({exc})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError("port", f"already in use on {host} (another program listens there)") from None
+        if exc.errno == errno.EACCES:
+            raise BindError("port", "permission denied (ports below 1024 need privileges)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise BindError("host", "not an address of this machine") from None
+        raise BindError("host", f"cannot listen there on port {port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, webhook_url: str | None = None
 ) -> None:
-    """Run the service in the foreground until SIGINT/SIGTERM."""
+    """Run the service in the foreground until SIGINT/SIGTERM.
+
+    Raises :class:`BindError` when it cannot listen, and the store's ``StoreError`` when the data
+    directory cannot hold a store; nothing is created before both are known to be fine.
+    """
     data = Path(data_dir).resolve()
-    app = create_app(data, webhook_url=webhook_url)
+    sock = bind(host, port)
+    try:
+        app = create_app(data, webhook_url=webhook_url)
+    except BaseException:
+        sock.close()
+        raise
     key_file = default_key_path(data)
 
     def announce(base_url: str) -> None:
@@ -90,7 +135,7 @@ def serve(
         print(f"  point the plugin at it: PAYI_BASE_URL={base_url}", flush=True)
 
     server = _Server(_config(app, host, port), on_started=announce)
-    server.run()
+    server.run(sockets=[sock])
     print("payi-otel service stopped", file=sys.stderr, flush=True)
 
 

@@ -64,6 +64,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or unknown xProxy-api-key (invalid_api_key)",
         403: "Not allowed on this object (system categories are read-only)",
         404: "No such object in this application (*_not_found)",
+        413: "Body over the service's size limit (request_too_large)",
+        415: "Body is not declared application/json (invalid_content_type)",
     }
     return {s: {"model": models.ApiError, "description": text[s]} for s in sorted({401, *statuses})}
 

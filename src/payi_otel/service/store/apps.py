@@ -81,12 +81,11 @@ class AppsStore(StoreBase):
     def authenticate(self, key: str) -> Application | None:
         """The application ``key`` belongs to, or None."""
         digest = keys.hash_key(key)
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT a.id, a.name, g.name, k.key_hash FROM api_keys k JOIN applications a ON a.id = k.application_id"
-                " JOIN groups g ON g.id = a.group_id WHERE k.key_hash = ?",
-                (digest,),
-            ).fetchone()
+        row = self.read_one(
+            "SELECT a.id, a.name, g.name, k.key_hash FROM api_keys k JOIN applications a ON a.id = k.application_id"
+            " JOIN groups g ON g.id = a.group_id WHERE k.key_hash = ?",
+            (digest,),
+        )
         if row is None or not keys.matches(key, row[3]):
             return None
         return Application(row[0], row[1], row[2])

@@ -14,21 +14,57 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from payi_otel.service.store.records import DB_FILE
+from payi_otel.service.store.records import DB_FILE, NoStoreError, StoreError
 from payi_otel.service.store.schema import create_or_migrate
 
 WAL_RESTART_FRAMES = 16384  # about 64 MiB of WAL: past it the log is started over (see start_background_checkpoints)
+DIR_MODE = 0o700  # the data holds prompts, responses and key digests: owner only
+FILE_MODE = 0o600
+
+
+def no_data_message(data_dir: str | os.PathLike[str]) -> str:
+    return f"no service data in {data_dir}; start `payi-otel serve` or pass --data-dir"
+
+
+def _open_data_dir(data_dir: Path, create: bool) -> Path:
+    """The data directory (created 0700 when ``create``) and its database file (created 0600).
+
+    SQLite gives the WAL and shared-memory files the database file's mode, so they are 0600 too;
+    files of an older version are tightened when opened.
+    """
+    path = data_dir / DB_FILE
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StoreError("is a file, not a directory")
+    if not path.exists():
+        if not create:
+            raise NoStoreError(no_data_message(data_dir))
+        data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    with contextlib.suppress(PermissionError):
+        os.chmod(data_dir, DIR_MODE)
+        for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(data_dir / name, FILE_MODE)
+    return path
 
 
 class StoreBase:
-    """The connection and transaction handling every area of the store builds on."""
+    """The connection and transaction handling every area of the store builds on.
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    ``create=False`` (the CLI's reading commands) refuses a directory without a store instead of
+    creating one.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, create: bool = True) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.data_dir / DB_FILE
+        self.path = _open_data_dir(self.data_dir, create)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        # Lookups made while a write transaction is open elsewhere (authentication, request
+        # results) go through a second connection: WAL readers never wait for the writer.
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        self._reader_lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -81,6 +117,14 @@ class StoreBase:
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
             self._conn.close()
+        with self._reader_lock:
+            self._reader.close()
+
+    def read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One row of committed data, without waiting for a write in progress."""
+        with self._reader_lock:
+            row: tuple[Any, ...] | None = self._reader.execute(sql, params).fetchone()
+        return row
 
     def begin(self) -> None:
         """Open a transaction that several units of work share until :meth:`commit` (group commit)."""

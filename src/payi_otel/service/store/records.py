@@ -36,6 +36,10 @@ class StoreError(Exception):
         self.code = code
 
 
+class NoStoreError(StoreError):
+    """The data directory holds no store (and was not to get one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Application:
     id: int

@@ -28,7 +28,7 @@ REPORT_DIMENSIONS: dict[str, str] = {
 
 class ReportsStore(StoreBase):
     def report_rows(
-        self, dimensions: list[str], since_ms: int | None, until_ms: int | None
+        self, dimensions: list[str], since_ms: int | None, until_ms: int | None, application: str | None = None
     ) -> Iterator[tuple[Any, ...]]:
         """Per request: (*dimension values, row id, cost_total|None, input_tokens, output_tokens, failed, latency_ms).
 
@@ -52,6 +52,9 @@ class ReportsStore(StoreBase):
         if until_ms is not None:
             where.append("r.event_ms < ?")
             params.append(until_ms)
+        if application is not None:
+            where.append("a.name = ?")
+            params.append(application)
         if where:
             sql.append("WHERE " + " AND ".join(where))
         reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)

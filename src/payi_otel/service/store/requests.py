@@ -26,11 +26,15 @@ class RequestsStore(StoreBase):
         category: str | None = None,
         provider_response_id: str | None = None,
     ) -> StoredRequest | None:
-        """A stored request of this application, by request id or by (category, provider response id)."""
-        with self._lock:
-            if request_id is not None:
-                return self._stored_request(RESULT_BY_REQUEST_ID, (application_id, request_id))
-            return self._stored_request(RESULT_BY_PROVIDER_ID, (application_id, category, provider_response_id))
+        """A stored request of this application, by request id or by (category, provider response id).
+
+        Reads committed data without waiting for a write in progress.
+        """
+        if request_id is not None:
+            row = self.read_one(RESULT_BY_REQUEST_ID, (application_id, request_id))
+        else:
+            row = self.read_one(RESULT_BY_PROVIDER_ID, (application_id, category, provider_response_id))
+        return None if row is None else StoredRequest.from_row(row)
 
     def request_properties(self, application_id: int, request_id: str) -> dict[str, str] | None:
         with self._lock:
