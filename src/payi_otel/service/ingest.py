@@ -6,6 +6,7 @@ Used by both ``POST /api/v1/ingest`` (attribution from ``xProxy-*`` headers) and
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import time
@@ -201,6 +202,7 @@ _BULK_ITEMS = TypeAdapter(list[BulkIngestRequest])
 # Larger bulk bodies are read one item at a time: parsing 16 MiB in one call would hold the GIL
 # (and so the event loop) for longer than a health check may wait.
 _WHOLE_PARSE_BYTES = 1024 * 1024
+_YIELD_EVERY = 16  # bulk items between two offers of the GIL to other threads
 _JSON_TEXT = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
@@ -217,6 +219,8 @@ def parse_bulk(body: bytes) -> list[BulkIngestRequest | PayiApiError]:
         for text in _bulk_item_texts(body):
             items.append(_parse_bulk_item_json(text))
             _check_item_count(len(items))
+            if len(items) % _YIELD_EVERY == 0:
+                time.sleep(0)  # let the event loop's thread take the GIL now
         return items
     try:
         items = list(_BULK_ITEMS.validate_json(body))
@@ -231,33 +235,68 @@ def _check_item_count(count: int) -> None:
         raise bad_request("invalid_field_value", f"body: at most {P.MAX_BULK_ITEMS} events per bulk request")
 
 
-def _bulk_item_texts(body: bytes) -> Iterator[str]:
-    """The JSON text of each item of a bulk body's array, found without parsing the array at once."""
+def _text_pieces(body: bytes) -> Iterator[str]:
+    """The body decoded as UTF-8, 1 MiB at a time (one call over 16 MiB would hold the GIL long)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(body)
     try:
-        text = body.decode("utf-8")
+        for start in range(0, len(body), _WHOLE_PARSE_BYTES):
+            yield decoder.decode(view[start : start + _WHOLE_PARSE_BYTES])
+        yield decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
-        raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
-    at = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
-    if text[at : at + 1] != "[":
+        raise bad_request("invalid_json", f"body is not valid UTF-8: {exc.reason}") from None
+
+
+def _bulk_item_texts(body: bytes) -> Iterator[str]:
+    """The JSON text of each item of a bulk body's array, found piece by piece without parsing (or
+    even decoding) the whole body in one call."""
+    pieces = _text_pieces(body)
+    text, at, more = "", 0, True
+
+    def need(count: int) -> bool:
+        """Make sure ``text[at:]`` holds at least ``count`` characters (False: the body ended)."""
+        nonlocal text, at, more
+        while len(text) - at < count and more:
+            piece = next(pieces, None)
+            if piece is None:
+                more = False
+            else:
+                text, at = text[at:] + piece, 0
+        return len(text) - at >= count
+
+    def skip_whitespace() -> str:
+        nonlocal at
+        while need(1):
+            at = _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+            if at < len(text):
+                return text[at]
+        return ""
+
+    if skip_whitespace() != "[":
         raise bad_request("invalid_json", "body must be a JSON array of events")
-    at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
-    if text[at : at + 1] == "]":
-        return
-    while True:
-        try:
-            _, end = _JSON_TEXT.raw_decode(text, at)
-        except json.JSONDecodeError as exc:
-            raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
-        yield text[at:end]
-        at = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
-        separator = text[at : at + 1]
-        if separator == "]":
-            if text[at + 1 :].strip(" \t\n\r"):
-                raise bad_request("invalid_json", "body is not valid JSON: data after the array")
-            return
-        if separator != ",":
-            raise bad_request("invalid_json", f"body is not valid JSON: expected ',' or ']' at character {at}")
-        at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    at += 1
+    if skip_whitespace() == "]":
+        at += 1
+    else:
+        while True:
+            while True:
+                try:
+                    _, end = _JSON_TEXT.raw_decode(text, at)
+                    break
+                except json.JSONDecodeError as exc:
+                    if not more or not need(len(text) - at + 1):  # the item may go on in the next piece
+                        raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
+            yield text[at:end]
+            at = end
+            separator = skip_whitespace()
+            at += 1
+            if separator == "]":
+                break
+            if separator != ",":
+                raise bad_request("invalid_json", "body is not valid JSON: expected ',' or ']' after an item")
+            skip_whitespace()
+    if skip_whitespace():
+        raise bad_request("invalid_json", "body is not valid JSON: data after the array")
 
 
 def _parse_bulk_item_json(text: str) -> BulkIngestRequest | PayiApiError:
@@ -394,6 +433,8 @@ class Ingestor:
             batch = _Batch(ingest_ms or now_ms())
             outcomes: list[Stored | PayiApiError] = []
             for index, item in enumerate(items):
+                if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                    time.sleep(0)  # let the event loop's thread take the GIL now (a large bulk runs long)
                 try:
                     if isinstance(item, PayiApiError):
                         raise item  # rejected when parsed: reported like any other bad item
