@@ -175,6 +175,8 @@ def error_from_details(err: Any) -> PayiApiError:
         return bad_request("unknown_field", f"{loc}: unknown field (additional properties are not allowed)")
     if err["loc"] and err["loc"][0] == "units":
         return bad_request("invalid_units", f"{loc}: {err['msg']}")
+    if err["loc"] and err["loc"][0] == "use_case_version":
+        return bad_request("invalid_use_case_version", f"{loc}: {err['msg']}")
     return bad_request("invalid_field_value", f"{loc}: {err['msg']}")
 
 

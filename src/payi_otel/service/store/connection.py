@@ -123,7 +123,11 @@ class StoreBase:
     def read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """One row of committed data, without waiting for a write in progress."""
         with self._reader_lock:
-            row: tuple[Any, ...] | None = self._reader.execute(sql, params).fetchone()
+            cursor = self._reader.execute(sql, params)
+            try:
+                row: tuple[Any, ...] | None = cursor.fetchone()
+            finally:
+                cursor.close()  # ends the read: an open one would keep the WAL from starting over
         return row
 
     def begin(self) -> None:
