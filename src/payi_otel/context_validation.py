@@ -75,7 +75,9 @@ def _use_case_version(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"use_case_version: must be an int, got {type(value).__name__}")
     if not 0 <= value <= P.MAX_USE_CASE_VERSION:
-        raise ValueError(f"use_case_version: {P.preview(value)} must be a non-negative integer at most {P.MAX_USE_CASE_VERSION}")
+        raise ValueError(
+            f"use_case_version: {P.preview(value)} must be a non-negative integer at most {P.MAX_USE_CASE_VERSION}"
+        )
     return value
 
 
@@ -127,7 +129,9 @@ def _properties(name: str):
             if problem is not None:
                 raise ValueError(f"{name}: key {P.preview(key)} {problem}")
             if item is not None and not isinstance(item, str):
-                raise TypeError(f"{name}: value of {P.preview(key)} must be a string or None, got {type(item).__name__}")
+                raise TypeError(
+                    f"{name}: value of {P.preview(key)} must be a string or None, got {type(item).__name__}"
+                )
             if item is not None and len(item) > P.MAX_PROPERTY_VALUE_LENGTH:
                 raise ValueError(
                     f"{name}: value of {P.preview(key)} must be at most {P.MAX_PROPERTY_VALUE_LENGTH} characters"
