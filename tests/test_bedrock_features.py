@@ -377,3 +377,20 @@ def test_resolved_recorded_models_are_priced_by_the_local_service():
     regional = pricer.price("system.aws.bedrock", model, units, when, "datazone.us")
     global_ = pricer.price("system.aws.bedrock", model, units, when, "global")
     assert regional.priced and global_.priced and global_.total_cost != regional.total_cost
+
+
+def test_instrument_covers_bedrock(telemetry):
+    from payi_otel import configure, instrument
+
+    assert "payi_bedrock" in configure.available_instrumentors()
+    interaction = first(TRACELOOP / "test_meta_converse.yaml")
+    handle = instrument(tracer_provider=telemetry.tracer_provider, exporter=False, use_case_name="",
+                        instruments={"payi_bedrock"})  # fmt: skip
+    try:
+        assert set(handle.instrumentors) == {"payi_bedrock"}
+        run(interaction)
+        assert span_units(payi_event(telemetry.one_span())) == expected_units("converse", interaction)
+    finally:
+        handle.uninstrument()
+    run(interaction)
+    assert len(telemetry.spans()) == 1
