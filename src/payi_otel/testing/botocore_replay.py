@@ -22,7 +22,7 @@ import io
 import json
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -90,6 +90,9 @@ class ReplayRaw:
     def read(self, amt: int | None = None, **_: Any) -> bytes:
         return self._buffer.read(-1 if amt is None else amt)
 
+    def at_eof(self) -> bool:
+        return self._buffer.tell() >= len(self._buffer.getbuffer())
+
     def readinto(self, b: Any) -> int:
         return self._buffer.readinto(b)
 
@@ -101,6 +104,35 @@ class ReplayRaw:
 
     def close(self) -> None:
         self.closed = True
+
+
+class _AsyncContent:
+    """The ``content`` of an aiohttp response, as aiobotocore reads it."""
+
+    def __init__(self, raw: ReplayRaw) -> None:
+        self._raw = raw
+
+    async def read(self, n: int = -1) -> bytes:
+        return ReplayRaw.read(self._raw, None if n is None or n < 0 else n)
+
+    def at_eof(self) -> bool:
+        return self._raw.at_eof()
+
+    async def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
+        for chunk in self._raw.stream():
+            yield chunk, True
+
+
+class AsyncReplayRaw(ReplayRaw):
+    """A raw body as aiobotocore reads it (aiohttp's shape: ``await read()``, ``content``)."""
+
+    def __init__(self, body: bytes, frames: list[bytes] | None = None, url: str = "") -> None:
+        super().__init__(body, frames)
+        self.content = _AsyncContent(self)
+        self.url = url
+
+    async def read(self, amt: int | None = None, **_: Any) -> bytes:  # type: ignore[override]
+        return super().read(amt)
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -125,13 +157,21 @@ class BotocoreReplay:
                     return interaction
         raise ReplayMiss(f"{self.cassette.name}: no unused recorded interaction for {method} {path}")
 
-    def respond(self, request: Any, interaction: Interaction) -> AWSResponse:
+    def respond(self, request: Any, interaction: Interaction, *, asynchronous: bool = False) -> AWSResponse:
         is_stream = (interaction.header("content-type") or "").startswith("application/vnd.amazon.eventstream")
-        raw = ReplayRaw(interaction.body, split_frames(interaction.body) if is_stream else None)
-        self.raws.append(raw)
+        frames = split_frames(interaction.body) if is_stream else None
         headers: dict[str, str] = {}
         for name, value in interaction.headers:
             headers[name] = f"{headers[name]},{value}" if name in headers else value
+        if asynchronous:
+            from aiobotocore.awsrequest import AioAWSResponse
+            from botocore.awsrequest import HeadersDict
+
+            raw: ReplayRaw = AsyncReplayRaw(interaction.body, frames, request.url)
+            self.raws.append(raw)
+            return AioAWSResponse(request.url, interaction.status, HeadersDict(headers), raw)
+        raw = ReplayRaw(interaction.body, frames)
+        self.raws.append(raw)
         return AWSResponse(request.url, interaction.status, headers, raw)
 
     def _before_send(self, request: Any, **_: Any) -> AWSResponse:
@@ -139,10 +179,18 @@ class BotocoreReplay:
         interaction = self.next_for(request.method, urlsplit(request.url).path)
         return self.respond(request, interaction)
 
+    def _before_send_async(self, request: Any, **_: Any) -> AWSResponse:
+        self.requests.append(request)
+        interaction = self.next_for(request.method, urlsplit(request.url).path)
+        return self.respond(request, interaction, asynchronous=True)
+
     def attach(self, client: Any) -> Any:
-        """Answer every request ``client`` sends from the cassette; returns the client."""
-        client.meta.events.register("before-send", self._before_send)
+        """Answer every request ``client`` (boto3/botocore, or aiobotocore) sends from the cassette."""
+        is_async = type(client).__module__.startswith("aiobotocore") or any(
+            c.__module__.startswith("aiobotocore") for c in type(client).__mro__
+        )
+        client.meta.events.register("before-send", self._before_send_async if is_async else self._before_send)
         return client
 
 
-__all__ = ["BotocoreReplay", "ReplayRaw", "encode_frame", "exception_frame", "split_frames"]
+__all__ = ["AsyncReplayRaw", "BotocoreReplay", "ReplayRaw", "encode_frame", "exception_frame", "split_frames"]

@@ -24,7 +24,8 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from payi_otel.core import Call, SpanCore
 from payi_otel.instrumentation._wrapping import Target, WrapSet
 
-from ._calls import OPERATIONS, BedrockCalls
+from ._body import Body, aread_body
+from ._calls import INVOKE, OPERATIONS, BedrockCalls
 from ._errors import error_info, fail
 from ._resources import resolve
 
@@ -50,9 +51,9 @@ def _begin(calls: BedrockCalls, instance: Any, args: tuple[Any, ...], kwargs: di
         return None
 
 
-def _done(calls: BedrockCalls, call: Call, result: Any) -> Any:
+def _done(calls: BedrockCalls, call: Call, result: Any, body: Body | None = None) -> Any:
     try:
-        return calls.finish(call, result)
+        return calls.finish(call, result, body)
     except Exception:
         logger.debug("instrumentation failed after the call", exc_info=True)
         call.end()
@@ -92,7 +93,14 @@ def _wrappers(calls: BedrockCalls) -> tuple[Callable[..., Any], Callable[..., An
             _failed(call, exc)
             raise
         call.deactivate(token)
-        return _done(calls, call, result)
+        body = None
+        if call.data == INVOKE and isinstance(result, dict):
+            try:
+                body = await aread_body(result)
+            except BaseException as exc:  # cancelled while reading: the call ends with it
+                _failed(call, exc)
+                raise
+        return _done(calls, call, result, body)
 
     def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         call = _begin(calls, instance, args, kwargs)

@@ -5,7 +5,8 @@ instrumentation reads it whole (it is one JSON document) and puts a new ``botoco
 over the same bytes in its place, so the caller reads exactly what it would have: ``read()``,
 ``read(n)`` in chunks, ``iter_lines()``, ``iter_chunks()``, ``with``, ``close()``. If reading fails
 part way, the caller gets the bytes that did arrive and then the same exception, from its own read.
-An async body (aiobotocore) is left to the caller untouched; its usage comes from the headers.
+An aiobotocore body is read the same way (:func:`aread_body`) and replaced by an async body over the
+bytes (``await read()``, ``read(n)``, ``async for`` lines and chunks, ``async with``).
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ def replayable(data: bytes, error: BaseException | None = None) -> StreamingBody
     return StreamingBody(_Replay(data, error), len(data) if error is None else None)
 
 
-def read_body(result: dict[str, Any]) -> tuple[bytes, BaseException | None]:
+Body = tuple[bytes, BaseException | None]
+
+
+def read_body(result: dict[str, Any]) -> Body:
     """Read ``result["body"]`` whole and replace it with a replayable body over the same bytes."""
     body = result.get("body")
     if body is None or not hasattr(body, "read") or inspect.iscoroutinefunction(body.read):
-        return b"", None  # nothing to read, or an async body (aiobotocore): headers only
+        return b"", None  # nothing to read (an async body is read by aread_body)
     parts: list[bytes] = []
     error: BaseException | None = None
     try:
@@ -56,4 +60,57 @@ def read_body(result: dict[str, Any]) -> tuple[bytes, BaseException | None]:
     return data, error
 
 
-__all__ = ["read_body", "replayable"]
+async def aread_body(result: dict[str, Any]) -> Body | None:
+    """:func:`read_body` for an aiobotocore body; None when it is not one this module can replace."""
+    body = result.get("body")
+    cls = _async_body_class()
+    if cls is None or body is None or not inspect.iscoroutinefunction(getattr(body, "read", None)):
+        return None
+    error: BaseException | None = None
+    try:
+        data = await body.read()
+    except Exception as exc:  # the caller sees it from its own read
+        data, error = b"", exc
+    result["body"] = cls(_Replay(data, error), len(data) if error is None else None)
+    return data, error
+
+
+_ASYNC_BODY: list[Any] = []
+
+
+def _async_body_class() -> Any:
+    """An aiobotocore body class over bytes (built once, from aiobotocore's own base class)."""
+    if not _ASYNC_BODY:
+        try:
+            from aiobotocore.response import AioStreamingBodyBase
+        except ImportError:
+            _ASYNC_BODY.append(None)
+            return None
+
+        class AsyncReplayBody(AioStreamingBodyBase):  # type: ignore[misc]
+            async def read(self, amt: int | None = None) -> bytes:
+                chunk: bytes = self._raw_stream.read(-1 if amt is None else amt)
+                self._amount_read += len(chunk)
+                if amt is None or (not chunk and amt > 0):
+                    self._verify_content_length()
+                return chunk
+
+            async def readinto(self, b: bytearray) -> int:
+                chunk = await self.read(len(b))
+                b[: len(chunk)] = chunk
+                return len(chunk)
+
+            def readable(self) -> bool:
+                return True
+
+            def close(self) -> None:
+                self._raw_stream.close()
+
+            async def aclose(self) -> None:
+                self.close()
+
+        _ASYNC_BODY.append(AsyncReplayBody)
+    return _ASYNC_BODY[0]
+
+
+__all__ = ["Body", "aread_body", "read_body", "replayable"]

@@ -17,7 +17,7 @@ from payi_otel.core import Call, CallRecord, SpanCore
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
-from ._body import read_body
+from ._body import Body, read_body
 from ._errors import fail
 from ._resources import family, is_embedding_model, resolve
 from ._streams import ConverseStream, InvokeStream
@@ -156,7 +156,8 @@ class BedrockCalls:
         return call
 
     # -- response side --------------------------------------------------------------------------
-    def finish(self, call: Call, result: Any) -> Any:
+    def finish(self, call: Call, result: Any, body: Body | None = None) -> Any:
+        """``body``: the invoke_model body already read (async clients read it before)."""
         rec = call.record
         meta = result.get("ResponseMetadata") or {}
         rec.status_code = meta.get("HTTPStatusCode", 200)
@@ -166,7 +167,7 @@ class BedrockCalls:
         if operation == CONVERSE:
             self._converse(call, result, model_family)
         elif operation == INVOKE:
-            self._invoke(call, result, meta.get("HTTPHeaders"), model_family)
+            self._invoke(call, result, meta.get("HTTPHeaders"), model_family, body)
         else:
             key = "stream" if operation == CONVERSE_STREAM else "body"
             stream = result.get(key)
@@ -192,9 +193,9 @@ class BedrockCalls:
             rec.output_messages = [_scrub(message)]
         call.end()
 
-    def _invoke(self, call: Call, result: dict[str, Any], headers: Any, model_family: str) -> None:
+    def _invoke(self, call: Call, result: dict[str, Any], headers: Any, model_family: str, body: Body | None) -> None:
         rec = call.record
-        data, error = read_body(result)
+        data, error = body if body is not None else read_body(result)
         doc: Any = None
         if data[:1] == b"{":
             try:
