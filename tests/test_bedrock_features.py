@@ -10,7 +10,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import botocore.exceptions
+import botocore.session
 import pytest
 from _bedrock_helpers import (  # noqa: F401 - fixtures
     CASSETTES,
@@ -299,14 +301,22 @@ def test_clients_created_before_and_after_instrument(telemetry):
     instrumentor.instrument(tracer_provider=telemetry.tracer_provider, skip_dep_check=True)
     try:
         after, _ = replayed_client(interaction)
+        plain = BotocoreReplay(Cassette([interaction])).attach(
+            botocore.session.get_session().create_client(
+                service_name="bedrock-runtime", region_name="eu-west-1",
+                aws_access_key_id="AKIDTEST", aws_secret_access_key="secret",
+            )
+        )  # fmt: skip
         kwargs = boto_call(interaction)[1]
         before.converse(**kwargs)
         after.converse(**kwargs)
-        assert len(telemetry.spans()) == 2  # each client once, not twice
+        plain.converse(**kwargs)
+        assert len(telemetry.spans()) == 3  # each client once, not twice
+        assert telemetry.spans()[2].attributes[A.SERVER_ADDRESS] == "bedrock-runtime.eu-west-1.amazonaws.com"
     finally:
         instrumentor.uninstrument()
     before.converse(**kwargs)
-    assert len(telemetry.spans()) == 2
+    assert len(telemetry.spans()) == 3
 
 
 def test_business_context_is_read_in_the_callers_context(bedrock):
@@ -319,11 +329,25 @@ def test_business_context_is_read_in_the_callers_context(bedrock):
     assert attrs[A.PAYI_USER_ID] == "jane" and attrs[A.PAYI_USE_CASE_NAME] == "bedrock-chat"
 
 
-def test_other_aws_services_are_not_traced(bedrock):
-    client = new_client()
-    client.meta.events.register("before-send", lambda request, **_: (_ for _ in ()).throw(RuntimeError("no network")))
-    with pytest.raises(RuntimeError):
-        client.count_tokens(modelId="anthropic.claude-3-haiku-20240307-v1:0", input={"converse": {"messages": []}})
+def test_other_operations_and_services_are_not_traced(bedrock):
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **_):
+            yield self.body
+
+    count_tokens = b'{"inputTokens": 23}'
+    buckets = b'<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>'
+    runtime = new_client()
+    runtime.meta.events.register("before-send", lambda request, **_: AWSResponse(request.url, 200, {}, Raw(count_tokens)))
+    assert runtime.count_tokens(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                                input={"converse": {"messages": []}})["inputTokens"] == 23  # fmt: skip
+    s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key="secret")
+    s3.meta.events.register("before-send", lambda request, **_: AWSResponse(request.url, 200, {}, Raw(buckets)))
+    assert s3.list_buckets()["Buckets"] == []
     assert bedrock.spans() == []
 
 
