@@ -9,10 +9,10 @@ from pathlib import Path
 from _bedrock_helpers import CASSETTES, boto_call, expected_units, replayed_client
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from payi_otel.exporters import PayiSpanExporter
 from service_support import running_service, stored_requests
 
 from payi_otel import track_context
-from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor, resolve
 from payi_otel.replay import Cassette, Interaction
 
@@ -69,6 +69,7 @@ def test_bedrock_calls_arrive_priced_and_attributed(tmp_path: Path):
         assert row["resource_scope"] == scope
         assert row["user_id"] == "dana" and row["account_name"] == "acme"
         units = {f"{u}.{d}": n for u, dirs in row["units"].items() for d, n in dirs.items() if n}
-        expected_tokens = {k: v for k, v in expected_units(method, interaction).items() if not k.startswith("guardrail")}
+        expected = expected_units(method, interaction)
+        expected_tokens = {k: v for k, v in expected.items() if not k.startswith("guardrail")}
         assert {k: v for k, v in units.items() if not k.startswith("guardrail")} == expected_tokens
         assert row["cost_total"] is not None and row["cost_total"] > 0, (resource, row)

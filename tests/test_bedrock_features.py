@@ -342,11 +342,12 @@ def test_other_operations_and_services_are_not_traced(bedrock):
     count_tokens = b'{"inputTokens": 23}'
     buckets = b'<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>'
     runtime = new_client()
-    runtime.meta.events.register("before-send", lambda request, **_: AWSResponse(request.url, 200, {}, Raw(count_tokens)))
+    answer = lambda body: lambda request, **_: AWSResponse(request.url, 200, {}, Raw(body))  # noqa: E731
+    runtime.meta.events.register("before-send", answer(count_tokens))
     assert runtime.count_tokens(modelId="anthropic.claude-3-haiku-20240307-v1:0",
                                 input={"converse": {"messages": []}})["inputTokens"] == 23  # fmt: skip
     s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key="secret")
-    s3.meta.events.register("before-send", lambda request, **_: AWSResponse(request.url, 200, {}, Raw(buckets)))
+    s3.meta.events.register("before-send", answer(buckets))
     assert s3.list_buckets()["Buckets"] == []
     assert bedrock.spans() == []
 

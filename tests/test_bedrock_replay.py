@@ -32,7 +32,6 @@ from payi_otel.instrumentation.bedrock import resolve
 from payi_otel.replay import Cassette, Interaction
 from payi_otel.units import Usage
 
-
 # Guardrail policy units need Usage fields for them (the span core's unit declarations).
 GUARDRAIL_UNITS_RECORDED = hasattr(Usage(), "guardrail_topic")
 
