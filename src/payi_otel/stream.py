@@ -23,6 +23,7 @@ makes of the entered object (usually a stream proxy around it); leaving ends tha
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -58,8 +59,12 @@ def _sync_next(source: Any) -> Any:
 
 
 def _async_next(source: Any) -> Any:
+    """Where ``__anext__`` is itself an async generator function (aiobotocore's ``EventStream``), read
+    as ``async for`` does: ``__aiter__().__anext__``."""
     nxt = getattr(source, "__anext__", None)
-    return nxt if nxt is not None else source.__aiter__().__anext__
+    if nxt is None or inspect.isasyncgenfunction(nxt):
+        return source.__aiter__().__anext__
+    return nxt
 
 
 class _Tracker:
