@@ -70,6 +70,23 @@ class Usage:
     # Counts that are not tokens: never part of the token totals.
     images: int = unit("image", "output", within=False, large_context=False)
     web_search_requests: int = unit("web_search_request", "output", within=False, large_context=False)
+    # Bedrock guardrail policy units (per policy, per assessment), named as Pay-i prices them.
+    guardrail_topic: int = unit("guardrail_topic", "input", within=False, large_context=False)
+    guardrail_content: int = unit("guardrail_content", "input", within=False, large_context=False)
+    guardrail_content_image: int = unit("guardrail_content_image", "input", within=False, large_context=False)
+    guardrail_word_free: int = unit("guardrail_word_free", "input", within=False, large_context=False)
+    guardrail_sensitive_information: int = unit(
+        "guardrail_sensitive_information", "input", within=False, large_context=False
+    )
+    guardrail_sensitive_information_free: int = unit(
+        "guardrail_sensitive_information_free", "input", within=False, large_context=False
+    )
+    guardrail_contextual_grounding: int = unit(
+        "guardrail_contextual_grounding", "input", within=False, large_context=False
+    )
+    guardrail_automated_reasoning: int = unit(
+        "guardrail_automated_reasoning", "input", within=False, large_context=False
+    )
     large_context: bool = False
     modalities: Units | None = None  # further per-modality token units included in the totals (module doc)
 

@@ -137,6 +137,7 @@ class BedrockInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
+            error_info=error_info,
         )
         calls = BedrockCalls(core, f"botocore/{_botocore_version()}")
         sync_wrapper, async_wrapper = _wrappers(calls)

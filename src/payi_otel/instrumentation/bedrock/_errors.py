@@ -36,14 +36,11 @@ def error_info(exc: BaseException) -> tuple[int | None, str | None]:
 
 
 def fail(call: Call, exc: BaseException) -> None:
-    """End ``call`` as failed with the AWS status and request id of ``exc``. The error's status wins over
-    the 200 a stream started with: a stream throttled part way is a 429."""
-    rec = call.record
-    status, request_id = error_info(exc)
+    """End ``call`` as failed. The span core reads the status and request id with :func:`error_info`;
+    for a stream the error's status also replaces the 200 it started with (throttled part way: 429)."""
+    status, _ = error_info(exc)
     if status is not None:
-        rec.status_code = status
-    if rec.response_id is None and request_id is not None:
-        rec.response_id = request_id
+        call.record.status_code = status
     call.fail(exc)
 
 

@@ -185,13 +185,9 @@ def add_guardrail_units(usage: Usage, guardrail: Any) -> bool:
     found = False
     for key, n in totals.items():
         name = GUARDRAIL_UNITS.get(key)
-        if name is None or n <= 0:
-            continue
-        try:
+        if name is not None and n > 0:
             setattr(usage, name, getattr(usage, name) + n)
-        except AttributeError:  # a Usage without this unit: nothing to record it in
-            continue
-        found = True
+            found = True
     return found
 
 
