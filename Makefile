@@ -18,7 +18,13 @@ PEER_REQS := opentelemetry-instrumentation-openai-v2==2.4b0 opentelemetry-util-g
 	opentelemetry-instrumentation-openai==0.62.4 opentelemetry-instrumentation-httpx==0.66b2
 PEERS_STAMP := .venv-peers/.installed-peers
 
-.PHONY: setup run test test-openai-matrix test-peers bench clean
+# The Anthropic tests also run on anthropic 0.40 (the oldest supported) and the last 0.x release (both on httpx).
+ANTHROPIC_PINS := 0.40.0 0.125.0
+ANTHROPIC_STAMPS := $(foreach v,$(ANTHROPIC_PINS),.venv-anthropic-$(v)/.installed)
+ANTHROPIC_TESTS := tests/test_anthropic_replay.py tests/test_anthropic_streams.py tests/test_anthropic_surfaces.py \
+	tests/test_stream_real_sdk.py
+
+.PHONY: setup run test test-openai-matrix test-anthropic-matrix test-peers bench clean
 
 setup: $(STAMP)
 
@@ -33,9 +39,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
-	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP)) $(OPENAI_STAMPS) $(PEERS_STAMP)
+	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS)) \
+		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS)
 	$(MAKE) --no-print-directory test-openai-matrix
 	$(MAKE) --no-print-directory test-peers
+	$(MAKE) --no-print-directory test-anthropic-matrix
 
 # Venvs install in parallel (pip is the main cost); the test runs follow one another.
 test-openai-matrix:
@@ -51,6 +59,18 @@ $(OPENAI_STAMPS): pyproject.toml
 	rm -f $(@D)/.installed-openai-*
 	touch $@
 
+test-anthropic-matrix:
+	$(MAKE) --no-print-directory -j$(words $(ANTHROPIC_STAMPS)) $(ANTHROPIC_STAMPS)
+	set -e; for stamp in $(ANTHROPIC_STAMPS); do \
+		echo "== $$(dirname $$stamp)"; $$(dirname $$stamp)/bin/python -m pytest -q -p no:cacheprovider $(ANTHROPIC_TESTS); \
+	done
+
+$(ANTHROPIC_STAMPS): pyproject.toml
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	$(@D)/bin/python -m pip install --quiet -e ".[dev]" "anthropic==$(patsubst .venv-anthropic-%,%,$(@D))"
+	touch $@
+
 test-peers: $(PEERS_STAMP)
 	.venv-peers/bin/python -m pytest -q -p no:cacheprovider tests/peers
 
@@ -64,4 +84,4 @@ bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-openai* .venv-peers .payi-otel .pytest_cache
+	rm -rf $(VENV) .venv-openai* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache

@@ -104,9 +104,8 @@ def expected_tool_calls(interaction: Interaction) -> list[dict[str, str]] | None
         for event in interaction.sse_events():
             if event.get("type") == "content_block_start" and event["content_block"]["type"] == "tool_use":
                 blocks[event["index"]] = [event["content_block"]["name"], ""]
-            elif event.get("type") == "content_block_delta" and event["delta"]["type"] == "input_json_delta":
-                if event["index"] in blocks:
-                    blocks[event["index"]][1] += event["delta"]["partial_json"]
+            elif event.get("type") == "content_block_delta" and event["index"] in blocks:
+                blocks[event["index"]][1] += event["delta"].get("partial_json", "")
         calls = [{"name": n, "arguments": json.dumps(json.loads(a or "{}"))} for _, (n, a) in sorted(blocks.items())]
     else:
         content = interaction.json().get("content") or []

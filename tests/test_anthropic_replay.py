@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import anthropic
 import pytest
-
 from _anthropic_helpers import (
     anthropic_cassettes,
     call_kwargs,
@@ -21,6 +20,7 @@ from _anthropic_helpers import (
     recorded_usage,
 )
 from _openai_helpers import Telemetry, payi_event, usage_complete
+
 from payi_otel import attributes as A
 from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
 from payi_otel.replay import Cassette, Interaction

@@ -3,6 +3,7 @@ their raw responses (``with_raw_response`` / ``with_streaming_response``)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import weakref
@@ -80,10 +81,8 @@ class RawResponses:
         self.pending: weakref.WeakKeyDictionary[Any, _Pending] = weakref.WeakKeyDictionary()
         types: list[type] = []
         for module, name in (("_legacy_response", "LegacyAPIResponse"), ("_response", "BaseAPIResponse")):
-            try:
+            with contextlib.suppress(ImportError, AttributeError):  # anthropic 2.x has no _legacy_response
                 types.append(getattr(importlib.import_module(f"{package}.{module}"), name))
-            except (ImportError, AttributeError):  # pragma: no cover - every supported release has both
-                pass
         self.types = tuple(types)
 
     def adopt(self, op: RawReader, call: Call, raw: Any) -> Any:
@@ -109,7 +108,7 @@ class RawResponses:
 
     def _parse_hook(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        if not self.pending.data:  # no raw response in flight: the common case costs one dict truth test
+        if not self.pending:  # no raw response in flight: the common case costs one length test
             return result
         pending = self.pending.get(instance)
         if pending is None:
@@ -121,7 +120,7 @@ class RawResponses:
             return result
 
     def _close_hook(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-        if self.pending.data:
+        if self.pending:
             pending = self.pending.pop(instance, None)
             if pending is not None:
                 try:
