@@ -74,7 +74,7 @@ def surface(client, case: Case):
 
 
 async def _consume_async(result):
-    if isinstance(result, anthropic.AsyncStream):
+    if hasattr(result, "__anext__"):
         return [e async for e in result]
     return result
 
@@ -89,7 +89,7 @@ def run(case: Case, is_async: bool):
 
         return asyncio.run(go())
     result = method(**kwargs)
-    return list(result) if isinstance(result, anthropic.Stream) else result
+    return list(result) if hasattr(result, "__next__") else result
 
 
 def test_every_anthropic_cassette_is_covered():
