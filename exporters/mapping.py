@@ -160,19 +160,50 @@ def _category(attrs: Mapping[str, Any]) -> str | None:
     return category
 
 
-def _units_from_semconv(attrs: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+def _units_from_semconv(attrs: Mapping[str, Any], tools: _OutputTools | None) -> dict[str, dict[str, int]]:
+    cache_write = _int(_get(attrs, A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0
+    cache_write_1h = _int(attrs.get(A.ANTHROPIC_CACHE_WRITE_1H_TOKENS)) or 0  # the anthropic SDK's split
     usage = Usage(
         input_tokens=_int(_get(attrs, A.GEN_AI_USAGE_INPUT_TOKENS)),
         output_tokens=_int(_get(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS)),
         cache_read_tokens=_int(_get(attrs, A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
-        cache_write_tokens=_int(_get(attrs, A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0,
+        cache_write_tokens=max(cache_write - cache_write_1h, 0),
+        cache_write_1h_tokens=min(cache_write_1h, cache_write) if cache_write else cache_write_1h,
         reasoning_tokens=_int(_get(attrs, A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0,
         input_audio_tokens=_int(_get(attrs, A.GEN_AI_USAGE_INPUT_AUDIO_TOKENS)) or 0,
         output_audio_tokens=_int(_get(attrs, A.GEN_AI_USAGE_OUTPUT_AUDIO_TOKENS)) or 0,
         input_image_tokens=_int(attrs.get(A.GEN_AI_USAGE_INPUT_IMAGE_TOKENS)) or 0,
         output_image_tokens=_int(attrs.get(A.GEN_AI_USAGE_OUTPUT_IMAGE_TOKENS)) or 0,
+        web_search_requests=tools.web_searches if tools is not None else 0,
     )
     return to_units(usage)
+
+
+class _OutputTools:
+    """Tool calls in a foreign span's ``gen_ai.output.messages`` (present when it captured content):
+    the calls the model asked the client to make, and the web searches the provider ran itself."""
+
+    __slots__ = ("calls", "web_searches")
+
+    def __init__(self, raw: Any) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.web_searches = 0
+        try:
+            messages = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            return
+        for message in messages if isinstance(messages, list) else ():
+            parts = message.get("parts") if isinstance(message, Mapping) else None
+            for part in parts if isinstance(parts, list) else ():
+                if not isinstance(part, Mapping) or part.get("type") != "tool_call" or not part.get("name"):
+                    continue
+                if str(part.get("id") or "").startswith(A.ANTHROPIC_SERVER_TOOL_ID_PREFIX):
+                    self.web_searches += part["name"] == "web_search"
+                    continue
+                arguments = part.get("arguments")
+                if not isinstance(arguments, str):
+                    arguments = json.dumps(arguments if arguments is not None else {})
+                self.calls.append({"name": str(part["name"]), "arguments": arguments})
 
 
 def _ttft_ms(attrs: Mapping[str, Any]) -> int | None:
@@ -225,8 +256,11 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
 
     usage_complete = _flag(attrs.get(A.PAYI_USAGE_COMPLETE))
     incomplete_reason = attrs.get(A.PAYI_USAGE_INCOMPLETE_REASON)
+    tools = None
+    if A.PAYI_FUNCTION_CALLS not in attrs and attrs.get(A.GEN_AI_OUTPUT_MESSAGES):  # a foreign span
+        tools = _OutputTools(attrs.get(A.GEN_AI_OUTPUT_MESSAGES))
     if not units:
-        units = _units_from_semconv(attrs)
+        units = _units_from_semconv(attrs, tools)
         if not units and usage_complete is None:
             usage_complete, incomplete_reason = False, incomplete_reason or "no usage reported"
     if usage_complete is False:
@@ -284,7 +318,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     provider_uri = attrs.get(A.PAYI_PROVIDER_URI)
     if provider_uri:
         event["provider_uri"] = str(provider_uri)
-    calls = _function_calls(attrs.get(A.PAYI_FUNCTION_CALLS))
+    calls = _function_calls(attrs.get(A.PAYI_FUNCTION_CALLS)) if tools is None else tools.calls
     if calls:
         event["provider_response_function_calls"] = calls
     if include_content:

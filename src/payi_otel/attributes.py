@@ -134,6 +134,12 @@ LEGACY = {
     GEN_AI_USAGE_OUTPUT_AUDIO_TOKENS: ("llm.token_count.completion_details.audio",),
 }
 
+# The anthropic SDK's own spans (scope com.anthropic.sdk.python): the split of cache writes by lifetime.
+ANTHROPIC_CACHE_WRITE_5M_TOKENS = "anthropic.usage.cache_creation.ephemeral_5m_input_tokens"
+ANTHROPIC_CACHE_WRITE_1H_TOKENS = "anthropic.usage.cache_creation.ephemeral_1h_input_tokens"
+# Tool-call parts of gen_ai.output.messages with this id prefix ran on Anthropic's servers (web search, ...).
+ANTHROPIC_SERVER_TOOL_ID_PREFIX = "srvtoolu_"
+
 # Provider names (gen_ai.provider.name / gen_ai.system / llm.provider values, compared lower-cased)
 # -> Pay-i category.
 PROVIDER_CATEGORIES = {
