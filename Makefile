@@ -24,7 +24,7 @@ ANTHROPIC_STAMPS := $(foreach v,$(ANTHROPIC_PINS),.venv-anthropic-$(v)/.installe
 ANTHROPIC_TESTS := tests/test_anthropic_replay.py tests/test_anthropic_streams.py tests/test_anthropic_surfaces.py \
 	tests/test_stream_real_sdk.py
 
-.PHONY: setup run test test-openai-matrix test-anthropic-matrix test-peers bench clean
+.PHONY: setup run lint test test-openai-matrix test-anthropic-matrix test-peers bench clean
 
 setup: $(STAMP)
 
@@ -37,7 +37,19 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/payi-otel demo --fresh
 
-test: setup
+# mypy checks the installed layout: exporters/ installs as payi_otel.exporters, so it type-checks a tree of links
+# that has that shape (rebuilt on every run, so new modules are picked up) and reports paths as in the repository.
+TYPECHECK_TREE := build/typecheck
+
+lint: setup
+	$(BIN)/ruff check src exporters
+	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/payi_otel
+	ln -s $(CURDIR)/src/payi_otel/* $(TYPECHECK_TREE)/payi_otel/
+	ln -s $(CURDIR)/exporters $(TYPECHECK_TREE)/payi_otel/exporters
+	bash -o pipefail -c '$(BIN)/mypy 2>&1 | sed -e "s|^$(TYPECHECK_TREE)/payi_otel/exporters/|exporters/|" \
+		-e "s|^$(TYPECHECK_TREE)/payi_otel/|src/payi_otel/|"'
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS)) \
 		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS)
@@ -84,4 +96,4 @@ bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-openai* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache
+	rm -rf $(VENV) .venv-openai* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache .mypy_cache $(TYPECHECK_TREE)

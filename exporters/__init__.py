@@ -8,8 +8,8 @@
 
 from .config import ConfigError, ExporterConfig
 from .mapping import event_from_span, event_from_view, events_from_otlp_request, render_bulk_item, render_single
-from .span_exporter import PayiSpanExporter
 from .otlp import spans_from_otlp_request
+from .span_exporter import PayiSpanExporter
 from .views import OtlpDecodeError, SpanView
 
 __all__ = [

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from payi_otel.settings import parse_bool
 
-__all__ = ["ConfigError", "ExporterConfig", "ENV_VARS"]
+__all__ = ["ENV_VARS", "ConfigError", "ExporterConfig"]
 
 DEFAULT_BASE_URL = "https://api.pay-i.com"
 
@@ -102,7 +102,7 @@ class ExporterConfig:
     @classmethod
     def load(
         cls, env: Mapping[str, str] | None = None, *, problems: list[str] | None = None, **overrides: Any
-    ) -> "ExporterConfig":
+    ) -> ExporterConfig:
         """Settings from ``env`` (default ``os.environ``), with non-``None`` ``overrides`` winning.
 
         Override names are the field names (``base_url``, ``api_key``, ``ingest_mode``, ...). A bad
@@ -139,7 +139,9 @@ class ExporterConfig:
         spool_max_bytes = checked(
             "spool_max_bytes", "PAYI_SPOOL_MAX_BYTES", 100 * 1024 * 1024, lambda n, r: _number(n, r, int, 1)
         )
-        shutdown_timeout = checked("shutdown_timeout", "PAYI_SHUTDOWN_TIMEOUT", 5.0, lambda n, r: _number(n, r, float, 0))
+        shutdown_timeout = checked(
+            "shutdown_timeout", "PAYI_SHUTDOWN_TIMEOUT", 5.0, lambda n, r: _number(n, r, float, 0)
+        )
         retry_max_backoff = checked(
             "retry_max_backoff", "PAYI_RETRY_MAX_BACKOFF", 60.0, lambda n, r: _number(n, r, float, 0.01)
         )

@@ -127,7 +127,9 @@ class PayiSpanExporter(SpanExporter):
                 try:
                     event = event_from_view(view_from_readable_span(span), include_content=include_content)
                 except Exception:
-                    logger.exception("Pay-i exporter: could not map span %r; it is skipped", getattr(span, "name", span))
+                    logger.exception(
+                        "Pay-i exporter: could not map span %r; it is skipped", getattr(span, "name", span)
+                    )
                     continue
                 if event is not None:
                     events.append(event)

@@ -15,6 +15,7 @@ spool (unlink) only after the server acknowledged it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import json
@@ -132,10 +133,8 @@ class Spool:
     def pending_bytes(self) -> int:
         total = 0
         for entry in self._batch_entries():
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += entry.stat().st_size
-            except FileNotFoundError:
-                pass
         return total
 
     def pending_batches(self) -> int:

@@ -5,8 +5,8 @@ Public API::
     from payi_otel import instrument, track, track_context, get_context
 """
 
-from payi_otel.context import get_context, track, track_context
 from payi_otel.configure import instrument
+from payi_otel.context import get_context, track, track_context
 
 payi_instrument = instrument  # drop-in name for users coming from Pay-i's SDK
 

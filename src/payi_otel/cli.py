@@ -163,7 +163,9 @@ def _apps(args: argparse.Namespace) -> int:
         if args.apps_command == "create":
             app, key = store.create_application(args.name, args.group)
             print(key)
-            print(f"created application {app.name!r} in group {app.group!r}; the key is shown only once", file=sys.stderr)
+            print(
+                f"created application {app.name!r} in group {app.group!r}; the key is shown only once", file=sys.stderr
+            )
         elif args.apps_command == "list":
             apps = store.applications()
             if args.format == "json":
@@ -187,10 +189,10 @@ def _apps(args: argparse.Namespace) -> int:
                 print(f"key {args.key} of {args.name!r} issued (the slot was empty; no key stopped working)",
                       file=sys.stderr)
         elif args.apps_command == "default-key":
-            key = read_default_key(store.data_dir)
-            if key is None:
+            default_key = read_default_key(store.data_dir)
+            if default_key is None:
                 raise UsageError(f"no default key file at {default_key_path(store.data_dir)}")
-            print(key)
+            print(default_key)
     except StoreError as exc:
         raise UsageError(str(exc)) from None
     finally:

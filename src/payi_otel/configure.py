@@ -19,7 +19,9 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Unpack
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]  # module is marked untyped
+    BaseInstrumentor,
+)
 
 from payi_otel import context as _context
 from payi_otel import processor as context_processor
@@ -113,7 +115,7 @@ def _detach_processor(provider: Any, processor: Any) -> None:
     multi = getattr(provider, "_active_span_processor", None)
     processors = getattr(multi, "_span_processors", None)
     lock = getattr(multi, "_lock", None)
-    if isinstance(processors, tuple) and lock is not None:
+    if multi is not None and isinstance(processors, tuple) and lock is not None:
         with lock:
             multi._span_processors = tuple(p for p in processors if p is not processor)
 
@@ -187,7 +189,9 @@ def instrument(
             handle = _HANDLE
             if handle._arguments != arguments and not handle._warned_different:
                 handle._warned_different = True
-                _LOG.warning("payi-otel: instrument() called again with different arguments; the first configuration stays")
+                _LOG.warning(
+                    "payi-otel: instrument() called again with different arguments; the first configuration stays"
+                )
             else:
                 _LOG.debug("payi-otel: instrument() already called; returning the existing handle")
             return handle
@@ -230,7 +234,8 @@ def _setup_exporter(handle: Instrumentation, tracer_provider: Any, exporter: boo
         else:
             if exporter:
                 _LOG.warning(
-                    "payi-otel: the global TracerProvider (%s) is not an SDK TracerProvider; cannot add the Pay-i exporter",
+                    "payi-otel: the global TracerProvider (%s) is not an SDK TracerProvider; "
+                    "cannot add the Pay-i exporter",
                     type(current).__name__,
                 )
             return None

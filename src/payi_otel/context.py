@@ -22,8 +22,9 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import Token
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import Any, TypeVar, Unpack
 
 from opentelemetry import context as otel_context
@@ -141,7 +142,7 @@ def _union(layer: dict[str, Any], key: str, inherited: tuple[str, ...] | None) -
     if not value:
         return None
     if not inherited:
-        return value
+        return tuple(value)
     return inherited + tuple(v for v in value if v not in inherited)
 
 
@@ -237,7 +238,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 def caller_module_use_case_name(skip_package: bool = True) -> str:
     """Default use-case name: the calling module's file stem, lower-cased, spaces -> ``_``
     (other characters Pay-i rejects become ``_`` too)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and skip_package and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
         frame = frame.f_back
     filename = frame.f_code.co_filename if frame is not None else "main"
@@ -275,13 +276,13 @@ def clear_global_defaults() -> None:
 class _Frame:
     """One entered layer: stored in the OpenTelemetry Context while its scope is active."""
 
-    __slots__ = ("parent", "layer", "owner", "token", "cache", "_fresh_id")
+    __slots__ = ("_fresh_id", "cache", "layer", "owner", "parent", "token")
 
     def __init__(self, parent: _Frame | None, layer: dict[str, Any], owner: object | None) -> None:
         self.parent = parent
         self.layer = layer
         self.owner = owner
-        self.token: object | None = None
+        self.token: Token[otel_context.Context] | None = None
         self._fresh_id: str | None = None
         gstate = _GLOBAL
         base = parent.resolve(gstate) if parent is not None else gstate[1]
@@ -306,7 +307,12 @@ class _Frame:
 def _new_frame(layer: dict[str, Any], owner: object | None = None) -> _Frame:
     if not propagation.INSTALLED:
         propagation.install()
-    return _Frame(otel_context.get_value(_KEY), layer, owner)
+    return _Frame(_current_frame(), layer, owner)
+
+
+def _current_frame() -> _Frame | None:
+    frame = otel_context.get_value(_KEY)
+    return frame if isinstance(frame, _Frame) else None
 
 
 def _with_frame(frame: _Frame) -> otel_context.Context:
@@ -316,7 +322,7 @@ def _with_frame(frame: _Frame) -> otel_context.Context:
 def current_business_context() -> BusinessContext | None:
     """The merged business context in effect here (global defaults applied), or ``None``."""
     frame = otel_context.get_value(_KEY)
-    if frame is None:
+    if not isinstance(frame, _Frame):  # outside every scope: None
         return _GLOBAL[1]
     version, merged = frame.cache
     if version == _GLOBAL[0]:
@@ -351,7 +357,7 @@ class track_context:
         return frame.cache[1]
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        frame = otel_context.get_value(_KEY)
+        frame = _current_frame()
         while frame is not None and frame.owner is not self:
             frame = frame.parent
         if frame is not None and frame.token is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypedDict
 
 from payi_otel import protocol as P
@@ -38,7 +38,7 @@ FIELDS = (
 )
 
 
-def _require_str(name: str, value: Any) -> str:
+def _require_str(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name}: must be a string, got {type(value).__name__}")
     problem = P.text_problem(value)
@@ -48,23 +48,23 @@ def _require_str(name: str, value: Any) -> str:
 
 
 def _use_case_name(value: Any) -> str:
-    value = _require_str("use_case_name", value)
-    if value and not P.USE_CASE_NAME_RULE.fullmatch(value):
-        raise ValueError(f'use_case_name: {value!r} must be {P.USE_CASE_NAME_RULE_TEXT} (or "" to clear the use case)')
-    return value
+    name = _require_str("use_case_name", value)
+    if name and not P.USE_CASE_NAME_RULE.fullmatch(name):
+        raise ValueError(f'use_case_name: {name!r} must be {P.USE_CASE_NAME_RULE_TEXT} (or "" to clear the use case)')
+    return name
 
 
-def _no_whitespace(name: str):
+def _no_whitespace(name: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
-        value = _require_str(name, value)
-        if P.has_whitespace(value):
-            raise ValueError(f'{name}: {value!r} must not contain spaces (or be "" to clear it)')
-        return value
+        text = _require_str(name, value)
+        if P.has_whitespace(text):
+            raise ValueError(f'{name}: {text!r} must not contain spaces (or be "" to clear it)')
+        return text
 
     return check
 
 
-def _plain_str(name: str):
+def _plain_str(name: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         return _require_str(name, value)
 
@@ -82,13 +82,15 @@ def _use_case_version(value: Any) -> int:
 
 
 def _resource_scope(value: Any) -> str:
-    value = _require_str("resource_scope", value)
-    if value and not P.RESOURCE_SCOPE_RULE.fullmatch(value):
-        raise ValueError(f'resource_scope: {value!r} must be {P.RESOURCE_SCOPE_RULE_TEXT} (or "" to clear it)')
-    return value
+    scope = _require_str("resource_scope", value)
+    if scope and not P.RESOURCE_SCOPE_RULE.fullmatch(scope):
+        raise ValueError(f'resource_scope: {scope!r} must be {P.RESOURCE_SCOPE_RULE_TEXT} (or "" to clear it)')
+    return scope
 
 
-def _string_list(name: str, item_rule: str, item_check):
+def _string_list(
+    name: str, item_rule: str, item_check: Callable[[str], object]
+) -> Callable[[Any], tuple[str, ...]]:
     def check(value: Any) -> tuple[str, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
             raise TypeError(f"{name}: must be a list, tuple or set of strings, got {type(value).__name__}")
@@ -115,10 +117,12 @@ def _limit_id_ok(item: str) -> bool:
     return bool(item) and item == item.strip() and "," not in item
 
 
-def _properties(name: str):
+def _properties(name: str) -> Callable[[Any], dict[str, str | None]]:
     def check(value: Any) -> dict[str, str | None]:
         if not isinstance(value, Mapping):
-            raise TypeError(f"{name}: must be a dict of string keys to string (or None) values, got {type(value).__name__}")
+            raise TypeError(
+                f"{name}: must be a dict of string keys to string (or None) values, got {type(value).__name__}"
+            )
         if len(value) > P.MAX_PROPERTIES:
             raise ValueError(f"{name}: at most {P.MAX_PROPERTIES} keys, got {len(value)}")
         out: dict[str, str | None] = {}

@@ -37,7 +37,8 @@ import logging
 import os
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from contextvars import Token
+from dataclasses import dataclass
 from time import time_ns
 from typing import Any
 
@@ -76,6 +77,11 @@ ERROR = "error"
 ABANDONED = "abandoned"
 
 _NO_USAGE = "provider reported no usage"
+
+# (operation, provider, request model, response model, server address, server port, error type)
+_MetricKey = tuple[str, str, str | None, str | None, str | None, int | None, str | None]
+# Attributes of the duration metric, of input-token usage and of output-token usage.
+_MetricAttributeSets = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 _CALL_OPERATIONS = A.PROVIDER_CALL_OPERATIONS
 _PROVIDER_CATEGORIES = A.PROVIDER_CATEGORIES
 
@@ -221,9 +227,9 @@ class SpanCore:
         self.capture_content = capture_content_from_env() if capture_content is None else capture_content
         self.error_info = error_info
         # Metric attribute dicts, built once per distinct (operation, provider, models, server, error).
-        self.metric_attributes: dict[tuple, tuple[dict, dict, dict]] = {}
+        self.metric_attributes: dict[_MetricKey, _MetricAttributeSets] = {}
 
-    def metric_attribute_sets(self, key: tuple) -> tuple[dict, dict, dict]:
+    def metric_attribute_sets(self, key: _MetricKey) -> _MetricAttributeSets:
         operation, provider, request_model, response_model, address, port, error_type = key
         attrs: dict[str, Any] = {A.GEN_AI_OPERATION_NAME: operation, A.GEN_AI_PROVIDER_NAME: provider}
         if request_model:
@@ -241,7 +247,7 @@ class SpanCore:
             self.metric_attributes[key] = sets
         return sets
 
-    def start(self, record: CallRecord) -> "Call":
+    def start(self, record: CallRecord) -> Call:
         """Open the span for ``record`` (request side known). Never raises into the caller."""
         model = record.request_model
         attrs: dict[str, Any] = {A.GEN_AI_OPERATION_NAME: record.operation, A.GEN_AI_PROVIDER_NAME: record.provider}
@@ -317,11 +323,11 @@ class Call:
             ctx = self._context = trace.set_span_in_context(self.span)
         return ctx
 
-    def activate(self) -> object:
+    def activate(self) -> Token[otel_context.Context]:
         return otel_context.attach(self.context)
 
     @staticmethod
-    def deactivate(token: object) -> None:
+    def deactivate(token: Token[otel_context.Context]) -> None:
         otel_context.detach(token)
 
     def first_token(self) -> None:

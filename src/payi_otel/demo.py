@@ -25,7 +25,8 @@ EXAMPLE = "openai_app.py"
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _examples_dir() -> Path:
@@ -39,7 +40,7 @@ def _examples_dir() -> Path:
     )
 
 
-def _wait_ready(base_url: str, server: subprocess.Popen, timeout: float = 15.0) -> None:
+def _wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:

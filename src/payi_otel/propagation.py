@@ -10,8 +10,8 @@ themselves. ``install()`` patches (with wrapt):
   of the submitting thread's context (also covers ``loop.run_in_executor``).
 
 For a thread subclass with its own ``run()`` (``threading.Timer``, user subclasses) the
-started thread's ``run`` attribute is set to run that method in the snapshot. ``install()`` is idempotent and cheap to call
-again; ``uninstall()`` removes the patches.
+started thread's ``run`` attribute is set to run that method in the snapshot. ``install()`` is idempotent and
+cheap to call again; ``uninstall()`` removes the patches.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ interaction gets a ``ReplayMiss`` error naming the method and path.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import threading
@@ -110,10 +111,8 @@ def _interaction(raw: dict[str, Any]) -> Interaction:
     if isinstance(req_body, dict) and "string" in req_body:
         req_body = req_body["string"]
     if isinstance(req_body, (str, bytes)):
-        try:
+        with contextlib.suppress(ValueError):
             req_body = json.loads(req_body)
-        except ValueError:
-            pass
     status = resp.get("status") or {}
     return Interaction(
         method=str(req.get("method", "GET")).upper(),
@@ -136,12 +135,12 @@ class Cassette:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | Path) -> "Cassette":
+    def load(cls, path: str | Path) -> Cassette:
         import yaml
 
         path = Path(path)
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_yaml_loader())  # noqa: S506
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_yaml_loader())
         return cls([_interaction(i) for i in data.get("interactions", [])], name=path.name)
 
     def next_for(self, method: str, path: str) -> Interaction:
@@ -172,7 +171,7 @@ def make_transport(cassette: Cassette, library: str = "httpx2") -> Any:
 
 
 def _transport_class(lib: Any) -> type:
-    class ReplayBody(lib.SyncByteStream, lib.AsyncByteStream):
+    class ReplayBody(lib.SyncByteStream, lib.AsyncByteStream):  # type: ignore[misc]  # library chosen at run time
         """The recorded body, delivered like a network body (not pre-read; SSE one event at a time)."""
 
         def __init__(self, body: bytes) -> None:
@@ -190,7 +189,7 @@ def _transport_class(lib: Any) -> type:
             for part in self.parts:
                 yield part
 
-    class ReplayTransport(lib.BaseTransport, lib.AsyncBaseTransport):
+    class ReplayTransport(lib.BaseTransport, lib.AsyncBaseTransport):  # type: ignore[misc]  # library chosen at run time
         """Answers requests from a :class:`Cassette` (works with sync and async clients)."""
 
         def __init__(self, cassette: Cassette) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from contextvars import Token
 from typing import TYPE_CHECKING, Any, Protocol
 
 import wrapt
@@ -34,6 +35,8 @@ from opentelemetry import context as otel_context
 from payi_otel.core import ABANDONED, CLOSED_EARLY, COMPLETED, ERROR, Call
 
 logger = logging.getLogger(__name__)
+
+_Token = Token[otel_context.Context]
 
 if TYPE_CHECKING:  # generic only in wrapt's type stubs, not at run time in every wrapt release
     _ProxyBase = wrapt.ObjectProxy[Any]
@@ -251,7 +254,7 @@ class _ManagerBookkeeping(_ProxyBase):
         self._self_open = open_stream
         self._self_stream: Any = None
 
-    def _payi_begin(self) -> tuple[Call | None, object]:
+    def _payi_begin(self) -> tuple[Call | None, _Token | None]:
         try:
             call = self._self_start()
         except Exception:
@@ -259,8 +262,8 @@ class _ManagerBookkeeping(_ProxyBase):
             call = None
         return call, (call.activate() if call is not None else None)
 
-    def _payi_entered(self, call: Call | None, token: object, entered: Any) -> Any:
-        if call is None:
+    def _payi_entered(self, call: Call | None, token: _Token | None, entered: Any) -> Any:
+        if call is None or token is None:
             return entered
         call.deactivate(token)
         try:
@@ -273,8 +276,8 @@ class _ManagerBookkeeping(_ProxyBase):
         return stream
 
     @staticmethod
-    def _payi_failed(call: Call | None, token: object, exc: BaseException) -> None:
-        if call is not None:
+    def _payi_failed(call: Call | None, token: _Token | None, exc: BaseException) -> None:
+        if call is not None and token is not None:
             call.deactivate(token)
             call.fail(exc)
 

@@ -313,7 +313,7 @@ def chunk_cost(streams: int, chunks: int) -> dict:
     from openai.types.chat import ChatCompletionChunk
 
     from payi_otel.core import CallRecord, SpanCore
-    from payi_otel.instrumentation.openai import _ChatStream
+    from payi_otel.instrumentation.openai._streams import ChatStream
     from payi_otel.stream import StreamProxy
 
     events = [json.loads(line[6:]) for line in _sse(chunks).decode().split("\n\n") if line.startswith("data: {")]
@@ -337,7 +337,7 @@ def chunk_cost(streams: int, chunks: int) -> dict:
 
     def ours():
         call = core.start(CallRecord(provider="openai", operation="chat", category="system.openai", stream=True))
-        for _ in StreamProxy(Source(), call, _ChatStream(call, False)):
+        for _ in StreamProxy(Source(), call, ChatStream(call, False)):
             pass
 
     diffs = []

@@ -79,6 +79,8 @@ class RawResponses:
     def __init__(self, package: str) -> None:
         self.package = package
         self.pending: weakref.WeakKeyDictionary[Any, _Pending] = weakref.WeakKeyDictionary()
+        # The mapping's backing dict (typeshed does not declare it), for a cheap "anything in flight?" test.
+        self.pending_refs: dict[Any, _Pending] = self.pending.data  # type: ignore[attr-defined]
         types: list[type] = []
         for module, name in (("_legacy_response", "LegacyAPIResponse"), ("_response", "BaseAPIResponse")):
             with contextlib.suppress(ImportError, AttributeError):  # anthropic 2.x has no _legacy_response

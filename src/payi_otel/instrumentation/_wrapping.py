@@ -34,6 +34,10 @@ from payi_otel.core import Call
 
 logger = logging.getLogger(__name__)
 
+# The positional and keyword arguments wrapt hands a wrapper.
+_Args = tuple[Any, ...]
+_Kwargs = dict[str, Any]
+
 _PROXY_BASE = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2 split the base class out
 _MARKER = "_payi_otel_wrapset"  # set on every wrapper function of ours: the WrapSet that owns it
 
@@ -86,7 +90,7 @@ def _version_ok(version: str | None, since: str | None, until: str | None) -> bo
         return True
 
 
-def _begin(op: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+def _begin(op: Operation, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
     try:
         return op.begin(instance, kwargs)
     except Exception:
@@ -94,7 +98,7 @@ def _begin(op: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None,
         return None, kwargs
 
 
-def _done(op: Any, call: Call, result: Any) -> Any:
+def _done(op: Operation, call: Call, result: Any) -> Any:
     try:
         return op.finish(call, result)
     except Exception:
@@ -123,8 +127,8 @@ class WrapSet:
         self.active = False
         self.wrapped: list[tuple[type, str]] = []
 
-    def _wrapper(self, op: Any, is_async: bool) -> Callable[..., Any]:
-        def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    def _wrapper(self, op: Operation, is_async: bool) -> Callable[..., Any]:
+        def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             call, kwargs = _begin(op, instance, kwargs)
@@ -140,7 +144,7 @@ class WrapSet:
             call.deactivate(token)
             return _done(op, call, result)
 
-        async def run_async(wrapped: Callable[..., Any], call: Call, args: tuple, kwargs: dict) -> Any:
+        async def run_async(wrapped: Callable[..., Any], call: Call, args: _Args, kwargs: _Kwargs) -> Any:
             token = call.activate()
             try:
                 result = await wrapped(*args, **kwargs)
@@ -151,7 +155,7 @@ class WrapSet:
             call.deactivate(token)
             return _done(op, call, result)
 
-        def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             call, kwargs = _begin(op, instance, kwargs)
@@ -166,7 +170,7 @@ class WrapSet:
         return wrapper
 
     def _gated(self, raw_wrapper: Callable[..., Any]) -> Callable[..., Any]:
-        def gated(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        def gated(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             return raw_wrapper(wrapped, instance, args, kwargs)

@@ -26,8 +26,8 @@ from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
 from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.pricing import Pricer
 from payi_otel.service.routes import categories, ingest, limits, requests, use_cases
-from payi_otel.service.routes.otlp import otlp_router
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
+from payi_otel.service.routes.otlp import otlp_router
 from payi_otel.service.store import Store
 
 log = logging.getLogger("payi_otel.service")

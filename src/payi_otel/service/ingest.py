@@ -49,7 +49,11 @@ class PayiApiError(Exception):
         self.message = message
 
     def body(self) -> dict[str, Any]:
-        return {"statusCode": self.status, "message": self.message, "xproxy_error": {"code": self.code, "message": self.message}}
+        return {
+            "statusCode": self.status,
+            "message": self.message,
+            "xproxy_error": {"code": self.code, "message": self.message},
+        }
 
 
 def bad_request(code: str, message: str) -> PayiApiError:
@@ -391,6 +395,8 @@ class Ingestor:
             if isinstance(outcome, StoredRequest):
                 return response_body(outcome, duplicate=True)
             self.store.add_requests(batch.rows, batch.new_instances)
+        # A str (an earlier item's request id) only answers a repeat within one batch; this batch holds one event.
+        assert not isinstance(outcome, str)
         return response_body(StoredRequest.from_request_row(outcome), duplicate=False)
 
     def ingest_bulk(self, app: Application, items: list[BulkIngestRequest | PayiApiError]) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def build_report(
         row_id, cost, tin, tout, failed, latency = values[n:]
         row = groups.get(key)
         if row is None:
-            row = groups[key] = ReportRow(group=dict(zip(group_by, key)))
+            row = groups[key] = ReportRow(group=dict(zip(group_by, key, strict=True)))
         _add(row, cost, tin, tout, failed, latency)
         if seen is not None:
             if row_id in seen:
@@ -155,8 +155,11 @@ def build_report(
     rows = sorted(groups.values(), key=lambda r: (-(r.cost_usd or 0.0), -r.requests, str(r.group)))
     if "day" in group_by:  # chronological; within a day, by cost as above (sorted() is stable)
         rows.sort(key=lambda r: r.group["day"] or "")
-    iso = lambda ms: None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()  # noqa: E731
-    return Report(group_by, iso(since_ms), iso(until_ms), rows, total)
+    return Report(group_by, _iso(since_ms), _iso(until_ms), rows, total)
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 _COLUMNS = (
@@ -241,12 +244,14 @@ def render_table(report: Report) -> str:
         ]
         for r in report.rows
     ]
-    total = [*(["TOTAL"] + [""] * (len(report.group_by) - 1) if report.group_by else []), *(_cell(n, getattr(report.total, n)) for n, _ in _COLUMNS)]
+    total_label = ["TOTAL"] + [""] * (len(report.group_by) - 1) if report.group_by else []
+    total = [*total_label, *(_cell(n, getattr(report.total, n)) for n, _ in _COLUMNS)]
     widths = [max(len(h), *(len(row[i]) for row in [*body, total])) for i, h in enumerate(headers)]
     numeric_from = len(report.group_by)
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in pairs)
 
     lines = [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
     if report.group_by:

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class _Server(uvicorn.Server):
                 self._on_started(self.base_url)
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self) -> Generator[None, None, None]:
         """SIGINT/SIGTERM: graceful stop (a second one forces it); the process then exits normally."""
         if threading.current_thread() is not threading.main_thread():
             yield

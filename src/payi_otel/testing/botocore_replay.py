@@ -169,10 +169,12 @@ class BotocoreReplay:
 
             raw: ReplayRaw = AsyncReplayRaw(interaction.body, frames, request.url)
             self.raws.append(raw)
-            return AioAWSResponse(request.url, interaction.status, HeadersDict(headers), raw)
+            response: AWSResponse = AioAWSResponse(request.url, interaction.status, HeadersDict(headers), raw)
+            return response
         raw = ReplayRaw(interaction.body, frames)
         self.raws.append(raw)
-        return AWSResponse(request.url, interaction.status, headers, raw)
+        # AWSResponse turns a plain mapping into HTTPHeaders itself; its stubs ask for HTTPHeaders.
+        return AWSResponse(request.url, interaction.status, headers, raw)  # type: ignore[arg-type]
 
     def _before_send(self, request: Any, **_: Any) -> AWSResponse:
         self.requests.append(request)

@@ -19,7 +19,9 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]  # module is marked untyped
+    BaseInstrumentor,
+)
 
 from payi_otel.core import Call, SpanCore
 from payi_otel.instrumentation._wrapping import Target, WrapSet

@@ -34,7 +34,8 @@ class _Replay(io.BytesIO):
 
 
 def replayable(data: bytes, error: BaseException | None = None) -> StreamingBody:
-    return StreamingBody(_Replay(data, error), len(data) if error is None else None)
+    # None = length unknown (no length check), which botocore accepts; its stubs ask for an int.
+    return StreamingBody(_Replay(data, error), len(data) if error is None else None)  # type: ignore[arg-type]
 
 
 Body = tuple[bytes, BaseException | None]

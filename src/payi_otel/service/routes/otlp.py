@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]  # googleapis-common-protos has no stubs
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from payi_otel import protocol as P

@@ -68,8 +68,9 @@ class OtlpSpansStore(StoreBase):
         ).fetchone()
         if row is None or row[-1] is not None:
             return None
-        context: dict[str, Any] = {name: value for name, value in zip(_CONTEXT_COLUMNS, row) if value is not None}
-        for name, raw in zip(_JSON_CONTEXT_COLUMNS, row[len(_CONTEXT_COLUMNS) :]):
+        pairs = zip(_CONTEXT_COLUMNS, row, strict=False)  # row: the context columns, then the JSON ones
+        context: dict[str, Any] = {name: value for name, value in pairs if value is not None}
+        for name, raw in zip(_JSON_CONTEXT_COLUMNS, row[len(_CONTEXT_COLUMNS) :], strict=False):
             if raw:
                 context[name] = orjson.loads(raw)
         return context

@@ -1,0 +1,160 @@
+"""One wrapped OpenAI surface: begin (request side, span start) and finish (result, stream or raw response)."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from payi_otel.core import Call, CallRecord, SpanCore, split_proxy_headers
+from payi_otel.stream import AsyncStreamProxy, StreamProxy
+from payi_otel.units import Usage
+
+from ._raw import raw_types, track_raw
+from ._request import (
+    PROVIDER_AZURE,
+    ClientInfo,
+    call_is_stream,
+    capturable,
+    request_params,
+    with_include_usage,
+)
+from ._results import end_call
+from ._streams import ChatStream, CompletionStream, ResponsesStream, UsageStream
+from ._usage import chat_usage
+
+logger = logging.getLogger(__name__)
+
+
+class State:
+    """Configuration and caches shared by the operations of one instrumentation."""
+
+    def __init__(self, core: SpanCore, azure_deployments: dict[str, str], inject_stream_usage: bool, version: str):
+        self.core = core
+        self.azure_deployments = azure_deployments
+        self.inject_stream_usage = inject_stream_usage
+        self.module_tag = f"openai/{version}"
+        self.raw_types = raw_types()
+        self._clients: weakref.WeakKeyDictionary[Any, ClientInfo] = weakref.WeakKeyDictionary()
+
+    def client_info(self, client: Any) -> ClientInfo:
+        url = getattr(client, "base_url", None)
+        try:
+            info = self._clients.get(client)
+        except TypeError:
+            return ClientInfo(client, url)
+        if info is None or info.url is not url:
+            info = self._clients[client] = ClientInfo(client, url)
+        return info
+
+
+class OpenAIOperation:
+    """One OpenAI surface: its GenAI operation name, usage reader and stream reader."""
+
+    def __init__(
+        self,
+        state: State,
+        operation: str,
+        read: Callable[[CallRecord, Any, bool], None],
+        stream_kind: str | None,
+        input_key: str | None,
+        is_async: bool,
+        stream_usage: Callable[[Any], Usage | None] | None = None,
+    ) -> None:
+        self.state = state
+        self.operation = operation
+        self.read = read
+        self.stream_kind = stream_kind  # "chat"/"completions" (include_usage applies), "responses", "events", None
+        self.input_key = input_key
+        self.is_async = is_async
+        self.stream_usage = stream_usage
+
+    def begin(self, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+        state = self.state
+        info = state.client_info(getattr(instance, "_client", None))
+        model = kwargs.get("model")
+        if not isinstance(model, str):
+            model = info.deployment
+        stream = kwargs.get("stream") is True
+        layer = None
+        headers = kwargs.get("extra_headers")
+        if headers:
+            layer, remaining = split_proxy_headers(headers)
+            if len(remaining) != len(headers):
+                kwargs = {**kwargs, "extra_headers": remaining}
+        hide = False
+        if stream and self.stream_kind in ("chat", "completions") and state.inject_stream_usage and (
+            info.accepts_stream_options
+        ):
+            kwargs, hide = with_include_usage(kwargs)
+        rec = CallRecord(
+            provider=info.provider,
+            operation=self.operation,
+            category=info.category,
+            request_model=model,
+            server_address=info.address,
+            server_port=info.port,
+            provider_uri=info.uri,
+            instrumented_module=state.module_tag,
+            stream=stream,
+            business_layer=layer,
+        )
+        if info.provider == PROVIDER_AZURE and state.azure_deployments:
+            rec.resource = state.azure_deployments.get(model or "") or state.azure_deployments.get(
+                info.deployment or ""
+            )
+        request_params(rec, kwargs)
+        core = state.core
+        if core.capture_content and self.input_key is not None:
+            rec.input_messages = capturable(kwargs.get(self.input_key))
+        call = core.start(rec)
+        call.data = hide
+        return call, kwargs
+
+    def finish(self, call: Call, result: Any) -> Any:
+        if isinstance(result, self.state.raw_types):
+            return self._raw(call, result)
+        if self.is_stream_result(result):
+            response = getattr(result, "response", None)
+            call.record.status_code = getattr(response, "status_code", 200)
+            return self.wrap_stream(call, result)
+        call.record.status_code = 200  # the SDK raises for any other status
+        self.read(call.record, result, call.capture_content)
+        end_call(call)
+        return result
+
+    def is_stream_result(self, result: Any) -> bool:
+        return self.stream_kind is not None and call_is_stream(result)
+
+    def wrap_stream(self, call: Call, stream: Any) -> Any:
+        if self.stream_kind == "chat":
+            handler: Any = ChatStream(call, bool(call.data))
+        elif self.stream_kind == "completions":
+            handler = CompletionStream(call, bool(call.data))
+        elif self.stream_kind == "responses":
+            handler = ResponsesStream(call)
+        else:
+            handler = UsageStream(call, self.stream_usage or chat_usage)
+        proxy_cls = AsyncStreamProxy if hasattr(stream, "__anext__") else StreamProxy
+        return proxy_cls(stream, call, handler)
+
+    def _raw(self, call: Call, raw: Any) -> Any:
+        rec = call.record
+        status = getattr(raw, "status_code", None)
+        if isinstance(status, int):
+            rec.status_code = status
+        # with_raw_response (LegacyAPIResponse): the SDK has already read a non-streamed body.
+        if not rec.stream and type(raw).__name__ == "LegacyAPIResponse":
+            try:
+                parsed = raw.parse()
+            except Exception:
+                logger.debug("could not parse raw response for usage", exc_info=True)
+                rec.usage_incomplete_reason = "raw response body could not be parsed"
+            else:
+                if parsed is not None and not isinstance(parsed, (str, bytes)):
+                    self.read(rec, parsed, call.capture_content)
+            end_call(call)
+            return raw
+        track_raw(self, call, raw)
+        return raw
