@@ -124,8 +124,8 @@ class InvokeStream(_BedrockStream):
             self.first = False
             self.call.first_token()
             self._absorb(data)
-        elif data is not None and b"nvocationMetrics" in data:
-            self._absorb(data)
+        elif data is not None and data.rfind(b"nvocationMetrics") >= 0:  # not `in`: bytes.__contains__
+            self._absorb(data)  # first tries the needle as an int, a caught TypeError per chunk
         return True
 
     def _absorb(self, data: Any) -> None:
