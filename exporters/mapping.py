@@ -57,15 +57,13 @@ ATTRIBUTION_FIELDS = P.ATTRIBUTION_FIELDS
 _HEADER_NAMES = {**P.ATTRIBUTION_HEADERS, "instrumented_module": P.INSTRUMENTED_MODULE}
 _NOT_IN_BODY = frozenset(ATTRIBUTION_FIELDS) | {"instrumented_module"}
 
+# Span attribute -> event field of the attribution, by value kind.
+_ATTRIBUTION = [f for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION]
 _SCALAR_ATTRIBUTION = (
-    (A.PAYI_USE_CASE_NAME, "use_case_name"),
-    (A.PAYI_USE_CASE_ID, "use_case_id"),
-    (A.PAYI_USE_CASE_STEP, "use_case_step"),
-    (A.PAYI_USER_ID, "user_id"),
-    (A.PAYI_ACCOUNT_NAME, "account_name"),
-    (A.PAYI_RESOURCE_SCOPE, "resource_scope"),
+    *((f.attribute, f.event_field) for f in _ATTRIBUTION if f.kind == P.STR),
     (A.PAYI_INSTRUMENTED_MODULE, "instrumented_module"),
 )
+_LIST_ATTRIBUTION = tuple((f.attribute, f.event_field) for f in _ATTRIBUTION if f.kind == P.LIST)
 
 _UNITS_PREFIX = A.PAYI_UNITS_PREFIX
 _REQ_PREFIX = A.PAYI_REQUEST_PROPERTIES_PREFIX
@@ -342,12 +340,10 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     version = _int(attrs.get(A.PAYI_USE_CASE_VERSION))
     if version is not None and 0 <= version <= P.MAX_USE_CASE_VERSION:  # out of range: the server refuses it
         event["use_case_version"] = version
-    tags = _strings(attrs.get(A.PAYI_REQUEST_TAGS))
-    if tags:
-        event["request_tags"] = tags
-    limit_ids = _strings(attrs.get(A.PAYI_LIMIT_IDS))
-    if limit_ids:
-        event["limit_ids"] = limit_ids
+    for attr, field in _LIST_ATTRIBUTION:
+        items = _strings(attrs.get(attr))
+        if items:
+            event[field] = items
     return event
 
 

@@ -29,8 +29,8 @@ from typing import Any, TypeVar, Unpack
 
 from opentelemetry import context as otel_context
 
-from payi_otel import attributes as A
 from payi_otel import propagation
+from payi_otel import protocol as P
 from payi_otel.context_validation import FIELDS, ContextLayer, layer_from_headers, validate_layer
 
 __all__ = [
@@ -84,25 +84,12 @@ class BusinessContext:
 
     def _build_attributes(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, value in (
-            (A.PAYI_USE_CASE_NAME, self.use_case_name),
-            (A.PAYI_USE_CASE_ID, self.use_case_id),
-            (A.PAYI_USE_CASE_VERSION, self.use_case_version),
-            (A.PAYI_USE_CASE_STEP, self.use_case_step),
-            (A.PAYI_USER_ID, self.user_id),
-            (A.PAYI_ACCOUNT_NAME, self.account_name),
-            (A.PAYI_REQUEST_TAGS, self.request_tags),
-            (A.PAYI_LIMIT_IDS, self.limit_ids),
-            (A.PAYI_RESOURCE_SCOPE, self.resource_scope),
-            (A.PAYI_PRICE_AS_CATEGORY, self.price_as_category),
-            (A.PAYI_PRICE_AS_RESOURCE, self.price_as_resource),
-        ):
+        for name, attribute in _SPAN_ATTRIBUTES:
+            value = getattr(self, name)
             if value is not None:
-                out[key] = value
-        for prefix, props in (
-            (A.PAYI_REQUEST_PROPERTIES_PREFIX, self.request_properties),
-            (A.PAYI_USE_CASE_PROPERTIES_PREFIX, self.use_case_properties),
-        ):
+                out[attribute] = value
+        for name, prefix in _SPAN_ATTRIBUTE_PREFIXES:
+            props = getattr(self, name)
             if props:
                 for key, value in props.items():
                     if value is not None:
@@ -125,7 +112,10 @@ class BusinessContext:
 
 
 _EMPTY = BusinessContext()
-_USE_CASE_BOUND = ("use_case_id", "use_case_version", "use_case_step", "use_case_properties")
+# Span attributes: one per field, and a flattened attribute per key of a property map (PROPS).
+_SPAN_ATTRIBUTES = tuple((f.name, f.attribute) for f in P.CONTEXT_FIELDS if f.kind != P.PROPS)
+_SPAN_ATTRIBUTE_PREFIXES = tuple((f.name, f.attribute) for f in P.CONTEXT_FIELDS if f.kind == P.PROPS)
+_USE_CASE_BOUND = tuple(f.name for f in P.CONTEXT_FIELDS if f.use_case_bound)
 
 
 def _scalar(layer: dict[str, Any], key: str, inherited: Any) -> Any:
@@ -153,6 +143,18 @@ def _merge_props(layer: dict[str, Any], key: str, inherited: Mapping[str, Any] |
     if not value:
         return None
     return MappingProxyType({**inherited, **value} if inherited else dict(value))
+
+
+# The fields outside the use case, each with the merge rule of its kind: a scalar replaces, a list is the
+# union with the parent's, a property map merges key by key.
+_KIND_MERGES: dict[str, Callable[[dict[str, Any], str, Any], Any]] = {
+    P.STR: _scalar,
+    P.LIST: _union,
+    P.PROPS: _merge_props,
+}
+_UNBOUND_MERGES = tuple(
+    (f.name, _KIND_MERGES[f.kind]) for f in P.CONTEXT_FIELDS if not f.use_case_bound and f.name != "use_case_name"
+)
 
 
 def _merge(
@@ -199,15 +201,8 @@ def _merge(
         use_case_id=uc_id,
         use_case_version=version,
         use_case_step=step,
-        user_id=_scalar(layer, "user_id", p.user_id),
-        account_name=_scalar(layer, "account_name", p.account_name),
-        request_tags=_union(layer, "request_tags", p.request_tags),
-        limit_ids=_union(layer, "limit_ids", p.limit_ids),
-        request_properties=_merge_props(layer, "request_properties", p.request_properties),
         use_case_properties=uc_props,
-        price_as_category=_scalar(layer, "price_as_category", p.price_as_category),
-        price_as_resource=_scalar(layer, "price_as_resource", p.price_as_resource),
-        resource_scope=_scalar(layer, "resource_scope", p.resource_scope),
+        **{name: merge(layer, name, getattr(p, name)) for name, merge in _UNBOUND_MERGES},
     )
 
 

@@ -21,21 +21,7 @@ from typing import Any, TypedDict
 from payi_otel import protocol as P
 
 # The business-context keywords, in the order they appear in signatures and dicts.
-FIELDS = (
-    "use_case_name",
-    "use_case_id",
-    "use_case_version",
-    "use_case_step",
-    "user_id",
-    "account_name",
-    "request_tags",
-    "limit_ids",
-    "request_properties",
-    "use_case_properties",
-    "price_as_category",
-    "price_as_resource",
-    "resource_scope",
-)
+FIELDS = P.CONTEXT_FIELD_NAMES
 
 
 def _require_str(name: str, value: object) -> str:
@@ -146,23 +132,20 @@ def _properties(name: str) -> Callable[[Any], dict[str, str | None]]:
     return check
 
 
-_CHECKS = {
+# Fields with a rule of their own; the others are checked by their kind (any string, a property map).
+_RULES: dict[str, Callable[[Any], Any]] = {
     "use_case_name": _use_case_name,
     "use_case_id": _no_whitespace("use_case_id"),
     "use_case_version": _use_case_version,
-    "use_case_step": _plain_str("use_case_step"),
     "user_id": _no_whitespace("user_id"),
-    "account_name": _plain_str("account_name"),
     "request_tags": _string_list("request_tags", f"must be {P.REQUEST_TAG_RULE_TEXT}", P.REQUEST_TAG_RULE.fullmatch),
     "limit_ids": _string_list(
         "limit_ids", "must be a non-empty string without commas or surrounding spaces", _limit_id_ok
     ),
-    "request_properties": _properties("request_properties"),
-    "use_case_properties": _properties("use_case_properties"),
-    "price_as_category": _plain_str("price_as_category"),
-    "price_as_resource": _plain_str("price_as_resource"),
     "resource_scope": _resource_scope,
 }
+_KIND_RULES: dict[str, Callable[[str], Callable[[Any], Any]]] = {P.STR: _plain_str, P.PROPS: _properties}
+_CHECKS = {f.name: _RULES.get(f.name) or _KIND_RULES[f.kind](f.name) for f in P.CONTEXT_FIELDS}
 
 
 def validate_layer(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,19 +181,8 @@ class ContextLayer(TypedDict, total=False):
 
 # --- Pay-i per-call attribution headers (``extra_headers={"xProxy-User-ID": ...}``) ----------
 
-# How a header value becomes a context keyword's value; "str" for the others.
-_KINDS = {
-    "limit_ids": "list",
-    "request_tags": "list",
-    "use_case_version": "int",
-    "use_case_properties": "props",
-    "request_properties": "props",
-}
-# Lower-cased header name -> (context keyword, kind).
-_HEADERS: dict[str, tuple[str, str]] = {
-    header.lower(): (key, _KINDS.get(key, "str"))
-    for key, header in {**P.ATTRIBUTION_HEADERS, **P.PRICE_AS_HEADERS, **P.PROPERTIES_HEADERS}.items()
-}
+# Lower-cased header name -> (context keyword, kind: how the header value becomes the keyword's value).
+_HEADERS: dict[str, tuple[str, str]] = {f.header.lower(): (f.name, f.kind) for f in P.CONTEXT_FIELDS}
 
 
 def _parse_properties(header: str, raw: str) -> dict[str, str | None]:
@@ -253,11 +225,11 @@ def layer_from_headers(headers: Mapping[str, str] | None) -> tuple[dict[str, Any
             continue
         key, kind = spec
         value = raw if isinstance(raw, str) else str(raw)
-        if kind == "str":
+        if kind == P.STR:
             layer[key] = value.strip()
-        elif kind == "list":
+        elif kind == P.LIST:
             layer[key] = [item.strip() for item in value.split(",") if item.strip()]
-        elif kind == "int":
+        elif kind == P.INT:
             if value.strip():
                 try:
                     layer[key] = int(value.strip())

@@ -1,12 +1,18 @@
-"""Pay-i wire protocol: header names, attribution fields, value rules.
+"""Pay-i wire protocol: the business-context fields, header names, value rules.
 
-The one place these are written: the plugin (business-context validation, per-call headers), the
-exporter (rendering ingest events) and the local service (reading them) all use this module.
+The one place these are written: the plugin (business-context validation, per-call headers, span
+attributes), the exporter (rendering ingest events) and the local service (reading them) all use this
+module. :data:`CONTEXT_FIELDS` declares every business-context field once; the keyword lists, header
+maps, span attributes and ingest fields elsewhere are derived from it (the typed spellings that must be
+static, such as ``ContextLayer`` and ``BusinessContext``, are checked against it by the tests).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+from payi_otel import attributes as A
 
 # --- headers (names are case-insensitive on the wire) ---------------------------------------
 
@@ -15,34 +21,83 @@ API_KEY = "xProxy-api-key"  # the application key authenticating every /api/v1 c
 LOGGING_DISABLE = "xProxy-Logging-Disable"  # "True" (case-sensitive): prompt and response are not stored
 INSTRUMENTED_MODULE = "xProxy-Instrumented-Module"  # <module>/<version> of the instrumented SDK
 
+# --- the business-context fields ---------------------------------------------------------------
+
+# Value kinds: how a field's value is held and how its header spells it.
+STR = "str"
+INT = "int"  # a decimal integer in a header
+LIST = "list"  # a tuple of strings; comma-separated in a header
+PROPS = "props"  # a dict of string keys to string (or None) values; a JSON object (or base64 of one) in a header
+
+# What a field is to an ingest event.
+ATTRIBUTION = "attribution"  # an event field: a header on single ingest, a body field in a bulk item
+PRICE_AS = "price_as"  # replaces the event's category / resource (the call is priced as another)
+PROPERTIES = "properties"  # an event body field (a JSON object)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextField:
+    """One business-context field, under every name it has."""
+
+    name: str  # keyword of track / track_context / instrument; the ingest event field unless event_name says
+    kind: str  # STR, INT, LIST or PROPS
+    role: str  # ATTRIBUTION, PRICE_AS or PROPERTIES
+    header: str  # the xProxy-* header (a provider call's extra_headers, single ingest)
+    attribute: str  # the span attribute (PROPS: the prefix of the flattened per-key attributes)
+    use_case_bound: bool = False  # belongs to the use case in effect: cleared with it, refused without it
+    event_name: str | None = None  # the ingest event field when it differs from name
+    bulk_name: str | None = None  # the field in a bulk ingest item when it differs from the event field
+
+    @property
+    def event_field(self) -> str:
+        return self.event_name or self.name
+
+    @property
+    def bulk_field(self) -> str:
+        return self.bulk_name or self.event_field
+
+
+CONTEXT_FIELDS: tuple[ContextField, ...] = (
+    ContextField("use_case_name", STR, ATTRIBUTION, "xProxy-UseCase-Name", A.PAYI_USE_CASE_NAME),
+    ContextField("use_case_id", STR, ATTRIBUTION, "xProxy-UseCase-ID", A.PAYI_USE_CASE_ID, use_case_bound=True),
+    ContextField(
+        "use_case_version", INT, ATTRIBUTION, "xProxy-UseCase-Version", A.PAYI_USE_CASE_VERSION, use_case_bound=True
+    ),
+    ContextField(
+        "use_case_step", STR, ATTRIBUTION, "xProxy-UseCase-Step", A.PAYI_USE_CASE_STEP, use_case_bound=True
+    ),
+    ContextField("user_id", STR, ATTRIBUTION, "xProxy-User-ID", A.PAYI_USER_ID),
+    ContextField("account_name", STR, ATTRIBUTION, "xProxy-Account-Name", A.PAYI_ACCOUNT_NAME),
+    ContextField("request_tags", LIST, ATTRIBUTION, "xProxy-Request-Tags", A.PAYI_REQUEST_TAGS),
+    ContextField("limit_ids", LIST, ATTRIBUTION, "xProxy-Limit-IDs", A.PAYI_LIMIT_IDS),
+    ContextField(
+        "request_properties", PROPS, PROPERTIES, "xProxy-Request-Properties", A.PAYI_REQUEST_PROPERTIES_PREFIX,
+        event_name="properties",
+    ),
+    ContextField(
+        "use_case_properties", PROPS, PROPERTIES, "xProxy-UseCase-Properties", A.PAYI_USE_CASE_PROPERTIES_PREFIX,
+        use_case_bound=True,
+    ),
+    ContextField("price_as_category", STR, PRICE_AS, "xProxy-PriceAs-Category", A.PAYI_PRICE_AS_CATEGORY),
+    ContextField("price_as_resource", STR, PRICE_AS, "xProxy-PriceAs-Resource", A.PAYI_PRICE_AS_RESOURCE),
+    ContextField(
+        "resource_scope", STR, ATTRIBUTION, "xProxy-Resource-Scope", A.PAYI_RESOURCE_SCOPE, bulk_name="scope"
+    ),
+)  # fmt: skip
+CONTEXT_FIELD_NAMES = tuple(f.name for f in CONTEXT_FIELDS)
+
 # Attribution: the event fields that travel as these headers on single ingest (and on a provider
 # call's ``extra_headers``) and as body fields of the same name in a bulk item (``resource_scope``
 # is spelled ``scope`` there).
-ATTRIBUTION_HEADERS: dict[str, str] = {
-    "use_case_name": "xProxy-UseCase-Name",
-    "use_case_id": "xProxy-UseCase-ID",
-    "use_case_version": "xProxy-UseCase-Version",  # an integer
-    "use_case_step": "xProxy-UseCase-Step",
-    "user_id": "xProxy-User-ID",
-    "account_name": "xProxy-Account-Name",
-    "request_tags": "xProxy-Request-Tags",  # comma-separated
-    "limit_ids": "xProxy-Limit-IDs",  # comma-separated
-    "resource_scope": "xProxy-Resource-Scope",
-}
+ATTRIBUTION_HEADERS: dict[str, str] = {f.name: f.header for f in CONTEXT_FIELDS if f.role == ATTRIBUTION}
 ATTRIBUTION_FIELDS = tuple(ATTRIBUTION_HEADERS)
 
 # Price the call as another category/resource than the one it reports.
-PRICE_AS_HEADERS: dict[str, str] = {
-    "price_as_category": "xProxy-PriceAs-Category",
-    "price_as_resource": "xProxy-PriceAs-Resource",
-}
+PRICE_AS_HEADERS: dict[str, str] = {f.name: f.header for f in CONTEXT_FIELDS if f.role == PRICE_AS}
 
 # Properties: JSON objects (or base64 of one) as headers; body fields on ingest
 # (``use_case_properties`` and ``properties``).
-PROPERTIES_HEADERS: dict[str, str] = {
-    "use_case_properties": "xProxy-UseCase-Properties",
-    "request_properties": "xProxy-Request-Properties",
-}
+PROPERTIES_HEADERS: dict[str, str] = {f.name: f.header for f in CONTEXT_FIELDS if f.role == PROPERTIES}
 
 # Every header a single ingest reads.
 SINGLE_INGEST_HEADERS = (

@@ -81,10 +81,12 @@ class Attribution:
 
 # Names of the attribution fields in errors of a single ingest (headers) and of a bulk item (fields).
 _HEADER_NAMES = P.ATTRIBUTION_HEADERS
-_BULK_NAMES = {**{k: k for k in _HEADER_NAMES}, "resource_scope": "scope"}
+_BULK_NAMES = {f.name: f.bulk_field for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION}
 # Lower-cased names (as the server hands them over) of the headers a single ingest reads.
 _H = {k: v.lower() for k, v in {**P.ATTRIBUTION_HEADERS, **P.PRICE_AS_HEADERS}.items()}
 _LOGGING_DISABLE = P.LOGGING_DISABLE.lower()
+_TEXT_HEADERS = tuple((f.name, _H[f.name]) for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION and f.kind == P.STR)
+_LIST_HEADERS = tuple((f.name, _H[f.name]) for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION and f.kind == P.LIST)
 
 
 def _split(value: str | None) -> list[str]:
@@ -105,16 +107,11 @@ def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution
                 f"got {P.preview(version)}",
             )
         version_int = int(digits)
+    fields: dict[str, Any] = {name: get(header) or None for name, header in _TEXT_HEADERS}
+    fields.update((name, _split(get(header))) for name, header in _LIST_HEADERS)
     return Attribution(
-        limit_ids=_split(get(_H["limit_ids"])),
-        request_tags=_split(get(_H["request_tags"])),
-        user_id=get(_H["user_id"]) or None,
-        account_name=get(_H["account_name"]) or None,
-        use_case_name=get(_H["use_case_name"]) or None,
-        use_case_id=get(_H["use_case_id"]) or None,
+        **fields,
         use_case_version=version_int,
-        use_case_step=get(_H["use_case_step"]) or None,
-        resource_scope=get(_H["resource_scope"]) or None,
         logging_disabled=get(_LOGGING_DISABLE) == "True",
         dedupe_id=dedupe_id or None,
         price_as_category=(get(_H["price_as_category"]) or "").strip() or None,
@@ -123,7 +120,7 @@ def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution
 
 
 _LISTED_IDS = 5  # unknown limit ids an error message names (the rest are counted)
-_TEXT_ATTRIBUTION = ("user_id", "account_name", "use_case_name", "use_case_id", "use_case_step", "resource_scope")
+_TEXT_ATTRIBUTION = tuple(f.name for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION and f.kind == P.STR)
 
 
 def check_attribution_bounds(attr: Attribution, names: dict[str, str]) -> None:
