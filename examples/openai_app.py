@@ -44,7 +44,7 @@ def make_clients() -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
     if os.environ.get("OPENAI_API_KEY"):
         return openai.OpenAI(), openai.AsyncOpenAI()
 
-    from payi_otel.replay import Cassette
+    from payi_otel.testing.replay import Cassette
 
     # openai 3.x is built on httpx2, older majors on httpx: answer through the one the SDK uses.
     library = "httpx2" if hasattr(openai._base_client, "httpx2") else "httpx"

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import anthropic
 import anthropic._base_client
 
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 CASSETTES = Path(__file__).parent / "cassettes"
 

@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
 
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.testing.botocore_replay import BotocoreReplay
 
 CASSETTES = Path(__file__).parent / "cassettes"

@@ -21,7 +21,7 @@ from google import genai
 from google.genai import types
 from google.oauth2.credentials import Credentials
 
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 CASSETTES = Path(__file__).parent / "cassettes"
 

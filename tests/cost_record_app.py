@@ -32,7 +32,7 @@ HTTP = importlib.import_module("httpx2" if hasattr(openai._base_client, "httpx2"
 
 
 def _recorded(path: Path):  # type: ignore[no-untyped-def]
-    from payi_otel.replay import Cassette
+    from payi_otel.testing.replay import Cassette
 
     return Cassette.load(path).interactions[0]
 

@@ -21,7 +21,7 @@ from payi_otel.exporters import PayiSpanExporter
 from payi_otel import track_context
 from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
 from payi_otel.processor import ensure_processor
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 
 pytestmark = pytest.mark.skipif(
     "open_telemetry" not in anthropic.Anthropic.__init__.__code__.co_varnames,

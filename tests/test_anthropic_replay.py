@@ -23,7 +23,7 @@ from _openai_helpers import Telemetry, payi_event, usage_complete
 
 from payi_otel import attributes as A
 from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from _openai_helpers import Telemetry, payi_event, usage_complete
 
 from payi_otel import attributes as A
 from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 
 CASSETTE, RECORDED = load("test_anthropic_tools_streaming_legacy")
 REQUEST = {k: v for k, v in RECORDED.request_body.items() if k != "stream"}

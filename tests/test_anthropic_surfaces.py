@@ -15,7 +15,7 @@ from _openai_helpers import Telemetry, payi_event
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 
 TOOLS_CASSETTE, TOOLS = load("test_anthropic_tools_legacy")
 STREAM_CASSETTE, STREAMED = load("test_anthropic_tools_streaming_legacy")

@@ -18,7 +18,7 @@ from _openai_helpers import payi_event, usage_complete
 
 from payi_otel import attributes as A
 from payi_otel import track_context
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.testing.botocore_replay import BotocoreReplay
 
 aiobotocore_session = pytest.importorskip("aiobotocore.session", reason="aiobotocore is not installed")

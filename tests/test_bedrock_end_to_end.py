@@ -14,7 +14,7 @@ from service_support import running_service, stored_requests
 
 from payi_otel import track_context
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor, resolve
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 TRACELOOP = CASSETTES / "traceloop__openllmetry" / "bedrock"
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib" / "bedrock"

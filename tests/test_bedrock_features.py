@@ -31,7 +31,7 @@ from botocore.eventstream import EventStream
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor, resolve
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.service.pricing import Pricer
 from payi_otel.testing.botocore_replay import BotocoreReplay, exception_frame, split_frames
 

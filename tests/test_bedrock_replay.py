@@ -29,7 +29,7 @@ from _openai_helpers import payi_event, usage_complete
 
 from payi_otel import attributes as A
 from payi_otel.instrumentation.bedrock import resolve
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from payi_otel import cli, track, track_context
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.service.server import ServiceThread
 from service_support import read_only_store, running_service, stored_requests
 

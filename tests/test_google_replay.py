@@ -35,7 +35,7 @@ from _openai_helpers import payi_event, telemetry, usage_complete  # noqa: F401 
 from google.genai import errors
 
 from payi_otel import attributes as A
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 FILES = google_files()
 BILLED = {"generateContent", "streamGenerateContent", "batchEmbedContents", "embedContent", "predict"}

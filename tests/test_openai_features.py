@@ -25,7 +25,7 @@ from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.core import DURATION_BUCKETS, TOKEN_BUCKETS
 from payi_otel.instrumentation.openai import OpenAIInstrumentor, parse_azure_deployments
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 from openai.resources.chat.completions import Completions
 
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
@@ -410,7 +410,7 @@ def test_zero_code_auto_instrumentation(disabled, tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from opentelemetry import trace
         from _openai_helpers import client_for
-        from payi_otel.replay import Cassette
+        from payi_otel.testing.replay import Cassette
         interaction = Cassette.load({str(OTEL / "test_chat_completion_extra_params.yaml")!r}).interactions[0]
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor

@@ -27,7 +27,7 @@ from _openai_helpers import (  # noqa: F401 - fixtures
     telemetry,
 )
 from payi_otel import attributes as A
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 
 @dataclass

@@ -12,7 +12,7 @@ from _openai_helpers import (  # noqa: F401 - fixtures
     CASSETTES, client_for, http, instrumented, payi_event, surface, telemetry, usage_complete,
 )  # fmt: skip
 from payi_otel import attributes as A
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 
 RESPONSES_STREAM = Cassette.load(
     CASSETTES / "traceloop__openllmetry/openai/test_responses_streaming.yaml"

@@ -13,7 +13,7 @@ import pytest
 from _openai_helpers import CASSETTES, Telemetry, client_for, payi_event, usage_complete
 from payi_otel import attributes as A
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 
 CASSETTE = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai/test_chat_completion_streaming.yaml"
 RECORDED = Cassette.load(CASSETTE).interactions[0]
@@ -178,7 +178,7 @@ def test_stream_lifecycle(name: str, is_async: bool):
 def test_stream_error_mid_iteration_is_recorded_and_reraised(instrumented):
     body = RECORDED.body.decode().split("\n\n")
     broken = body[0] + '\n\ndata: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
-    from payi_otel.replay import Interaction
+    from payi_otel.testing.replay import Interaction
 
     interaction = Interaction(RECORDED.method, RECORDED.uri, RECORDED.path, RECORDED.request_body, 200,
                               RECORDED.headers, broken.encode())  # fmt: skip

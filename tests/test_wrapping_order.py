@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation, unwrap
 from _openai_helpers import CASSETTES, Telemetry, client_for
 from payi_otel import track_context
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
 CHAT = Cassette.load(OTEL / "test_chat_completion_extra_params.yaml").interactions[0]

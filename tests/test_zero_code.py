@@ -31,7 +31,7 @@ EMBEDDINGS = OTEL / "test_embeddings_token_metrics.yaml"  # text-embedding-3-sma
 # The app a user writes: openai with a replay transport, and payi_otel.track. Nothing else.
 APP_PRELUDE = f"""
 import httpx2, openai
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 
 def client(path):
     transport = Cassette.load(path).transport("httpx2")

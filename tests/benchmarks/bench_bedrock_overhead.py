@@ -181,7 +181,7 @@ def event_cost(streams: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from _bedrock_helpers import CASSETTES, stream_events
 
-    from payi_otel.replay import Cassette
+    from payi_otel.testing.replay import Cassette
 
     def events(path: Path, converse: bool) -> list[dict]:
         """The recorded stream, its content events repeated to about ``EVENTS`` (as a long answer would

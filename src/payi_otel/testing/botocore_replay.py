@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from botocore.awsrequest import AWSResponse
 
-from payi_otel.replay import Cassette, Interaction, ReplayMiss
+from payi_otel.testing.replay import Cassette, Interaction, ReplayMiss
 
 
 def split_frames(body: bytes) -> list[bytes]:

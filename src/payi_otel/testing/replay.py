@@ -2,7 +2,7 @@
 
 Use it to run a real provider SDK with no network::
 
-    from payi_otel.replay import Cassette
+    from payi_otel.testing.replay import Cassette
     cassette = Cassette.load("tests/cassettes/.../test_chat.yaml")
     client = openai.OpenAI(api_key="test", http_client=httpx2.Client(transport=cassette.transport("httpx2")))
 
