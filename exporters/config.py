@@ -98,6 +98,7 @@ class ExporterConfig:
     retry_initial_backoff: float = 0.5
     retry_max_attempts: int = 8
     retry_max_age: float = 3600.0
+    extra_headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. a Payi client's default_headers)
 
     @classmethod
     def load(
@@ -174,4 +175,5 @@ class ExporterConfig:
             retry_initial_backoff=retry_initial_backoff,
             retry_max_attempts=retry_max_attempts,
             retry_max_age=retry_max_age,
+            extra_headers=tuple(overrides.get("extra_headers") or ()),
         )

@@ -13,7 +13,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,12 +119,19 @@ def _encode_headers(headers: Mapping[str, str]) -> dict[str, bytes]:
 class Sender:
     """Posts events to ``base_url`` in ``mode`` ``"single"`` or ``"bulk"``."""
 
-    def __init__(self, base_url: str, api_key: str | None, mode: str, timeout: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        mode: str,
+        timeout: float,
+        extra_headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if mode not in ("single", "bulk"):
             raise ValueError(f"mode={mode!r}: must be 'single' or 'bulk'")
         self.mode = mode
         self.timeout = timeout
-        headers = {"User-Agent": "payi-otel"}
+        headers = {"User-Agent": "payi-otel", **dict(extra_headers)}
         if api_key:
             headers[P.API_KEY] = api_key
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)

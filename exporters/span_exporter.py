@@ -92,7 +92,7 @@ class PayiSpanExporter(SpanExporter):
                 config.spool_dir,
             )
             return
-        sender = Sender(config.base_url, config.api_key, config.ingest_mode, config.timeout)
+        sender = Sender(config.base_url, config.api_key, config.ingest_mode, config.timeout, config.extra_headers)
         backoff = Backoff(base=config.retry_initial_backoff, cap=config.retry_max_backoff)
         self._worker = DeliveryWorker(
             self._spool, sender, backoff, max_attempts=config.retry_max_attempts, max_age=config.retry_max_age

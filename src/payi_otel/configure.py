@@ -160,6 +160,7 @@ def instrument(
     meter_provider: Any = None,
     exporter: bool | None = None,
     config: Mapping[str, Any] | None = None,
+    payi: Any = None,
     **context_defaults: Unpack[ContextLayer],
 ) -> Instrumentation:
     """Set up payi-otel. Call once, early; later calls return the same handle.
@@ -175,6 +176,9 @@ def instrument(
       configured yet (creating and registering one); ``True`` always adds it; ``False`` never.
     * ``config``: provider options passed as keyword arguments to every instrumentor's
       ``instrument()`` (e.g. ``{"azure_deployments": {...}}``).
+    * ``payi``: an official ``payi.Payi`` or ``payi.AsyncPayi`` client (or a list of them, as Pay-i's
+      ``payi_instrument`` takes): the Pay-i exporter sends to its base URL with its API key and its
+      ``default_headers``, instead of ``PAYI_BASE_URL`` / ``PAYI_API_KEY``.
 
     Raises ``TypeError`` / ``ValueError`` naming the argument for bad input, before changing
     anything. Instrumentors that fail to load are skipped with a warning, never raised.
@@ -182,7 +186,10 @@ def instrument(
     global _HANDLE
     layer = validate_layer(context_defaults)
     names, options = _check_arguments(instruments, exporter, config)
-    arguments = (layer, names, tracer_provider, meter_provider, exporter, options)
+    destination = payi_client_settings(payi)
+    arguments = (
+        layer, names, tracer_provider, meter_provider, exporter, options, tuple(sorted(destination.items()))
+    )
 
     with _LOCK:
         if _HANDLE is not None:
@@ -200,7 +207,7 @@ def instrument(
         handle.defaults = _context.set_global_defaults(**layer)
         propagation.install()
         try:
-            provider = _setup_exporter(handle, tracer_provider, exporter)
+            provider = _setup_exporter(handle, tracer_provider, exporter, destination)
         except Exception as exc:  # never fail the app over telemetry
             _LOG.warning("payi-otel: setting up the Pay-i exporter failed: %s", exc, exc_info=True)
             provider = tracer_provider
@@ -209,7 +216,31 @@ def instrument(
         return handle
 
 
-def _setup_exporter(handle: Instrumentation, tracer_provider: Any, exporter: bool | None) -> Any:
+def payi_client_settings(payi: Any) -> dict[str, Any]:
+    """Exporter settings (base URL, key, headers) taken from an official Pay-i client; ``{}`` for None.
+
+    Raises ``TypeError`` naming ``payi`` for anything else."""
+    if payi is None:
+        return {}
+    clients = list(payi) if isinstance(payi, list | tuple) else [payi]
+    try:
+        from payi import AsyncPayi, Payi
+    except ImportError:
+        raise TypeError("payi: needs the official `payi` package (pip install payi)") from None
+    if not clients or not all(isinstance(c, Payi | AsyncPayi) for c in clients):
+        raise TypeError(f"payi: expected a payi.Payi or payi.AsyncPayi client (or a list of them), got {payi!r}")
+    client = next((c for c in clients if isinstance(c, Payi)), clients[0])  # either carries the same settings
+    headers = {k: v for k, v in client._custom_headers.items() if isinstance(v, str)}
+    return {
+        "base_url": str(client.base_url).rstrip("/"),
+        "api_key": client.api_key,
+        "extra_headers": tuple(sorted(headers.items())),
+    }
+
+
+def _setup_exporter(
+    handle: Instrumentation, tracer_provider: Any, exporter: bool | None, destination: dict[str, Any]
+) -> Any:
     """Add the Pay-i span processor where wanted; return the provider for the instrumentors."""
     global _OWN_PROVIDER
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
@@ -248,7 +279,7 @@ def _setup_exporter(handle: Instrumentation, tracer_provider: Any, exporter: boo
         )
         return tracer_provider
 
-    processor = _pay_i_processor()
+    processor = _pay_i_processor(destination)
     if processor is None:
         return tracer_provider
     if create:
@@ -264,14 +295,14 @@ def _setup_exporter(handle: Instrumentation, tracer_provider: Any, exporter: boo
     return tracer_provider
 
 
-def _pay_i_processor() -> Any:
+def _pay_i_processor(destination: dict[str, Any]) -> Any:
     # Imported here, when a processor is wanted, so that `import payi_otel` stays light.
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from payi_otel.exporters import PayiSpanExporter
 
     try:
-        return BatchSpanProcessor(PayiSpanExporter())
+        return BatchSpanProcessor(PayiSpanExporter(**destination))
     except Exception as exc:
         _LOG.warning("payi-otel: could not create the Pay-i span exporter (%s); spans will not be sent to Pay-i", exc)
         return None
