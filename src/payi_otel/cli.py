@@ -22,6 +22,8 @@ from payi_otel.safe_text import sanitize
 if TYPE_CHECKING:
     from payi_otel.service.store import Store
 
+from payi_otel import cli_limits
+
 ENV_HOST = "PAYI_OTEL_HOST"
 ENV_PORT = "PAYI_OTEL_PORT"
 ENV_DATA_DIR = "PAYI_OTEL_DATA_DIR"
@@ -124,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=FORMATS, default="table")
     report.add_argument("--app", metavar="NAME", help="only this application's requests")
     _add_data_dir(report)
+
+    cli_limits.add_parser(sub, _add_data_dir)
 
     sub.add_parser("demo", help="run the end-to-end demo (its own options follow)", add_help=False)
     return parser
@@ -229,7 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["demo"]:
         return _demo(argv[1:])  # the demo parses its own options
     args = _parser().parse_args(argv)
-    handlers = {"serve": _serve, "apps": _apps, "report": _report}
+    handlers = {
+        "serve": _serve,
+        "apps": _apps,
+        "report": _report,
+        "limits": lambda a: cli_limits.run(a, _data_dir(a), UsageError),
+    }
     try:
         return handlers[args.command](args)
     except UsageError as exc:

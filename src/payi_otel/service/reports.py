@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from payi_otel.safe_text import csv_cell, sanitize
-from payi_otel.service.store import REPORT_DIMENSIONS, Store, StoreError
+from payi_otel.service.store import REPORT_DIMENSIONS, LimitRecord, Store, StoreError
+from payi_otel.service.store.reports import MULTI_VALUED
 
 DIMENSIONS = tuple(REPORT_DIMENSIONS)
 FORMATS = ("table", "json", "csv")
@@ -83,6 +84,7 @@ class Report:
     until: str | None
     rows: list[ReportRow]
     total: ReportRow
+    limits: list[dict[str, Any]] = field(default_factory=list)  # every limit now: spend against max, state
 
 
 def _percentile(sorted_values: list[int], q: float) -> float | None:
@@ -136,7 +138,7 @@ def build_report(
     total = ReportRow(group={})
     n = len(group_by)
     # Grouped by tag, a request with several tags is in several groups but counts once in the total.
-    seen: set[int] | None = set() if "tag" in group_by else None
+    seen: set[int] | None = set() if any(d in MULTI_VALUED for d in group_by) else None
     for values in store.report_rows(group_by, since_ms, until_ms, application):
         key = tuple(values[:n])
         row_id, cost, tin, tout, failed, latency = values[n:]
@@ -155,11 +157,70 @@ def build_report(
     rows = sorted(groups.values(), key=lambda r: (-(r.cost_usd or 0.0), -r.requests, str(r.group)))
     if "day" in group_by:  # chronological; within a day, by cost as above (sorted() is stable)
         rows.sort(key=lambda r: r.group["day"] or "")
-    return Report(group_by, _iso(since_ms), _iso(until_ms), rows, total)
+    limits = [limit_summary(app, lim) for app, lim in store.all_limits() if application in (None, app)]
+    return Report(group_by, _iso(since_ms), _iso(until_ms), rows, total, limits)
 
 
 def _iso(ms: int | None) -> str | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def limit_summary(application: str, limit: LimitRecord) -> dict[str, Any]:
+    """A limit's standing since its last reset (reports and ``payi-otel limits list``)."""
+    return {
+        "application": application,
+        "limit_name": limit.limit_name,
+        "limit_id": limit.limit_id,
+        "limit_type": limit.limit_type,
+        "spend_usd": limit.cost_total,
+        "max_usd": limit.max,
+        "used_percent": 100.0 * limit.cost_total / limit.max if limit.max else None,
+        "threshold": limit.threshold,
+        "state": limit.state,
+        "requests": limit.requests["total"],
+        "failed": limit.requests["failed"],
+        "reset_schedule": limit.reset_schedule,
+        "next_reset": _iso(limit.next_reset_ms),
+    }
+
+
+_LIMIT_COLUMNS = (
+    ("application", "application"),
+    ("limit_name", "limit"),
+    ("limit_type", "type"),
+    ("spend_usd", "spend (USD)"),
+    ("max_usd", "max (USD)"),
+    ("used_percent", "used %"),
+    ("state", "state"),
+    ("requests", "requests"),
+    ("failed", "failed"),
+    ("next_reset", "next reset"),
+)
+
+
+def render_limits_table(limits: list[dict[str, Any]]) -> str:
+    """Spend against max and state of every limit, as a text table."""
+
+    def cell(name: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if name in ("spend_usd", "max_usd"):
+            return format_cost(value)
+        if name == "used_percent":
+            return f"{value:.1f}"
+        return sanitize(str(value))  # names are user input: no control characters reach the terminal
+
+    headers = [title for _, title in _LIMIT_COLUMNS]
+    body = [[cell(n, lim[n]) for n, _ in _LIMIT_COLUMNS] for lim in limits]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    numeric = {3, 4, 5, 7, 8}
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in body)])
 
 
 _COLUMNS = (
@@ -188,6 +249,7 @@ def render_json(report: Report) -> str:
             "until": report.until,
             "rows": [_row_dict(r) for r in report.rows],
             "total": _row_dict(report.total),
+            "limits": report.limits,
         },
         indent=2,
     )
@@ -260,6 +322,8 @@ def render_table(report: Report) -> str:
     window = f"{report.since or 'beginning'} .. {report.until or 'now'}"
     lines.append("")
     lines.append(f"window: {window}; unpriced requests have no cost and are not counted as $0")
+    if report.limits:
+        lines += ["", "limits (spend since each limit's last reset):", render_limits_table(report.limits)]
     return "\n".join(lines)
 
 

@@ -19,11 +19,14 @@ REPORT_DIMENSIONS: dict[str, str] = {
     "category": "r.category",
     "resource": "r.resource",
     "day": "date(r.event_ms / 1000, 'unixepoch')",
+    "limit": "coalesce(lt.limit_name, lim.key)",
     # request properties an OTLP span's resource gives (service.name, ...)
     "service": """json_extract(r.properties, '$."service.name"')""",
     "namespace": """json_extract(r.properties, '$."service.namespace"')""",
     "environment": """json_extract(r.properties, '$."deployment.environment.name"')""",
 }
+# Dimensions with several values per request (a request is in one group per value).
+MULTI_VALUED = ("tag", "limit")
 
 
 class ReportsStore(StoreBase):
@@ -32,7 +35,7 @@ class ReportsStore(StoreBase):
     ) -> Iterator[tuple[Any, ...]]:
         """Per request: (*dimension values, row id, cost_total|None, input_tokens, output_tokens, failed, latency_ms).
 
-        A request with several tags yields one row per tag when grouping by tag.
+        A request with several tags (limits) yields one row per tag (limit) when grouping by tag (limit).
         """
         exprs = [REPORT_DIMENSIONS[d] for d in dimensions]
         sql = [
@@ -44,6 +47,11 @@ class ReportsStore(StoreBase):
         ]
         if "tag" in dimensions:
             sql.append("LEFT JOIN json_each(r.request_tags) t")
+        if "limit" in dimensions:
+            sql.append(
+                "LEFT JOIN json_each(r.limit_states) lim"
+                " LEFT JOIN limits lt ON lt.application_id = r.application_id AND lt.limit_id = lim.key"
+            )
         where: list[str] = []
         params: list[Any] = []
         if since_ms is not None:
