@@ -242,3 +242,37 @@ def test_errors_have_payi_shape_everywhere(client, svc):
     r = client.put("/api/v1/limits/x", json={"max": 1, "threshold": 0.5})
     assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "update_limit_validation_failed"
     assert "threshold" in r.json()["message"]
+
+
+def test_swagger_page_loads_nothing_from_the_internet(svc):
+    import re
+
+    page = httpx.get(f"{svc.base_url}/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(r"url: '([^']+)'", page.text)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        assert httpx.get(f"{svc.base_url}{asset}").status_code == 200, asset
+    assert '"validatorUrl": null' in page.text
+    assert "https://" not in re.sub(r"<!--.*?-->", "", page.text, flags=re.S)
+
+
+def test_openapi_describes_every_management_route(svc):
+    doc = httpx.get(f"{svc.base_url}/openapi.json").json()
+    paths = doc["paths"]
+    for path, method in [
+        ("/api/v1/limits", "post"), ("/api/v1/limits", "get"), ("/api/v1/limits/{limit_id}", "put"),
+        ("/api/v1/limits/{limit_id}/reset", "post"), ("/api/v1/limits/{limit_id}/properties", "put"),
+        ("/api/v1/use_cases/definitions/{use_case_name}/increment_version", "post"),
+        ("/api/v1/use_cases/instances/{use_case_name}/{use_case_id}/kpis/{kpi_name}", "put"),
+        ("/api/v1/categories/{category}/resources/{resource}", "post"),
+        ("/api/v1/categories/{category}/resources/{resource}/{resource_id}", "delete"),
+    ]:
+        op = paths[path][method]
+        assert "401" in op["responses"] and "422" not in op["responses"], (path, method)
+        assert op["security"] == [{"ApiKey": []}]
+        assert all(
+            r["content"]["application/json"]["schema"] for r in op["responses"].values() if "content" in r
+        )
+    assert paths["/api/v1/categories/{category}"]["delete"]["responses"]["403"]
+    assert "HTTPValidationError" not in doc["components"]["schemas"]

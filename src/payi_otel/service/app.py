@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payi_otel.service import models
@@ -32,6 +35,7 @@ from payi_otel.service.store import Store
 
 log = logging.getLogger("payi_otel.service")
 
+DOCS_ASSETS = "/docs/assets"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -88,6 +92,8 @@ def create_app(
         f"resources. Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header (an application key). "
         "Every error answers Pay-i's body `{statusCode, message, xproxy_error: {code, message}}`.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: no asset comes from the internet
+        redoc_url=None,
     )
     app.state.store = store
     app.state.service = svc
@@ -123,6 +129,19 @@ def create_app(
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return json_response(PayiApiError(500, "unexpected_error", "unexpected error; see the service log").body(), 500)
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
