@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -30,6 +30,7 @@ class AlertDeliverer:
         self,
         store: Store,
         url: str | None,
+        write: Callable[[Callable[[], Any]], Awaitable[Any]],
         *,
         initial_backoff: float = 0.5,
         max_backoff: float = 60.0,
@@ -39,6 +40,7 @@ class AlertDeliverer:
     ) -> None:
         self.store = store
         self.url = url
+        self._write = write  # runs store writes on the service's writer (group commit)
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.max_attempts = max_attempts
@@ -75,21 +77,21 @@ class AlertDeliverer:
                     payload["spend"], payload["max"], payload["threshold"],
                 )
             if self.url is None:
-                self._record(alert_id, done=True, outcome="logged (no webhook URL configured)", attempts=attempts)
+                await self._record(alert_id, done=True, outcome="logged (no webhook URL)", attempts=attempts)
                 continue
             outcome = await self._post(client, {"alert_id": alert_id, **payload})
             if outcome is None:
                 log.info("limit alert %s delivered to %s", alert_id, self.url)
-                self._record(alert_id, done=True, outcome="delivered", attempts=attempts)
+                await self._record(alert_id, done=True, outcome="delivered", attempts=attempts)
             elif attempts + 1 >= self.max_attempts:
                 log.error(
                     "limit alert %s not delivered after %s attempts (%s); giving up", alert_id, attempts + 1, outcome
                 )
-                self._record(alert_id, done=True, outcome=f"gave up: {outcome}", attempts=attempts)
+                await self._record(alert_id, done=True, outcome=f"gave up: {outcome}", attempts=attempts)
             else:
                 delay = random.uniform(0, min(self.max_backoff, self.initial_backoff * 2**attempts))
                 log.warning("limit alert %s not delivered (%s); retrying in %.1f s", alert_id, outcome, delay)
-                self._record(alert_id, done=False, outcome=outcome, attempts=attempts, delay=delay)
+                await self._record(alert_id, done=False, outcome=outcome, attempts=attempts, delay=delay)
 
     async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> str | None:
         """None when delivered, else what went wrong."""
@@ -100,10 +102,14 @@ class AlertDeliverer:
             return f"{type(exc).__name__}: {exc}"
         return None if response.is_success else f"HTTP {response.status_code}"
 
-    def _record(self, alert_id: int, *, done: bool, outcome: str, attempts: int, delay: float = 0.0) -> None:
+    async def _record(
+        self, alert_id: int, *, done: bool, outcome: str, attempts: int, delay: float = 0.0
+    ) -> None:
         now = self._now_ms()
-        self.store.alert_attempted(
-            alert_id, done=done, outcome=outcome, next_attempt_ms=now + int(delay * 1000), now_ms=now
+        await self._write(
+            lambda: self.store.alert_attempted(
+                alert_id, done=done, outcome=outcome, next_attempt_ms=now + int(delay * 1000), now_ms=now
+            )
         )
 
     def _now_ms(self) -> int:

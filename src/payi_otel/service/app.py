@@ -58,7 +58,7 @@ def create_app(
     ensure_default_application(store)
     store.start_background_checkpoints()
     svc = Service(store, Ingestor(store, Pricer(), clock), GroupCommitter(store), clock)
-    deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None)
+    deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None, svc.committer.run)
     store.alert_listener = deliverer.wake
 
     @asynccontextmanager

@@ -130,6 +130,16 @@ class StoreBase:
                 cursor.close()  # ends the read: an open one would keep the WAL from starting over
         return row
 
+    def read_all(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
+        """Every row of committed data, without waiting for a write in progress."""
+        with self._reader_lock:
+            cursor = self._reader.execute(sql, params)
+            try:
+                rows: list[tuple[Any, ...]] = cursor.fetchall()
+            finally:
+                cursor.close()
+        return rows
+
     def begin(self) -> None:
         """Open a transaction that several units of work share until :meth:`commit` (group commit)."""
         with self._lock:

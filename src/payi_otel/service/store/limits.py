@@ -125,8 +125,7 @@ class LimitsStore(StoreBase):
 
     # --- definitions -------------------------------------------------------------------------
     def limit(self, application_id: int, limit_id: str) -> LimitRecord | None:
-        with self._lock:
-            row = self._conn.execute(_SELECT + " AND limit_id = ?", (application_id, limit_id)).fetchone()
+        row = self.read_one(_SELECT + " AND limit_id = ?", (application_id, limit_id))
         return None if row is None else LimitRecord.from_row(row)
 
     def create_limit(
@@ -188,8 +187,7 @@ class LimitsStore(StoreBase):
         direction = "ASC" if ascending else "DESC"
         sql.append(f"ORDER BY created_ms {direction}, limit_id {direction} LIMIT ?")
         params.append(count)
-        with self._lock:
-            return [LimitRecord.from_row(r) for r in self._conn.execute(" ".join(sql), params)]
+        return [LimitRecord.from_row(r) for r in self.read_all(" ".join(sql), params)]
 
     def update_limit(
         self,
@@ -277,12 +275,11 @@ class LimitsStore(StoreBase):
 
     def limit_history(self, application_id: int, limit_id: str) -> list[HistoryRecord]:
         """The snapshots kept by resets of a limit, oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT limit_id, limit_name, limit_type, max, reset_ms, trigger, totals FROM limit_history"
-                " WHERE application_id = ? AND limit_id = ? ORDER BY reset_ms, id",
-                (application_id, limit_id),
-            ).fetchall()
+        rows = self.read_all(
+            "SELECT limit_id, limit_name, limit_type, max, reset_ms, trigger, totals FROM limit_history"
+            " WHERE application_id = ? AND limit_id = ? ORDER BY reset_ms, id",
+            (application_id, limit_id),
+        )
         return [HistoryRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
 
     def apply_due_resets(
@@ -381,15 +378,11 @@ class LimitsStore(StoreBase):
     # --- alert outbox --------------------------------------------------------------------------
     def due_alerts(self, now_ms: int, count: int = 50) -> list[tuple[int, int, dict[str, Any]]]:
         """Committed, undelivered alerts whose next attempt is due: (id, attempts, payload)."""
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            rows = reader.execute(
-                "SELECT id, attempts, payload FROM limit_alerts WHERE done_ms IS NULL AND next_attempt_ms <= ?"
-                " ORDER BY id LIMIT ?",
-                (now_ms, count),
-            ).fetchall()
-        finally:
-            reader.close()
+        rows = self.read_all(
+            "SELECT id, attempts, payload FROM limit_alerts WHERE done_ms IS NULL AND next_attempt_ms <= ?"
+            " ORDER BY id LIMIT ?",
+            (now_ms, count),
+        )
         return [(i, n, orjson.loads(p)) for i, n, p in rows]
 
     def alert_attempted(self, alert_id: int, *, done: bool, outcome: str, next_attempt_ms: int, now_ms: int) -> None:
@@ -402,10 +395,9 @@ class LimitsStore(StoreBase):
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert, oldest first (for the CLI and tests)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, limit_id, kind, payload, attempts, done_ms, outcome FROM limit_alerts ORDER BY id"
-            ).fetchall()
+        rows = self.read_all(
+            "SELECT id, limit_id, kind, payload, attempts, done_ms, outcome FROM limit_alerts ORDER BY id", ()
+        )
         return [
             {"id": i, "limit_id": lid, "kind": k, "payload": orjson.loads(p), "attempts": n, "done_ms": d, "outcome": o}
             for i, lid, k, p, n, d, o in rows
@@ -413,9 +405,9 @@ class LimitsStore(StoreBase):
 
     def all_limits(self) -> list[tuple[str, LimitRecord]]:
         """(application name, limit) of every application, by application then name (reports, CLI)."""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT a.name, {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM limits l"
-                " JOIN applications a ON a.id = l.application_id ORDER BY a.name, l.limit_name"
-            ).fetchall()
+        rows = self.read_all(
+            f"SELECT a.name, {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM limits l"
+            " JOIN applications a ON a.id = l.application_id ORDER BY a.name, l.limit_name",
+            (),
+        )
         return [(r[0], LimitRecord.from_row(r[1:])) for r in rows]
