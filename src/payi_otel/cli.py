@@ -228,6 +228,10 @@ def _demo(argv: list[str]) -> int:
     return demo_main(argv) or 0
 
 
+def _limits(args: argparse.Namespace) -> int:
+    return cli_limits.run(args, _data_dir(args), UsageError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
@@ -237,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "apps": _apps,
         "report": _report,
-        "limits": lambda a: cli_limits.run(a, _data_dir(a), UsageError),
+        "limits": _limits,
     }
     try:
         return handlers[args.command](args)
