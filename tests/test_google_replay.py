@@ -6,6 +6,7 @@ finish reasons, function calls, statuses) are computed here from the recorded bo
 of the instrumentation's extractors. Calls that are not billed (token counting, caches, file search
 stores, uploads) must produce no span of ours.
 """
+# ruff: noqa: F811 - pytest fixtures are imported by name and requested as parameters
 
 from __future__ import annotations
 
@@ -196,7 +197,7 @@ def _check(span: Any, want: dict[str, Any], result: Any) -> None:
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.parent.name[:8]}/{p.name}" for p in FILES])
-def test_replay(path: Path, is_async: bool, google_instrumented):  # noqa: F811
+def test_replay(path: Path, is_async: bool, google_instrumented):
     cassette = _load(path)
     interactions = [i for i in cassette.interactions if _google(i)]
     for interaction in interactions:
