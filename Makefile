@@ -24,7 +24,14 @@ ANTHROPIC_STAMPS := $(foreach v,$(ANTHROPIC_PINS),.venv-anthropic-$(v)/.installe
 ANTHROPIC_TESTS := tests/test_anthropic_replay.py tests/test_anthropic_streams.py tests/test_anthropic_surfaces.py \
 	tests/test_stream_real_sdk.py
 
-.PHONY: setup run lint test test-openai-matrix test-anthropic-matrix test-peers bench clean
+
+# The Google GenAI tests also run on google-genai 1.11.0 (the oldest release whose HTTP transport can be
+# replaced, which the replay needs) and on the last 2.x release.
+GOOGLE_PINS := 1.11.0 2.34.0
+GOOGLE_STAMPS := $(foreach v,$(GOOGLE_PINS),.venv-google$(firstword $(subst ., ,$(v)))/.installed-google-genai-$(v))
+GOOGLE_TESTS := tests/test_google_replay.py tests/test_google_features.py
+
+.PHONY: setup run lint test test-openai-matrix test-google-matrix test-anthropic-matrix test-peers bench clean
 
 setup: $(STAMP)
 
@@ -51,9 +58,10 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q
-	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS)) \
-		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS)
+	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS)) \
+		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS)
 	$(MAKE) --no-print-directory test-openai-matrix
+	$(MAKE) --no-print-directory test-google-matrix
 	$(MAKE) --no-print-directory test-peers
 	$(MAKE) --no-print-directory test-anthropic-matrix
 
@@ -92,8 +100,21 @@ $(PEERS_STAMP): pyproject.toml Makefile
 	$(@D)/bin/python -m pip install --quiet -e ".[dev]" $(PEER_REQS)
 	touch $@
 
+test-google-matrix:
+	$(MAKE) --no-print-directory -j$(words $(GOOGLE_STAMPS)) $(GOOGLE_STAMPS)
+	set -e; for stamp in $(GOOGLE_STAMPS); do \
+		echo "== google-genai $${stamp##*-}"; $$(dirname $$stamp)/bin/python -m pytest -q -p no:cacheprovider $(GOOGLE_TESTS); \
+	done
+
+$(GOOGLE_STAMPS): pyproject.toml
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	$(@D)/bin/python -m pip install --quiet -e ".[dev]" "google-genai==$(lastword $(subst -, ,$(@F)))"
+	rm -f $(@D)/.installed-google-genai-*
+	touch $@
+
 bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-openai* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache .mypy_cache $(TYPECHECK_TREE)
+	rm -rf $(VENV) .venv-openai* .venv-google* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache .mypy_cache $(TYPECHECK_TREE)

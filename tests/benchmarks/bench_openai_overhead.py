@@ -46,6 +46,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 VENV = Path("/tmp/payi-otel-bench-venv")
 # 2.4b0 imports opentelemetry.util.genai.instruments, which util-genai removed in 1.2b0.
@@ -214,7 +215,12 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "
             if i % (calls // 5) == 0:
                 marks[i] = round(_rss_mb(), 1)
         return {"mode": mode, "rss_mb": marks}
-    # Paired batches: the mode, then the bare SDK, alternating (order flipped every pair).
+    return paired_overhead(setup, instrumented, bare, calls, mode)
+
+
+def paired_overhead(setup: Any, instrumented: Any, bare: Any, calls: int, mode: str) -> dict:
+    """Timed batches of the mode alternating with batches of the bare SDK (order flipped every pair);
+    ``setup`` has ``switch(on)`` and a ``spans`` counter. The added cost is the median paired difference."""
     pairs = max(calls // (2 * BATCH), 4)
     cpu = {"on": [], "off": []}
     wall = {"on": [], "off": []}

@@ -65,9 +65,6 @@ class Operation(Protocol):
     def finish(self, call: Call, result: Any) -> Any:
         """Record the result and end (or hand over to a stream proxy); returns what the caller gets."""
 
-    # Optional: ``describe_error(call, exc)`` records what the provider's exception says (e.g. its HTTP
-    # status) in ``call.record`` before the call fails.
-
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -107,13 +104,7 @@ def _done(op: Operation, call: Call, result: Any) -> Any:
         return result
 
 
-def _failed(op: Any, call: Call, exc: BaseException) -> None:
-    describe = getattr(op, "describe_error", None)
-    if describe is not None:
-        try:
-            describe(call, exc)
-        except Exception:
-            logger.debug("could not read the provider error", exc_info=True)
+def _failed(call: Call, exc: BaseException) -> None:
     try:
         call.fail(exc)
     except Exception:  # pragma: no cover - Call.fail already guards itself
@@ -139,7 +130,7 @@ class WrapSet:
                 result = wrapped(*args, **kwargs)
             except BaseException as exc:
                 call.deactivate(token)
-                _failed(op, call, exc)
+                _failed(call, exc)
                 raise
             call.deactivate(token)
             return _done(op, call, result)
@@ -150,7 +141,7 @@ class WrapSet:
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
                 call.deactivate(token)
-                _failed(op, call, exc)
+                _failed(call, exc)
                 raise
             call.deactivate(token)
             return _done(op, call, result)

@@ -17,6 +17,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from payi_otel.core import SpanCore
 from payi_otel.instrumentation._wrapping import WrapSet
+from payi_otel.instrumentation.google_genai._read import error_info
 from payi_otel.instrumentation.google_genai._targets import PROVIDER_GEMINI, PROVIDER_VERTEX, State, targets
 
 _instruments = ("google-genai >= 1.0, < 4",)
@@ -48,6 +49,7 @@ class GoogleGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
+            error_info=error_info,
         )
         wraps = WrapSet()
         wraps.wrap(targets(State(core, version or "unknown")), version)

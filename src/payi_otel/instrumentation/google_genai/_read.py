@@ -47,51 +47,62 @@ def resource_model(model: str | None) -> str | None:
 class ResponseState:
     """What the responses of one call said: ids, model, usage, finish reasons, function calls.
 
-    A non-streamed call reads one response; a stream reads every chunk (the last ``usage_metadata``
-    and the last finish reason of each candidate win; function calls accumulate)."""
+    A non-streamed call adds one response; a stream adds every chunk. Adding only keeps the chunk (the
+    caller holds it anyway); :meth:`fill` reads them once at the end: the first response id and model
+    version, the last ``usage_metadata``, the last finish reason of each candidate, and every function
+    call in order."""
 
-    __slots__ = ("finish", "model_version", "response_id", "tool_calls", "usage_metadata")
+    __slots__ = ("responses",)
 
     def __init__(self) -> None:
-        self.response_id: str | None = None
-        self.model_version: str | None = None
-        self.usage_metadata: Any = None
-        self.finish: dict[int, str] = {}
-        self.tool_calls: list[dict[str, str]] = []
+        self.responses: list[Any] = []
 
-    def read(self, response: Any) -> None:
-        if self.response_id is None:
-            self.response_id = _g(response, "response_id") or None
-        if self.model_version is None:
-            self.model_version = _g(response, "model_version") or None
-        usage = _g(response, "usage_metadata")
-        if usage is not None:
-            self.usage_metadata = usage
-        for position, candidate in enumerate(_g(response, "candidates") or ()):
-            reason = _enum_name(_g(candidate, "finish_reason"))
-            if reason:
-                index = _g(candidate, "index")
-                self.finish[index if isinstance(index, int) else position] = reason
-            for part in _g(_g(candidate, "content"), "parts") or ():
-                fc = _g(part, "function_call")
-                if fc is not None:
-                    self.tool_calls.append({"name": _g(fc, "name") or "", "arguments": _arguments(_g(fc, "args"))})
+    def add(self, response: Any) -> bool:
+        self.responses.append(response)
+        return True
+
+    def _usage_metadata(self) -> Any:
+        for response in reversed(self.responses):
+            usage = getattr(response, "usage_metadata", None)
+            if usage is not None:
+                return usage
+        return None
+
+    def _outputs(self) -> tuple[dict[int, str], list[dict[str, str]]]:
+        """Finish reasons by candidate and function calls, read from the SDK's response objects."""
+        finish: dict[int, str] = {}
+        tool_calls: list[dict[str, str]] = []
+        for response in self.responses:
+            for position, candidate in enumerate(getattr(response, "candidates", None) or ()):
+                reason = getattr(candidate, "finish_reason", None)
+                if reason is not None:
+                    index = getattr(candidate, "index", None)
+                    finish[index if isinstance(index, int) else position] = _enum_name(reason) or ""
+                content = getattr(candidate, "content", None)
+                for part in getattr(content, "parts", None) or ():
+                    fc = getattr(part, "function_call", None)
+                    if fc is not None:
+                        name = getattr(fc, "name", None) or ""
+                        tool_calls.append({"name": name, "arguments": _arguments(getattr(fc, "args", None))})
+        return finish, tool_calls
 
     def fill(self, rec: CallRecord) -> None:
-        rec.response_id = self.response_id
-        rec.response_model = self.model_version
-        model = resource_model(self.model_version or rec.request_model)
+        first = self.responses[0] if self.responses else None
+        rec.response_id = _g(first, "response_id") or None
+        rec.response_model = _g(first, "model_version") or None
+        model = resource_model(rec.response_model or rec.request_model)
         rec.resource = f"google.{model}" if model else None
-        rec.usage = usage_from_metadata(self.usage_metadata, model)
-        if self.finish:
-            rec.finish_reasons = [self.finish[k] for k in sorted(self.finish)]
-        if self.tool_calls:
-            rec.tool_calls = self.tool_calls
+        rec.usage = usage_from_metadata(self._usage_metadata(), model)
+        finish, tool_calls = self._outputs()
+        if finish:
+            rec.finish_reasons = [finish[k] for k in sorted(finish) if finish[k]]
+        if tool_calls:
+            rec.tool_calls = tool_calls
 
 
 def read_generate(rec: CallRecord, result: Any) -> None:
     state = ResponseState()
-    state.read(result)
+    state.add(result)
     state.fill(rec)
 
 
@@ -112,26 +123,30 @@ def read_images(rec: CallRecord, result: Any) -> None:
         rec.usage_incomplete_reason = "no images returned"
 
 
-def describe_error(rec: CallRecord, exc: BaseException) -> None:
-    """``google.genai.errors.APIError``: its ``code`` is the HTTP status."""
+def error_info(exc: BaseException) -> tuple[int | None, str | None]:
+    """``google.genai.errors.APIError``: its ``code`` is the HTTP status (no request id is exposed)."""
     code = getattr(exc, "code", None)
     if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
-        rec.status_code = code
+        return code, None
+    return None, None
 
 
 class GenerateStream:
     """Stream handler of ``generate_content_stream``: every chunk is a full response object."""
 
-    __slots__ = ("call", "state")
+    __slots__ = ("call", "responses", "state", "waiting")
 
     def __init__(self, call: Call) -> None:
         self.call = call
         self.state = ResponseState()
+        self.responses = self.state.responses
+        self.waiting = True  # for the first chunk of output
 
     def on_chunk(self, chunk: Any) -> bool:
-        if getattr(chunk, "candidates", None):  # a chunk of output (not a usage-only one)
+        self.responses.append(chunk)
+        if self.waiting and getattr(chunk, "candidates", None):  # output, not a usage-only chunk
+            self.waiting = False
             self.call.first_token()
-        self.state.read(chunk)
         return True
 
     def on_end(self, call: Call, outcome: str, error: BaseException | None) -> None:
@@ -145,10 +160,9 @@ class GenerateStream:
         elif outcome != COMPLETED:
             rec.usage_incomplete_reason = f"stream ended early ({outcome}); usage is the last reported"
         if outcome == ERROR and error is not None:
-            describe_error(rec, error)
             call.fail(error)
         else:
             call.end()
 
 
-__all__ = ["GenerateStream", "ResponseState", "describe_error", "read_embed", "read_generate", "read_images"]
+__all__ = ["GenerateStream", "ResponseState", "error_info", "read_embed", "read_generate", "read_images"]

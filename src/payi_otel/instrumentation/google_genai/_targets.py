@@ -24,7 +24,6 @@ from payi_otel.core import Call, CallRecord, SpanCore
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.google_genai._read import (
     GenerateStream,
-    describe_error,
     read_embed,
     read_generate,
     read_images,
@@ -127,9 +126,6 @@ class Operation:
             rec.resource = f"google.{rec.request_model}"
         _request_params(rec, kwargs.get("config"))
         return state.core.start(rec), kwargs
-
-    def describe_error(self, call: Call, exc: BaseException) -> None:
-        describe_error(call.record, exc)
 
     def finish(self, call: Call, result: Any) -> Any:
         if self.stream:
