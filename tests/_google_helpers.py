@@ -153,10 +153,16 @@ def generate_kwargs(interaction: Interaction) -> dict[str, Any]:
     for key, name in renames:
         if key in body:
             config[name] = body[key]
-    kwargs: dict[str, Any] = {"model": model_of(interaction), "contents": body.get("contents") or "hello"}
+    contents: Any = body.get("contents") or "hello"
+    try:
+        for content in contents if isinstance(contents, list) else ():
+            types.Content.model_validate(content)
+    except Exception:  # a part this SDK version does not know (e.g. thought signatures): send the text only
+        contents = " ".join(p.get("text", "") for c in contents for p in c.get("parts", ())) or "hello"
+    kwargs: dict[str, Any] = {"model": model_of(interaction), "contents": contents}
     try:
         types.GenerateContentConfig.model_validate(config)
-    except Exception:  # a field today's SDK no longer accepts: send the contents only
+    except Exception:  # a field this SDK version does not accept: send the sampling parameters only
         config = {k: v for k, v in config.items() if k in ("temperature", "maxOutputTokens", "topP")}
     if config:
         kwargs["config"] = config
