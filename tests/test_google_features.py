@@ -6,6 +6,7 @@ ending the span once, errors re-raised unchanged, per-modality and long-context 
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import importlib.util
 from typing import Any
@@ -24,6 +25,7 @@ from _google_helpers import (  # noqa: F401 - fixtures
 from _openai_helpers import payi_event, telemetry, usage_complete  # noqa: F401 - fixtures
 from google import genai
 from google.genai import errors, types
+from google.oauth2.credentials import Credentials
 from opentelemetry import trace
 
 from payi_otel import attributes as A
@@ -308,3 +310,30 @@ def test_uninstrument_stops_recording(telemetry):
     client, kwargs, _ = _stream_setup()
     assert list(client.models.generate_content_stream(**kwargs))
     assert telemetry.spans() == []
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_generate_images_counts_the_images_returned(is_async, google_instrumented):
+    # No recording of Imagen exists in the shared traffic: a minimal answer of the documented predict shape.
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+    body = {"predictions": [{"bytesBase64Encoded": png, "mimeType": "image/png"}] * 2}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path.endswith("imagen-3.0-generate-002:predict")
+        return httpx.Response(200, json=body)
+
+    transport = httpx.MockTransport(answer)
+    options = types.HttpOptions(client_args={"transport": transport}, async_client_args={"transport": transport})
+    client = genai.Client(vertexai=True, project="p", location="us-central1", credentials=Credentials(token="test"),
+                          http_options=options)  # fmt: skip
+    models = client.aio.models if is_async else client.models
+    result = models.generate_images(model="imagen-3.0-generate-002", prompt="a cat")
+    if is_async:
+        result = asyncio.run(result)
+    assert len(result.generated_images) == 2
+    span = _stream_span(google_instrumented)
+    assert span.attributes[A.GEN_AI_OPERATION_NAME] == "image_generation"
+    assert span.attributes[A.GEN_AI_PROVIDER_NAME] == "gcp.vertex_ai"
+    event = payi_event(span)
+    assert event["units"] == {"image": {"input": 0, "output": 2}}
+    assert event["resource"] == "google.imagen-3.0-generate-002"

@@ -24,13 +24,11 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+import bench_openai_overhead as openai_bench
 from bench_openai_overhead import _spread, _timed, paired_overhead, python_calls
 
 VENV = Path("/tmp/payi-otel-bench-google-venv")
@@ -213,45 +211,8 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str) ->
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def ensure_official_venv() -> Path | None:
-    python = VENV / "bin" / "python"
-    check = [str(python), "-c", "import opentelemetry.instrumentation.google_genai, payi_otel, google.genai"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        print(f"official: reusing throwaway venv {VENV}")
-        return python
-    print(f"official: creating throwaway venv {VENV} for {' '.join(OFFICIAL_REQ)}")
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
-        site = sysconfig.get_paths()["purelib"]
-        venv_site = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
-        out = subprocess.run([str(python), "-m", "pip", "install", "-q", *OFFICIAL_REQ], capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"official: SKIPPED, could not install {' '.join(OFFICIAL_REQ)}:\n{out.stderr.strip()[-2000:]}")
-            return None
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"official: SKIPPED, could not create the throwaway venv: {exc}")
-        return None
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        print("official: SKIPPED, the throwaway venv cannot import the official instrumentation")
-        return None
-    return python
-
-
 def run(python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str) -> dict[str, Any]:
-    cmd = [python, __file__, "--worker", mode, "--calls", str(calls), "--scenario", scenario,
-           "--chunks", str(chunks), "--telemetry", telemetry]  # fmt: skip
-    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0"}
-    for name in list(env):
-        if name.startswith(("OTEL_INSTRUMENTATION_GENAI", "PAYI_", "OTEL_SEMCONV")):
-            env.pop(name)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{mode} worker failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return dict(openai_bench.run(python, mode, calls, scenario, chunks, telemetry, script=__file__))
 
 
 def main() -> None:
@@ -266,7 +227,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.calls, args.scenario, args.chunks, args.telemetry)))
         return
-    official = ensure_official_venv()
+    official = openai_bench.ensure_official_venv(VENV, OFFICIAL_REQ, "opentelemetry.instrumentation.google_genai")
     python = str(official) if official else sys.executable
     modes = [m for m in MODES if official or m != "official"]
     print(f"interpreter: {python}; machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")

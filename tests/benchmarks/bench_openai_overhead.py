@@ -356,25 +356,30 @@ def chunk_cost(streams: int, chunks: int) -> dict:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def ensure_official_venv() -> Path | None:
-    """Create/reuse the throwaway venv with the official instrumentation; None if it cannot be had."""
-    python = VENV / "bin" / "python"
-    check = [str(python), "-c", "import opentelemetry.instrumentation.openai_v2, payi_otel"]
+def ensure_official_venv(
+    venv: Path = VENV,
+    requirements: tuple[str, ...] = OFFICIAL_REQ,
+    module: str = "opentelemetry.instrumentation.openai_v2",
+) -> Path | None:
+    """Create/reuse the throwaway venv with an official instrumentation (``requirements``, importing
+    ``module``) that sees the project's packages; None if it cannot be had."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", f"import {module}, payi_otel"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        print(f"official: reusing throwaway venv {VENV}")
+        print(f"official: reusing throwaway venv {venv}")
         return python
-    print(f"official: creating throwaway venv {VENV} for {' '.join(OFFICIAL_REQ)} (kept out of the project environment)")
+    print(f"official: creating throwaway venv {venv} for {' '.join(requirements)} (kept out of the project environment)")
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
         site = sysconfig.get_paths()["purelib"]
         venv_site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
-        out = subprocess.run([str(python), "-m", "pip", "install", "-q", *OFFICIAL_REQ], capture_output=True, text=True)
+        out = subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"official: SKIPPED, could not install {' '.join(OFFICIAL_REQ)}:\n{out.stderr.strip()[-2000:]}")
+            print(f"official: SKIPPED, could not install {' '.join(requirements)}:\n{out.stderr.strip()[-2000:]}")
             return None
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"official: SKIPPED, could not create the throwaway venv: {exc}")
@@ -385,8 +390,12 @@ def ensure_official_venv() -> Path | None:
     return python
 
 
-def run(python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "traces+metrics") -> dict:
-    cmd = [python, __file__, "--worker", mode, "--calls", str(calls), "--scenario", scenario, "--chunks", str(chunks),
+def run(
+    python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "traces+metrics",
+    script: str = __file__,
+) -> dict:
+    """Run ``script --worker mode ...`` in a fresh process; its last output line is the JSON result."""
+    cmd = [python, script, "--worker", mode, "--calls", str(calls), "--scenario", scenario, "--chunks", str(chunks),
            "--telemetry", telemetry]  # fmt: skip
     env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0"}
     for name in list(env):
