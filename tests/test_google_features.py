@@ -217,7 +217,8 @@ class _BreakingTransport(httpx.BaseTransport):
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_BrokenBody(first))
 
 
-def test_stream_broken_mid_way_fails_the_span_and_reraises(google_instrumented):
+def test_stream_broken_mid_way_fails_the_span_and_reraises(google_instrumented, monkeypatch):
+    monkeypatch.setenv("GOOGLE_GENAI_HTTP_CLIENT", "httpx")  # the transport below is an httpx one
     cassette = _cassette(STREAM, "streamGenerateContent")
     transport = _BreakingTransport(cassette.interactions[0].body)
     options = types.HttpOptions(base_url="https://generativelanguage.googleapis.com/", api_version="v1beta",
