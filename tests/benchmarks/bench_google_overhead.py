@@ -168,7 +168,7 @@ def chunk_cost(streams: int, chunks: int) -> dict[str, float]:
         record = CallRecord(provider="gcp.gemini", operation="generate_content", category="system.google.vertex",
                             request_model=MODEL, stream=True)  # fmt: skip
         call = core.start(record)
-        for _ in StreamProxy(source(), call, GenerateStream(), activate_first=True):
+        for _ in StreamProxy(source(), call, GenerateStream(call)):
             pass
 
     diffs = []
