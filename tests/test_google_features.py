@@ -338,3 +338,17 @@ def test_generate_images_counts_the_images_returned(is_async, google_instrumente
     event = payi_event(span)
     assert event["units"] == {"image": {"input": 0, "output": 2}}
     assert event["resource"] == "google.imagen-3.0-generate-002"
+
+
+def test_instrument_covers_google_genai(telemetry):
+    from payi_otel.configure import available_instrumentors, instrument
+
+    assert "payi_google_genai" in available_instrumentors()  # entry point declared in pyproject.toml
+    handle = instrument(tracer_provider=telemetry.tracer_provider, exporter=False, instruments={"payi_google_genai"})
+    try:
+        assert handle.instrumentors["payi_google_genai"].is_instrumented_by_opentelemetry
+        client, kwargs, events = _stream_setup()
+        assert len(list(client.models.generate_content_stream(**kwargs))) == len(events)
+    finally:
+        handle.uninstrument()
+    assert _stream_span(telemetry).attributes[A.GEN_AI_PROVIDER_NAME] == "gcp.gemini"
