@@ -224,13 +224,13 @@ def event_cost(streams: int) -> dict:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def ensure_venv() -> tuple[str, set[str]]:
+def ensure_venv(venv: Path = VENV, others: dict[str, tuple[str, str]] = OTHERS) -> tuple[str, set[str]]:
     """The interpreter to run every mode under, and the competing modes it can run."""
-    python = VENV / "bin" / "python"
+    python = venv / "bin" / "python"
     if not python.exists():
-        print(f"creating throwaway venv {VENV} for the other instrumentations (kept out of the project environment)")
+        print(f"creating throwaway venv {venv} for the other instrumentations (kept out of the project environment)")
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
             site = sysconfig.get_paths()["purelib"]
             venv_site = subprocess.run(
                 [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -238,10 +238,10 @@ def ensure_venv() -> tuple[str, set[str]]:
             ).stdout.strip()  # fmt: skip
             Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
         except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"official, openllmetry: SKIPPED, no throwaway venv: {exc}")
+            print(f"{', '.join(others)}: SKIPPED, no throwaway venv: {exc}")
             return sys.executable, set()
     available = set()
-    for mode, (requirement, module) in OTHERS.items():
+    for mode, (requirement, module) in others.items():
         check = [str(python), "-c", f"import {module}, payi_otel"]
         if subprocess.run(check, capture_output=True).returncode != 0:
             out = subprocess.run([str(python), "-m", "pip", "install", "-q", requirement],
@@ -253,12 +253,14 @@ def ensure_venv() -> tuple[str, set[str]]:
     return str(python), available
 
 
-def run(python: str, args: list[str]) -> dict:
-    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0", "TRACELOOP_TRACE_CONTENT": "false"}
+def run(python: str, args: list[str], script: str = __file__, **extra_env: str) -> dict:
+    """One worker of ``script`` in a fresh process of ``python``; its last output line as JSON."""
+    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0", "TRACELOOP_TRACE_CONTENT": "false",
+           **extra_env}  # fmt: skip
     for name in list(env):
         if name.startswith(("OTEL_INSTRUMENTATION_GENAI", "PAYI_")):
             env.pop(name)
-    out = subprocess.run([python, __file__, *args], capture_output=True, text=True, env=env)
+    out = subprocess.run([python, script, *args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

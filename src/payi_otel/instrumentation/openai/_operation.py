@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import Call, CallRecord, SpanCore, split_proxy_headers
+from payi_otel.instrumentation._stainless import RawResponses
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
-from ._raw import raw_types, track_raw
 from ._request import (
     PROVIDER_AZURE,
     ClientInfo,
@@ -35,7 +35,7 @@ class State:
         self.azure_deployments = azure_deployments
         self.inject_stream_usage = inject_stream_usage
         self.module_tag = f"openai/{version}"
-        self.raw_types = raw_types()
+        self.raw = RawResponses("openai")
         self._clients: weakref.WeakKeyDictionary[Any, ClientInfo] = weakref.WeakKeyDictionary()
 
     def client_info(self, client: Any) -> ClientInfo:
@@ -113,8 +113,8 @@ class OpenAIOperation:
         return call, kwargs
 
     def finish(self, call: Call, result: Any) -> Any:
-        if isinstance(result, self.state.raw_types):
-            return self._raw(call, result)
+        if isinstance(result, self.state.raw.types):
+            return self.state.raw.adopt(self, call, result)
         if self.is_stream_result(result):
             response = getattr(result, "response", None)
             call.record.status_code = getattr(response, "status_code", 200)
@@ -139,22 +139,5 @@ class OpenAIOperation:
         proxy_cls = AsyncStreamProxy if hasattr(stream, "__anext__") else StreamProxy
         return proxy_cls(stream, call, handler)
 
-    def _raw(self, call: Call, raw: Any) -> Any:
-        rec = call.record
-        status = getattr(raw, "status_code", None)
-        if isinstance(status, int):
-            rec.status_code = status
-        # with_raw_response (LegacyAPIResponse): the SDK has already read a non-streamed body.
-        if not rec.stream and type(raw).__name__ == "LegacyAPIResponse":
-            try:
-                parsed = raw.parse()
-            except Exception:
-                logger.debug("could not parse raw response for usage", exc_info=True)
-                rec.usage_incomplete_reason = "raw response body could not be parsed"
-            else:
-                if parsed is not None and not isinstance(parsed, (str, bytes)):
-                    self.read(rec, parsed, call.capture_content)
-            end_call(call)
-            return raw
-        track_raw(self, call, raw)
-        return raw
+    def end(self, call: Call) -> None:
+        end_call(call)

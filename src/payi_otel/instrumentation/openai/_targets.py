@@ -9,7 +9,7 @@ from payi_otel.instrumentation._wrapping import Target
 from payi_otel.units import Usage
 
 from ._operation import OpenAIOperation, State
-from ._raw import helper_close_hook, raw_close_hook, raw_parse_hook
+from ._raw import helper_close_hook
 from ._results import Reader, read_audio, read_chat, read_embeddings, read_images, read_responses
 from ._usage import audio_usage, image_usage
 
@@ -55,13 +55,10 @@ def targets(state: State) -> list[Target]:
     ):
         both(module, cls, ("create",), op(name, read_audio, "events", None, audio_usage))
     both("openai.resources.audio.speech", "Speech", ("create",), op("audio_speech", read_audio, None, "input"))
-    # Raw responses: end the span when the caller parses (or closes) the body.
+    # Raw responses (shared with the other Stainless SDKs): the span ends when the caller parses, closes or
+    # drops the body; stream helpers that close the HTTP response directly end their stream's span first.
+    rows.extend(state.raw.targets())
     for module, cls, method, hook in (
-        ("openai._legacy_response", "LegacyAPIResponse", "_parse", raw_parse_hook),
-        ("openai._response", "APIResponse", "_parse", raw_parse_hook),
-        ("openai._response", "AsyncAPIResponse", "_parse", raw_parse_hook),
-        ("openai._response", "APIResponse", "close", raw_close_hook),
-        ("openai._response", "AsyncAPIResponse", "close", raw_close_hook),
         ("openai.lib.streaming.chat._completions", "ChatCompletionStream", "close", helper_close_hook),
         ("openai.lib.streaming.chat._completions", "AsyncChatCompletionStream", "close", helper_close_hook),
         ("openai.lib.streaming.responses._responses", "ResponseStream", "close", helper_close_hook),
