@@ -255,8 +255,10 @@ def main() -> None:
         if other in med and med[other] > 0:
             ratio = med["ours"] / med[other]
             verdict = "OK" if ratio <= 0.5 else "ABOVE TARGET"
-            print(f"  ours/{other} added CPU: {med['ours']:.1f} / {med[other]:.1f} = {ratio:.2f} (target <= 0.50: {verdict})")
-    print(f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us; bare-vs-bare noise: {med['bare']:+.1f} us")
+            print(f"  ours/{other} added CPU: {med['ours']:.1f} / {med[other]:.1f} = {ratio:.2f}"
+                  f" (target <= 0.50: {verdict})")
+    print(f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us;"
+          f" bare-vs-bare noise: {med['bare']:+.1f} us")
 
     per_event = [run(["--events"]) for _ in range(args.rounds)]
     print("\nstreamed events in isolation (stream proxy + our handler, span end amortized; CPU time):")
