@@ -192,3 +192,17 @@ def test_async_client_sees_the_sdk_objects(tel):
     message = asyncio.run(main())
     assert isinstance(message, anthropic.types.Message)
     assert_tools_event(tel)
+
+
+def test_instrument_covers_anthropic():
+    from payi_otel.configure import available_instrumentors, instrument
+
+    assert "payi_anthropic" in available_instrumentors()  # entry point declared in pyproject.toml
+    telemetry = Telemetry()
+    handle = instrument(tracer_provider=telemetry.tracer_provider, exporter=False, instruments={"payi_anthropic"})
+    try:
+        assert handle.instrumentors["payi_anthropic"].is_instrumented_by_opentelemetry
+        client_for(TOOLS, Cassette([TOOLS])).messages.create(**request(TOOLS))
+    finally:
+        handle.uninstrument()
+    assert_tools_event(telemetry)
