@@ -140,6 +140,15 @@ class PayiSpanExporter(SpanExporter):
             logger.exception("Pay-i exporter: could not spool %d span(s)", len(spans))
             return SpanExportResult.FAILURE
 
+    def export_events(self, events: list[dict[str, Any]]) -> int:
+        """Deliver already mapped ingest events the same way (spool, or the offline file); returns how many
+        were dropped because the spool is full. Used by ``payi-otel relay`` for spans received over OTLP."""
+        if self._shutdown:
+            raise RuntimeError("the Pay-i exporter was shut down")
+        dropped = self.dropped_events
+        self._accept(events)
+        return self.dropped_events - dropped
+
     @staticmethod
     def _already_recorded(span: Any, journal: Journal | None) -> bool:
         """Our span whose call the journal has, or another instrumentation's span of such a call."""

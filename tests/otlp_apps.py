@@ -41,8 +41,9 @@ def otlp_app(
     if protocol == "grpc":
         from grpc import Compression as GrpcCompression
 
+        metadata = {name.lower(): value for name, value in headers.items()}  # gRPC metadata keys are lower-case
         exporter: Any = GrpcSpanExporter(
-            endpoint=endpoint, insecure=True, headers=headers, compression=GrpcCompression.Gzip, timeout=10
+            endpoint=endpoint, insecure=True, headers=metadata, compression=GrpcCompression.Gzip, timeout=10
         )
     else:
         exporter = HttpSpanExporter(

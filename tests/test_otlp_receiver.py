@@ -24,6 +24,7 @@ from service_support import running_service, stored_requests
 from test_end_to_end import CHAT, MESSAGES, STREAM, openai_client, recorded, recorded_usage, response_id, text_units
 
 from payi_otel import attributes as A
+from payi_otel import protocol as P
 from payi_otel import cli, track_context
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 
@@ -36,10 +37,14 @@ def instrumented(provider: TracerProvider) -> OpenAIInstrumentor:
     return instrumentor
 
 
-def test_spans_of_this_project_exported_over_otlp_http_become_priced_requests(tmp_path: Path, capsys: Any) -> None:
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_spans_of_this_project_exported_by_the_sdk_otlp_exporters_become_priced_requests(
+    tmp_path: Path, capsys: Any, protocol: str
+) -> None:
     chat, stream = recorded(CHAT), recorded(STREAM)
-    with running_service(tmp_path / "data") as service:
-        with otlp_app(service.base_url, service.api_key) as app:
+    with running_service(tmp_path / "data", otlp_grpc_port=0) as service:
+        endpoint = f"127.0.0.1:{service.otlp_grpc_port}" if protocol == "grpc" else service.base_url
+        with otlp_app(endpoint, service.api_key, protocol) as app:
             instrumentor = instrumented(app.provider)
             try:
                 with track_context(use_case_name="triage", user_id="alice", request_properties={"ticket": "T-9"}):
@@ -182,11 +187,11 @@ def test_bad_requests_get_a_4xx_and_leave_the_service_working(tmp_path: Path) ->
             ("bad JSON", {"Content-Type": "application/json", **key}, b"{not json", 400),
             ("missing key", PROTOBUF, good, 401),
             ("wrong key", {**PROTOBUF, "xProxy-api-key": "sk-wrong"}, good, 401),
-            ("oversize body", {**PROTOBUF, **key}, b"\x00" * (32 * 1024 * 1024 + 1), 413),
+            ("oversize body", {**PROTOBUF, **key}, b"\x00" * (P.DEFAULT_MAX_BODY_BYTES + 1), 413),
             (
                 "oversize once gunzipped",
                 {**PROTOBUF, **key, "Content-Encoding": "gzip"},
-                gzip.compress(b"\x00" * (32 * 1024 * 1024 + 1)),
+                gzip.compress(b"\x00" * (P.DEFAULT_MAX_BODY_BYTES + 1)),
                 413,
             ),
         ]
@@ -285,6 +290,32 @@ def test_nested_spans_of_different_models_are_different_calls(tmp_path: Path) ->
         )
         assert response.status_code == 200
         assert sorted(row["resource"] for row in stored_requests(service.data_dir)) == ["gpt-4o", "gpt-4o-mini"]
+
+
+def test_grpc_receiver_refuses_a_wrong_key_and_bad_bytes_with_their_status_codes(tmp_path: Path) -> None:
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    good = _good_body()
+    with running_service(tmp_path / "data", otlp_grpc_port=0) as service:
+        with grpc.insecure_channel(f"127.0.0.1:{service.otlp_grpc_port}") as channel:
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                request_serializer=lambda body: body,
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
+            for key, body, code in [
+                (None, good, grpc.StatusCode.UNAUTHENTICATED),
+                ("sk-wrong", good, grpc.StatusCode.UNAUTHENTICATED),
+                (service.api_key, b"\xff\xff garbage", grpc.StatusCode.INVALID_ARGUMENT),
+            ]:
+                metadata = [("xproxy-api-key", key)] if key else []
+                with pytest.raises(grpc.RpcError) as refused:
+                    export(body, metadata=metadata, timeout=10)
+                assert refused.value.code() == code
+            answer = export(good, metadata=[("xproxy-api-key", service.api_key)], timeout=10)
+            assert not answer.HasField("partial_success")
+        assert len(stored_requests(service.data_dir)) == 1
 
 
 def test_openapi_describes_the_receiver_with_binary_bodies(tmp_path: Path) -> None:

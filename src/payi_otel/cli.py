@@ -27,6 +27,11 @@ from payi_otel import cli_limits
 ENV_HOST = "PAYI_OTEL_HOST"
 ENV_PORT = "PAYI_OTEL_PORT"
 ENV_DATA_DIR = "PAYI_OTEL_DATA_DIR"
+ENV_OTLP_GRPC_PORT = "PAYI_OTEL_OTLP_GRPC_PORT"
+ENV_RELAY_HOST = "PAYI_OTEL_RELAY_HOST"
+ENV_RELAY_PORT = "PAYI_OTEL_RELAY_PORT"
+ENV_RELAY_GRPC_PORT = "PAYI_OTEL_RELAY_GRPC_PORT"
+DEFAULT_RELAY_PORT = 4318
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3011
 DEFAULT_DATA_DIR = ".payi-otel"
@@ -96,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help=f"address to listen on (env {ENV_HOST}, default {DEFAULT_HOST})")
     serve.add_argument("--port", help=f"port to listen on (env {ENV_PORT}, default {DEFAULT_PORT})")
     serve.add_argument("--webhook-url", help="URL limit alerts are POSTed to (env PAYI_OTEL_WEBHOOK_URL)")
+    serve.add_argument(
+        "--otlp-grpc-port", help=f"also receive OTLP/gRPC traces on this port (env {ENV_OTLP_GRPC_PORT}; default: off)"
+    )
     _add_data_dir(serve)
 
     apps = sub.add_parser("apps", help="manage applications and their API keys")
@@ -128,9 +136,39 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_dir(report)
 
     cli_limits.add_parser(sub, _add_data_dir)
+    relay = sub.add_parser(
+        "relay", help="receive OTLP traces and forward Pay-i events to PAYI_BASE_URL through a durable spool"
+    )
+    relay.add_argument("--host", help=f"address to listen on (env {ENV_RELAY_HOST}, default {DEFAULT_HOST})")
+    relay.add_argument("--port", help=f"OTLP/HTTP port (env {ENV_RELAY_PORT}, default {DEFAULT_RELAY_PORT})")
+    relay.add_argument(
+        "--otlp-grpc-port", help=f"also receive OTLP/gRPC on this port (env {ENV_RELAY_GRPC_PORT}; default: off)"
+    )
 
     sub.add_parser("demo", help="run the end-to-end demo (its own options follow)", add_help=False)
     return parser
+
+
+def _port_option(value: str | None, option: str, env: str, default: int | None) -> int | None:
+    if value is not None:
+        return _port(value, option)
+    if os.environ.get(env):
+        return _port(os.environ[env], env)
+    return default
+
+
+def _grpc_port(args: argparse.Namespace, env: str = ENV_OTLP_GRPC_PORT) -> int | None:
+    return _port_option(args.otlp_grpc_port, "--otlp-grpc-port", env, None)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from payi_otel.relay import run_relay
+
+    host = args.host or os.environ.get(ENV_RELAY_HOST) or DEFAULT_HOST
+    port = _port_option(args.port, "--port", ENV_RELAY_PORT, DEFAULT_RELAY_PORT)
+    assert port is not None
+    run_relay(host, port, _grpc_port(args, ENV_RELAY_GRPC_PORT))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -146,7 +184,9 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         port, port_source = DEFAULT_PORT, "--port (default)"
     try:
-        serve(_data_dir(args), host=host, port=port, webhook_url=args.webhook_url)
+        serve(
+            _data_dir(args), host=host, port=port, webhook_url=args.webhook_url, otlp_grpc_port=_grpc_port(args)
+        )
     except BindError as exc:
         where = f"{host_source} {host!r}" if exc.option == "host" else f"{port_source} {port}"
         raise UsageError(f"{where}: {exc}") from None
@@ -242,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "apps": _apps,
         "report": _report,
         "limits": _limits,
+        "relay": _relay,
     }
     try:
         return handlers[args.command](args)

@@ -27,6 +27,7 @@ from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.firstrun import ensure_default_application
 from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
 from payi_otel.service.otlp import ServiceOtlpSink
+from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.pricing import Pricer
 from payi_otel.service.routes import categories, ingest, limits, requests, use_cases
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
@@ -46,8 +47,13 @@ def create_app(
     webhook_url: str | None = None,
     reset_check_interval: float = 1.0,
     max_body_bytes: int | None = None,
+    otlp_grpc_port: int | None = None,
+    otlp_grpc_host: str = "127.0.0.1",
 ) -> FastAPI:
     """The service over the SQLite store in ``data_dir`` (created, with a default application, if new).
+
+    With ``otlp_grpc_port`` (0: any free port) it also receives OTLP/gRPC there; the bound port is
+    ``app.state.otlp_grpc_port`` once the app has started.
 
     ``clock`` (seconds since the epoch) decides when scheduled limit resets are due;
     ``webhook_url`` (default: ``$PAYI_OTEL_WEBHOOK_URL``) receives limit alerts; request bodies
@@ -60,6 +66,7 @@ def create_app(
     svc = Service(store, Ingestor(store, Pricer(), clock), GroupCommitter(store), clock)
     deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None, svc.committer.run)
     store.alert_listener = deliverer.wake
+    otlp_sink = ServiceOtlpSink(store, svc.ingestor, svc.committer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +75,12 @@ def create_app(
         # the GIL (and so every request) for tens of milliseconds each time a large body is parsed.
         gc.collect()
         gc.freeze()
+        # the gRPC receiver stops before the store closes
+        async with service_tasks(), grpc_receiver(app, otlp_sink, otlp_grpc_host, otlp_grpc_port):
+            yield
+
+    @asynccontextmanager
+    async def service_tasks() -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(deliverer.run(), name="payi-otel-alerts"),
             asyncio.create_task(
@@ -150,7 +163,7 @@ def create_app(
     for area in (ingest, requests, limits, use_cases, categories):
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
-    app.include_router(otlp_router(ServiceOtlpSink(store, svc.ingestor, svc.committer)))
+    app.include_router(otlp_router(otlp_sink, max_body_bytes=body_limit))
 
     _default_openapi = app.openapi
 

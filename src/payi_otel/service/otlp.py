@@ -30,26 +30,24 @@ This is the rule the in-process exporter applies to spans nested with ours, seen
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from payi_otel import attributes as A
-from payi_otel.exporters.mapping import ATTRIBUTION_FIELDS, event_from_view, render_bulk_item
+from payi_otel.exporters.calls import Call, calls_from_views, merge_into
+from payi_otel.exporters.mapping import render_bulk_item
 from payi_otel.exporters.otlp import spans_from_otlp_request
-from payi_otel.exporters.views import SpanView, gc_paused
+from payi_otel.exporters.views import gc_paused
 from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.ingest import Ingestor, PayiApiError, Stored, validation_error
 from payi_otel.service.models import BulkIngestRequest
 from payi_otel.service.store import Application, Store, now_ms
 
-__all__ = ["SAME_CALL_WINDOW_S", "ExportOutcome", "ServiceOtlpSink", "calls_from_views"]
+__all__ = ["SAME_CALL_WINDOW_S", "ExportOutcome", "ServiceOtlpSink", "decode_calls", "off_loop"]
 
 SAME_CALL_WINDOW_S = 15 * 60
-_CONTEXT_FIELDS = (*ATTRIBUTION_FIELDS, "use_case_properties")
-_MERGED_MAPPINGS = ("properties", "use_case_properties")
 
 T = TypeVar("T")
 
@@ -64,79 +62,6 @@ class ExportOutcome:
     @property
     def error_message(self) -> str:
         return "; ".join(self.errors[:5])
-
-
-@dataclass(slots=True)
-class Call:
-    """One provider call: the event stored for it and the spans (one or more) that traced it."""
-
-    event: dict[str, Any]
-    rank: int
-    key: str
-    trace_id: str
-    spans: list[tuple[str, str]]  # (span id, parent span id) in hex; parent "" for a root
-
-
-def _rank(event: dict[str, Any], view: SpanView) -> int:
-    has_context = any(event.get(f) for f in _CONTEXT_FIELDS) or any(
-        k.startswith(A.PAYI_REQUEST_PROPERTIES_PREFIX) for k in view.attributes
-    )
-    ours = event.get("instrumented_module") is not None or any(
-        k.startswith(A.PAYI_UNITS_PREFIX) for k in view.attributes
-    )
-    return 2 * has_context + ours
-
-
-def _call_key(event: dict[str, Any], view: SpanView) -> str:
-    attrs = view.attributes
-    model = attrs.get(A.GEN_AI_REQUEST_MODEL) or attrs.get(A.GEN_AI_RESPONSE_MODEL) or event["resource"]
-    return f"{event.get('properties', {}).get('system.original_category', event['category'])}/{str(model).lower()}"
-
-
-def merge_into(kept: dict[str, Any], other: dict[str, Any]) -> None:
-    """Give ``kept`` the attribution and properties only ``other`` has."""
-    for name in ATTRIBUTION_FIELDS:
-        if kept.get(name) in (None, "", []) and other.get(name) not in (None, "", []):
-            kept[name] = other[name]
-    for name in _MERGED_MAPPINGS:
-        extra = other.get(name)
-        if extra:
-            kept[name] = {**extra, **kept.get(name, {})}
-
-
-def _join(first: Call, second: Call) -> Call:
-    kept, dropped = (first, second) if first.rank >= second.rank else (second, first)
-    merge_into(kept.event, dropped.event)
-    kept.spans.extend(dropped.spans)
-    return kept
-
-
-def calls_from_views(views: Iterable[SpanView], include_content: bool = True) -> list[Call]:
-    """The provider calls of some spans: nested spans of one call (see the module doc) joined."""
-    calls: dict[tuple[int, int], Call] = {}  # (trace id, span id) -> its call
-    pending: list[tuple[SpanView, Call]] = []
-    for view in views:
-        event = event_from_view(view, include_content=include_content)
-        if event is None:
-            continue
-        call = Call(
-            event,
-            _rank(event, view),
-            _call_key(event, view),
-            f"{view.trace_id:032x}",
-            [(f"{view.span_id:016x}", f"{view.parent_span_id:016x}" if view.parent_span_id else "")],
-        )
-        calls[(view.trace_id, view.span_id)] = call
-        pending.append((view, call))
-    for view, _ in pending:  # children point at their parents
-        parent = calls.get((view.trace_id, view.parent_span_id)) if view.parent_span_id else None
-        own = calls[(view.trace_id, view.span_id)]
-        if parent is not None and parent is not own and parent.key == own.key:
-            joined = _join(parent, own)
-            for span_id, _ in joined.spans:
-                calls[(view.trace_id, int(span_id, 16))] = joined
-    unique: dict[int, Call] = {id(call): call for call in calls.values()}
-    return list(unique.values())
 
 
 def _item(event: dict[str, Any]) -> BulkIngestRequest | PayiApiError:
@@ -158,7 +83,7 @@ class ServiceOtlpSink:
         return self.store.authenticate(key) if key else None
 
     async def export(self, principal: Application, body: bytes, content_type: str | None) -> ExportOutcome:
-        calls = await _off_loop(lambda: _decode_calls(body, content_type))
+        calls = await off_loop(lambda: decode_calls(body, content_type))
         if not calls:
             return ExportOutcome()
         return await self.committer.run(lambda: self._store_calls(principal, calls))
@@ -212,11 +137,12 @@ def _span_rows(app: Application, call: Call, request_id: str, rank: int, seen_ms
     ]
 
 
-def _decode_calls(body: bytes, content_type: str | None) -> list[Call]:
+def decode_calls(body: bytes, content_type: str | None, include_content: bool = True) -> list[Call]:
+    """The provider calls of an OTLP request body (nested spans of one call joined)."""
     with gc_paused():
-        return calls_from_views(spans_from_otlp_request(body, content_type))
+        return calls_from_views(spans_from_otlp_request(body, content_type), include_content)
 
 
-async def _off_loop(work: Callable[[], T]) -> T:
+async def off_loop(work: Callable[[], T]) -> T:
     """CPU work of a large request runs in a worker thread, so the event loop keeps answering."""
     return await asyncio.to_thread(work)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -111,9 +111,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, webhook_url: str | None = None
+    data_dir: str | os.PathLike[str],
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    webhook_url: str | None = None,
+    otlp_grpc_port: int | None = None,
 ) -> None:
-    """Run the service in the foreground until SIGINT/SIGTERM.
+    """Run the service in the foreground until SIGINT/SIGTERM (with OTLP/gRPC on ``otlp_grpc_port`` if given).
 
     Raises :class:`BindError` when it cannot listen, and the store's ``StoreError`` when the data
     directory cannot hold a store; nothing is created before both are known to be fine.
@@ -121,7 +125,7 @@ def serve(
     data = Path(data_dir).resolve()
     sock = bind(host, port)
     try:
-        app = create_app(data, webhook_url=webhook_url)
+        app = create_app(data, webhook_url=webhook_url, otlp_grpc_port=otlp_grpc_port, otlp_grpc_host=host)
     except BaseException:
         sock.close()
         raise
@@ -133,29 +137,26 @@ def serve(
         if key_file.exists():
             print(f"  default application key: {key_file} (payi-otel apps default-key)", flush=True)
         print(f"  point the plugin at it: PAYI_BASE_URL={base_url}", flush=True)
+        print(f"  OTLP/HTTP traces: {base_url}/v1/traces", flush=True)
+        if app.state.otlp_grpc_port is not None:
+            print(f"  OTLP/gRPC traces: {host}:{app.state.otlp_grpc_port}", flush=True)
 
     server = _Server(_config(app, host, port), on_started=announce)
     server.run(sockets=[sock])
     print("payi-otel service stopped", file=sys.stderr, flush=True)
 
 
-class ServiceThread:
-    """The service on a background thread (tests, demos). Use as a context manager.
+class AppThread:
+    """An ASGI app served by uvicorn on a background thread (tests, demos). Use as a context manager;
+    ``base_url`` is set once it listens."""
 
-    ``base_url`` and ``api_key`` (the default application's key) are set once it listens.
-    """
-
-    def __init__(
-        self, data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = 0, **app_options: Any
-    ) -> None:
-        """``app_options`` go to :func:`create_app` (``clock``, ``webhook_url``, ``reset_check_interval``)."""
-        self.data_dir = Path(data_dir)
-        self._server = _Server(_config(create_app(self.data_dir, **app_options), host, port))
+    def __init__(self, app: Any, host: str = DEFAULT_HOST, port: int = 0) -> None:
+        self.app = app
+        self._server = _Server(_config(app, host, port))
         self._thread = threading.Thread(target=self._server.run, name="payi-otel-service", daemon=True)
         self.base_url: str = ""
-        self.api_key: str = read_default_key(self.data_dir) or ""
 
-    def start(self, timeout: float = 10.0) -> ServiceThread:
+    def start(self, timeout: float = 10.0) -> Self:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while self._server.base_url is None:
@@ -169,8 +170,31 @@ class ServiceThread:
         self._server.should_exit = True
         self._thread.join(timeout)
 
-    def __enter__(self) -> ServiceThread:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServiceThread(AppThread):
+    """The service on a background thread (tests, demos). Use as a context manager.
+
+    ``base_url``, ``api_key`` (the default application's key) and ``otlp_grpc_port`` (with the
+    ``otlp_grpc_port`` app option) are set once it listens.
+    """
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = 0, **app_options: Any
+    ) -> None:
+        """``app_options`` go to :func:`create_app` (``clock``, ``webhook_url``, ``reset_check_interval``,
+        ``otlp_grpc_port``)."""
+        self.data_dir = Path(data_dir)
+        super().__init__(create_app(self.data_dir, **app_options), host, port)
+        self.api_key: str = read_default_key(self.data_dir) or ""
+        self.otlp_grpc_port: int | None = None
+
+    def start(self, timeout: float = 10.0) -> Self:
+        super().start(timeout)
+        self.otlp_grpc_port = self.app.state.otlp_grpc_port
+        return self

@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_MAX_BODY_BYTES", "OtlpSink", "otlp_router", "read_body"]
 log = logging.getLogger("payi_otel.service")
 
 TRACES_PATH = "/v1/traces"
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # after decompression; the OTLP exporters send a few MiB at most
+DEFAULT_MAX_BODY_BYTES = P.DEFAULT_MAX_BODY_BYTES  # also after decompression; OTLP exporters send a few MiB at most
 RETRY_AFTER_S = 5
 
 
