@@ -17,15 +17,17 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from payi_otel import protocol as P
 from payi_otel.exporters.otlp import PROTOBUF
 from payi_otel.exporters.views import OtlpDecodeError
 from payi_otel.service.routes.otlp import DEFAULT_MAX_BODY_BYTES, OtlpSink
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = ["grpc_receiver", "start_grpc_receiver"]
 
@@ -42,6 +44,8 @@ class _Refused(Exception):
 
 
 async def _export(sink: OtlpSink, key: str | None, body: bytes) -> ExportTraceServiceResponse:
+    import grpc
+
     principal = sink.authenticate(key)
     if principal is None:
         raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"the {_KEY} metadata is missing or not a valid key")
@@ -63,6 +67,7 @@ def start_grpc_receiver(
     sink: OtlpSink, loop: asyncio.AbstractEventLoop, host: str, port: int, *, workers: int = 4
 ) -> tuple[grpc.Server, int]:
     """Start the receiver on ``host:port`` (0: any free port); returns the server and the bound port."""
+    import grpc  # only services that receive OTLP/gRPC pay for importing it
 
     def export(body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         key = next((value for name, value in context.invocation_metadata() if name == _KEY), None)
