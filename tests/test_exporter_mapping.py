@@ -16,6 +16,7 @@ from otlp_support import otlp_json
 from payi_otel import attributes as A
 from payi_otel.exporters import (
     OtlpDecodeError,
+    SpanView,
     event_from_span,
     event_from_view,
     events_from_otlp_request,
@@ -514,3 +515,84 @@ def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
     assert attributes["payi.request_properties.unset"] is None
     assert "http.request.method" not in attributes
     assert (views[1].is_error, views[1].status_message, views[1].start_ns, views[1].span_id) == (True, "boom", 11, 0x0001020304050607)
+
+
+# --- other instrumentations' spellings ------------------------------------------------------------
+
+
+def _event(attrs: dict, **view: object) -> dict | None:
+    return event_from_view(SpanView("span", 1_700_000_000_000_000_000, 1_700_000_000_250_000_000, attrs, False, None,
+                                    1, 2, **view))  # fmt: skip
+
+
+def test_older_openllmetry_spans_without_operation_name_map_case_insensitively():
+    event = _event({"gen_ai.system": "Anthropic", "gen_ai.request.model": "claude-3-5-sonnet-20241022",
+                    "gen_ai.usage.prompt_tokens": 120, "gen_ai.usage.completion_tokens": 30,
+                    "gen_ai.usage.cache_read_input_tokens": 100, "llm.request.type": "chat"})  # fmt: skip
+    assert event is not None
+    assert (event["category"], event["resource"]) == ("system.anthropic", "claude-3-5-sonnet-20241022")
+    assert event["units"] == {"text": {"input": 20, "output": 30}, "text_cache_read": {"input": 100, "output": 0}}
+    # no llm.request.type either: reported usage still makes it a call
+    assert _event({"gen_ai.system": "OpenAI", "gen_ai.request.model": "gpt-4o", "llm.usage.prompt_tokens": 5,
+                   "llm.usage.completion_tokens": 1})["category"] == "system.openai"  # fmt: skip
+    # an OpenLLMetry workflow span with a provider but no call type and no usage is not a call
+    assert _event({"gen_ai.system": "openai", "traceloop.span.kind": "workflow"}) is None
+    assert _event({"gen_ai.system": "openai", "llm.request.type": "rerank", "gen_ai.usage.prompt_tokens": 3}) is None
+
+
+def test_openinference_llm_spans_map_from_llm_token_counts():
+    event = _event({"openinference.span.kind": "LLM", "llm.provider": "azure", "llm.model_name": "gpt-4o-mini",
+                    "llm.token_count.prompt": 50, "llm.token_count.completion": 40,
+                    "llm.token_count.prompt_details.cache_read": 10, "llm.token_count.prompt_details.audio": 5,
+                    "llm.token_count.completion_details.reasoning": 25})  # fmt: skip
+    assert event is not None
+    assert (event["category"], event["resource"]) == ("system.azureopenai", "gpt-4o-mini")
+    assert event["units"] == {
+        "text": {"input": 35, "output": 15},
+        "text_cache_read": {"input": 10, "output": 0},
+        "reasoning": {"input": 0, "output": 25},
+        "audio": {"input": 5, "output": 0},
+    }
+    assert _event({"openinference.span.kind": "CHAIN", "llm.provider": "openai", "llm.token_count.prompt": 5}) is None
+
+
+def test_util_genai_per_modality_counts_are_priced_as_their_modality():
+    event = _event({A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai",
+                    A.GEN_AI_REQUEST_MODEL: "gpt-4o-audio-preview", A.GEN_AI_USAGE_INPUT_TOKENS: 300,
+                    A.GEN_AI_USAGE_OUTPUT_TOKENS: 200, "gen_ai.usage.audio.input_tokens": 120,
+                    "gen_ai.usage.image.input_tokens": 80, "gen_ai.usage.audio.output_tokens": 150})  # fmt: skip
+    assert event["units"] == {
+        "text": {"input": 100, "output": 50},
+        "audio": {"input": 120, "output": 150},
+        "vision": {"input": 80, "output": 0},
+    }
+
+
+@pytest.mark.parametrize(
+    "host, category",
+    [
+        ("my-resource.openai.azure.com", "system.azureopenai"),
+        ("my-resource.cognitiveservices.azure.com", "system.azureopenai"),
+        ("MY-PROJECT.services.ai.azure.com", "system.azureopenai"),
+        ("api.openai.com", "system.openai"),
+        ("openai.azure.com.example.org", "system.openai"),
+    ],
+)
+def test_openai_v2_spans_of_azure_hosts_are_azure_openai(host, category):
+    event = _event({A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai", A.SERVER_ADDRESS: host,
+                    A.GEN_AI_REQUEST_MODEL: "my-deployment", A.GEN_AI_USAGE_INPUT_TOKENS: 1,
+                    A.GEN_AI_USAGE_OUTPUT_TOKENS: 1})  # fmt: skip
+    assert event["category"] == category
+
+
+def test_time_to_first_chunk_and_resource_properties_reach_the_event():
+    from payi_otel.exporters.views import resource_properties
+
+    resource = resource_properties({"service.name": "bot", "deployment.environment": "prod", "host.name": "h"})
+    attrs = {A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai", A.GEN_AI_REQUEST_MODEL: "gpt-4o",
+             A.GEN_AI_USAGE_INPUT_TOKENS: 1, A.GEN_AI_USAGE_OUTPUT_TOKENS: 1,
+             "gen_ai.response.time_to_first_chunk": 0.4375, "payi.request_properties.service.name": "override"}
+    event = _event(attrs, resource=resource)  # fmt: skip
+    assert event["time_to_first_token_ms"] == 438
+    assert event["properties"] == {"service.name": "override", "deployment.environment.name": "prod"}
+    assert resource_properties({"service.name": "unknown_service:python"}) == {}

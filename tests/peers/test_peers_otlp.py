@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx2
-import openai
 import pytest
 from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIv2
@@ -20,12 +18,10 @@ import cost_record_app as app
 from otlp_apps import RESOURCE, otlp_app
 from payi_otel import track_context
 from payi_otel.instrumentation.openai import OpenAIInstrumentor as Ours
-from payi_otel.replay import Cassette
 from service_support import running_service, stored_requests
-from test_end_to_end import CASSETTES, recorded, recorded_usage, text_units
+from test_end_to_end import recorded, recorded_usage, text_units
 
 PEERS = {"openai_v2": OpenAIv2, "openllmetry": OpenLLMetry}
-AZURE = CASSETTES / "traceloop__openllmetry/azure/test_chat.yaml"
 
 
 def calls() -> None:
@@ -86,22 +82,3 @@ def test_two_instrumentations_on_store_one_request_per_call_with_the_business_co
     assert sorted((row["units"] for row in rows), key=str) == expected_units()
     assert {(row["use_case_name"], row["user_id"]) for row in rows} == {("billing", "ursula")}
     assert all(row["properties"] == RESOURCE for row in rows)
-
-
-def test_openai_v2_azure_calls_are_azure_openai(tmp_path: Path) -> None:
-    interaction = recorded(AZURE, 1)
-    http = httpx2.Client(transport=Cassette([interaction]).transport("httpx2"))
-    client = openai.AzureOpenAI(
-        api_key="test", api_version="2024-02-01", azure_endpoint=interaction.uri.split("/openai/")[0],
-        azure_deployment="openllmetry-testing", http_client=http, max_retries=0,
-    )  # fmt: skip
-    with running_service(tmp_path / "data") as service:
-        with otlp_app(service.base_url, service.api_key) as otlp:
-            (instrumentor,) = instrument(["openai_v2"], otlp.provider)
-            try:
-                client.chat.completions.create(model="openllmetry-testing", messages=app.MESSAGES)
-            finally:
-                instrumentor.uninstrument()
-        (row,) = stored_requests(service.data_dir)
-    assert row["category"] == "system.azureopenai"
-    assert row["units"] == text_units(recorded_usage(interaction))
