@@ -11,9 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
-
 from otlp_support import otlp_json
-from payi_otel import attributes as A
 from payi_otel.exporters import (
     OtlpDecodeError,
     SpanView,
@@ -24,6 +22,8 @@ from payi_otel.exporters import (
     render_single,
     spans_from_otlp_request,
 )
+
+from payi_otel import attributes as A
 
 BASE = {
     A.GEN_AI_OPERATION_NAME: "chat",
@@ -480,7 +480,6 @@ def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
 def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-
     from payi_otel.exporters.otlp_proto import view_from_otlp_proto
 
     values = {

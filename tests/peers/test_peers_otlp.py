@@ -9,17 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cost_record_app as app
 import pytest
 from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIv2
 from opentelemetry.sdk.metrics import MeterProvider
-
-import cost_record_app as app
 from otlp_apps import RESOURCE, otlp_app
-from payi_otel import track_context
-from payi_otel.instrumentation.openai import OpenAIInstrumentor as Ours
 from service_support import running_service, stored_requests
 from test_end_to_end import recorded, recorded_usage, text_units
+
+from payi_otel import track_context
+from payi_otel.instrumentation.openai import OpenAIInstrumentor as Ours
 
 PEERS = {"openai_v2": OpenAIv2, "openllmetry": OpenLLMetry}
 
