@@ -12,7 +12,8 @@ from _openai_helpers import Telemetry, payi_event, usage_complete
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.instrumentation._stainless import error_info as stainless_error_info
-from payi_otel.core import CallRecord, SpanCore, capture_content_from_env, fq_name, split_proxy_headers
+from payi_otel.core import CallRecord, SpanCore, fq_name, split_proxy_headers
+from payi_otel.messages import ContentMode, content_mode_from_env
 from payi_otel.units import Usage, to_units
 
 
@@ -216,11 +217,15 @@ def test_content_only_when_enabled(tel):
     assert json.loads(on.attributes[A.GEN_AI_OUTPUT_MESSAGES]) == [{"role": "assistant", "content": "yo"}]
 
 
-@pytest.mark.parametrize("value, on", [("true", True), ("True", True), ("span_only", True), ("SPAN_AND_EVENT", True),
-                                       ("false", False), ("", False), ("event_only", False)])  # fmt: skip
-def test_capture_env(value, on, monkeypatch):
+@pytest.mark.parametrize("value, mode", [
+    ("true", ContentMode.SPAN_ONLY), ("True", ContentMode.SPAN_ONLY), ("span_only", ContentMode.SPAN_ONLY),
+    ("SPAN_AND_EVENT", ContentMode.SPAN_AND_EVENT), ("event_only", ContentMode.EVENT_ONLY),
+    ("false", ContentMode.NO_CONTENT), ("", ContentMode.NO_CONTENT), ("No_Content", ContentMode.NO_CONTENT),
+    ("yes", ContentMode.NO_CONTENT),  # not a mode: logged, no content
+])  # fmt: skip
+def test_capture_env(value, mode, monkeypatch):
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
-    assert capture_content_from_env() is on
+    assert content_mode_from_env() is mode
 
 
 def test_split_proxy_headers():

@@ -344,9 +344,13 @@ def test_content_capture_follows_env(value, captured, monkeypatch):
         instrumentor.uninstrument()
     attrs = telemetry.one_span().attributes
     if captured:
-        assert json.loads(attrs[A.GEN_AI_INPUT_MESSAGES]) == MESSAGES
+        assert json.loads(attrs[A.GEN_AI_INPUT_MESSAGES]) == [
+            {"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]} for m in MESSAGES
+        ]
         output = json.loads(attrs[A.GEN_AI_OUTPUT_MESSAGES])
-        assert output[0]["content"] == CHAT.json()["choices"][0]["message"]["content"]
+        choice = CHAT.json()["choices"][0]
+        assert output == [{"role": "assistant", "parts": [{"type": "text", "content": choice["message"]["content"]}],
+                           "finish_reason": choice["finish_reason"]}]  # fmt: skip
     else:
         assert A.GEN_AI_INPUT_MESSAGES not in attrs and A.GEN_AI_OUTPUT_MESSAGES not in attrs
 

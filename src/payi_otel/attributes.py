@@ -48,6 +48,7 @@ GEN_AI_USAGE_OUTPUT_IMAGE_TOKENS = "gen_ai.usage.image.output_tokens"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"  # seconds (double)
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON string; only with content capture on
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON string; only with content capture on
+GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"  # JSON string; only with content capture on
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"  # fully qualified exception class name

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -44,11 +43,12 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry._logs import Logger, LoggerProvider, LogRecord, get_logger
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from payi_otel import attributes as A
 from payi_otel import context as business_context
-from payi_otel import finished
+from payi_otel import finished, messages
 from payi_otel import protocol as P
 from payi_otel.processor import SCOPE_NAME, ensure_processor
 from payi_otel.units import Usage, to_units
@@ -57,8 +57,6 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
-CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-_CAPTURE_ON = frozenset({"true", "1", "yes", "span_only", "span_and_event"})
 
 # Semantic-convention advisory bucket boundaries.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -86,9 +84,6 @@ _CALL_OPERATIONS = A.PROVIDER_CALL_OPERATIONS
 _PROVIDER_CATEGORIES = A.PROVIDER_CATEGORIES
 
 
-def capture_content_from_env() -> bool:
-    """True when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for content on spans."""
-    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in _CAPTURE_ON
 
 
 @dataclass(slots=True)
@@ -117,8 +112,11 @@ class CallRecord:
     finish_reasons: list[str] | None = None
     tool_calls: list[dict[str, str]] | None = None  # [{"name": ..., "arguments": "..."}]
     stream_outcome: str | None = None
-    input_messages: Any = None  # only filled when content capture is on
+    # Content, only filled when capture is on: messages and system instructions in the conventions' schema
+    # (payi_otel.messages).
+    input_messages: Any = None
     output_messages: Any = None
+    system_instructions: Any = None
     business_layer: Mapping[str, Any] | None = None  # innermost context layer (per-call headers)
 
 
@@ -204,7 +202,8 @@ class SpanCore:
         *,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
-        capture_content: bool | None = None,
+        capture_content: bool | str | messages.ContentMode | None = None,
+        logger_provider: LoggerProvider | None = None,
         version: str = "0.1.0",
         error_info: ErrorInfo = no_error_info,
     ) -> None:
@@ -224,7 +223,15 @@ class SpanCore:
             description="Measures number of input and output tokens used",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
-        self.capture_content = capture_content_from_env() if capture_content is None else capture_content
+        mode = messages.content_mode_from_env() if capture_content is None else messages.parse_content_mode(
+            capture_content, "capture_content"
+        )
+        self.content_mode = mode
+        self.capture_content = mode.captures  # instrumentors collect content only then
+        self.content_on_span = mode.on_span
+        self.event_logger = (
+            get_logger(SCOPE_NAME, version, logger_provider, schema_url=SCHEMA_URL) if mode.in_event else None
+        )
         self.error_info = error_info
         # Metric attribute dicts, built once per distinct (operation, provider, models, server, error).
         self.metric_attributes: dict[_MetricKey, _MetricAttributeSets] = {}
@@ -373,7 +380,8 @@ class Call:
         recording = span.is_recording()
         sinks = finished.sinks()
         message = None
-        if recording or sinks:
+        event_logger = self.core.event_logger
+        if recording or sinks or event_logger is not None:
             attrs = self._response_attributes(rec, usage, exc is not None)
             if exc is not None:
                 attrs[A.ERROR_TYPE] = error_type
@@ -385,6 +393,8 @@ class Call:
                 if exc is not None:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, message))
+        if event_logger is not None:
+            self._emit_details(event_logger, attrs)
         if sinks:  # before the span ends: a span exporter must find the call journaled
             self._hand_over(sinks, attrs, end_ns, message, recording)
         span.end(end_time=end_ns)  # the span's duration is the call's end-to-end latency
@@ -422,6 +432,27 @@ class Call:
             except Exception:
                 logger.exception("payi-otel: could not record the finished call %s", self.name)
 
+    def _emit_details(self, event_logger: Logger, attrs: dict[str, Any]) -> None:
+        """The ``gen_ai.client.inference.operation.details`` event: the call's attributes and its content."""
+        rec = self.record
+        details = {**self.attributes, **attrs}
+        for key, value in (
+            (A.GEN_AI_INPUT_MESSAGES, rec.input_messages),
+            (A.GEN_AI_OUTPUT_MESSAGES, rec.output_messages),
+            (A.GEN_AI_SYSTEM_INSTRUCTIONS, rec.system_instructions),
+        ):
+            if value is not None:
+                details[key] = value
+            else:
+                details.pop(key, None)
+        event_logger.emit(
+            LogRecord(
+                event_name=messages.INFERENCE_DETAILS_EVENT,
+                attributes=details,
+                context=trace.set_span_in_context(self.span),
+            )
+        )
+
     def _response_attributes(self, rec: CallRecord, usage: Usage | None, failed: bool) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
         if rec.response_model:
@@ -452,11 +483,13 @@ class Call:
         if reason is not None:
             attrs[A.PAYI_USAGE_COMPLETE] = False
             attrs[A.PAYI_USAGE_INCOMPLETE_REASON] = reason
-        if self.core.capture_content:
+        if self.core.content_on_span:
             if rec.input_messages is not None:
                 attrs[A.GEN_AI_INPUT_MESSAGES] = _json(rec.input_messages)
             if rec.output_messages is not None:
                 attrs[A.GEN_AI_OUTPUT_MESSAGES] = _json(rec.output_messages)
+            if rec.system_instructions is not None:
+                attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = _json(rec.system_instructions)
         return attrs
 
     def _record_metrics(self, rec: CallRecord, usage: Usage | None, seconds: float, error_type: str | None) -> None:
@@ -483,7 +516,6 @@ __all__ = [
     "CallRecord",
     "SpanCore",
     "business_attributes",
-    "capture_content_from_env",
     "fq_name",
     "no_error_info",
     "split_proxy_headers",

@@ -143,6 +143,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base cl
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
+            logger_provider=kwargs.get("logger_provider"),
             error_info=error_info,
         )
         state = State(core, azure, inject, version or "unknown")

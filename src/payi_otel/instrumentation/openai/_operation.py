@@ -9,14 +9,15 @@ from typing import Any
 
 from payi_otel.core import Call, CallRecord, SpanCore, split_proxy_headers
 from payi_otel.instrumentation._stainless import RawResponses
+from payi_otel.messages import Message
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
+from ._content import system_instructions, text_input
 from ._request import (
     PROVIDER_AZURE,
     ClientInfo,
     call_is_stream,
-    capturable,
     request_params,
     with_include_usage,
 )
@@ -61,6 +62,7 @@ class OpenAIOperation:
         input_key: str | None,
         is_async: bool,
         stream_usage: Callable[[Any], Usage | None] | None = None,
+        content_in: Callable[[Any], list[Message] | None] = text_input,
     ) -> None:
         self.state = state
         self.operation = operation
@@ -69,6 +71,7 @@ class OpenAIOperation:
         self.input_key = input_key
         self.is_async = is_async
         self.stream_usage = stream_usage
+        self.content_in = content_in  # request content -> input messages (only with capture on)
 
     def begin(self, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
         state = self.state
@@ -107,7 +110,9 @@ class OpenAIOperation:
         request_params(rec, kwargs)
         core = state.core
         if core.capture_content and self.input_key is not None:
-            rec.input_messages = capturable(kwargs.get(self.input_key))
+            rec.input_messages = self.content_in(kwargs.get(self.input_key))
+            if self.stream_kind == "responses":
+                rec.system_instructions = system_instructions(kwargs.get("instructions"))
         call = core.start(rec)
         call.data = hide
         return call, kwargs

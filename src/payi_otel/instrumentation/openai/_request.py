@@ -82,10 +82,3 @@ def request_params(rec: CallRecord, kwargs: dict[str, Any]) -> None:
     top_p = kwargs.get("top_p")
     if isinstance(top_p, (int, float)) and not isinstance(top_p, bool):
         rec.top_p = float(top_p)
-
-
-def capturable(value: Any) -> Any:
-    """Request content to record; never consumes a caller's iterator."""
-    if isinstance(value, (str, list, tuple, dict)):
-        return value
-    return None

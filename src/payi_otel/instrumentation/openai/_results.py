@@ -8,6 +8,7 @@ from typing import Any
 from payi_otel.core import Call, CallRecord
 from payi_otel.units import Usage
 
+from . import _content as content
 from ._request import PROVIDER_AZURE
 from ._usage import audio_usage, chat_usage, embedding_usage, image_usage, pick, responses_usage
 
@@ -26,7 +27,6 @@ def read_chat(rec: CallRecord, result: Any, capture: bool) -> None:
     rec.usage = chat_usage(getattr(result, "usage", None))
     reasons: list[str] = []
     tools: list[dict[str, str]] = []
-    outputs: list[dict[str, Any]] = []
     for choice in getattr(result, "choices", None) or ():
         reason = choice.finish_reason
         if reason:
@@ -40,14 +40,10 @@ def read_chat(rec: CallRecord, result: Any, capture: bool) -> None:
             fc = getattr(message, "function_call", None)
             if fc is not None:
                 tools.append(tool_call(fc.name, fc.arguments))
-        if capture:
-            text = getattr(choice, "text", None)  # legacy completions
-            content = pick(message, "content") if message is not None else text
-            outputs.append({"role": "assistant", "content": content, "finish_reason": reason})
     rec.finish_reasons = reasons or None
     rec.tool_calls = tools or None
     if capture:
-        rec.output_messages = outputs
+        rec.output_messages = content.chat_output(getattr(result, "choices", None) or ())
 
 
 def read_responses(rec: CallRecord, result: Any, capture: bool) -> None:
@@ -66,8 +62,7 @@ def read_responses(rec: CallRecord, result: Any, capture: bool) -> None:
             tools.append(tool_call(pick(item, "name"), pick(item, "arguments")))
     rec.tool_calls = tools or None
     if capture:
-        text = getattr(result, "output_text", None)
-        rec.output_messages = [{"role": "assistant", "content": text}]
+        rec.output_messages = content.responses_output(result, rec.finish_reasons[0] if rec.finish_reasons else None)
 
 
 def read_embeddings(rec: CallRecord, result: Any, capture: bool) -> None:
@@ -94,8 +89,9 @@ def read_audio(rec: CallRecord, result: Any, capture: bool) -> None:
             if seconds is not None
             else "provider reports no usage for this operation"
         )
-    if capture and isinstance(pick(result, "text"), str):
-        rec.output_messages = [{"role": "assistant", "content": pick(result, "text")}]
+    text = pick(result, "text")
+    if capture and isinstance(text, str):
+        rec.output_messages = content.text_output(text)
 
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from payi_otel.core import COMPLETED, ERROR, Call, CallRecord
 from payi_otel.units import Usage
 
+from ._content import streamed_output
 from ._results import end_call, read_responses, tool_call
 from ._usage import chat_usage, pick
 
@@ -55,7 +56,7 @@ class ChatStream(StreamEnd):
         self.capture = call.capture_content
         self.first = True
         self.reasons: dict[int, str] = {}
-        self.tools: dict[tuple[int, int], list[str]] = {}
+        self.tools: dict[tuple[int, int], list[str]] = {}  # (choice, tool index) -> [name, arguments, id]
         self.texts: dict[int, list[str]] = {}
 
     def _head(self, chunk: Any) -> bool:
@@ -94,7 +95,9 @@ class ChatStream(StreamEnd):
         for tc in tool_calls:
             slot = self.tools.get((choice_index, tc.index))
             if slot is None:
-                slot = self.tools[(choice_index, tc.index)] = ["", ""]
+                slot = self.tools[(choice_index, tc.index)] = ["", "", ""]
+            if tc.id:
+                slot[2] = tc.id
             fn = tc.function
             if fn is not None:
                 if fn.name:
@@ -103,7 +106,7 @@ class ChatStream(StreamEnd):
                     slot[1] += fn.arguments
 
     def _function_delta(self, choice_index: int, fc: Any) -> None:
-        slot = self.tools.setdefault((choice_index, -1), ["", ""])
+        slot = self.tools.setdefault((choice_index, -1), ["", "", ""])
         if fc.name:
             slot[0] += fc.name
         if fc.arguments:
@@ -113,12 +116,9 @@ class ChatStream(StreamEnd):
         if self.reasons:
             rec.finish_reasons = [self.reasons[i] for i in sorted(self.reasons)]
         if self.tools:
-            rec.tool_calls = [tool_call(n, a) for _, (n, a) in sorted(self.tools.items())]
+            rec.tool_calls = [tool_call(slot[0], slot[1]) for _, slot in sorted(self.tools.items())]
         if self.capture:
-            rec.output_messages = [
-                {"role": "assistant", "content": "".join(parts), "finish_reason": self.reasons.get(i)}
-                for i, parts in sorted(self.texts.items())
-            ]
+            rec.output_messages = streamed_output(self.texts, self.tools, self.reasons)
 
     def _missing_reason(self) -> str:
         return _NO_USAGE_IN_STREAM

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from payi_otel.instrumentation._wrapping import Target
+from payi_otel.messages import Message
 from payi_otel.units import Usage
 
+from ._content import chat_input, responses_input, text_input
 from ._operation import OpenAIOperation, State
 from ._raw import helper_close_hook
 from ._results import Reader, read_audio, read_chat, read_embeddings, read_images, read_responses
@@ -24,9 +26,10 @@ def targets(state: State) -> list[Target]:
         stream_kind: str | None,
         input_key: str | None,
         stream_usage: Callable[[Any], Usage | None] | None = None,
+        content_in: Callable[[Any], list[Message] | None] = text_input,
     ) -> _Make:
         return lambda is_async: OpenAIOperation(
-            state, operation, read, stream_kind, input_key, is_async, stream_usage=stream_usage
+            state, operation, read, stream_kind, input_key, is_async, stream_usage=stream_usage, content_in=content_in
         )
 
     rows: list[Target] = []
@@ -36,12 +39,12 @@ def targets(state: State) -> list[Target]:
             operation = make(is_async)
             rows.extend(Target(module, cls, m, operation, since=since) for m in methods)
 
-    chat = op("chat", read_chat, "chat", "messages")
+    chat = op("chat", read_chat, "chat", "messages", content_in=chat_input)
     both("openai.resources.chat.completions.completions", "Completions", ("create", "parse"), chat, since="1.40")
     both("openai.resources.chat.completions", "Completions", ("create",), chat)
     # Before 1.50 beta.chat.completions.parse calls chat.completions.create (already wrapped): one span, not two.
     both("openai.resources.beta.chat.completions", "Completions", ("parse",), chat, since="1.50")
-    responses = op("chat", read_responses, "responses", "input")
+    responses = op("chat", read_responses, "responses", "input", content_in=responses_input)
     both("openai.resources.responses.responses", "Responses", ("create", "parse"), responses, since="1.66")
     both("openai.resources.responses", "Responses", ("create",), responses, since="1.66")
     both("openai.resources.embeddings", "Embeddings", ("create",), op("embeddings", read_embeddings, None, "input"))
