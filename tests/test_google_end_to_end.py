@@ -21,7 +21,7 @@ from service_support import running_service, stored_requests
 
 from payi_otel import track_context
 from payi_otel.instrumentation.google_genai import GoogleGenAIInstrumentor
-from payi_otel.replay import Cassette, Interaction
+from payi_otel.testing.replay import Cassette, Interaction
 
 PYDANTIC = CASSETTES / "pydantic__pydantic-ai" / "google"
 CONTRIB = CASSETTES / "open-telemetry__opentelemetry-python-contrib" / "google"

@@ -29,7 +29,7 @@ from google.oauth2.credentials import Credentials
 from opentelemetry import trace
 
 from payi_otel import attributes as A
-from payi_otel.replay import Cassette
+from payi_otel.testing.replay import Cassette
 from payi_otel.units import to_units
 
 PYDANTIC = CASSETTES / "pydantic__pydantic-ai" / "google"

@@ -179,7 +179,7 @@ def event_cost(streams: int) -> dict:
 
     from payi_otel.core import CallRecord, SpanCore
     from payi_otel.instrumentation.anthropic._streams import MessageEvents
-    from payi_otel.replay import Cassette
+    from payi_otel.testing.replay import Cassette
     from payi_otel.stream import StreamProxy
 
     _, recorded = load("test_anthropic_tools_streaming_legacy")
