@@ -276,3 +276,16 @@ def test_openapi_describes_every_management_route(svc):
         )
     assert paths["/api/v1/categories/{category}"]["delete"]["responses"]["403"]
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+def test_bulk_counts_each_item_in_order_against_its_limits(client, payi):
+    cost = _cost(client.post("/api/v1/ingest", json=GPT4O).json())
+    limit = payi.limits.create(limit_name="bulk", max=cost * 3.5, threshold=2.5 / 3.5).limit
+    items = [{**GPT4O, "limit_ids": [limit.limit_id]}] * 4 + [{**GPT4O, "limit_ids": [limit.limit_id],
+                                                               "http_status_code": 503}]
+    assert client.post("/api/v1/ingest/bulk", json=items).json()["ingest_count"] == 5
+    totals = payi.limits.retrieve(limit.limit_id).limit.totals
+    assert (totals.requests.ok, totals.requests.exceeded, totals.requests.overrun, totals.requests.failed) == (
+        2, 1, 1, 1
+    )
+    assert totals.cost.total.base == pytest.approx(cost * 4, rel=1e-12)

@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from payi_otel import protocol as P
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer, PriceResult, price_custom
-from payi_otel.service.store import Application, Store, StoredRequest, StoreError, new_id, now_ms
+from payi_otel.service.store import REQUEST_COLUMNS, Application, Store, StoredRequest, StoreError, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE.total_seconds() * 1000
@@ -38,6 +38,8 @@ _PROVIDER_FIELDS = (
 _LOGGED_FIELDS = ("provider_request_json", "provider_response_json", "provider_request_reasoning_json")
 _MODEL_LIST_FIELDS = ("provider_request_headers", "provider_response_headers", "provider_response_function_calls")
 
+
+_LIMIT_STATES = REQUEST_COLUMNS.index("limit_states")
 
 class PayiApiError(Exception):
     """An error answered with Pay-i's body ``{statusCode, message, xproxy_error:{code, message}}``."""
@@ -342,7 +344,9 @@ class Ingestor:
         self.pricer = pricer
         self.clock = clock  # seconds since the epoch; decides when scheduled limit resets are due
 
-    def _check_attribution(self, app: Application, attr: Attribution, names: dict[str, str]) -> None:
+    def _check_attribution(
+        self, app: Application, attr: Attribution, names: dict[str, str], batch: _Batch | None = None
+    ) -> None:
         check_attribution_bounds(attr, names)
         if attr.user_id is not None and P.has_whitespace(attr.user_id):
             raise bad_request("invalid_user_id", f"{names['user_id']} must not contain spaces")
@@ -362,7 +366,9 @@ class Ingestor:
                     raise bad_request(code, f"{names[f]} requires {names['use_case_name']}")
         if len(set(attr.limit_ids)) != len(attr.limit_ids):
             raise bad_request("duplicate_limit_id", f"{names['limit_ids']} lists the same limit id twice")
-        unknown, blocking = self.store.check_limit_ids(app.id, attr.limit_ids, int(self.clock() * 1000))
+        unknown, blocking = self.store.check_limit_ids(
+            app.id, attr.limit_ids, int(self.clock() * 1000), batch.known_limits if batch is not None else None
+        )
         if unknown:
             shown = ", ".join(P.preview(i) for i in unknown[:_LISTED_IDS])
             more = f" and {len(unknown) - _LISTED_IDS} more" if len(unknown) > _LISTED_IDS else ""
@@ -391,10 +397,11 @@ class Ingestor:
             outcome = self._prepare(app, event, attr, _HEADER_NAMES, batch)
             if isinstance(outcome, StoredRequest):
                 return response_body(outcome, duplicate=True)
+            self._account_limits(app, batch)
             self.store.add_requests(batch.rows, batch.new_instances)
         # A str (an earlier item's request id) only answers a repeat within one batch; this batch holds one event.
         assert not isinstance(outcome, str)
-        return response_body(StoredRequest.from_request_row(outcome), duplicate=False)
+        return response_body(StoredRequest.from_request_row(batch.rows[0]), duplicate=False)
 
     def ingest_bulk(self, app: Application, items: list[BulkIngestRequest | PayiApiError]) -> dict[str, Any]:
         """Store the good items of a bulk body in one go and return the BulkIngestResponse body.
@@ -462,8 +469,21 @@ class Ingestor:
                     if replaced is not None:
                         batch.rows[-1] = (replaced, *outcome[1:])
                     outcomes.append(Stored(batch.rows[-1][0], duplicate=False))
+            self._account_limits(app, batch)
             self.store.add_requests(batch.rows, batch.new_instances)
         return outcomes
+
+    def _account_limits(self, app: Application, batch: _Batch) -> None:
+        """Count the batch's requests in the limits they name (one pair of updates per limit) and
+        set each request row's per-limit states."""
+        if not batch.limit_entries:
+            return
+        entries = [(ids, cost, failed, batch.rows[i][0]) for i, ids, cost, failed in batch.limit_entries]
+        states = self.store.account_limits_batch(app.id, entries, {"application": app.name}, int(self.clock() * 1000))
+        for (i, *_), limit_states in zip(batch.limit_entries, states, strict=True):
+            row = batch.rows[i]
+            batch.rows[i] = (*row[:_LIMIT_STATES], _dumps(limit_states) if limit_states else None,
+                             *row[_LIMIT_STATES + 1 :])
 
     def _event_time(self, event: IngestRequest, batch: _Batch) -> tuple[int, datetime]:
         if event.event_timestamp is None:
@@ -486,7 +506,7 @@ class Ingestor:
         Returns the stored request it duplicates instead (the request id when it duplicates an
         earlier item of the same batch). Every check that can reject the event runs before any write.
         """
-        self._check_attribution(app, attr, names)
+        self._check_attribution(app, attr, names, batch)
         event_ms, when = self._event_time(event, batch)
         provider_key = None
         if event.provider_response_id is not None:
@@ -554,13 +574,9 @@ class Ingestor:
 
         priced = price.priced
         request_id = new_id()
-        limit_states = None
-        if limit_ids:
+        if limit_ids:  # counted for the whole batch at its end (see _account_limits)
             cost = (price.input_cost, price.output_cost, price.total_cost) if priced else (0.0, 0.0, 0.0)
-            limit_states = self.store.account_limits(
-                app.id, limit_ids, cost, failed, {"application": app.name, "request_id": request_id},
-                int(self.clock() * 1000),
-            )
+            batch.limit_entries.append((len(batch.rows), limit_ids, cost, failed))
         row = (
             request_id,
             app.id,
@@ -589,7 +605,7 @@ class Ingestor:
             price.output_cost if priced else None,
             price.total_cost if priced else None,
             price.unpriced_reason,
-            _dumps(limit_states) if limit_states else None,
+            None,  # limit states: set by _account_limits
             _dumps(properties) if properties else None,
             _dumps(provider_data) if provider_data else None,
             _dumps(price.unknown_units) if price.unknown_units else None,
@@ -618,6 +634,9 @@ class _Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     new_instances: list[tuple[Any, ...]] = field(default_factory=list)
     provider_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # -> request id
+    # (row index, limit ids, (input, output, total) cost, failed) of rows that name limits
+    limit_entries: list[tuple[int, list[str], tuple[float, float, float], bool]] = field(default_factory=list)
+    known_limits: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # checked: id -> (type, next reset)
 
     def __post_init__(self) -> None:
         self.ingest_time = datetime.fromtimestamp(self.ingest_ms / 1000, UTC)

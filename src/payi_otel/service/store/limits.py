@@ -31,18 +31,16 @@ _ZERO_TOTALS = (
     "cost_input = 0, cost_output = 0, cost_total = 0, req_ok = 0, req_exceeded = 0, req_overrun = 0, req_blocked = 0,"
     " req_blocked_external = 0, req_failed = 0, req_total = 0, alerted = 0"
 )
-# One event's effect on a limit: ?1 input, ?2 output, ?3 total cost, ?4 1 when the request failed.
-# The new total (cost_total + ?3) decides the state the request is counted under.
-_ACCOUNT = """
+_ADD_BATCH = """
 UPDATE limits SET
     cost_input = cost_input + ?1, cost_output = cost_output + ?2, cost_total = cost_total + ?3,
-    req_total = req_total + 1,
-    req_failed = req_failed + ?4,
-    req_overrun = req_overrun + (?4 = 0 AND cost_total + ?3 > max),
-    req_exceeded = req_exceeded + (?4 = 0 AND cost_total + ?3 <= max AND cost_total + ?3 >= max * threshold),
-    req_ok = req_ok + (?4 = 0 AND cost_total + ?3 < max * threshold)
-WHERE application_id = ?5 AND limit_id = ?6
-RETURNING cost_total, max, threshold, alerted, limit_name
+    req_total = req_total + ?4, req_failed = req_failed + ?5
+WHERE application_id = ?6 AND limit_id = ?7
+RETURNING cost_total, max, threshold, alerted
+"""
+_COUNT_BATCH = """
+UPDATE limits SET req_ok = req_ok + ?1, req_exceeded = req_exceeded + ?2, req_overrun = req_overrun + ?3
+WHERE application_id = ?4 AND limit_id = ?5
 """
 ALERT_THRESHOLD, ALERT_MAX = 1, 2
 # Claim an alert: only the first update that finds the bit clear (and the crossing real) returns a row.
@@ -307,45 +305,85 @@ class LimitsStore(StoreBase):
         return len(due)
 
     # --- ingest --------------------------------------------------------------------------------
-    def check_limit_ids(self, application_id: int, limit_ids: list[str], now_ms: int) -> tuple[list[str], list[str]]:
-        """(ids that are not limits of this application, ids of block limits); applies resets due first."""
-        if not limit_ids:
-            return [], []
-        marks = ",".join("?" * len(limit_ids))
-        found = self._conn.execute(
-            "SELECT limit_id, limit_type, next_reset_ms FROM limits"
-            f" WHERE application_id = ? AND limit_id IN ({marks})",
-            (application_id, *limit_ids),
-        ).fetchall()
-        if any(due is not None and due <= now_ms for _, _, due in found):
-            self.apply_due_resets(now_ms, application_id, limit_ids)
-        known = {lid for lid, _, _ in found}
-        return [i for i in limit_ids if i not in known], [lid for lid, kind, _ in found if kind == "block"]
-
-    def account_limits(
+    def check_limit_ids(
         self,
         application_id: int,
         limit_ids: list[str],
-        cost: tuple[float, float, float],
-        failed: bool,
+        now_ms: int,
+        seen: dict[str, tuple[str, int | None]] | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """(ids that are not limits of this application, ids of block limits); applies resets due first.
+
+        ``seen`` (limit id -> (type, next reset)) keeps what earlier events of the same batch found."""
+        if not limit_ids:
+            return [], []
+        seen = {} if seen is None else seen
+        missing = [i for i in limit_ids if i not in seen]
+        if missing:
+            marks = ",".join("?" * len(missing))
+            for lid, kind, due in self._conn.execute(
+                "SELECT limit_id, limit_type, next_reset_ms FROM limits"
+                f" WHERE application_id = ? AND limit_id IN ({marks})",
+                (application_id, *missing),
+            ):
+                seen[lid] = (kind, due)
+        found = [(lid, *seen[lid]) for lid in limit_ids if lid in seen]
+        due_now = [lid for lid, _, due in found if due is not None and due <= now_ms]
+        if due_now:
+            self.apply_due_resets(now_ms, application_id, due_now)
+            for lid in due_now:
+                del seen[lid]  # its next reset moved on: read again by the next event
+        known = {lid for lid, _, _ in found}
+        return [i for i in limit_ids if i not in known], [lid for lid, kind, _ in found if kind == "block"]
+
+    def account_limits_batch(
+        self,
+        application_id: int,
+        entries: list[tuple[list[str], tuple[float, float, float], bool, str]],
         alert_context: dict[str, Any],
         now_ms: int,
-    ) -> dict[str, str]:
-        """Add one request to each limit; returns each limit's state for it (``failed`` adds no cost)."""
-        states: dict[str, str] = {}
-        c = self._conn
-        c_in, c_out, c_total = (0.0, 0.0, 0.0) if failed else cost
-        for lid in limit_ids:
-            row = c.execute(_ACCOUNT, (c_in, c_out, c_total, int(failed), application_id, lid)).fetchone()
+    ) -> list[dict[str, str]]:
+        """Count requests ``(limit ids, (input, output, total) cost, failed, request id)`` in their limits, in
+        order; returns each request's limit states. Two atomic updates per limit, whatever the number of
+        requests: the sums first (returning the new total, so the total before is known under the row's
+        lock), then the counts by state, each request's state read from the running total."""
+        by_limit: dict[str, list[int]] = {}
+        for k, (ids, _, _, _) in enumerate(entries):
+            for lid in ids:
+                by_limit.setdefault(lid, []).append(k)
+        states: list[dict[str, str]] = [{} for _ in entries]
+        for lid, ks in by_limit.items():
+            sums = [0.0, 0.0, 0.0]
+            failed = 0
+            for k in ks:
+                if entries[k][2]:
+                    failed += 1
+                else:
+                    for j in range(3):
+                        sums[j] += entries[k][1][j]
+            row = self._conn.execute(_ADD_BATCH, (*sums, len(ks), failed, application_id, lid)).fetchone()
             if row is None:
                 continue  # deleted since checked: nothing to count
-            total, max_, threshold, alerted, _name = row
-            state = "failed" if failed else limit_state(total, max_, threshold)
-            states[lid] = state
-            if state == "exceeded" or state == "overrun":
-                for bit, kind in ((ALERT_THRESHOLD, "threshold"), (ALERT_MAX, "max")):
-                    if not alerted & bit:
-                        self._claim_alert(application_id, lid, bit, kind, alert_context, now_ms)
+            new_total, max_, threshold, alerted = row
+            running = new_total - sums[2]
+            counts = {"ok": 0, "exceeded": 0, "overrun": 0}
+            first_past: dict[str, str] = {}  # state -> the first request in it (for the alert)
+            for k in ks:
+                _, cost, was_failed, request_id = entries[k]
+                if was_failed:
+                    states[k][lid] = "failed"
+                    continue
+                running += cost[2]
+                state = limit_state(running, max_, threshold)
+                states[k][lid] = state
+                counts[state] += 1
+                first_past.setdefault(state, request_id)
+            self._conn.execute(_COUNT_BATCH, (counts["ok"], counts["exceeded"], counts["overrun"], application_id, lid))
+            for bit, kind, state in ((ALERT_THRESHOLD, "threshold", "exceeded"), (ALERT_MAX, "max", "overrun")):
+                crossed_by = first_past.get(state) or (first_past.get("overrun") if state == "exceeded" else None)
+                if crossed_by is not None and not alerted & bit:
+                    self._claim_alert(application_id, lid, bit, kind, {**alert_context, "request_id": crossed_by},
+                                      now_ms)
         return states
 
     def _claim_alert(
