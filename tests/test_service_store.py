@@ -7,7 +7,7 @@ import sqlite3
 import time
 
 from payi_otel.service.ingest import xproxy_result
-from payi_otel.service.store import REQUEST_COLUMNS, Store, new_id, now_ms
+from payi_otel.service.store import REQUEST_COLUMNS, ReportQuery, Store, new_id, now_ms
 
 # Version 1 of the file: the tables that changed since, as it created them, and those they refer to.
 _VERSION_1_TABLES = """
@@ -124,7 +124,7 @@ def test_a_version_1_file_is_upgraded_without_losing_anything(tmp_path):
             # a priced result with unknown units now also warns that they are not in the cost
             extra = {"warnings": ["units without a price, not in the cost: guardrail"]} if old["cost"] else {}
             assert xproxy_result(store.request_result(1, request_id=old["request_id"])) == {**old, **extra}
-        by_tag = {(tag, cost) for tag, _row, cost, *_ in store.report_rows(["tag"], None, None)}
+        by_tag = {(tag, cost) for tag, _row, cost, *_ in store.report_rows(["tag"], ReportQuery())}
         assert by_tag == {(None, None), ("alpha", 0.00035), ("beta", 0.00035)}
         assert store.use_case_instance_properties(1, "inst-1") == {"team": "red"}
     finally:

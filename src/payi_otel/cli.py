@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     dk = apps_sub.add_parser("default-key", help="print the default application's API key")
     _add_data_dir(dk)
 
-    from payi_otel.service.reports import DIMENSIONS, FORMATS
+    from payi_otel.service.report_render import FORMATS
+    from payi_otel.service.reports import DIMENSIONS
 
     report = sub.add_parser("report", help="print cost, requests, tokens, failures and latency")
     report.add_argument(
@@ -133,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--until", help="end (exclusive): ISO date/time or relative age")
     report.add_argument("--format", choices=FORMATS, default="table")
     report.add_argument("--app", metavar="NAME", help="only this application's requests")
+    report.add_argument(
+        "--where", action="append", default=[], metavar="DIM=VALUE",
+        help="only requests whose DIM (any --by dimension) equals VALUE (repeatable; all must hold)",
+    )
     _add_data_dir(report)
 
     cli_limits.add_parser(sub, _add_data_dir)
@@ -245,16 +250,30 @@ def _apps(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from payi_otel.service.reports import ReportError, build_report, parse_dimensions, parse_time, render
+    from payi_otel.service.report_render import render
+    from payi_otel.service.reports import (
+        ReportError,
+        build_report,
+        check_query,
+        parse_dimensions,
+        parse_filters,
+        parse_time,
+    )
+    from payi_otel.service.store import ReportQuery
 
     try:
         now = datetime.now(UTC)
         dims = parse_dimensions(args.by)
-        since = parse_time(args.since, "--since", now) if args.since else None
-        until = parse_time(args.until, "--until", now) if args.until else None
+        query = ReportQuery(
+            since_ms=parse_time(args.since, "--since", now) if args.since else None,
+            until_ms=parse_time(args.until, "--until", now) if args.until else None,
+            application=args.app,
+            filters=parse_filters(args.where),
+        )
         store = _open_store(args)
         try:
-            print(render(build_report(store, dims, since, until, application=args.app), args.format))
+            check_query(store, query)
+            print(render(build_report(store, dims, query), args.format))
         finally:
             store.close()
     except ReportError as exc:

@@ -46,7 +46,8 @@ def add_parser(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser], None]
 
 def run(args: argparse.Namespace, data_dir: str, usage_error: type[Exception]) -> int:
     from payi_otel.service import schedules
-    from payi_otel.service.reports import limit_summary, render_limits_table
+    from payi_otel.service.report_render import render_limits_table
+    from payi_otel.service.reports import limit_summary
     from payi_otel.service.store import Store, StoreError, new_id
 
     now = int(time.time() * 1000)

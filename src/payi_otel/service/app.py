@@ -29,7 +29,7 @@ from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
 from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.routes import categories, ingest, limits, requests, use_cases
+from payi_otel.service.routes import categories, ingest, limits, reports, requests, use_cases
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
 from payi_otel.service.routes.otlp import otlp_router
 from payi_otel.service.store import Store
@@ -101,8 +101,9 @@ def create_app(
     app = FastAPI(
         title="payi-otel local service",
         version="1",
-        description="A local, Pay-i-compatible API over SQLite: ingest, requests, limits, use cases, categories and "
-        f"resources. Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header (an application key). "
+        description="A local, Pay-i-compatible API over SQLite: ingest, requests, limits, use cases, categories, "
+        f"resources and reports. Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header "
+        "(an application key). "
         "Every error answers Pay-i's body `{statusCode, message, xproxy_error: {code, message}}`.",
         lifespan=lifespan,
         docs_url=None,  # served below from the swagger-ui-bundle package: no asset comes from the internet
@@ -160,7 +161,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for area in (ingest, requests, limits, use_cases, categories):
+    for area in (ingest, requests, limits, use_cases, categories, reports):
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
     app.include_router(otlp_router(otlp_sink, max_body_bytes=body_limit))

@@ -30,7 +30,7 @@ from payi_otel.service.store.records import (
     new_id,
     now_ms,
 )
-from payi_otel.service.store.reports import REPORT_DIMENSIONS, ReportsStore
+from payi_otel.service.store.reports import MULTI_VALUED, REPORT_DIMENSIONS, ReportQuery, ReportsStore
 from payi_otel.service.store.schema import SCHEMA_VERSION
 from payi_otel.service.store.use_cases import (
     DefinitionRecord,
@@ -42,6 +42,7 @@ from payi_otel.service.store.use_cases import (
 __all__ = [
     "DB_FILE",
     "DEFAULT_NAME",
+    "MULTI_VALUED",
     "REPORT_DIMENSIONS",
     "REQUEST_COLUMNS",
     "SCHEMA_VERSION",
@@ -53,6 +54,7 @@ __all__ = [
     "KpiRecord",
     "LimitRecord",
     "NoStoreError",
+    "ReportQuery",
     "ResourceVersion",
     "Store",
     "StoreError",

@@ -1,10 +1,13 @@
-"""The rows reports aggregate (read through a separate read-only connection)."""
+"""The rows reports aggregate, the request list and one request's detail (read-only connections)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from payi_otel.service.store.connection import StoreBase
 
@@ -13,60 +16,146 @@ REPORT_DIMENSIONS: dict[str, str] = {
     "application": "a.name",
     "group": "g.name",
     "use_case": "r.use_case_name",
+    "version": "r.use_case_version",
+    "step": "r.use_case_step",
     "user": "r.user_id",
     "account": "r.account_name",
     "tag": "t.value",
+    "limit": "coalesce(lt.limit_name, lim.key)",  # the limit's name; its id once it is deleted
     "category": "r.category",
     "resource": "r.resource",
     "day": "date(r.event_ms / 1000, 'unixepoch')",
-    "limit": "coalesce(lt.limit_name, lim.key)",
+    "hour": "strftime('%Y-%m-%dT%H:00Z', r.event_ms / 1000, 'unixepoch')",
     # request properties an OTLP span's resource gives (service.name, ...)
     "service": """json_extract(r.properties, '$."service.name"')""",
     "namespace": """json_extract(r.properties, '$."service.namespace"')""",
     "environment": """json_extract(r.properties, '$."deployment.environment.name"')""",
 }
-# Dimensions with several values per request (a request is in one group per value).
-MULTI_VALUED = ("tag", "limit")
+# Dimensions a request can have several values of: grouped by one, a request is in several groups.
+MULTI_VALUED = {
+    "tag": (
+        "LEFT JOIN json_each(r.request_tags) t",
+        "EXISTS (SELECT 1 FROM json_each(r.request_tags) WHERE value = ?)",
+    ),
+    "limit": (
+        "LEFT JOIN json_each(r.limit_states) lim"
+        " LEFT JOIN limits lt ON lt.application_id = r.application_id AND lt.limit_id = lim.key",
+        "EXISTS (SELECT 1 FROM json_each(r.limit_states) j LEFT JOIN limits l2"
+        " ON l2.application_id = r.application_id AND l2.limit_id = j.key WHERE coalesce(l2.limit_name, j.key) = ?)",
+    ),
+}
+_FROM = "FROM requests r JOIN applications a ON a.id = r.application_id JOIN groups g ON g.id = a.group_id"
+_LIST_COLUMNS = (
+    "r.id, r.request_id, r.event_ms, a.name, r.category, r.resource, r.use_case_name, r.use_case_version, "
+    "r.user_id, r.account_name, r.cost_total, r.input_tokens, r.output_tokens, r.failed, r.http_status_code, "
+    "r.latency_ms"
+)
+_DETAIL_COLUMNS = (
+    "r.request_id, r.event_ms, r.ingest_ms, a.name, r.category, r.resource, r.resource_id, r.resource_scope, "
+    "r.provider_response_id, r.use_case_name, r.use_case_id, r.use_case_version, r.use_case_step, r.user_id, "
+    "r.account_name, r.http_status_code, r.failed, r.latency_ms, r.ttft_ms, r.input_tokens, r.output_tokens, "
+    "r.cost_input, r.cost_output, r.cost_total, r.unpriced_reason, r.units, r.unknown_units, r.limit_states, "
+    "r.request_tags, r.properties, r.provider_data"
+)
+
+
+def _names(columns: str) -> list[str]:
+    """Answer keys of SQL columns: ``r.cost_total`` -> ``cost_total``, ``a.name`` -> ``application``."""
+    return ["application" if c.strip() == "a.name" else c.strip().split(".")[1] for c in columns.split(",")]
+
+
+_LIST_NAMES = [n.replace("cost_total", "cost_usd") for n in _names(_LIST_COLUMNS)]
+_DETAIL_NAMES = _names(_DETAIL_COLUMNS)
+_JSON_DETAIL = ("units", "unknown_units", "limit_states", "request_tags", "properties", "provider_data")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """Which requests a report or request list covers: a window, an application and equality filters."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    application: str | None = None
+    filters: Mapping[str, str] = field(default_factory=dict)  # dimension -> value
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if self.since_ms is not None:
+            where.append("r.event_ms >= ?")
+            params.append(self.since_ms)
+        if self.until_ms is not None:
+            where.append("r.event_ms < ?")
+            params.append(self.until_ms)
+        if self.application is not None:
+            where.append("a.name = ?")
+            params.append(self.application)
+        for dim, value in self.filters.items():
+            multi = MULTI_VALUED.get(dim)
+            # compared as text so a version '2' matches; dimension names come from REPORT_DIMENSIONS only
+            where.append(multi[1] if multi else f"CAST({REPORT_DIMENSIONS[dim]} AS TEXT) = ?")
+            params.append(value)
+        return where, params
 
 
 class ReportsStore(StoreBase):
-    def report_rows(
-        self, dimensions: list[str], since_ms: int | None, until_ms: int | None, application: str | None = None
-    ) -> Iterator[tuple[Any, ...]]:
-        """Per request: (*dimension values, row id, cost_total|None, input_tokens, output_tokens, failed, latency_ms).
-
-        A request with several tags (limits) yields one row per tag (limit) when grouping by tag (limit).
-        """
-        exprs = [REPORT_DIMENSIONS[d] for d in dimensions]
-        sql = [
-            "SELECT",
-            ", ".join(
-                [*exprs, "r.id", "r.cost_total", "r.input_tokens", "r.output_tokens", "r.failed", "r.latency_ms"]
-            ),
-            "FROM requests r JOIN applications a ON a.id = r.application_id JOIN groups g ON g.id = a.group_id",
-        ]
-        if "tag" in dimensions:
-            sql.append("LEFT JOIN json_each(r.request_tags) t")
-        if "limit" in dimensions:
-            sql.append(
-                "LEFT JOIN json_each(r.limit_states) lim"
-                " LEFT JOIN limits lt ON lt.application_id = r.application_id AND lt.limit_id = lim.key"
-            )
-        where: list[str] = []
-        params: list[Any] = []
-        if since_ms is not None:
-            where.append("r.event_ms >= ?")
-            params.append(since_ms)
-        if until_ms is not None:
-            where.append("r.event_ms < ?")
-            params.append(until_ms)
-        if application is not None:
-            where.append("a.name = ?")
-            params.append(application)
-        if where:
-            sql.append("WHERE " + " AND ".join(where))
+    def _read(self, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
         reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
         try:
-            yield from reader.execute(" ".join(sql), params)
+            yield from reader.execute(sql, params)
         finally:
             reader.close()
+
+    def report_rows(self, dimensions: list[str], query: ReportQuery) -> Iterator[tuple[Any, ...]]:
+        """Per request: (*dimension values, row id, cost_total|None, input_tokens, output_tokens, failed,
+        latency_ms, units JSON).
+
+        A request with several tags (or limits) yields one row per tag when grouping by tag (or limit).
+        """
+        exprs = [REPORT_DIMENSIONS[d] for d in dimensions]
+        columns = [*exprs, "r.id", "r.cost_total", "r.input_tokens", "r.output_tokens", "r.failed", "r.latency_ms"]
+        sql = ["SELECT", ", ".join([*columns, "r.units"]), _FROM]
+        sql += [join for dim, (join, _) in MULTI_VALUED.items() if dim in dimensions]
+        where, params = query.where()
+        if where:
+            sql.append("WHERE " + " AND ".join(where))
+        return self._read(" ".join(sql), params)
+
+    def request_page(
+        self, query: ReportQuery, after: tuple[int, int] | None, size: int, newest_first: bool = True
+    ) -> list[dict[str, Any]]:
+        """Up to ``size`` requests after the (event_ms, row id) key ``after``, newest (or oldest) first.
+
+        Each item has its key under ``_key``.
+        """
+        where, params = query.where()
+        op, order = ("<", "DESC") if newest_first else (">", "ASC")
+        if after is not None:
+            where.append(f"(r.event_ms, r.id) {op} (?, ?)")
+            params += list(after)
+        sql = f"SELECT {_LIST_COLUMNS} {_FROM}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY r.event_ms {order}, r.id {order} LIMIT ?"
+        items = []
+        for row in self._read(sql, [*params, size]):
+            item = dict(zip(_LIST_NAMES, row, strict=True))
+            item["_key"] = [item["event_ms"], item.pop("id")]
+            item["failed"] = bool(item["failed"])
+            items.append(item)
+        return items
+
+    def request_detail(self, request_id: str, application: str | None = None) -> dict[str, Any] | None:
+        """Everything stored about one request (JSON columns decoded), or None."""
+        sql = f"SELECT {_DETAIL_COLUMNS} {_FROM} WHERE r.request_id = ?"
+        params: list[Any] = [request_id]
+        if application is not None:
+            sql += " AND a.name = ?"
+            params.append(application)
+        for row in self._read(sql, params):
+            detail = dict(zip(_DETAIL_NAMES, row, strict=True))
+            detail["failed"] = bool(detail["failed"])
+            for key in _JSON_DETAIL:
+                detail[key] = orjson.loads(detail[key]) if detail[key] else None
+            return detail
+        return None
