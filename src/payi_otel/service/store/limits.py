@@ -38,6 +38,17 @@ UPDATE limits SET
 WHERE application_id = ?6 AND limit_id = ?7
 RETURNING cost_total, max, threshold, alerted
 """
+# One request on its own: its state decided in the same statement (?4 = 1 when it failed).
+_ADD_ONE = """
+UPDATE limits SET
+    cost_input = cost_input + ?1, cost_output = cost_output + ?2, cost_total = cost_total + ?3,
+    req_total = req_total + 1, req_failed = req_failed + ?4,
+    req_overrun = req_overrun + (?4 = 0 AND cost_total + ?3 > max),
+    req_exceeded = req_exceeded + (?4 = 0 AND cost_total + ?3 <= max AND cost_total + ?3 >= max * threshold),
+    req_ok = req_ok + (?4 = 0 AND cost_total + ?3 < max * threshold)
+WHERE application_id = ?5 AND limit_id = ?6
+RETURNING cost_total, max, threshold, alerted
+"""
 _COUNT_BATCH = """
 UPDATE limits SET req_ok = req_ok + ?1, req_exceeded = req_exceeded + ?2, req_overrun = req_overrun + ?3
 WHERE application_id = ?4 AND limit_id = ?5
@@ -361,7 +372,11 @@ class LimitsStore(StoreBase):
                 else:
                     for j in range(3):
                         sums[j] += entries[k][1][j]
-            row = self._conn.execute(_ADD_BATCH, (*sums, len(ks), failed, application_id, lid)).fetchone()
+            single = len(ks) == 1  # one statement does it all (the common case of single ingest)
+            row = self._conn.execute(
+                _ADD_ONE if single else _ADD_BATCH,
+                (*sums, failed, application_id, lid) if single else (*sums, len(ks), failed, application_id, lid),
+            ).fetchone()
             if row is None:
                 continue  # deleted since checked: nothing to count
             new_total, max_, threshold, alerted = row
@@ -378,7 +393,10 @@ class LimitsStore(StoreBase):
                 states[k][lid] = state
                 counts[state] += 1
                 first_past.setdefault(state, request_id)
-            self._conn.execute(_COUNT_BATCH, (counts["ok"], counts["exceeded"], counts["overrun"], application_id, lid))
+            if not single:
+                self._conn.execute(
+                    _COUNT_BATCH, (counts["ok"], counts["exceeded"], counts["overrun"], application_id, lid)
+                )
             for bit, kind, state in ((ALERT_THRESHOLD, "threshold", "exceeded"), (ALERT_MAX, "max", "overrun")):
                 crossed_by = first_past.get(state) or (first_past.get("overrun") if state == "exceeded" else None)
                 if crossed_by is not None and not alerted & bit:
