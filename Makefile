@@ -31,7 +31,7 @@ GOOGLE_PINS := 1.11.0 2.34.0
 GOOGLE_STAMPS := $(foreach v,$(GOOGLE_PINS),.venv-google$(firstword $(subst ., ,$(v)))/.installed-google-genai-$(v))
 GOOGLE_TESTS := tests/test_google_replay.py tests/test_google_features.py
 
-.PHONY: setup run lint test test-openai-matrix test-google-matrix test-anthropic-matrix test-peers bench clean
+.PHONY: setup run lint test test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,7 @@ test: setup lint
 	$(MAKE) --no-print-directory test-google-matrix
 	$(MAKE) --no-print-directory test-peers
 	$(MAKE) --no-print-directory test-anthropic-matrix
+	$(MAKE) --no-print-directory test-fuzz
 
 # Venvs install in parallel (pip is the main cost); the test runs follow one another.
 test-openai-matrix:
@@ -90,6 +91,11 @@ $(ANTHROPIC_STAMPS): pyproject.toml
 	$(@D)/bin/python -m pip install --quiet --upgrade pip
 	$(@D)/bin/python -m pip install --quiet -e ".[dev]" "anthropic==$(patsubst .venv-anthropic-%,%,$(@D))"
 	touch $@
+
+# schemathesis against the local service's whole OpenAPI document, every check, for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 150
+test-fuzz: setup
+	$(BIN)/python tests/fuzz/run_schemathesis.py --max-time $(FUZZ_SECONDS)
 
 test-peers: $(PEERS_STAMP)
 	.venv-peers/bin/python -m pytest -q -p no:cacheprovider tests/peers

@@ -19,6 +19,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from payi_otel.service import models
 from payi_otel.service.alerts import WEBHOOK_ENV, AlertDeliverer, run_scheduled_resets
@@ -137,7 +138,17 @@ def create_app(
         code = _HTTP_CODES.get(exc.status_code, "request_processing_error")
         message = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
         body = PayiApiError(exc.status_code, code, message.get(exc.status_code, str(exc.detail))).body()
-        return json_response(body, exc.status_code)
+        headers = exc.headers
+        if exc.status_code == 405:  # Allow: every documented method at this path, not just the first route's
+            allowed = {
+                method.upper()
+                for template, operations in app.openapi()["paths"].items()
+                if compile_path(template)[0].match(request.url.path)
+                for method in operations
+            }
+            if allowed:
+                headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return json_response(body, exc.status_code, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -25,13 +25,13 @@ class _Strict(BaseModel):
 
 class LimitCreate(_Strict):
     limit_name: Annotated[str, Field(min_length=1, max_length=256)]
-    max: Annotated[float, Field(gt=0, description="USD")]
+    max: Annotated[float, Field(strict=True, gt=0, description="USD")]
     limit_id: Annotated[
         str | None, Field(pattern=LIMIT_ID_PATTERN, description="Caller-chosen id (default: generated)")
     ] = None
     limit_type: LimitType = "allow"
     threshold: Annotated[
-        float | None, Field(gt=0, le=1, description="Risk threshold as a fraction of max (default 1.0)")
+        float | None, Field(strict=True, gt=0, le=1, description="Risk threshold as a fraction of max (default 1.0)")
     ] = None
     properties: Properties | None = None
     reset_schedule: Annotated[str | None, Field(description=_SCHEDULE_DOC, examples=list(schedules.CALENDAR))] = None
@@ -41,7 +41,7 @@ class LimitUpdate(_Strict):
     """Only the name and max can change (and, beyond Pay-i, the reset schedule; null removes it)."""
 
     limit_name: Annotated[str | None, Field(min_length=1, max_length=256)] = None
-    max: Annotated[float | None, Field(gt=0, description="USD; never below the current spend")] = None
+    max: Annotated[float | None, Field(strict=True, gt=0, description="USD; never below the current spend")] = None
     reset_schedule: Annotated[str | None, Field(description=_SCHEDULE_DOC)] = None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 
 from payi_otel import protocol as P
 from payi_otel.service.models import Properties
@@ -23,9 +23,9 @@ class _Strict(BaseModel):
 class LimitConfig(_Strict):
     """A limit created for every new instance of the use case (its id is the instance's ``limit_id``)."""
 
-    max: Annotated[float, Field(gt=0, description="USD")]
+    max: Annotated[float, Field(strict=True, gt=0, description="USD")]
     limit_type: LimitType = "allow"
-    threshold: Annotated[float | None, Field(gt=0, le=1)] = None
+    threshold: Annotated[float | None, Field(strict=True, gt=0, le=1)] = None
     properties: Properties | None = None
 
 
@@ -33,12 +33,12 @@ class DefinitionCreate(_Strict):
     name: Name
     description: Text
     limit_config: LimitConfig | None = None
-    logging_enabled: bool | None = None
+    logging_enabled: StrictBool | None = None
 
 
 class DefinitionUpdate(_Strict):
     description: Text | None = None
-    logging_enabled: bool | None = None
+    logging_enabled: StrictBool | None = None
 
 
 class Definition(BaseModel):
@@ -63,12 +63,12 @@ class KpiCreate(_Strict):
     name: Name
     description: Text
     kpi_type: KpiType
-    goal: float
+    goal: StrictFloat
 
 
 class KpiUpdate(_Strict):
     description: Text | None = None
-    goal: float | None = None
+    goal: StrictFloat | None = None
 
 
 class Kpi(BaseModel):
@@ -102,7 +102,7 @@ class InstancePropertiesUpdate(_Strict):
 
 
 class ScoreUpdate(_Strict):
-    score: bool | float | None = Field(
+    score: StrictBool | StrictFloat | None = Field(
         description="boolean: true/false; number: any; percentage: 0-100; likertN: an integer 1-N; null clears it"
     )
 

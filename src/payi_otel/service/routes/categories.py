@@ -40,7 +40,7 @@ def _paged(items: list[dict[str, Any]], key: Callable[[dict[str, Any]], list[Any
            ascending: bool) -> dict[str, Any]:
     """A cursor page over a list computed in full (catalog lists are small)."""
     items = sorted(items, key=key, reverse=not ascending)
-    after = decode_cursor(cursor, len(key(items[0])) if items else 0) if cursor else None
+    after = decode_cursor(cursor, len(key(items[0])) if items else 0, key(items[0]) if items else None)
     if after is not None:
         items = [i for i in items if (key(i) > after if ascending else key(i) < after)]
     return page(items[: size + 1], [key(i) for i in items[: size + 1]], size)

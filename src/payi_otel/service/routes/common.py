@@ -48,8 +48,8 @@ class Service:
         return app_
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def api_error(exc: StoreError, status: int = 400) -> PayiApiError:
@@ -88,14 +88,20 @@ def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+def decode_cursor(cursor: str | None, arity: int, like: list[Any] | None = None) -> list[Any] | None:
+    """The sort key a cursor holds; with ``like`` (a key of this list) its values must have the same
+    types, so that a forged cursor cannot make the comparison fail."""
     if not cursor:
         return None
     try:
         key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         key = None
-    if not isinstance(key, list) or len(key) != arity:
+    if (
+        not isinstance(key, list)
+        or len(key) != arity
+        or (like is not None and any(type(a) is not type(b) for a, b in zip(key, like, strict=True)))
+    ):
         raise PayiApiError(400, "invalid_cursor", "cursor: not a cursor returned by this list (pass it unchanged)")
     return key
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 
 from payi_otel.service import models_limits as M
 from payi_otel.service import schedules
@@ -27,8 +29,18 @@ from payi_otel.service.routes.common import (
 from payi_otel.service.store import HistoryRecord, LimitRecord, StoreError, new_id
 
 PREFIX = "/api/v1/limits"
+def _iso_only(value: object) -> object:
+    """A reset date is ISO 8601; a bare number (which pydantic would read as epoch seconds) is refused."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("must be an ISO 8601 date and time, not a number")
+    return value
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 ResetDate = Annotated[
-    datetime | None, Query(alias="resetDate", description="Effective date of the reset (ISO 8601; default: now)")
+    datetime | None,
+    BeforeValidator(_iso_only),
+    Query(alias="resetDate", description="Effective date of the reset (ISO 8601; default: now)"),
 ]
 VALIDATION_CODES = {
     ("POST", PREFIX): "create_limit_validation_failed",

@@ -86,7 +86,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise OtlpHttpError(413, code_pb2.RESOURCE_EXHAUSTED, f"request body: larger than {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
-    encoding = (request.headers.get("content-encoding") or "identity").strip().lower()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()  # present but empty: refused
     if encoding == "identity":
         return body
     if encoding != "gzip":
