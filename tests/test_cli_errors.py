@@ -45,7 +45,7 @@ def one_line_error(result, *words):
 @pytest.mark.parametrize(
     "argv",
     [("apps", "default-key"), ("apps", "list"), ("apps", "create", "x"), ("apps", "rotate", "default", "--key", "1"),
-     ("report",)],
+     ("report",), ("limits", "list"), ("limits", "create", "x", "--max", "1")],
 )
 def test_commands_reading_a_store_refuse_a_directory_without_one_and_create_nothing(tmp_path, capsys, argv):
     missing = tmp_path / "nowhere"

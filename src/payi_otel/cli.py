@@ -288,7 +288,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _limits(args: argparse.Namespace) -> int:
-    return cli_limits.run(args, _data_dir(args), UsageError)
+    return cli_limits.run(args, lambda: _open_store(args), UsageError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

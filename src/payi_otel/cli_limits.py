@@ -11,7 +11,10 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from payi_otel.service.store import Store
 
 RULE_HELP = "daily, weekly, monthly, an ISO 8601 duration (PT6H, P7D), or none"
 
@@ -44,14 +47,15 @@ def add_parser(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser], None]
     history.add_argument("--format", choices=("table", "json"), default="table")
 
 
-def run(args: argparse.Namespace, data_dir: str, usage_error: type[Exception]) -> int:
+def run(args: argparse.Namespace, open_store: Callable[[], Store], usage_error: type[Exception]) -> int:
+    """``open_store`` opens the data directory's existing store (it never creates one)."""
     from payi_otel.service import schedules
     from payi_otel.service.report_render import render_limits_table
     from payi_otel.service.reports import limit_summary
-    from payi_otel.service.store import Store, StoreError, new_id
+    from payi_otel.service.store import StoreError, new_id
 
     now = int(time.time() * 1000)
-    store = Store(data_dir)
+    store = open_store()
     try:
         app = store.application(args.app)
         action = args.limits_command
