@@ -6,7 +6,8 @@ that call them, go through us), feature-probed and version-bounded. What a call 
 by an :class:`._operation.OpenAIOperation` (operation name, where usage lives, how a stream is read);
 the span itself belongs to :mod:`payi_otel.core`. The other modules: :mod:`._request` (client and
 request side), :mod:`._usage` (usage reports), :mod:`._results` (non-streamed results),
-:mod:`._streams` (stream chunks) and :mod:`._raw` (raw responses).
+:mod:`._streams` (stream chunks), :mod:`._raw` (stream helpers' close) and :mod:`._content` (message
+content in the conventions' schema, :mod:`payi_otel.messages`).
 
 Units (through :func:`payi_otel.units.to_units`):
 
