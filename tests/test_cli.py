@@ -247,9 +247,9 @@ def test_report_never_shows_a_tiny_real_cost_as_zero(tmp_path, capsys):
     code, out, _ = run(capsys, "report", "--by", "use_case", "--data-dir", str(tmp_path))
     assert code == 0
     row = next(line for line in out.splitlines() if line.startswith("embed"))
-    assert "0.000000120" in row.split()  # 6 decimals alone would print 0.000000
-    assert "0.000000" not in row.split()
-    assert "0.000000120" in next(line for line in out.splitlines() if line.startswith("TOTAL")).split()
+    assert "$0.000000120" in row.split()  # 6 decimals alone would print 0.000000
+    assert "$0.000000" not in row.split()
+    assert "$0.000000120" in next(line for line in out.splitlines() if line.startswith("TOTAL")).split()
 
     data = report_json(capsys, str(tmp_path), "--by", "use_case")
     assert data["rows"][0]["cost_usd"] == cost  # full precision

@@ -122,8 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     dk = apps_sub.add_parser("default-key", help="print the default application's API key")
     _add_data_dir(dk)
 
-    from payi_otel.service.report_render import FORMATS
-    from payi_otel.service.reports import DIMENSIONS
+    from payi_otel.service.reports import DIMENSIONS, FORMATS
 
     report = sub.add_parser("report", help="print cost, requests, tokens, failures and latency")
     report.add_argument(
@@ -273,7 +272,7 @@ def _report(args: argparse.Namespace) -> int:
         store = _open_store(args)
         try:
             check_query(store, query)
-            print(render(build_report(store, dims, query), args.format))
+            print(render(build_report(store, dims, query), args.format, sys.stdout.isatty()))
         finally:
             store.close()
     except ReportError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -72,8 +73,10 @@ def run(args: argparse.Namespace, open_store: Callable[[], Store], usage_error: 
             print(limit.limit_id)
         elif action == "list":
             rows = [limit_summary(name, limit) for name, limit in store.all_limits() if name == app.name]
-            print(json.dumps(rows, indent=2) if args.format == "json" else render_limits_table(rows) if rows else
-                  "no limits")
+            if args.format == "json":
+                print(json.dumps(rows, indent=2))
+            else:
+                print(render_limits_table(rows, sys.stdout.isatty()) if rows else "no limits")
         elif action == "schedule":
             off = args.schedule.strip().lower() == "none"
             limit = store.update_limit(

@@ -16,6 +16,7 @@ import orjson
 from payi_otel.service.store import MULTI_VALUED, REPORT_DIMENSIONS, LimitRecord, ReportQuery, Store, StoreError
 
 DIMENSIONS = tuple(REPORT_DIMENSIONS)
+FORMATS = ("table", "json", "csv")  # what payi_otel.service.report_render renders
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
