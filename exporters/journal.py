@@ -31,7 +31,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,6 @@ _PREFIX = "journal-"
 _SUFFIX = ".jsonl"
 _INTERVAL_S = 0.1  # records become events this often
 _ORPHAN_SCAN_S = 30.0  # look for segments of dead processes this often
-_SAMPLED_MEMORY = 65_536  # journaled span ids remembered for the span exporter to skip
 
 
 def _view(call: FinishedCall, resource: Any) -> SpanView:
@@ -107,7 +105,6 @@ class Journal:
         self._drain_lock = threading.Lock()  # one drain at a time
         self._fd, self._path = self._open_segment()
         self._records: list[tuple[FinishedCall, Any]] = []
-        self._sampled: OrderedDict[int, None] = OrderedDict()  # span ids whose span an exporter will also see
         self._closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="payi-otel-journal", daemon=True)
@@ -127,18 +124,6 @@ class Journal:
                 return
             os.write(self._fd, line)
             self._records.append((call, resource))
-            if call.sampled:
-                sampled = self._sampled
-                sampled[call.span_id] = None
-                if len(sampled) > _SAMPLED_MEMORY:
-                    sampled.popitem(last=False)
-
-    __call__ = record
-
-    def journaled(self, span_id: int) -> bool:
-        """True (once) when the call of span ``span_id`` was journaled: its span needs no mapping."""
-        with self._lock:
-            return self._sampled.pop(span_id, 0) is None
 
     # -- background ---------------------------------------------------------------------
 

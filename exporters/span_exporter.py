@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,9 +69,13 @@ class PayiSpanExporter(SpanExporter):
         self._spool: Spool | None = None
         self._worker: DeliveryWorker | None = None
         self._journal: Journal | None = None
+        self._journaling_since = 0
         self._start(problems)
         self._journal = Journal(config.spool_dir, self._accept, include_content=config.export_content)
         finished.add_sink(self._journal.record)
+        # A call of ours whose span ends from now on was journaled (the core reads the sinks after taking
+        # the end time): its span needs no mapping.
+        self._journaling_since = time.time_ns()
         processor.ensure_processor()
 
     def _start(self, problems: list[str] | None) -> None:
@@ -119,17 +124,15 @@ class PayiSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         try:
             include_content = self.config.export_content
-            journal = self._journal
             events = []
             for span in spans:
-                if self._already_recorded(span, journal):
+                if self._already_recorded(span):
                     continue
                 try:
                     event = event_from_view(view_from_readable_span(span), include_content=include_content)
                 except Exception:
-                    logger.exception(
-                        "Pay-i exporter: could not map span %r; it is skipped", getattr(span, "name", span)
-                    )
+                    name = getattr(span, "name", span)
+                    logger.exception("Pay-i exporter: could not map span %r; it is skipped", name)
                     continue
                 if event is not None:
                     events.append(event)
@@ -149,15 +152,14 @@ class PayiSpanExporter(SpanExporter):
         self._accept(events)
         return self.dropped_events - dropped
 
-    @staticmethod
-    def _already_recorded(span: Any, journal: Journal | None) -> bool:
+    def _already_recorded(self, span: Any) -> bool:
         """Our span whose call the journal has, or another instrumentation's span of such a call."""
         ctx = span.context
         if ctx is None:
             return False
         scope = getattr(span, "instrumentation_scope", None)
         if scope is not None and scope.name == processor.SCOPE_NAME:
-            return journal is not None and journal.journaled(ctx.span_id)
+            return self._journal is not None and (span.end_time or 0) >= self._journaling_since
         return processor.covered(ctx.span_id)
 
     def _accept(self, events: list[dict[str, Any]]) -> None:

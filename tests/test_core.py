@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from _openai_helpers import Telemetry, payi_event, usage_complete
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from _openai_helpers import Telemetry, payi_event, usage_complete
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.instrumentation._stainless import error_info as stainless_error_info
@@ -249,3 +249,18 @@ def test_unsampled_span_still_records_metrics(tel):
 def test_fq_name():
     assert fq_name(KeyError()) == "KeyError"
     assert fq_name(Throttled()) == f"{__name__}.Throttled"
+
+
+def test_metrics_are_exact_at_every_collection(tel):
+    """Measurements are recorded off the caller's thread; a collection (force_flush, shutdown, a periodic
+    export) records whatever is still pending first."""
+    core = core_for(tel)
+    for round_ in (1, 2):
+        for _ in range(200):
+            call = core.start(record())
+            call.record.usage = Usage(input_tokens=2, output_tokens=1)
+            call.end()
+        (duration,) = tel.metric_points("gen_ai.client.operation.duration")
+        assert duration.count == 200 * round_
+        tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in tel.metric_points("gen_ai.client.token.usage")}
+        assert tokens == {"input": 400 * round_, "output": 200 * round_}

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from service_support import running_service, stored_requests
 
 APP = Path(__file__).parent / "cost_record_app.py"
@@ -97,7 +96,7 @@ def test_sigkill_right_after_the_calls_returned_loses_nothing_and_sends_nothing_
 
         # Restarted (no calls this time), pointing at the service: it delivers what the dead one journaled.
         env = app_env(service, spool, zero_code=zero_code)
-        out = subprocess.run(command(0, zero_code=zero_code) + [], env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(command(0, zero_code=zero_code), env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         rows = wait_rows(service.data_dir, 3 * ROUNDS)
         assert_each_call_once(rows, 3 * ROUNDS)
@@ -110,12 +109,12 @@ def test_sigkill_right_after_the_calls_returned_loses_nothing_and_sends_nothing_
 
 def test_the_journaled_event_is_the_event_the_span_maps_to(tmp_path):
     """One mapping: the event made from the journal equals the exporter's event for our span."""
+    import cost_record_app as app
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    import cost_record_app as app
     from payi_otel import track_context
     from payi_otel.exporters import PayiSpanExporter, event_from_span
     from payi_otel.instrumentation.openai import OpenAIInstrumentor

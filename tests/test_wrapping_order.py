@@ -7,11 +7,11 @@ the real packages are exercised in tests/peers/."""
 from __future__ import annotations
 
 import wrapt
+from _openai_helpers import CASSETTES, Telemetry, client_for
 from openai.resources.chat.completions import Completions
 from openai.resources.embeddings import Embeddings
 from opentelemetry.instrumentation.utils import suppress_instrumentation, unwrap
 
-from _openai_helpers import CASSETTES, Telemetry, client_for
 from payi_otel import track_context
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 from payi_otel.testing.replay import Cassette
@@ -58,7 +58,8 @@ def call_both() -> None:
 
 def attributed(telemetry: Telemetry) -> list[tuple[str, str, str]]:
     return [
-        (s.attributes["gen_ai.operation.name"], s.attributes.get("payi.use_case.name"), s.attributes.get("payi.user_id"))
+        (s.attributes["gen_ai.operation.name"], s.attributes.get("payi.use_case.name"),
+         s.attributes.get("payi.user_id"))
         for s in telemetry.spans()
     ]
 

@@ -50,6 +50,7 @@ from payi_otel import attributes as A
 from payi_otel import context as business_context
 from payi_otel import finished, messages
 from payi_otel import protocol as P
+from payi_otel.call_metrics import CallMetrics, MetricKey
 from payi_otel.processor import SCOPE_NAME, ensure_processor
 from payi_otel.units import Usage, to_units
 
@@ -58,15 +59,6 @@ logger = logging.getLogger(__name__)
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
 
-# Semantic-convention advisory bucket boundaries.
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-TOKEN_BUCKETS = (
-    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
-)  # fmt: skip
-
-METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
-METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
-GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
 
 # Stream outcomes (payi.stream.outcome).
 COMPLETED = "completed"
@@ -76,10 +68,6 @@ ABANDONED = "abandoned"
 
 _NO_USAGE = "provider reported no usage"
 
-# (operation, provider, request model, response model, server address, server port, error type)
-_MetricKey = tuple[str, str, str | None, str | None, str | None, int | None, str | None]
-# Attributes of the duration metric, of input-token usage and of output-token usage.
-_MetricAttributeSets = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 _CALL_OPERATIONS = A.PROVIDER_CALL_OPERATIONS
 _PROVIDER_CATEGORIES = A.PROVIDER_CATEGORIES
 
@@ -211,18 +199,7 @@ class SpanCore:
         self.tracer = trace.get_tracer(SCOPE_NAME, version, tracer_provider, schema_url=SCHEMA_URL)
         ensure_processor(tracer_provider)  # business context on other instrumentations' GenAI spans
         meter = metrics.get_meter(SCOPE_NAME, version, meter_provider, schema_url=SCHEMA_URL)
-        self.duration = meter.create_histogram(
-            METRIC_OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.tokens = meter.create_histogram(
-            METRIC_TOKEN_USAGE,
-            unit="{token}",
-            description="Measures number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
+        self.metrics = CallMetrics(meter)  # recorded off the caller's thread, exact at every collection
         mode = messages.content_mode_from_env() if capture_content is None else messages.parse_content_mode(
             capture_content, "capture_content"
         )
@@ -233,26 +210,6 @@ class SpanCore:
             get_logger(SCOPE_NAME, version, logger_provider, schema_url=SCHEMA_URL) if mode.in_event else None
         )
         self.error_info = error_info
-        # Metric attribute dicts, built once per distinct (operation, provider, models, server, error).
-        self.metric_attributes: dict[_MetricKey, _MetricAttributeSets] = {}
-
-    def metric_attribute_sets(self, key: _MetricKey) -> _MetricAttributeSets:
-        operation, provider, request_model, response_model, address, port, error_type = key
-        attrs: dict[str, Any] = {A.GEN_AI_OPERATION_NAME: operation, A.GEN_AI_PROVIDER_NAME: provider}
-        if request_model:
-            attrs[A.GEN_AI_REQUEST_MODEL] = request_model
-        if response_model:
-            attrs[A.GEN_AI_RESPONSE_MODEL] = response_model
-        if address:
-            attrs[A.SERVER_ADDRESS] = address
-            if port:
-                attrs[A.SERVER_PORT] = port
-        if error_type is not None:
-            attrs[A.ERROR_TYPE] = error_type
-        sets = (attrs, {**attrs, GEN_AI_TOKEN_TYPE: "input"}, {**attrs, GEN_AI_TOKEN_TYPE: "output"})
-        if len(self.metric_attributes) < 1024:  # bounded: models and errors are few, but never grow unbounded
-            self.metric_attributes[key] = sets
-        return sets
 
     def start(self, record: CallRecord) -> Call:
         """Open the span for ``record`` (request side known). Never raises into the caller."""
@@ -493,18 +450,12 @@ class Call:
         return attrs
 
     def _record_metrics(self, rec: CallRecord, usage: Usage | None, seconds: float, error_type: str | None) -> None:
-        core = self.core
-        key = (rec.operation, rec.provider, rec.request_model, rec.response_model, rec.server_address,
-               rec.server_port, error_type)  # fmt: skip
-        sets = core.metric_attributes.get(key)
-        if sets is None:
-            sets = core.metric_attribute_sets(key)
-        core.duration.record(seconds, sets[0])
-        if usage is not None:
-            if usage.input_tokens is not None:
-                core.tokens.record(usage.input_tokens, sets[1])
-            if usage.output_tokens is not None:
-                core.tokens.record(usage.output_tokens, sets[2])
+        key: MetricKey = (rec.operation, rec.provider, rec.request_model, rec.response_model, rec.server_address,
+                          rec.server_port, error_type)  # fmt: skip
+        if usage is None:
+            self.core.metrics.record(key, seconds, None, None)
+        else:
+            self.core.metrics.record(key, seconds, usage.input_tokens, usage.output_tokens)
 
 
 __all__ = [

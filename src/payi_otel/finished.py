@@ -8,8 +8,8 @@ processor's in-memory queue. With no sink registered (no Pay-i exporter in this 
 happens beyond the span.
 
 A :class:`FinishedCall` carries exactly what a span view carries (name, times, the span's
-attributes, error status, trace, span and parent ids, the provider's resource), so the exporter maps it with the
-same pure mapping as a span; the event is identical either way.
+attributes, error status, trace, span and parent ids, the provider's resource), so the exporter maps
+it with the same pure mapping as a span; the event is identical either way.
 """
 
 from __future__ import annotations

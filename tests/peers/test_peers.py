@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import cost_record_app as app
 import httpx
 import pytest
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -25,13 +26,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from service_support import running_service
+from test_cost_records import app_env, assert_each_call_once, command, wait_rows
 
-import cost_record_app as app
 from payi_otel import track_context
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor as Ours
-from service_support import running_service
-from test_cost_records import app_env, assert_each_call_once, command, wait_rows
 
 PEERS = {"openai_v2": OpenAIv2, "openllmetry": OpenLLMetry}
 ROUNDS = 3
@@ -147,7 +147,9 @@ def test_the_exporters_deliveries_are_not_traced_by_an_installed_httpx_instrumen
     instrumentor.instrument(tracer_provider=provider)
     try:
         with running_service(tmp_path / "data") as service:
-            exporter = PayiSpanExporter(base_url=service.base_url, api_key=service.api_key, spool_dir=str(tmp_path / "s"))
+            exporter = PayiSpanExporter(
+                base_url=service.base_url, api_key=service.api_key, spool_dir=str(tmp_path / "s")
+            )
             ours = Ours()
             ours.instrument(tracer_provider=provider)
             try:
@@ -159,8 +161,11 @@ def test_the_exporters_deliveries_are_not_traced_by_an_installed_httpx_instrumen
                 ours.uninstrument()
                 exporter.shutdown()
             httpx.get(f"{service.base_url}/openapi.json", timeout=5)  # the app's own httpx request: traced
-            urls = [str(s.attributes.get("url.full") or s.attributes.get("http.url")) for s in memory.get_finished_spans()
-                    if s.instrumentation_scope.name.startswith("opentelemetry.instrumentation.httpx")]
+            urls = [
+                str(s.attributes.get("url.full") or s.attributes.get("http.url"))
+                for s in memory.get_finished_spans()
+                if s.instrumentation_scope.name.startswith("opentelemetry.instrumentation.httpx")
+            ]
             assert f"{service.base_url}/openapi.json" in urls
             assert not any("/api/v1/ingest" in url for url in urls), urls
     finally:
