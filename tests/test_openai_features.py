@@ -23,7 +23,7 @@ from _openai_helpers import (  # noqa: F401 - fixtures
 )  # fmt: skip
 from payi_otel import attributes as A
 from payi_otel import track_context
-from payi_otel.core import DURATION_BUCKETS, TOKEN_BUCKETS
+from payi_otel.call_metrics import DURATION_BUCKETS, TOKEN_BUCKETS
 from payi_otel.instrumentation.openai import OpenAIInstrumentor, parse_azure_deployments
 from payi_otel.testing.replay import Cassette
 from openai.resources.chat.completions import Completions
