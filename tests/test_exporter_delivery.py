@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -159,7 +160,7 @@ def test_500s_are_retried(server, spans, make_exporter, mode):
 
 @pytest.mark.parametrize("retry_after", ["1", "date"])
 def test_429_honours_retry_after(server, spans, make_exporter, retry_after):
-    value = formatdate(time.time() + 2, usegmt=True) if retry_after == "date" else retry_after
+    value = formatdate(math.ceil(time.time()) + 2, usegmt=True) if retry_after == "date" else retry_after
     server.fail_next(1, status=429, retry_after=value)
     exporter = make_exporter(base_url=server.url, ingest_mode="bulk")
     exporter.export(spans(ids("r", 2)))

@@ -153,15 +153,15 @@ def test_write_ahead_log_stays_bounded_under_constant_writes(tmp_path):
         app, _ = store.create_application("default", "default")
         written = 0
         largest = 0
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:  # never a pause without an open write transaction
+        deadline = time.monotonic() + 60.0  # a loaded machine writes slower; the count, not the time, matters
+        while written < 20_000 and time.monotonic() < deadline:  # never a pause without an open write transaction
             store.begin()
             store.add_requests([_row(app.id) for _ in range(50)])
             store.commit()
             written += 50
             largest = max(largest, wal.stat().st_size)
-        # Without restarting the log it would hold every page written in these two seconds.
-        assert written > 20_000
+        # Without restarting the log it would hold every page of these 20,000 writes.
+        assert written >= 20_000
         assert largest < 40 * restart_frames * 4096, (largest, written)
         assert store.applications()[0]["requests"] == written
     finally:
