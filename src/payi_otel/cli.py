@@ -149,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
         "--otlp-grpc-port", help=f"also receive OTLP/gRPC on this port (env {ENV_RELAY_GRPC_PORT}; default: off)"
     )
 
+    from payi_otel import cli_ingest
+
+    cli_ingest.add_parser(sub)
+
     sub.add_parser("demo", help="run the end-to-end demo (its own options follow)", add_help=False)
     return parser
 
@@ -280,6 +284,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    from payi_otel.cli_ingest import IngestError, run
+
+    try:
+        return run(args)
+    except IngestError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _demo(argv: list[str]) -> int:
     from payi_otel.demo import main as demo_main  # imported only when asked for
 
@@ -301,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "limits": _limits,
         "relay": _relay,
+        "ingest": _ingest,
     }
     try:
         return handlers[args.command](args)

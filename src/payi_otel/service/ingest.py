@@ -158,6 +158,7 @@ def attribution_from_item(item: BulkIngestRequest) -> Attribution:
         use_case_version=item.use_case_version,
         use_case_step=item.use_case_step or None,
         resource_scope=item.scope or None,
+        dedupe_id=item.dedupe_id or None,
     )
 
 

@@ -86,6 +86,9 @@ class BulkIngestRequest(IngestRequest):
     use_case_step: Text | None = None
     account_name: Text | None = None
     scope: Text | None = None
+    # Beyond Pay-i: what ``?id=`` is to a single ingest. An item whose id this application already
+    # stored is answered as a duplicate and not stored again (used by `payi-otel ingest` for reruns).
+    dedupe_id: Text | None = None
 
 
 class CostBase(BaseModel):
