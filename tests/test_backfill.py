@@ -96,3 +96,15 @@ def test_csv_and_dry_run(tmp_path):
     assert json.loads(rows["alice"]["request_tags"]) == ["a", "b"]
     reject = json.loads((tmp_path / "stdin.rejects").read_text())
     assert reject["line"] == 3 and "units.text.input" in reject["reason"]
+
+
+def test_bulk_items_with_the_same_dedupe_id_store_one_request(tmp_path):
+    import httpx
+
+    item = {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 3}}, "dedupe_id": "k1"}
+    with running_service(tmp_path) as svc:
+        r = httpx.post(f"{svc.base_url}/api/v1/ingest/bulk", json=[item, item], headers={"xProxy-api-key": svc.api_key})
+        assert r.status_code == 200 and r.json()["ingest_count"] == 1 and r.json()["duplicate_count"] == 1
+        r = httpx.post(f"{svc.base_url}/api/v1/ingest/bulk", json=[item], headers={"xProxy-api-key": svc.api_key})
+        assert r.json()["duplicate_count"] == 1
+    assert len(stored_requests(tmp_path)) == 1

@@ -515,6 +515,8 @@ class Ingestor:
             earlier = batch.provider_ids.get(provider_key)
             if earlier is not None:
                 return earlier
+        if attr.dedupe_id is not None and attr.dedupe_id in batch.dedupe_ids:
+            return batch.dedupe_ids[attr.dedupe_id]
         duplicate = self.store.find_duplicate(app.id, event.category, event.provider_response_id, attr.dedupe_id)
         if duplicate is not None:
             return duplicate
@@ -615,6 +617,8 @@ class Ingestor:
         batch.rows.append(row)
         if provider_key is not None:
             batch.provider_ids[provider_key] = row[0]
+        if attr.dedupe_id is not None:
+            batch.dedupe_ids[attr.dedupe_id] = row[0]
         return row
 
 
@@ -635,6 +639,7 @@ class _Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     new_instances: list[tuple[Any, ...]] = field(default_factory=list)
     provider_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # -> request id
+    dedupe_ids: dict[str, str] = field(default_factory=dict)  # -> request id
     # (row index, limit ids, (input, output, total) cost, failed) of rows that name limits
     limit_entries: list[tuple[int, list[str], tuple[float, float, float], bool]] = field(default_factory=list)
     known_limits: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # checked: id -> (type, next reset)
