@@ -126,3 +126,14 @@ async def test_async_client_drives_categories(svc):
         assert raw.status_code == 200 and "acme" in [c.category for c in (await raw.parse()).items]
         with pytest.raises(PermissionDeniedError):
             await payi.categories.delete("system.anthropic")
+
+
+@pytest.mark.parametrize("field", ["max_input_units", "max_output_units", "max_total_units"])
+def test_unit_maxima_beyond_int64_are_refused_by_name(client, field):
+    path = "/api/v1/categories/acme/resources/model-x"
+    too_big = client.post(path, json={"units": V1, field: 2**63})
+    assert too_big.status_code == 400, too_big.text
+    assert field in too_big.text and "less than or equal" in too_big.text
+    largest = client.post(path, json={"units": V1, field: 2**63 - 1})
+    assert largest.status_code == 201, largest.text
+    assert largest.json()[field] == 2**63 - 1

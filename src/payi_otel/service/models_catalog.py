@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Price = Annotated[float | None, Field(ge=0, description="USD per unit")]
-MaxUnits = Annotated[int | None, Field(ge=0)]
+MaxUnits = Annotated[int | None, Field(ge=0, le=2**63 - 1, description="At most a signed 64-bit integer")]
 
 
 class _Strict(BaseModel):
