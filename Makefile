@@ -31,7 +31,10 @@ GOOGLE_PINS := 1.11.0 2.34.0
 GOOGLE_STAMPS := $(foreach v,$(GOOGLE_PINS),.venv-google$(firstword $(subst ., ,$(v)))/.installed-google-genai-$(v))
 GOOGLE_TESTS := tests/test_google_replay.py tests/test_google_features.py
 
-.PHONY: setup run lint test test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
+# The dashboard's browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: setup run lint test test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
 
 setup: $(STAMP)
 
@@ -57,9 +60,10 @@ lint: setup
 		-e "s|^$(TYPECHECK_TREE)/payi_otel/|src/payi_otel/|"'
 
 test: setup lint
-	$(BIN)/python -m pytest -q
-	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS)) \
-		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS)
+	$(BIN)/python -m pytest -q --ignore=tests/browser
+	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(CHROMIUM)) \
+		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(CHROMIUM)
+	$(MAKE) --no-print-directory test-dashboard
 	$(MAKE) --no-print-directory test-openai-matrix
 	$(MAKE) --no-print-directory test-google-matrix
 	$(MAKE) --no-print-directory test-peers
@@ -92,6 +96,14 @@ $(ANTHROPIC_STAMPS): pyproject.toml
 	$(@D)/bin/python -m pip install --quiet -e ".[dev]" "anthropic==$(patsubst .venv-anthropic-%,%,$(@D))"
 	touch $@
 
+# The dashboard in headless Chromium over the demo's data; screenshots in test-artifacts/dashboard/.
+test-dashboard: setup $(CHROMIUM)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
 # schemathesis against the local service's whole OpenAPI document, every check, for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 150
 test-fuzz: setup
@@ -123,4 +135,5 @@ bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-openai* .venv-google* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache .mypy_cache $(TYPECHECK_TREE)
+	rm -rf $(VENV) .venv-openai* .venv-google* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache .mypy_cache $(TYPECHECK_TREE) \
+		test-artifacts

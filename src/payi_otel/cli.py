@@ -121,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_dir(rotate)
     dk = apps_sub.add_parser("default-key", help="print the default application's API key")
     _add_data_dir(dk)
+    admin_token = sub.add_parser(
+        "admin-token", help="print the admin token (the dashboard and reports API ask for it off loopback)"
+    )
+    _add_data_dir(admin_token)
 
     from payi_otel.service.reports import DIMENSIONS, FORMATS
 
@@ -207,8 +211,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _apps(args: argparse.Namespace) -> int:
-    from payi_otel.service.firstrun import default_key_path, read_default_key
-    from payi_otel.service.store import DEFAULT_NAME, StoreError
+    from payi_otel.service.firstrun import default_key_path, read_default_key, remember_rotated_key
+    from payi_otel.service.store import StoreError
 
     store = _open_store(args)
     try:
@@ -230,10 +234,7 @@ def _apps(args: argparse.Namespace) -> int:
         elif args.apps_command == "rotate":
             slots = {k["slot"] for a in store.applications() if a["name"] == args.name for k in a["keys"]}
             key = store.rotate_key(args.name, args.key)
-            if args.name == DEFAULT_NAME and args.key == 1 and default_key_path(store.data_dir).exists():
-                fd = os.open(default_key_path(store.data_dir), os.O_WRONLY | os.O_TRUNC)
-                with os.fdopen(fd, "w") as f:
-                    f.write(key + "\n")
+            remember_rotated_key(store.data_dir, args.name, args.key, key)
             print(key)
             if args.key in slots:
                 print(f"key {args.key} of {args.name!r} replaced; the old key no longer works", file=sys.stderr)
@@ -249,6 +250,18 @@ def _apps(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     finally:
         store.close()
+    return 0
+
+
+def _admin_token(args: argparse.Namespace) -> int:
+    from payi_otel.service.admin import ADMIN_TOKEN_ENV, admin_token_path, read_admin_token
+
+    token = os.environ.get(ADMIN_TOKEN_ENV, "").strip() or read_admin_token(_data_dir(args))
+    if token is None:
+        path = admin_token_path(_data_dir(args))
+        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: no admin token at {path}"
+                         " (payi-otel serve creates it at its first start)")
+    print(token)
     return 0
 
 
@@ -311,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "serve": _serve,
         "apps": _apps,
+        "admin-token": _admin_token,
         "report": _report,
         "limits": _limits,
         "relay": _relay,

@@ -1,7 +1,7 @@
 """Fuzz the local service with schemathesis against its full OpenAPI document (`make test-fuzz`).
 
 Starts `payi-otel serve` on a free loopback port over a fresh data directory, runs every
-schemathesis check for a bounded time with the default application's key, and exits with
+schemathesis check for a bounded time with the default application's key and the admin token, and exits with
 schemathesis's status: any server error, schema violation or other failed check fails the run.
 """
 
@@ -34,10 +34,12 @@ def main() -> int:
                 return 1
             base_url = line.split("listening on ")[1].strip()
             key = (Path(data) / "default-api-key").read_text().strip()
+            admin = (Path(data) / "admin-token").read_text().strip()
             schemathesis = Path(sys.executable).with_name("schemathesis")
             command = [
                 str(schemathesis), "--config-file", str(HERE / "schemathesis.toml"), "run",
                 f"{base_url}/openapi.json", "--checks", "all", "--header", f"xProxy-api-key: {key}",
+                "--header", f"Authorization: Bearer {admin}",
                 "--max-time", str(args.max_time), "--seed", args.seed, "--workers", "1",
                 "--continue-on-failure", "--max-failures", "50", "--request-timeout", "30",
                 "--suppress-health-check", "all", "--warnings", "off",

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from payi_otel.service import models
+from payi_otel.service.admin import AdminGate, ensure_admin_token
 from payi_otel.service.alerts import WEBHOOK_ENV, AlertDeliverer, run_scheduled_resets
 from payi_otel.service.body_limit import BodyLimit, max_body_bytes_from_env
 from payi_otel.service.commit import GroupCommitter
@@ -31,7 +32,7 @@ from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
 from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.routes import categories, ingest, limits, reports, requests, use_cases
+from payi_otel.service.routes import admin, categories, dashboard, ingest, limits, reports, requests, use_cases
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
 from payi_otel.service.routes.otlp import otlp_router
 from payi_otel.service.store import Store
@@ -51,6 +52,7 @@ def create_app(
     max_body_bytes: int | None = None,
     otlp_grpc_port: int | None = None,
     otlp_grpc_host: str = "127.0.0.1",
+    loopback_only: bool = False,
 ) -> FastAPI:
     """The service over the SQLite store in ``data_dir`` (created, with a default application, if new).
 
@@ -60,12 +62,15 @@ def create_app(
     ``clock`` (seconds since the epoch) decides when scheduled limit resets are due;
     ``webhook_url`` (default: ``$PAYI_OTEL_WEBHOOK_URL``) receives limit alerts; request bodies
     over ``max_body_bytes`` (default: ``$PAYI_OTEL_MAX_BODY_BYTES`` or 16 MiB) are refused with 413.
+    ``loopback_only``: the service listens on a loopback address only, so requests without credentials
+    may read every application's data and act as administrator (see :mod:`payi_otel.service.admin`).
     """
     body_limit = max_body_bytes_from_env() if max_body_bytes is None else max_body_bytes
     store = Store(data_dir)
     ensure_default_application(store)
+    gate = AdminGate(ensure_admin_token(store.data_dir), loopback_only)
     store.start_background_checkpoints()
-    svc = Service(store, Ingestor(store, Pricer(), clock), GroupCommitter(store), clock)
+    svc = Service(store, Ingestor(store, Pricer(), clock), GroupCommitter(store), clock, gate=gate)
     deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None, svc.committer.run)
     store.alert_listener = deliverer.wake
     otlp_sink = ServiceOtlpSink(store, svc.ingestor, svc.committer)
@@ -125,7 +130,12 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         try:  # FastAPI validates bodies before the handler runs: a bad key still answers 401 first
-            svc.authenticate(request)
+            if request.url.path.startswith(admin.PREFIX):
+                svc.require_admin(request)
+            elif request.url.path.startswith(reports.PREFIX):
+                svc.reader(request)
+            else:
+                svc.authenticate(request)
         except PayiApiError as auth:
             return json_response(auth.body(), auth.status)
         first = dict(exc.errors()[0])
@@ -176,10 +186,11 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for area in (ingest, requests, limits, use_cases, categories, reports):
+    for area in (ingest, requests, limits, use_cases, categories, reports, admin):
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
     app.include_router(otlp_router(otlp_sink, max_body_bytes=body_limit))
+    dashboard.mount(app)
 
     _default_openapi = app.openapi
 
@@ -193,11 +204,22 @@ def create_app(
             js = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(js.pop("$defs", {}))
             schemas[model.__name__] = js
-        components["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
+        components["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
+            "AdminToken": {"type": "http", "scheme": "bearer", "description": "payi-otel admin-token prints it"},
+        }
+        # on a loopback service, the reports and admin APIs also answer requests without credentials
+        anyone: list[dict[str, list[str]]] = [{}] if loopback_only else []
         for path, ops in schema["paths"].items():
+            if path.startswith(admin.PREFIX):
+                security = [{"AdminToken": []}, *anyone]
+            elif path.startswith(reports.PREFIX):
+                security = [{"ApiKey": []}, {"AdminToken": []}, *anyone]
+            else:
+                security = [{"ApiKey": []}]
             if path.startswith(("/api/", "/v1/")):
                 for op in ops.values():
-                    op["security"] = [{"ApiKey": []}]
+                    op["security"] = security
                     # FastAPI documents its own 422 body; this service answers validation errors with 400
                     op.get("responses", {}).pop("422", None)
         schemas.pop("HTTPValidationError", None)

@@ -30,6 +30,15 @@ def ensure_default_application(store: Store) -> Path:
     return path
 
 
+def remember_rotated_key(data_dir: str | os.PathLike[str], application: str, slot: int, key: str) -> None:
+    """Keep the default key file working when the key it holds (default application, slot 1) is rotated."""
+    path = default_key_path(data_dir)
+    if application == DEFAULT_NAME and slot == 1 and path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+
+
 def read_default_key(data_dir: str | os.PathLike[str]) -> str | None:
     path = default_key_path(data_dir)
     try:

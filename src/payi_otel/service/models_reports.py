@@ -30,6 +30,7 @@ class ReportWindow(BaseModel):
 
     since: TimeBound | None = Field(None, description="Start (inclusive): ISO 8601 date-time or age (30m, 24h, 7d, 2w)")
     until: TimeBound | None = Field(None, description="End (exclusive): ISO 8601 date-time or age")
+    application: FilterValue = Field(None, description="Only requests of this application")
     group: FilterValue = Field(None, description="Only requests of applications in this group")
     use_case: FilterValue = None
     version: FilterValue = Field(None, description="Use case version")

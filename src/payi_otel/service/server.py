@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import uvicorn
 
+from payi_otel.service.admin import ADMIN_TOKEN_ENV, admin_token_path, is_loopback
 from payi_otel.service.app import create_app
 from payi_otel.service.firstrun import default_key_path, read_default_key
 
@@ -124,8 +125,11 @@ def serve(
     """
     data = Path(data_dir).resolve()
     sock = bind(host, port)
+    loopback = is_loopback(host)
     try:
-        app = create_app(data, webhook_url=webhook_url, otlp_grpc_port=otlp_grpc_port, otlp_grpc_host=host)
+        app = create_app(
+            data, webhook_url=webhook_url, otlp_grpc_port=otlp_grpc_port, otlp_grpc_host=host, loopback_only=loopback
+        )
     except BaseException:
         sock.close()
         raise
@@ -140,6 +144,11 @@ def serve(
         print(f"  OTLP/HTTP traces: {base_url}/v1/traces", flush=True)
         if app.state.otlp_grpc_port is not None:
             print(f"  OTLP/gRPC traces: {host}:{app.state.otlp_grpc_port}", flush=True)
+        print(f"  dashboard: {base_url}/", flush=True)
+        if not loopback:
+            where = ADMIN_TOKEN_ENV if os.environ.get(ADMIN_TOKEN_ENV) else admin_token_path(data)
+            print(f"  not on loopback: the dashboard and the reports API ask for the admin token ({where};"
+                  " payi-otel admin-token prints it)", flush=True)
 
     server = _Server(_config(app, host, port), on_started=announce)
     server.run(sockets=[sock])
@@ -190,6 +199,7 @@ class ServiceThread(AppThread):
         """``app_options`` go to :func:`create_app` (``clock``, ``webhook_url``, ``reset_check_interval``,
         ``otlp_grpc_port``)."""
         self.data_dir = Path(data_dir)
+        app_options.setdefault("loopback_only", is_loopback(host))
         super().__init__(create_app(self.data_dir, **app_options), host, port)
         self.api_key: str = read_default_key(self.data_dir) or ""
         self.otlp_grpc_port: int | None = None

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from payi_otel import protocol as P
 from payi_otel.service import models
+from payi_otel.service.admin import AdminGate
 from payi_otel.service.commit import GroupCommitter
 from payi_otel.service.ingest import Ingestor, PayiApiError, iso_timestamp
 from payi_otel.service.store import Application, Store, StoreError, new_id
@@ -34,6 +35,8 @@ class Service:
     clock: Callable[[], float] = time.time
     # (method, path template) -> the code a body that fails validation is answered with
     validation_codes: dict[tuple[str, str], str] = field(default_factory=dict)
+    # who reads every application's data; None: only application keys (each its own application)
+    gate: AdminGate | None = None
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -46,6 +49,20 @@ class Service:
         if app_ is None:
             raise PayiApiError(401, "invalid_api_key", f"the {API_KEY_HEADER} header does not hold a valid key")
         return app_
+
+    def reader(self, request: Request) -> Application | None:
+        """Whose data a request may read: None for an administrator (every application), else the
+        application of its key (its own data only)."""
+        if self.gate is not None and self.gate.is_admin(request):
+            return None
+        if self.gate is not None and not request.headers.get(API_KEY_HEADER):
+            self.gate.require_admin(request)
+        return self.authenticate(request)
+
+    def require_admin(self, request: Request) -> None:
+        if self.gate is None:
+            raise PayiApiError(403, "admin_required", "this service has no admin access")
+        self.gate.require_admin(request)
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -1,6 +1,7 @@
-"""``/api/v1/reports``: cost reports, the request list and one request's detail, over the reports query layer.
+"""``/api/v1/reports``: cost reports, the request list, one request's detail and the use cases overview.
 
-An application key reads its own application's requests only. A window whose ``since`` is not before its
+An application key reads its own application's data only; the admin token (or no credentials on a loopback
+service) reads every application's. A window whose ``since`` is not before its
 ``until`` holds no requests (an empty report, not an error).
 """
 
@@ -13,13 +14,25 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from payi_otel.service import models_admin as MA
 from payi_otel.service import models_reports as M
 from payi_otel.service.ingest import PayiApiError
 from payi_otel.service.reports import ReportError, build_report, parse_time
-from payi_otel.service.routes.common import Cursor, PageSize, Service, decode_cursor, errors, iso, json_response, page
+from payi_otel.service.routes.common import (
+    MAX_PAGE,
+    Cursor,
+    PageSize,
+    Service,
+    decode_cursor,
+    errors,
+    iso,
+    json_response,
+    page,
+)
 from payi_otel.service.routes.common import request_id as new_request_id
 from payi_otel.service.store import Application, ReportQuery
 
+PREFIX = "/api/v1/reports"
 Window = Annotated[M.ReportWindow, Query()]
 
 
@@ -31,13 +44,14 @@ def _bound(value: str | datetime | None, name: str, now: datetime) -> int | None
     return parse_time(value, name, now)
 
 
-def _query(svc: Service, app: Application, window: M.ReportWindow) -> ReportQuery:
+def report_query(svc: Service, app: Application | None, window: M.ReportWindow) -> ReportQuery:
+    """The query of a window, for one application (an application key) or every one (an administrator)."""
     now = datetime.fromtimestamp(svc.clock(), UTC)
     try:
         query = ReportQuery(
             since_ms=_bound(window.since, "since", now),
             until_ms=_bound(window.until, "until", now),
-            application=app.name,
+            application=None if app is None else app.name,
             filters=window.filters(),
         )
     except (ReportError, OverflowError, OSError, ValueError) as exc:
@@ -53,7 +67,7 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def router(svc: Service) -> APIRouter:
-    api = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+    api = APIRouter(prefix=PREFIX, tags=["reports"])
     store = svc.store
 
     @api.get(
@@ -67,7 +81,7 @@ def router(svc: Service) -> APIRouter:
             [], description="Dimensions to group by, in order (repeat the parameter)"
         ),
     ) -> Response:
-        query = _query(svc, svc.authenticate(request), window)
+        query = report_query(svc, svc.reader(request), window)
         dims = list(dict.fromkeys(group_by))
         body = (await run_in_threadpool(build_report, store, dims, query)).as_dict()
         return json_response({"request_id": new_request_id(), **body})
@@ -83,7 +97,7 @@ def router(svc: Service) -> APIRouter:
         cursor: str | None = Cursor,
         sort_ascending: bool = Query(False, description="Oldest first (true) or newest first (false, the default)"),
     ) -> Response:
-        query = _query(svc, svc.authenticate(request), window)
+        query = report_query(svc, svc.reader(request), window)
         after = decode_cursor(cursor, 2)
         if after is not None and not all(type(v) is int for v in after):
             raise PayiApiError(400, "invalid_cursor", "cursor: not a cursor returned by this list (pass it unchanged)")
@@ -97,12 +111,35 @@ def router(svc: Service) -> APIRouter:
         summary="Everything stored about one request: units, cost, context, status, ids, captured content",
     )
     async def request_detail(request_id: str, request: Request) -> Response:
-        app = svc.authenticate(request)
-        detail = await run_in_threadpool(store.request_detail, request_id, app.name)
+        app = svc.reader(request)
+        detail = await run_in_threadpool(store.request_detail, request_id, None if app is None else app.name)
         if detail is None:
             raise PayiApiError(404, "request_not_found", "no request with that id in this application")
         detail["event_timestamp"] = iso(detail.pop("event_ms"))
         detail["ingest_timestamp"] = iso(detail.pop("ingest_ms"))
         return json_response(detail)
+
+    @api.get(
+        "/use_cases", response_model=MA.UseCasesOverview, responses=errors(400),
+        summary="Use cases with their instances and KPI scores, and the newest instances",
+    )
+    async def use_cases(
+        request: Request,
+        application: str | None = Query(None, max_length=64, description="Only this application's use cases"),
+        recent: int = Query(20, ge=0, le=MAX_PAGE, description=f"How many of the newest instances (0-{MAX_PAGE})"),
+    ) -> Response:
+        app = svc.reader(request)
+        name = application if app is None else app.name
+        foreign = app is not None and application not in (None, app.name)  # a key reads its own application only
+
+        def read() -> dict[str, Any]:
+            if foreign:
+                return {"use_cases": [], "recent_instances": []}
+            instances = store.recent_use_case_instances(name, recent) if recent else []
+            for item in instances:
+                item["created"] = iso(item.pop("created_ms"))
+            return {"use_cases": store.use_case_summaries(name), "recent_instances": instances}
+
+        return json_response({"request_id": new_request_id(), **await run_in_threadpool(read)})
 
     return api

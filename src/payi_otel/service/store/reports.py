@@ -159,3 +159,62 @@ class ReportsStore(StoreBase):
                 detail[key] = orjson.loads(detail[key]) if detail[key] else None
             return detail
         return None
+
+    def use_case_summaries(self, application: str | None) -> list[dict[str, Any]]:
+        """Every use case definition (of one application, or all): its instances and its KPIs with the
+        mean of their scores and how many instances were scored."""
+        where, params = ("WHERE a.name = ?", [application]) if application is not None else ("", [])
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for app, name, version, description, instances in self._read(
+            "SELECT a.name, d.name, d.version, d.description, (SELECT count(*) FROM use_case_instances i"
+            " WHERE i.application_id = d.application_id AND i.name = d.name)"
+            f" FROM use_case_definitions d JOIN applications a ON a.id = d.application_id {where}"
+            " ORDER BY a.name, d.name",
+            params,
+        ):
+            out[(app, name)] = {
+                "application": app, "use_case_name": name, "version": version, "description": description,
+                "instances": instances, "kpis": [],
+            }
+        for app, use_case, kpi, kpi_type, goal, mean, scored in self._read(
+            "SELECT a.name, k.use_case_name, k.name, k.kpi_type, k.goal, avg(s.score), count(s.score)"
+            " FROM kpis k JOIN applications a ON a.id = k.application_id"
+            " LEFT JOIN use_case_instances i ON i.application_id = k.application_id AND i.name = k.use_case_name"
+            " LEFT JOIN kpi_scores s ON s.application_id = k.application_id AND s.use_case_id = i.use_case_id"
+            f" AND s.kpi_name = k.name {where} GROUP BY a.name, k.use_case_name, k.name ORDER BY k.name",
+            params,
+        ):
+            summary = out.get((app, use_case))
+            if summary is not None:
+                summary["kpis"].append(
+                    {"name": kpi, "kpi_type": kpi_type, "goal": goal, "mean_score": mean, "scored_instances": scored}
+                )
+        return list(out.values())
+
+    def recent_use_case_instances(self, application: str | None, count: int) -> list[dict[str, Any]]:
+        """The ``count`` newest use case instances (of one application, or all) with their KPI scores."""
+        where, params = ("WHERE a.name = ?", [application]) if application is not None else ("", [])
+        rows = list(self._read(
+            "SELECT a.id, a.name, i.name, i.use_case_id, i.version, i.created_ms FROM use_case_instances i"
+            f" JOIN applications a ON a.id = i.application_id {where} ORDER BY i.created_ms DESC, i.use_case_id"
+            " LIMIT ?",
+            [*params, count],
+        ))
+        items = [
+            {"application": app, "use_case_name": name, "use_case_id": uc_id, "version": version,
+             "created_ms": created, "kpi_scores": {}, "_app_id": app_id}
+            for app_id, app, name, uc_id, version, created in rows
+        ]
+        if items:
+            marks = ", ".join("(?, ?)" for _ in items)
+            keys = [v for item in items for v in (item["_app_id"], item["use_case_id"])]
+            by_key = {(item["_app_id"], item["use_case_id"]): item for item in items}
+            for app_id, uc_id, kpi, score in self._read(
+                "SELECT application_id, use_case_id, kpi_name, score FROM kpi_scores"
+                f" WHERE (application_id, use_case_id) IN (VALUES {marks}) ORDER BY kpi_name",
+                keys,
+            ):
+                by_key[(app_id, uc_id)]["kpi_scores"][kpi] = score
+        for item in items:
+            del item["_app_id"]
+        return items
