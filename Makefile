@@ -34,7 +34,7 @@ GOOGLE_TESTS := tests/test_google_replay.py tests/test_google_features.py
 # The dashboard's browser tests drive Debian's chromium through Playwright (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run lint test test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
+.PHONY: setup run dashboard lint test test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/payi-otel demo --fresh
+
+# The dashboard over the data the last `make run` left (http://127.0.0.1:3011/ until Ctrl-C).
+dashboard: setup
+	$(BIN)/payi-otel serve --data-dir .payi-otel/demo/service
 
 # mypy checks the installed layout: exporters/ installs as payi_otel.exporters, so it type-checks a tree of links
 # that has that shape (rebuilt on every run, so new modules are picked up) and reports paths as in the repository.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -113,13 +114,35 @@ def main(argv: list[str] | None = None) -> int:
         report = subprocess.run(
             [cli, "report", "--data-dir", str(data_dir / "service"), "--by", "use_case,user"]
         )
-        return report.returncode
+        if report.returncode != 0:
+            return report.returncode
     finally:
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+    print(dashboard_hint(cli, data_dir / "service"), flush=True)
+    return 0
+
+
+def dashboard_hint(cli: str, service_dir: Path) -> str:
+    """How to see the demo's data in the dashboard: the command that serves it, then the URL (last)."""
+    from payi_otel.cli import DEFAULT_HOST, DEFAULT_PORT
+
+    def shown(path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    program = shown(Path(cli)) if os.sep in cli else cli
+    command = f"{shlex.quote(program)} serve --data-dir {shlex.quote(shown(service_dir))}"
+    return (
+        "==> the dashboard of this data: start the service with\n"
+        f"      {command}\n"
+        f"    then open http://{DEFAULT_HOST}:{DEFAULT_PORT}/"
+    )
 
 
 if __name__ == "__main__":

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from conftest import CHROMIUM
-from playwright.sync_api import Page, sync_playwright
-from service_support import running_service
+from playwright.sync_api import BrowserContext, Page, sync_playwright
 
+from payi_otel.cli import DEFAULT_PORT
+from payi_otel.service.firstrun import read_default_key
 from payi_otel.service.report_render import format_cost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,19 +35,33 @@ BROWSER_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Iterator[object]:
-    """The demo's data (payi-otel demo, as make run makes it), served by the service on loopback."""
-    data = tmp_path_factory.mktemp("dashboard-demo")
+def demo(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """The demo's data (payi-otel demo, as make run makes it), served as the demo's last lines say."""
+    cwd = tmp_path_factory.mktemp("dashboard-demo")
+    data = cwd / "demo"
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # recorded responses
     run = subprocess.run([sys.executable, "-m", "payi_otel.cli", "demo", "--fresh", "--data-dir", str(data)],
-                         capture_output=True, text=True, env=env, timeout=240)
+                         capture_output=True, text=True, env=env, timeout=240, cwd=cwd)
     assert run.returncode == 0, run.stdout + run.stderr
-    with running_service(data / "service") as service:
-        yield service
+    *_, intro, command, url = run.stdout.strip().splitlines()
+    assert intro.startswith("==> the dashboard of this data")
+    assert url.strip() == f"then open http://127.0.0.1:{DEFAULT_PORT}/"
+    # the printed command, as a user runs it (on a free port instead of the default, which may be taken)
+    server = subprocess.Popen(shlex.split(command), cwd=cwd, stdout=subprocess.PIPE, text=True,
+                              env={**env, "PAYI_OTEL_PORT": "0"})
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        assert "listening on " in line, line
+        base_url = line.split("listening on ")[1].strip()
+        service_dir = data / "service"
+        yield SimpleNamespace(base_url=base_url, data_dir=service_dir, api_key=read_default_key(service_dir))
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[BrowserContext]:
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="payi-otel-chromium-") as profile:
         context = p.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS,
