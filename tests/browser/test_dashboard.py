@@ -219,3 +219,13 @@ def test_use_cases_and_a_phone_screen(demo, browser):
         _shot(page, "overview-phone")
     finally:
         page.close()
+
+
+def test_the_dashboard_formats_money_exactly_as_the_cli(demo, page):
+    values = [0.0, 1.8359999999999997e-05, 0.00066, 7.17e-05, 1.2e-07, 0.0999, 0.9994, 0.9995, 1.005, 1234567.891,
+              -0.5, 3.3e-12]
+    _open(page, demo.base_url, "overview")
+    shown = page.evaluate(
+        "values => import('/dashboard/assets/dashboard/js/format.js').then(f => values.map(f.money))", values
+    )
+    assert shown == [format_cost(v) for v in values]

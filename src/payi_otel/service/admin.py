@@ -60,32 +60,36 @@ def read_admin_token(data_dir: str | os.PathLike[str]) -> str | None:
         return None
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or a name) is only reachable from this machine."""
-    name = host.strip().strip("[]").lower()
+def _names_loopback(name: str) -> bool:
+    """Whether a host name or address literal is a loopback one, without asking DNS."""
+    name = name.strip().strip("[]").lower()
     if name in _LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
-        pass
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` (an address or a name) is reachable from this machine only."""
+    if _names_loopback(host):
+        return True
     try:
-        infos = socket.getaddrinfo(name, None)
+        infos = socket.getaddrinfo(host.strip().strip("[]"), None)
     except (socket.gaierror, UnicodeError):
         return False
     return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def _host_is_loopback(request: Request) -> bool:
+    """Whether the request's Host header names a loopback host (``localhost:3011``, ``[::1]:3011``, ...)."""
     host = request.headers.get("host", "")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
-    if name in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    if host.startswith("["):
+        name = host[1:host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return _names_loopback(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,6 @@
 // Numbers as people read them. Costs follow `payi-otel report`: "$" and thousands separators, cents
 // from $1 up, and three significant digits below $1, so a tiny real cost never reads as $0.00.
 const COST_DIGITS = 3;
-const grouped = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
 
 export function money(value) {
@@ -9,11 +8,18 @@ export function money(value) {
   const sign = value < 0 ? "-" : "";
   const abs = Math.abs(value);
   if (abs === 0) return "$0.00";
-  if (abs >= 0.9995) return `${sign}$${grouped.format(abs)}`;
+  if (abs >= 0.9995) return `${sign}$${cents(abs)}`;
   const leadingZeros = -Math.floor(Math.log10(abs)) - 1;
   const digits = Math.max(2, leadingZeros + COST_DIGITS);
   if (digits > 100) return `${sign}$${abs.toPrecision(COST_DIGITS)}`;
   return `${sign}$${abs.toFixed(digits)}`;
+}
+
+// Rounded from the number's exact binary value, as Python's format() does (Intl rounds 1.005 up, Python down).
+function cents(abs) {
+  if (abs >= 1e21) return integer.format(abs);
+  const [whole, fraction] = abs.toFixed(2).split(".");
+  return `${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",")}.${fraction}`;
 }
 
 export function count(value) {
