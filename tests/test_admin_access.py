@@ -164,3 +164,49 @@ def test_the_dashboard_page_and_its_assets_are_served_by_the_service(tmp_path):
         licence = httpx.get(f"{svc.base_url}/dashboard/assets/vendor/chartjs/LICENSE.md")
         assert "MIT License" in licence.text
         assert httpx.get(f"{svc.base_url}/dashboard/assets/dashboard/js/main.js").status_code == 200
+
+
+def test_serve_on_a_non_loopback_address_asks_for_the_admin_token(tmp_path):
+    command = [sys.executable, "-m", "payi_otel.cli", "serve", "--host", "0.0.0.0", "--port", "0"]
+    server = subprocess.Popen([*command, "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any("admin token" in line for line in lines):
+            line = server.stdout.readline() if server.stdout else ""
+            assert line, "".join(lines)
+            lines.append(line)
+        port = lines[0].strip().rsplit(":", 1)[1]
+        assert any(line.strip() == f"dashboard: http://0.0.0.0:{port}/" for line in lines)
+        assert str(admin_token_path(tmp_path)) in lines[-1]
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/api/v1/reports").status_code == 401
+        assert httpx.get(f"{base}/api/v1/admin/organization").status_code == 401
+        token = admin_token_path(tmp_path).read_text().strip()
+        assert httpx.get(f"{base}/api/v1/reports", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert httpx.get(f"{base}/").status_code == 200  # the page itself holds no data: it asks for the token
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_use_cases_overview_has_instances_and_kpi_scores(tmp_path):
+    with running_service(tmp_path) as svc:
+        key = {"xProxy-api-key": svc.api_key}
+        base = f"{svc.base_url}/api/v1/use_cases"
+        assert httpx.post(f"{base}/definitions", headers=key, json={"name": "triage", "description": "d"}).is_success
+        kpi = {"name": "helpful", "description": "h", "kpi_type": "number", "goal": 10}
+        assert httpx.post(f"{base}/definitions/triage/kpis", headers=key, json=kpi).is_success
+        ids = [httpx.post(f"{base}/instances/triage", headers=key).json()["use_case_id"] for _ in range(3)]
+        for use_case_id, score in zip(ids, (4, 8), strict=False):  # the third instance is not scored
+            r = httpx.put(f"{base}/instances/triage/{use_case_id}/kpis/helpful", headers=key, json={"score": score})
+            assert r.is_success, r.text
+        overview = httpx.get(f"{svc.base_url}/api/v1/reports/use_cases", params={"recent": 2}).json()
+        (summary,) = overview["use_cases"]
+        assert summary["use_case_name"] == "triage" and summary["instances"] == 3
+        assert summary["kpis"] == [{"name": "helpful", "kpi_type": "number", "goal": 10.0, "mean_score": 6.0,
+                                    "scored_instances": 2}]
+        recent = overview["recent_instances"]
+        assert len(recent) == 2 and {i["use_case_id"] for i in recent} <= set(ids)
+        scores = {i["use_case_id"]: i["kpi_scores"] for i in recent}
+        assert all(scores[i] == ({"helpful": 4.0} if i == ids[0] else {"helpful": 8.0} if i == ids[1] else {})
+                   for i in scores)

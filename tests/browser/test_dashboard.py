@@ -23,8 +23,11 @@ from conftest import CHROMIUM
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from payi_otel.cli import DEFAULT_PORT
+from payi_otel.service.admin import admin_token_path
+from payi_otel.service.app import create_app
 from payi_otel.service.firstrun import read_default_key
 from payi_otel.service.report_render import format_cost
+from payi_otel.service.server import AppThread
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PAYI_OTEL_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "dashboard"
@@ -229,3 +232,31 @@ def test_the_dashboard_formats_money_exactly_as_the_cli(demo, page):
         "values => import('/dashboard/assets/dashboard/js/format.js').then(f => values.map(f.money))", values
     )
     assert shown == [format_cost(v) for v in values]
+
+
+def test_off_loopback_the_dashboard_asks_for_the_admin_token(tmp_path, browser):
+    app = create_app(tmp_path, loopback_only=False)
+    token = admin_token_path(tmp_path).read_text().strip()
+    page = browser.new_page()  # its 401 answers are logged as console errors: only script errors count here
+    script_errors: list[str] = []
+    page.on("pageerror", lambda exc: script_errors.append(str(exc)))
+    with AppThread(app) as server:
+        page.goto(f"{server.base_url}/#/overview")
+        page.wait_for_selector("#signin[open]")
+        assert page.locator("[data-testid=total-cost]").count() == 0
+        page.fill("#signin-token", "payi-admin-wrong")
+        page.click("#signin-form button[type=submit]")
+        page.wait_for_selector("#signin-error:not([hidden])")
+        assert "admin token" in page.inner_text("#signin-error")
+        page.fill("#signin-token", token)
+        page.click("#signin-form button[type=submit]")
+        page.wait_for_selector('body[data-ready="overview"]')
+        assert page.inner_text("[data-testid=total-requests]") == "0"
+        # a new tab starts signed out, and takes the token from the address (never sent to the server)
+        other = page.context.new_page()
+        other.goto(f"{server.base_url}/#token={token}")
+        other.wait_for_selector('body[data-ready="overview"]')
+        assert token not in other.url
+        other.close()
+    page.close()
+    assert script_errors == []
