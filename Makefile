@@ -101,8 +101,14 @@ $(ANTHROPIC_STAMPS): pyproject.toml
 	touch $@
 
 # The dashboard in headless Chromium over the demo's data; screenshots in test-artifacts/dashboard/.
-test-dashboard: setup $(CHROMIUM)
+BROWSER_STAMP := $(VENV)/.installed-browser-tests
+
+test-dashboard: $(BROWSER_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,browser-tests]"
+	touch $@
 
 $(CHROMIUM):
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
