@@ -210,3 +210,15 @@ def test_use_cases_overview_has_instances_and_kpi_scores(tmp_path):
         scores = {i["use_case_id"]: i["kpi_scores"] for i in recent}
         assert all(scores[i] == ({"helpful": 4.0} if i == ids[0] else {"helpful": 8.0} if i == ids[1] else {})
                    for i in scores)
+
+
+def test_on_loopback_another_site_s_page_cannot_act_as_administrator(tmp_path):
+    with running_service(tmp_path) as svc:
+        rotate = f"{svc.base_url}/api/v1/admin/applications/default/keys/1"
+        # what a browser sends for fetch(url, {method: "POST", mode: "no-cors"}) from another site: no preflight
+        for headers in ({"Origin": "http://attacker.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            refused = httpx.post(rotate, headers=headers)
+            assert refused.status_code == 401, refused.text
+        assert _ingest(svc.base_url, svc.api_key, "u").status_code == 200  # the key still works
+        own = httpx.post(rotate, headers={"Origin": svc.base_url, "Sec-Fetch-Site": "same-origin"})
+        assert own.status_code == 200  # the dashboard's own page

@@ -260,3 +260,16 @@ def test_off_loopback_the_dashboard_asks_for_the_admin_token(tmp_path, browser):
         other.close()
     page.close()
     assert script_errors == []
+
+
+def test_a_top_spender_opens_their_requests(demo, page):
+    rows = httpx.get(f"{demo.base_url}/api/v1/reports", params={"group_by": "user"}).json()["rows"]
+    top = next(row for row in rows if row["group"]["user"])  # the first with a user, as the table lists them
+    user = top["group"]["user"]
+    _open(page, demo.base_url, "overview")
+    page.locator("[data-testid=top-spenders-table] tbody tr", has_text=user).first.click()
+    page.wait_for_selector('body[data-ready="requests"]')
+    assert page.input_value('input[name="user"]') == user
+    listed = page.locator("[data-testid=requests-table] tbody tr")
+    assert listed.count() == top["requests"]
+    assert all(user in text for text in listed.all_inner_texts())

@@ -6,7 +6,8 @@ instances over one database). It is sent as ``Authorization: Bearer <token>``.
 
 A service that listens on a loopback address only is *open*: a request without credentials there is
 an administrator's (the machine's own user). Its ``Host`` header must then name a loopback host too,
-so that a web page whose domain is made to resolve to 127.0.0.1 (DNS rebinding) cannot read it.
+so that a web page whose domain is made to resolve to 127.0.0.1 (DNS rebinding) cannot read it, and a
+request a browser sends from another site's page (its ``Origin``) is not the administrator's either.
 Listening anywhere else, the reports API, the dashboard's data and admin actions need the token.
 An application key always reads its own application's data only.
 """
@@ -20,6 +21,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
@@ -92,6 +94,15 @@ def _host_is_loopback(request: Request) -> bool:
     return _names_loopback(name)
 
 
+def _same_origin(request: Request) -> bool:
+    """False for a request a browser sent from another site's page (its Origin is not this service): such a
+    page must not act as the machine's user (a key rotation needs no body, so it needs no CORS preflight)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
+    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
+
 @dataclass(frozen=True, slots=True)
 class AdminGate:
     """Decides whether a request reads every application (admin) or one (its application key)."""
@@ -120,7 +131,7 @@ class AdminGate:
             return True
         if request.headers.get(P.API_KEY):
             return False
-        return self.open_on_loopback and _host_is_loopback(request)
+        return self.open_on_loopback and _host_is_loopback(request) and _same_origin(request)
 
     def require_admin(self, request: Request) -> None:
         if self.is_admin(request):

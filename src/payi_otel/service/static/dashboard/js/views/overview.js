@@ -13,6 +13,12 @@ const costColumns = (dim) => [
   { title: "cost", num: true, value: (r) => money(r.cost_usd) },
 ];
 
+// A row opens the request list filtered to its value (requests without a value have no filter to open).
+const drill = (dim) => (row) => {
+  const value = row.group[dim];
+  if (value !== null && value !== undefined) location.hash = `#/requests?${new URLSearchParams({ [dim]: value })}`;
+};
+
 export async function render(root, { window, rerender }) {
   const params = { since: window };
   const [total, time, breakdown, users, resources] = await Promise.all([
@@ -46,9 +52,10 @@ export async function render(root, { window, rerender }) {
         h("div", { class: "row" }, choose(BREAKDOWNS, state.breakdown, (v) => { state.breakdown = v; }, "Dimension")),
         costBars(breakdown.rows.slice(0, 10).map((r) => label(r.group[state.breakdown])),
           breakdown.rows.slice(0, 10).map((r) => r.cost_usd ?? 0), "chart-breakdown", { short: true }),
-        table(costColumns(state.breakdown), breakdown.rows, { footer: breakdown.total, testid: "breakdown-table" })),
+        table(costColumns(state.breakdown), breakdown.rows, { footer: breakdown.total, testid: "breakdown-table",
+          onRow: drill(state.breakdown) })),
       card("Top spenders (users)", { testid: "top-spenders" },
-        table(costColumns("user"), users.rows.slice(0, 10), { testid: "top-spenders-table" })),
+        table(costColumns("user"), users.rows.slice(0, 10), { testid: "top-spenders-table", onRow: drill("user") })),
       card("Failures, unpriced requests and latency by resource", { wide: true },
         table([
           { title: "resource", value: (r) => (r.isTotal ? "Total" : label(r.group.resource)) },
@@ -58,7 +65,7 @@ export async function render(root, { window, rerender }) {
           { title: "unpriced", num: true, value: (r) => count(r.unpriced_requests) },
           { title: "p50", num: true, value: (r) => ms(r.latency_p50_ms) },
           { title: "p95", num: true, value: (r) => ms(r.latency_p95_ms) },
-        ], resources.rows, { footer: resources.total, testid: "resources-table" })),
+        ], resources.rows, { footer: resources.total, testid: "resources-table", onRow: drill("resource") })),
     ),
   );
 }
