@@ -21,11 +21,12 @@ const drill = (dim) => (row) => {
 
 export async function render(root, { window, rerender }) {
   const params = { since: window };
-  const [total, time, breakdown, users, resources] = await Promise.all([
-    report([], params), report([state.period], params), report([state.breakdown], params),
-    report(["user"], params), report(["resource"], params),
+  // every report carries the window's totals: four reports make the page
+  const [time, breakdown, users, resources] = await Promise.all([
+    report([state.period], params), report([state.breakdown], params), report(["user"], params),
+    report(["resource"], params),
   ]);
-  const t = total.total;
+  const t = time.total;
   const choose = (options, current, onChange, name) => h("select", { "aria-label": name, onchange: (e) => {
     onChange(e.target.value);
     rerender();
