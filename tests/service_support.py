@@ -17,8 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from payi_otel.service.server import ServiceThread
 from payi_otel.service.store import DB_FILE
+from payi_otel.service.store.connection import resolve_database_url
+from payi_otel.service.store.postgres import PgConnection
 
 
 @contextmanager
@@ -31,10 +35,17 @@ def running_service(data_dir: str | os.PathLike[str], **app_options: Any) -> Ite
 
 
 @contextmanager
-def read_only_store(data_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the service's SQLite file (rows as ``sqlite3.Row``)."""
-    conn = sqlite3.connect(f"file:{Path(data_dir) / DB_FILE}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
+def read_only_store(data_dir: str | os.PathLike[str], *, write: bool = False) -> Iterator[Any]:
+    """A connection to the service's store: SQLite's file (read-only unless ``write``; each statement
+    commits), or (with ``PAYI_OTEL_DATABASE_URL``) the PostgreSQL database; either takes SQL with ``?``
+    placeholders and gives rows as tuples."""
+    url = resolve_database_url()
+    if url is not None:
+        with psycopg.connect(url, autocommit=True) as pg:
+            yield PgConnection(pg)
+        return
+    mode = "rw" if write else "ro"
+    conn = sqlite3.connect(f"file:{Path(data_dir) / DB_FILE}?mode={mode}", uri=True, timeout=5, isolation_level=None)
     try:
         yield conn
     finally:
@@ -45,7 +56,9 @@ def stored_requests(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every stored request (oldest first) as a dict; its JSON columns ``units``, ``properties`` and
     ``provider_data`` decoded (``{}`` when empty)."""
     with read_only_store(data_dir) as conn:
-        rows = [dict(row) for row in conn.execute("SELECT * FROM requests ORDER BY id")]
+        cursor = conn.execute("SELECT * FROM requests ORDER BY id")
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     for row in rows:
         for col in ("units", "properties", "provider_data"):
             row[col] = json.loads(row[col] or "{}")

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -18,9 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from service_support import running_service
+from service_support import read_only_store, running_service
 
 from payi_otel.cli import main
+from payi_otel.service.store.connection import resolve_database_url
+from payi_otel.service.store.postgres import display_url
 
 GPT4O = {"category": "system.openai", "resource": "gpt-4o", "units": {"text": {"input": 100, "output": 10}}}
 
@@ -92,7 +93,7 @@ def test_bad_cli_input_names_the_option(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, "report", "--since", "last week", "--data-dir", d)
     assert code == 2 and "--since" in err
     code, _, err = run(capsys, "report", "--data-dir", str(tmp_path / "empty"))
-    assert code == 2 and "--data-dir" in err
+    assert code == 2 and ("--data-dir" if resolve_database_url() is None else "PAYI_OTEL_DATABASE_URL") in err
     monkeypatch.setenv("PAYI_OTEL_PORT", "70000")
     code, _, err = run(capsys, "serve", "--data-dir", d)
     assert code == 2 and "PAYI_OTEL_PORT" in err and "65535" in err
@@ -186,7 +187,8 @@ def test_serve_subprocess_sigterm_loses_no_acknowledged_event(tmp_path):
         assert f"listening on http://127.0.0.1:{port}" in first
         startup = time.monotonic() - started
         rest = "".join(proc.stdout.readline() for _ in range(2))
-        assert str(tmp_path / "payi.db") in rest and "default-api-key" in rest
+        url = resolve_database_url()
+        assert (display_url(url) if url else str(tmp_path / "payi.db")) in rest and "default-api-key" in rest
         key = (tmp_path / "default-api-key").read_text().strip()
         acked: list[str] = []
         lock = threading.Lock()
@@ -218,9 +220,8 @@ def test_serve_subprocess_sigterm_loses_no_acknowledged_event(tmp_path):
             proc.kill()
         proc.stdout.close()
         proc.stderr.close()
-    db = sqlite3.connect(tmp_path / "payi.db")
-    stored = {r[0] for r in db.execute("SELECT request_id FROM requests")}
-    db.close()
+    with read_only_store(tmp_path) as db:
+        stored = {r[0] for r in db.execute("SELECT request_id FROM requests").fetchall()}
     missing = set(acked) - stored
     assert not missing, f"{len(missing)} acknowledged events lost"
     assert startup < 5  # generous bound for CI; the benchmark prints the real figure

@@ -14,9 +14,10 @@ from importlib import metadata
 
 import httpx
 import pytest
-from service_support import running_service
+from service_support import read_only_store, running_service
 
 from payi_otel.cli import main
+from payi_otel.service.store.connection import resolve_database_url
 
 GPT4O = {"category": "system.openai", "resource": "gpt-4o", "units": {"text": {"input": 100, "output": 10}}}
 
@@ -49,14 +50,18 @@ def one_line_error(result, *words):
 )
 def test_commands_reading_a_store_refuse_a_directory_without_one_and_create_nothing(tmp_path, capsys, argv):
     missing = tmp_path / "nowhere"
+    on_sqlite = resolve_database_url() is None  # on PostgreSQL: a database without the store's tables
     code, out, err = run(capsys, *argv, "--data-dir", str(missing))
     assert code == 2 and out == ""
-    assert f"no service data in {missing}; start `payi-otel serve` or pass --data-dir" in err
+    if on_sqlite:
+        assert f"no service data in {missing}; start `payi-otel serve` or pass --data-dir" in err
+    else:
+        assert "the database holds no payi-otel store; start `payi-otel serve` with it first" in err
     assert not missing.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = run(capsys, *argv, "--data-dir", str(empty))
-    assert code == 2 and "no service data in" in err
+    assert code == 2 and ("no service data in" if on_sqlite else "holds no payi-otel store") in err
     assert list(empty.iterdir()) == []
 
 
@@ -89,7 +94,7 @@ def test_serve_on_a_bad_host_is_one_line_naming_the_host(tmp_path):
     one_line_error(result, "--host '192.0.2.1'", "not an address of this machine")
 
 
-def test_serve_with_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+def test_serve_with_a_data_dir_that_is_a_file_is_one_line(tmp_path, sqlite_store):
     a_file = tmp_path / "data"
     a_file.write_text("not a directory")
     result = cli("serve", "--port", "0", "--data-dir", str(a_file))
@@ -122,12 +127,9 @@ def two_apps(tmp_path_factory):
                            headers={"xProxy-api-key": key, "xProxy-User-ID": user.replace(" ", "")})
             assert r.status_code == 200, r.text
         # a value stored by an older version (before names were checked) that would forge a row
-        import sqlite3
-
-        db = sqlite3.connect(d / "payi.db")
-        db.execute("UPDATE requests SET account_name = ? WHERE user_id = 'cheap-old'",
-                   ("acme\nforged      999     1.000000\x1b[31m",))
-        db.commit()
+        with read_only_store(d, write=True) as db:
+            db.execute("UPDATE requests SET account_name = ? WHERE user_id = 'cheap-old'",
+                       ("acme\nforged      999     1.000000\x1b[31m",))
         db.close()
     return str(d)
 

@@ -400,7 +400,7 @@ def free_port() -> int:
 
 def default_key(data_dir: Path, capsys: Any) -> str:
     """The default application's key, as a user gets it (the service, once started, created the data)."""
-    if not (data_dir / "payi.db").exists():
+    if not (data_dir / "default-api-key").exists():
         with ServiceThread(data_dir):
             pass
     capsys.readouterr()

@@ -16,6 +16,7 @@ import pytest
 from service_support import running_service, stored_requests
 
 from payi_otel import protocol as P
+from payi_otel.service.store.connection import resolve_database_url
 
 GPT4O = {"category": "system.openai", "resource": "gpt-4o", "units": {"text": {"input": 100, "output": 10}}}
 JSON = {"content-type": "application/json"}
@@ -212,6 +213,8 @@ def test_data_directory_and_files_are_private(svc, client):
     assert client.post("/api/v1/ingest", json=GPT4O).status_code == 200
     assert stat.S_IMODE(os.stat(svc.data_dir).st_mode) == 0o700
     names = sorted(os.listdir(svc.data_dir))
-    assert {"payi.db", "payi.db-wal", "payi.db-shm", "default-api-key"} <= set(names)
+    on_sqlite = resolve_database_url() is None
+    assert {"payi.db", "payi.db-wal", "payi.db-shm"} <= set(names) if on_sqlite else "payi.db" not in names
+    assert "default-api-key" in names
     for name in names:
         assert stat.S_IMODE(os.stat(svc.data_dir / name).st_mode) == 0o600, name

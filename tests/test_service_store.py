@@ -115,7 +115,7 @@ def _write_version_1_file(path):
     conn.close()
 
 
-def test_a_version_1_file_is_upgraded_without_losing_anything(tmp_path):
+def test_a_version_1_file_is_upgraded_without_losing_anything(tmp_path, sqlite_store):
     _write_version_1_file(tmp_path / "payi.db")
     store = Store(tmp_path)
     try:
@@ -144,7 +144,7 @@ def _row(application_id: int) -> tuple:
     return tuple(values[c] for c in REQUEST_COLUMNS)
 
 
-def test_write_ahead_log_stays_bounded_under_constant_writes(tmp_path):
+def test_write_ahead_log_stays_bounded_under_constant_writes(tmp_path, sqlite_store):
     store = Store(tmp_path)
     wal = tmp_path / "payi.db-wal"
     restart_frames = 64  # 256 KiB

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from payi_otel import cli_limits
 ENV_HOST = "PAYI_OTEL_HOST"
 ENV_PORT = "PAYI_OTEL_PORT"
 ENV_DATA_DIR = "PAYI_OTEL_DATA_DIR"
+ENV_DATABASE_URL = "PAYI_OTEL_DATABASE_URL"
 ENV_OTLP_GRPC_PORT = "PAYI_OTEL_OTLP_GRPC_PORT"
 ENV_RELAY_HOST = "PAYI_OTEL_RELAY_HOST"
 ENV_RELAY_PORT = "PAYI_OTEL_RELAY_PORT"
@@ -71,24 +71,45 @@ def _data_dir_source(args: argparse.Namespace) -> str:
     return ENV_DATA_DIR if os.environ.get(ENV_DATA_DIR) else "--data-dir (default)"
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    from payi_otel.service.store.connection import resolve_database_url
+
+    return resolve_database_url(getattr(args, "database_url", None))
+
+
+def _store_source(args: argparse.Namespace) -> str:
+    """Where the store is, as error messages name it: the database URL (without password) or the data directory."""
+    url = _database_url(args)
+    if url is None:
+        return f"{_data_dir_source(args)} {_data_dir(args)}"
+    from payi_otel.service.store.postgres import display_url
+
+    return f"{'--database-url' if getattr(args, 'database_url', None) else ENV_DATABASE_URL} {display_url(url)}"
+
+
 def _open_store(args: argparse.Namespace) -> Store:
-    """The existing store of the data directory; never creates one (only `serve` does)."""
+    """The existing store of the data directory (or database); never creates one (only `serve` does)."""
     from payi_otel.service.store import NoStoreError, Store, StoreError
+    from payi_otel.service.store.connection import database_errors
 
     try:
-        return Store(_data_dir(args), create=False)
-    except NoStoreError as exc:
-        raise UsageError(str(exc)) from None
+        return Store(_data_dir(args), create=False, database_url=_database_url(args))
+    except NoStoreError as exc:  # SQLite's message names the data directory already
+        raise UsageError(str(exc) if _database_url(args) is None else f"{_store_source(args)}: {exc}") from None
     except StoreError as exc:
-        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: {exc}") from None
-    except (sqlite3.Error, OSError) as exc:
-        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: cannot open its store ({exc})") from None
+        raise UsageError(f"{_store_source(args)}: {exc}") from None
+    except database_errors() as exc:
+        raise UsageError(f"{_store_source(args)}: cannot open its store ({exc})") from None
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         help=f"directory holding the service's SQLite data (env {ENV_DATA_DIR}, default ./{DEFAULT_DATA_DIR})",
+    )
+    p.add_argument(
+        "--database-url",
+        help=f"postgresql://... URL of a PostgreSQL database holding the data instead (env {ENV_DATABASE_URL})",
     )
 
 
@@ -186,6 +207,7 @@ def _relay(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from payi_otel.service.server import BindError, serve
     from payi_otel.service.store import StoreError
+    from payi_otel.service.store.connection import database_errors
 
     host_source = "--host" if args.host else (ENV_HOST if os.environ.get(ENV_HOST) else "--host (default)")
     host = args.host or os.environ.get(ENV_HOST) or DEFAULT_HOST
@@ -197,16 +219,16 @@ def _serve(args: argparse.Namespace) -> int:
         port, port_source = DEFAULT_PORT, "--port (default)"
     try:
         serve(
-            _data_dir(args), host=host, port=port, webhook_url=args.webhook_url, otlp_grpc_port=_grpc_port(args)
+            _data_dir(args), host=host, port=port, webhook_url=args.webhook_url, otlp_grpc_port=_grpc_port(args),
+            database_url=_database_url(args),
         )
     except BindError as exc:
         where = f"{host_source} {host!r}" if exc.option == "host" else f"{port_source} {port}"
         raise UsageError(f"{where}: {exc}") from None
     except StoreError as exc:
-        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: {exc}") from None
-    except (sqlite3.Error, OSError) as exc:
-        where = f"{_data_dir_source(args)} {_data_dir(args)}"
-        raise UsageError(f"{where}: cannot hold the service's data ({exc})") from None
+        raise UsageError(f"{_store_source(args)}: {exc}") from None
+    except database_errors() as exc:
+        raise UsageError(f"{_store_source(args)}: cannot hold the service's data ({exc})") from None
     return 0
 
 

@@ -53,8 +53,10 @@ def create_app(
     otlp_grpc_port: int | None = None,
     otlp_grpc_host: str = "127.0.0.1",
     loopback_only: bool = False,
+    database_url: str | None = None,
 ) -> FastAPI:
-    """The service over the SQLite store in ``data_dir`` (created, with a default application, if new).
+    """The service over the SQLite store in ``data_dir`` (created, with a default application, if new),
+    or over the PostgreSQL database of ``database_url`` (default: ``$PAYI_OTEL_DATABASE_URL``).
 
     With ``otlp_grpc_port`` (0: any free port) it also receives OTLP/gRPC there; the bound port is
     ``app.state.otlp_grpc_port`` once the app has started.
@@ -66,7 +68,7 @@ def create_app(
     may read every application's data and act as administrator (see :mod:`payi_otel.service.admin`).
     """
     body_limit = max_body_bytes_from_env() if max_body_bytes is None else max_body_bytes
-    store = Store(data_dir)
+    store = Store(data_dir, database_url=database_url)
     ensure_default_application(store)
     gate = AdminGate(ensure_admin_token(store.data_dir), loopback_only)
     store.start_background_checkpoints()
@@ -111,8 +113,8 @@ def create_app(
     app = FastAPI(
         title="payi-otel local service",
         version="1",
-        description="A local, Pay-i-compatible API over SQLite: ingest, requests, limits, use cases, categories, "
-        f"resources and reports. Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header "
+        description="A local, Pay-i-compatible API over SQLite or PostgreSQL: ingest, requests, limits, use cases, "
+        f"categories, resources and reports. Every /api/v1 call is authenticated with the `{API_KEY_HEADER}` header "
         "(an application key). "
         "Every error answers Pay-i's body `{statusCode, message, xproxy_error: {code, message}}`.",
         lifespan=lifespan,

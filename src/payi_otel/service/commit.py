@@ -73,7 +73,7 @@ class GroupCommitter:
             self._store.begin()
             for work, future, loop in jobs:
                 try:
-                    outcomes.append((future, loop, True, work()))
+                    outcomes.append((future, loop, True, self._store.unit_of_work(work)))
                 except Exception as exc:  # its savepoint was rolled back; the others are unaffected
                     outcomes.append((future, loop, False, exc))
             self._store.commit()

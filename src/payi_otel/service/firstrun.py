@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from payi_otel.service.store import DEFAULT_NAME, Store
+from payi_otel.service.store import DEFAULT_NAME, Store, StoreError
 
 DEFAULT_KEY_FILE = "default-api-key"
 
@@ -17,12 +17,16 @@ def default_key_path(data_dir: str | os.PathLike[str]) -> Path:
 def ensure_default_application(store: Store) -> Path:
     """Create group and application "default" on an empty store and write its key (mode 0600).
 
-    Returns the path of the key file. Does nothing when applications already exist.
+    Returns the path of the key file. Does nothing when applications already exist (on a shared
+    PostgreSQL database, another instance starting at the same time may have created it first).
     """
     path = default_key_path(store.data_dir)
     if store.has_applications():
         return path
-    _, key = store.create_application(DEFAULT_NAME, DEFAULT_NAME)
+    try:
+        _, key = store.create_application(DEFAULT_NAME, DEFAULT_NAME)
+    except StoreError:  # created meanwhile by another instance
+        return path
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")

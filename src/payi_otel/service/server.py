@@ -117,6 +117,7 @@ def serve(
     port: int = DEFAULT_PORT,
     webhook_url: str | None = None,
     otlp_grpc_port: int | None = None,
+    database_url: str | None = None,
 ) -> None:
     """Run the service in the foreground until SIGINT/SIGTERM (with OTLP/gRPC on ``otlp_grpc_port`` if given).
 
@@ -128,7 +129,8 @@ def serve(
     loopback = is_loopback(host)
     try:
         app = create_app(
-            data, webhook_url=webhook_url, otlp_grpc_port=otlp_grpc_port, otlp_grpc_host=host, loopback_only=loopback
+            data, webhook_url=webhook_url, otlp_grpc_port=otlp_grpc_port, otlp_grpc_host=host, loopback_only=loopback,
+            database_url=database_url,
         )
     except BaseException:
         sock.close()
@@ -137,7 +139,7 @@ def serve(
 
     def announce(base_url: str) -> None:
         print(f"payi-otel service listening on {base_url}", flush=True)
-        print(f"  data: {data / 'payi.db'}", flush=True)
+        print(f"  data: {app.state.store.location}", flush=True)
         if key_file.exists():
             print(f"  default application key: {key_file} (payi-otel apps default-key)", flush=True)
         print(f"  point the plugin at it: PAYI_BASE_URL={base_url}", flush=True)

@@ -15,21 +15,25 @@ class AppsStore(StoreBase):
         with self.transaction() as c:
             if c.execute("SELECT 1 FROM applications WHERE name = ?", (name,)).fetchone():
                 raise StoreError(f"application {name!r} already exists")
-            c.execute("INSERT OR IGNORE INTO groups (name, created_ms) VALUES (?, ?)", (group, now_ms()))
+            c.execute("INSERT INTO groups (name, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING", (group, now_ms()))
             group_id = c.execute("SELECT id FROM groups WHERE name = ?", (group,)).fetchone()[0]
-            cur = c.execute(
-                "INSERT INTO applications (name, group_id, created_ms) VALUES (?, ?, ?)", (name, group_id, now_ms())
-            )
-            assert cur.lastrowid is not None
-            app = Application(cur.lastrowid, name, group)
+            try:
+                app_id = c.execute(
+                    "INSERT INTO applications (name, group_id, created_ms) VALUES (?, ?, ?) RETURNING id",
+                    (name, group_id, now_ms()),
+                ).fetchone()[0]
+            except self.integrity_errors:  # created meanwhile through another connection
+                raise StoreError(f"application {name!r} already exists") from None
+            app = Application(app_id, name, group)
             key = self._set_key(app.id, 1)
         return app, key
 
     def _set_key(self, application_id: int, slot: int) -> str:
         key = keys.new_key()
         self._conn.execute(
-            "INSERT OR REPLACE INTO api_keys (application_id, slot, key_hash, key_prefix, created_ms)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (application_id, slot, key_hash, key_prefix, created_ms) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (application_id, slot) DO UPDATE SET key_hash = excluded.key_hash,"
+            " key_prefix = excluded.key_prefix, created_ms = excluded.created_ms",
             (application_id, slot, keys.hash_key(key), keys.display_prefix(key), now_ms()),
         )
         return key

@@ -61,10 +61,13 @@ class CatalogStore(StoreBase):
                  version.max_input_units, version.max_output_units, version.max_total_units, version.start_ms, now_ms),
             )
             self._custom.pop((version.category, version.resource), None)
+            self._cached_data_changed()
         return version
 
     def resource_versions(self, category: str, resource: str) -> list[ResourceVersion]:
         """Every version of a custom resource, oldest start first."""
+        if not self._conn.in_transaction:
+            self._check_cached()
         key = (category, resource)
         found = self._custom.get(key)
         if found is None:
@@ -127,4 +130,5 @@ class CatalogStore(StoreBase):
                 raise _not_found(" / ".join(params))
             c.execute(f"DELETE FROM custom_resources WHERE {condition}", params)
             self._custom.clear()
+            self._cached_data_changed()
         return [ResourceVersion.from_row(r) for r in rows]

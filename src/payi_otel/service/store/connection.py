@@ -1,8 +1,12 @@
-"""The store's connection: opening the file, transactions (group commit, savepoints), WAL checkpoints.
+"""The store's connection: opening the database, transactions (group commit, savepoints), WAL checkpoints.
 
-One file (``payi.db``) in the data directory, in WAL mode with ``synchronous=NORMAL``: a commit
-survives the process being killed, readers (the CLI, reports) never block the server, and the CLI can
-manage applications while the server runs. Every write that the API acknowledges is committed first.
+SQLite (the default): one file (``payi.db``) in the data directory, in WAL mode with
+``synchronous=NORMAL``: a commit survives the process being killed, readers (the CLI, reports) never
+block the server, and the CLI can manage applications while the server runs.
+
+PostgreSQL (``PAYI_OTEL_DATABASE_URL=postgresql://...``): one writer connection per process and a pool
+of readers; several service instances share the database. Every write that the API acknowledges is
+committed first, on either backend.
 """
 
 from __future__ import annotations
@@ -11,13 +15,52 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from payi_otel.service.store.records import DB_FILE, NoStoreError, StoreError
 from payi_otel.service.store.schema import create_or_migrate
+
+if TYPE_CHECKING:
+    from payi_otel.service.store.postgres import PgConnection, PgReaders
+
+DATABASE_URL_ENV = "PAYI_OTEL_DATABASE_URL"
+T = TypeVar("T")
+_RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the store uses of a connection: :class:`sqlite3.Connection`, or :class:`.postgres.PgConnection`."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor: ...
+    @property
+    def in_transaction(self) -> bool: ...
+
+
+def resolve_database_url(explicit: str | None = None) -> str | None:
+    """The PostgreSQL URL the store uses (``explicit``, else ``$PAYI_OTEL_DATABASE_URL``); None: SQLite."""
+    url = explicit if explicit is not None else os.environ.get(DATABASE_URL_ENV)
+    return url or None
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """Errors of a store that cannot be opened or read: the database drivers' and the system's."""
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error, OSError)
+    return (sqlite3.Error, psycopg.Error, OSError)
 
 WAL_RESTART_FRAMES = 16384  # about 64 MiB of WAL: past it the log is started over (see start_background_checkpoints)
 DIR_MODE = 0o700  # the data holds prompts, responses and key digests: owner only
@@ -57,30 +100,105 @@ class StoreBase:
     creating one.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, create: bool = True, database_url: str | None = None
+    ) -> None:
+        """``database_url`` (default ``$PAYI_OTEL_DATABASE_URL``): a ``postgresql://`` URL selects PostgreSQL;
+        without one the store is the SQLite file of ``data_dir``."""
         self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FILE
+        self.database_url = resolve_database_url(database_url)
+        self.integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+        self._retryable: tuple[type[Exception], ...] = ()
+        self._pg: PgConnection | None = None
+        self._pg_readers: PgReaders | None = None
+        self._generation = -1  # PostgreSQL: the cache generation the cached data belongs to
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
+        self._wal_restart_due = False
+        self._lock = threading.RLock()
+        self._reader_lock = threading.Lock()
+        self._depth = 0
+        if self.database_url is not None:
+            self._open_postgres(self.database_url, create)
+            return
+        self.location = str(self.path)
         self.path = _open_data_dir(self.data_dir, create)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self._sqlite = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self._conn: Connection = self._sqlite
         # Lookups made while a write transaction is open elsewhere (authentication, request
         # results) go through a second connection: WAL readers never wait for the writer.
         self._reader = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-        self._reader_lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache: indexes stay hot as data grows
         self._conn.execute("PRAGMA temp_store=MEMORY")
-        self._checkpointer: threading.Thread | None = None
-        self._stop_checkpoints = threading.Event()
-        self._wal_restart_due = False
-        self._lock = threading.RLock()
-        self._depth = 0
         with self._lock:
-            create_or_migrate(self._conn, self.path)
+            create_or_migrate(self._sqlite, self.path)
+
+    def _open_postgres(self, url: str, create: bool) -> None:
+        from payi_otel.service.store import postgres
+        from payi_otel.service.store.schema import create_or_migrate_postgres
+
+        if not postgres.is_postgres_url(url):
+            raise StoreError(
+                f"{DATABASE_URL_ENV} {postgres.display_url(url)!r}: must be a postgresql:// (or postgres://) URL"
+            )
+        self.location = postgres.display_url(url)
+        if create:
+            self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # holds the default key file
+        self.integrity_errors = postgres.INTEGRITY_ERRORS
+        self._retryable = postgres.RETRYABLE
+        self._pg = postgres.PgConnection(postgres.connect(url))
+        self._conn = self._pg
+        try:
+            with self._lock:
+                create_or_migrate_postgres(self._pg, create)
+        except BaseException:
+            self._pg.close()
+            raise
+        self._pg_readers = postgres.PgReaders(url)
 
     def _forget_cached(self) -> None:
         """Drop what areas cache from the database; called on every rollback (it may undo their writes)."""
+
+    def _cached_data_changed(self) -> None:
+        """Called (inside the writing transaction) by areas that change data they cache.
+
+        On PostgreSQL other instances cache it too: the change bumps a generation they check (see
+        :meth:`_check_cached`), so they drop their copy before they next use it.
+        """
+        if self._pg is not None:
+            self._generation = self._conn.execute(
+                "UPDATE cache_generation SET generation = generation + 1 RETURNING generation"
+            ).fetchone()[0]
+
+    def _check_cached(self) -> None:
+        """PostgreSQL: drop cached data another instance changed since it was read (one small query)."""
+        if self._pg is None:
+            return
+        with self._lock:
+            generation = self._conn.execute("SELECT generation FROM cache_generation").fetchone()[0]
+            if generation != self._generation:
+                self._forget_cached()
+                self._generation = generation
+
+    def unit_of_work(self, work: Callable[[], T]) -> T:
+        """``work()`` (store calls) as one atomic unit: a transaction, or a savepoint inside an open one.
+
+        On PostgreSQL a unit that met another instance's concurrent write (the same dedupe key
+        committed first, a deadlock) is undone and run again: it then sees that write.
+        """
+        for attempt in range(_RETRIES):
+            try:
+                with self.transaction():
+                    return work()
+            except self._retryable:
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def start_background_checkpoints(self, interval: float = 1.0, restart_frames: int = WAL_RESTART_FRAMES) -> None:
         """Move WAL checkpoints (which fsync the database file) off the serving thread.
@@ -93,6 +211,8 @@ class StoreBase:
         written since its last pass right after its next commit (see :meth:`commit`); the next
         write transaction then starts the log over (and truncates the file to the size limit).
         """
+        if self._pg is not None:
+            return  # PostgreSQL checkpoints on its own
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn.execute(f"PRAGMA journal_size_limit={restart_frames * 4096}")
 
@@ -116,12 +236,22 @@ class StoreBase:
         with self._lock:
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
-            self._conn.close()
+            if self._pg is not None:
+                self._pg.close()
+            else:
+                self._sqlite.close()
+        if self._pg_readers is not None:
+            self._pg_readers.close()
+            return
         with self._reader_lock:
             self._reader.close()
 
     def read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """One row of committed data, without waiting for a write in progress."""
+        if self._pg_readers is not None:
+            with self._pg_readers.connection() as conn:
+                found: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
+            return found
         with self._reader_lock:
             cursor = self._reader.execute(sql, params)
             try:
@@ -132,6 +262,9 @@ class StoreBase:
 
     def read_all(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
         """Every row of committed data, without waiting for a write in progress."""
+        if self._pg_readers is not None:
+            with self._pg_readers.connection() as conn:
+                return conn.execute(sql, params).fetchall()
         with self._reader_lock:
             cursor = self._reader.execute(sql, params)
             try:
@@ -140,13 +273,28 @@ class StoreBase:
                 cursor.close()
         return rows
 
+    def read_stream(self, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+        """The rows of a long read (reports), one at a time, on a connection of its own."""
+        if self._pg_readers is not None:
+            with self._pg_readers.connection() as conn:
+                yield from conn.stream(sql, params)
+            return
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            yield from reader.execute(sql, params)
+        finally:
+            reader.close()
+
     def begin(self) -> None:
         """Open a transaction that several units of work share until :meth:`commit` (group commit)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._check_cached()
 
     def commit(self) -> None:
         with self._lock:
+            if self._pg is not None and self._pg.failed:  # PostgreSQL would answer COMMIT with a rollback
+                raise StoreError("the transaction failed and was not committed", "unexpected_error")
             self._conn.execute("COMMIT")
             if self._wal_restart_due:
                 self._wal_restart_due = False
@@ -161,7 +309,7 @@ class StoreBase:
             self._forget_cached()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """One atomic unit of work.
 
         Outside a transaction it is committed on exit; inside an open one (group commit, or nested)
@@ -171,6 +319,7 @@ class StoreBase:
             if not self._conn.in_transaction:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    self._check_cached()
                     yield self._conn
                 except BaseException:
                     self._conn.execute("ROLLBACK")

@@ -19,6 +19,10 @@ class IngestStore(RequestsStore):
         self._known_resource_ids: set[str] = set()
         super().__init__(*args, **kwargs)
 
+    def _forget_cached(self) -> None:
+        super()._forget_cached()
+        self._known_resource_ids.clear()  # a rollback may have undone their inserts
+
     def find_duplicate(
         self, application_id: int, category: str, provider_response_id: str | None, dedupe_id: str | None
     ) -> StoredRequest | None:
@@ -34,8 +38,8 @@ class IngestStore(RequestsStore):
         if rid in self._known_resource_ids:
             return
         self._conn.execute(
-            "INSERT OR IGNORE INTO resource_versions (resource_id, source, category, resource, provider, model, prices)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO resource_versions (resource_id, source, category, resource, provider, model, prices)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (rid, version["source"], category, resource, version["provider"], version["model"], version["prices"]),
         )
         self._known_resource_ids.add(rid)

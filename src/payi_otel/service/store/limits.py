@@ -9,7 +9,6 @@ row is written in the same transaction as the spend that caused it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import orjson
 
 from payi_otel.service import schedules
-from payi_otel.service.store.connection import StoreBase
+from payi_otel.service.store.connection import Connection, StoreBase
 from payi_otel.service.store.records import StoreError, dumps, merge_properties
 
 REQUEST_STATES = ("ok", "exceeded", "overrun", "blocked", "blocked_external", "failed", "total")
@@ -43,9 +42,10 @@ _ADD_ONE = """
 UPDATE limits SET
     cost_input = cost_input + ?1, cost_output = cost_output + ?2, cost_total = cost_total + ?3,
     req_total = req_total + 1, req_failed = req_failed + ?4,
-    req_overrun = req_overrun + (?4 = 0 AND cost_total + ?3 > max),
-    req_exceeded = req_exceeded + (?4 = 0 AND cost_total + ?3 <= max AND cost_total + ?3 >= max * threshold),
-    req_ok = req_ok + (?4 = 0 AND cost_total + ?3 < max * threshold)
+    req_overrun = req_overrun + CAST(?4 = 0 AND cost_total + ?3 > max AS INTEGER),
+    req_exceeded = req_exceeded
+        + CAST(?4 = 0 AND cost_total + ?3 <= max AND cost_total + ?3 >= max * threshold AS INTEGER),
+    req_ok = req_ok + CAST(?4 = 0 AND cost_total + ?3 < max * threshold AS INTEGER)
 WHERE application_id = ?5 AND limit_id = ?6
 RETURNING cost_total, max, threshold, alerted
 """
@@ -163,18 +163,18 @@ class LimitsStore(StoreBase):
                      dumps(merged) if merged else None, now_ms, now_ms, reset_schedule,
                      now_ms if reset_schedule else None, next_reset),
                 )
-            except sqlite3.IntegrityError:
+            except self.integrity_errors:
                 raise StoreError(f"limit_id {limit_id!r} already exists", "duplicate_limit_id") from None
             return self._limit_in(c, application_id, limit_id)
 
-    def _limit_in(self, c: sqlite3.Connection, application_id: int, limit_id: str) -> LimitRecord:
+    def _limit_in(self, c: Connection, application_id: int, limit_id: str) -> LimitRecord:
         row = c.execute(_SELECT + " AND limit_id = ?", (application_id, limit_id)).fetchone()
         if row is None:
             raise StoreError(f"no limit with limit_id {limit_id!r} in this application", "limit_not_found")
         return LimitRecord.from_row(row)
 
     @staticmethod
-    def _check_name_free(c: sqlite3.Connection, application_id: int, name: str, limit_id: str | None) -> None:
+    def _check_name_free(c: Connection, application_id: int, name: str, limit_id: str | None) -> None:
         row = c.execute(
             "SELECT limit_id FROM limits WHERE application_id = ? AND limit_name = ?", (application_id, name)
         ).fetchone()
@@ -226,7 +226,10 @@ class LimitsStore(StoreBase):
             if max_ is not None:
                 # An alert counts as raised while the spend is still past its line; lines moved above
                 # the spend are crossed anew (and alert again) later.
-                sets.append("max = ?, alerted = (cost_total >= ? * threshold) | ((cost_total > ?) << 1)")
+                sets.append(
+                    "max = ?, alerted = CAST(cost_total >= ? * threshold AS INTEGER)"
+                    " | (CAST(cost_total > ? AS INTEGER) << 1)"
+                )
                 params.extend((max_, max_, max_))
             if reset_schedule is not None:
                 sets.append("reset_schedule = ?, schedule_anchor_ms = ?, next_reset_ms = ?")

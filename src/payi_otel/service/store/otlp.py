@@ -46,7 +46,7 @@ class OtlpSpansStore(StoreBase):
     def add_otlp_spans(self, rows: list[tuple[Any, ...]]) -> None:
         """Remember spans: ``(application_id, trace_id, span_id, parent_span_id, request_id, call_key, rank,
         seen_ms)``; a span seen again keeps its first row."""
-        self._conn.executemany("INSERT OR IGNORE INTO otlp_spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._conn.executemany("INSERT INTO otlp_spans VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
     def set_otlp_request_rank(self, application_id: int, request_id: str, rank: int) -> None:
         self._conn.execute(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,8 @@ import orjson
 
 from payi_otel.service.store.connection import StoreBase
 
-# Report dimensions -> SQL expression (the only place report columns are spelled in SQL).
+# Report dimensions -> SQL expression (the only place report columns are spelled in SQL), in SQLite's
+# spelling; POSTGRES_DIMENSIONS below replaces those spelled otherwise in PostgreSQL.
 REPORT_DIMENSIONS: dict[str, str] = {
     "application": "a.name",
     "group": "g.name",
@@ -41,6 +41,27 @@ MULTI_VALUED = {
         "LEFT JOIN json_each(r.limit_states) lim"
         " LEFT JOIN limits lt ON lt.application_id = r.application_id AND lt.limit_id = lim.key",
         "EXISTS (SELECT 1 FROM json_each(r.limit_states) j LEFT JOIN limits l2"
+        " ON l2.application_id = r.application_id AND l2.limit_id = j.key WHERE coalesce(l2.limit_name, j.key) = ?)",
+    ),
+}
+_PG_UTC = "to_timestamp(r.event_ms / 1000) AT TIME ZONE 'UTC'"
+POSTGRES_DIMENSIONS: dict[str, str] = {
+    **REPORT_DIMENSIONS,
+    "day": f"to_char({_PG_UTC}, 'YYYY-MM-DD')",
+    "hour": f"""to_char({_PG_UTC}, 'YYYY-MM-DD"T"HH24:00"Z"')""",
+    "service": "CAST(r.properties AS jsonb) ->> 'service.name'",
+    "namespace": "CAST(r.properties AS jsonb) ->> 'service.namespace'",
+    "environment": "CAST(r.properties AS jsonb) ->> 'deployment.environment.name'",
+}
+POSTGRES_MULTI_VALUED = {
+    "tag": (
+        "LEFT JOIN LATERAL jsonb_array_elements_text(CAST(r.request_tags AS jsonb)) t(value) ON true",
+        "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CAST(r.request_tags AS jsonb)) e(value) WHERE value = ?)",
+    ),
+    "limit": (
+        "LEFT JOIN LATERAL jsonb_object_keys(CAST(r.limit_states AS jsonb)) lim(key) ON true"
+        " LEFT JOIN limits lt ON lt.application_id = r.application_id AND lt.limit_id = lim.key",
+        "EXISTS (SELECT 1 FROM jsonb_object_keys(CAST(r.limit_states AS jsonb)) j(key) LEFT JOIN limits l2"
         " ON l2.application_id = r.application_id AND l2.limit_id = j.key WHERE coalesce(l2.limit_name, j.key) = ?)",
     ),
 }
@@ -78,7 +99,10 @@ class ReportQuery:
     application: str | None = None
     filters: Mapping[str, str] = field(default_factory=dict)  # dimension -> value
 
-    def where(self) -> tuple[list[str], list[Any]]:
+    def where(self, postgres: bool = False) -> tuple[list[str], list[Any]]:
+        """SQL conditions and their parameters (PostgreSQL's spelling with ``postgres``)."""
+        dimensions, multi_valued = (POSTGRES_DIMENSIONS, POSTGRES_MULTI_VALUED) if postgres else (
+            REPORT_DIMENSIONS, MULTI_VALUED)
         where: list[str] = []
         params: list[Any] = []
         if self.since_ms is not None:
@@ -91,20 +115,19 @@ class ReportQuery:
             where.append("a.name = ?")
             params.append(self.application)
         for dim, value in self.filters.items():
-            multi = MULTI_VALUED.get(dim)
+            multi = multi_valued.get(dim)
             # compared as text so a version '2' matches; dimension names come from REPORT_DIMENSIONS only
-            where.append(multi[1] if multi else f"CAST({REPORT_DIMENSIONS[dim]} AS TEXT) = ?")
+            where.append(multi[1] if multi else f"CAST({dimensions[dim]} AS TEXT) = ?")
             params.append(value)
         return where, params
 
 
 class ReportsStore(StoreBase):
     def _read(self, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            yield from reader.execute(sql, params)
-        finally:
-            reader.close()
+        return self.read_stream(sql, params)
+
+    def _where(self, query: ReportQuery) -> tuple[list[str], list[Any]]:
+        return query.where(postgres=self._pg is not None)
 
     def report_rows(self, dimensions: list[str], query: ReportQuery) -> Iterator[tuple[Any, ...]]:
         """Per request: (*dimension values, row id, cost_total|None, input_tokens, output_tokens, failed,
@@ -112,11 +135,13 @@ class ReportsStore(StoreBase):
 
         A request with several tags (or limits) yields one row per tag when grouping by tag (or limit).
         """
-        exprs = [REPORT_DIMENSIONS[d] for d in dimensions]
+        postgres = self._pg is not None
+        exprs = [(POSTGRES_DIMENSIONS if postgres else REPORT_DIMENSIONS)[d] for d in dimensions]
         columns = [*exprs, "r.id", "r.cost_total", "r.input_tokens", "r.output_tokens", "r.failed", "r.latency_ms"]
         sql = ["SELECT", ", ".join([*columns, "r.units"]), _FROM]
-        sql += [join for dim, (join, _) in MULTI_VALUED.items() if dim in dimensions]
-        where, params = query.where()
+        multi_valued = POSTGRES_MULTI_VALUED if postgres else MULTI_VALUED
+        sql += [join for dim, (join, _) in multi_valued.items() if dim in dimensions]
+        where, params = self._where(query)
         if where:
             sql.append("WHERE " + " AND ".join(where))
         return self._read(" ".join(sql), params)
@@ -128,7 +153,7 @@ class ReportsStore(StoreBase):
 
         Each item has its key under ``_key``.
         """
-        where, params = query.where()
+        where, params = self._where(query)
         op, order = ("<", "DESC") if newest_first else (">", "ASC")
         if after is not None:
             where.append(f"(r.event_ms, r.id) {op} (?, ?)")

@@ -1,12 +1,24 @@
-"""The SQLite schema of the store and the upgrades of files written by older versions."""
+"""The schema of the store (one script for both backends) and its versioned migrations.
+
+The schema is written in SQLite's types; PostgreSQL receives it translated (see :mod:`.dialect`).
+Both record the version they are at (SQLite in ``PRAGMA user_version``, PostgreSQL in the table
+``schema_version``) and are migrated on start, in one transaction. Migrations below 7 upgrade SQLite
+files older than the PostgreSQL backend, which starts at 7; every later migration runs on both
+backends (the same script, translated), so it is written in SQL both understand.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from payi_otel.service.store.records import StoreError
+from payi_otel.service.store.dialect import postgres_ddl
+from payi_otel.service.store.records import NoStoreError, StoreError
+
+if TYPE_CHECKING:
+    from payi_otel.service.store.postgres import PgConnection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -276,6 +288,54 @@ def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
         for statement in statements(_SCHEMA):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+POSTGRES_FIRST_VERSION = 7
+# Serialises the migration of concurrently starting instances (any 64-bit key no other program uses).
+_MIGRATION_LOCK = int.from_bytes(b"payiotel", "big")
+# PostgreSQL only: a counter bumped by every change of data the instances cache (see StoreBase._check_cached).
+_POSTGRES_EXTRA = """
+CREATE TABLE IF NOT EXISTS cache_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT INTO cache_generation VALUES (1, 0) ON CONFLICT DO NOTHING;
+"""
+
+
+def create_or_migrate_postgres(conn: PgConnection, create: bool) -> None:
+    """Create the tables of a new database, or migrate an older one, in one transaction.
+
+    Instances starting at the same time wait for each other on an advisory lock held until commit,
+    so exactly one of them migrates and the others find the schema current. ``create=False`` refuses a
+    database without the store's tables.
+    """
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+        exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not (exists and exists[0]) and not create:
+            raise NoStoreError("the database holds no payi-otel store; start `payi-otel serve` with it first")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        version = POSTGRES_FIRST_VERSION if row is None else row[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database was written by a newer payi-otel (schema {version}, this one knows {SCHEMA_VERSION})"
+            )
+        if row is not None:
+            while version < SCHEMA_VERSION:
+                for statement in statements(postgres_ddl(_MIGRATIONS[version])):
+                    conn.execute(statement)
+                version += 1
+        for statement in statements(postgres_ddl(_SCHEMA + _POSTGRES_EXTRA)):
+            conn.execute(statement)
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +77,8 @@ class UseCasesStore(LimitsStore):
 
     # --- definitions -------------------------------------------------------------------------
     def definition(self, application_id: int, name: str) -> DefinitionRecord | None:
+        if not self._conn.in_transaction:
+            self._check_cached()
         found = self._definitions.get((application_id, name))
         if found is None:
             with self._lock:
@@ -110,9 +111,10 @@ class UseCasesStore(LimitsStore):
                     (application_id, name, description, now_ms, logging_enabled,
                      dumps(limit_config) if limit_config else None, now_ms),
                 )
-            except sqlite3.IntegrityError:
+            except self.integrity_errors:
                 raise StoreError(f"use case {name!r} already exists", "use_case_already_exists") from None
             self._definitions.pop((application_id, name), None)
+            self._cached_data_changed()
         return self.definition_or_raise(application_id, name)
 
     def list_definitions(
@@ -138,6 +140,7 @@ class UseCasesStore(LimitsStore):
                 (*params, application_id, name),
             )
             self._definitions.pop((application_id, name), None)
+            self._cached_data_changed()
         return self.definition_or_raise(application_id, name)
 
     def increment_version(self, application_id: int, name: str, now_ms: int) -> DefinitionRecord:
@@ -149,6 +152,7 @@ class UseCasesStore(LimitsStore):
                 (now_ms, application_id, name),
             )
             self._definitions.pop((application_id, name), None)
+            self._cached_data_changed()
         return self.definition_or_raise(application_id, name)
 
     def delete_definition(self, application_id: int, name: str) -> DefinitionRecord:
@@ -164,6 +168,7 @@ class UseCasesStore(LimitsStore):
                                   ("use_case_definitions", "name")):
                 c.execute(f"DELETE FROM {table} WHERE application_id = ? AND {column} = ?", (application_id, name))
             self._definitions.pop((application_id, name), None)
+            self._cached_data_changed()
         return found
 
     # --- instances -----------------------------------------------------------------------------
@@ -205,8 +210,8 @@ class UseCasesStore(LimitsStore):
                 )
         if definition is None:
             self._conn.execute(
-                "INSERT OR IGNORE INTO use_case_definitions (application_id, name, version, created_ms)"
-                " VALUES (?, ?, 1, ?)",
+                "INSERT INTO use_case_definitions (application_id, name, version, created_ms)"
+                " VALUES (?, ?, 1, ?) ON CONFLICT DO NOTHING",
                 (application_id, name, now_ms),
             )
             definition = self.definition_or_raise(application_id, name)
@@ -309,7 +314,7 @@ class UseCasesStore(LimitsStore):
                     " updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (application_id, use_case, name, description, kpi_type, goal, now_ms, now_ms),
                 )
-            except sqlite3.IntegrityError:
+            except self.integrity_errors:
                 raise StoreError(f"use case {use_case!r} already has a KPI {name!r}", "kpi_already_exists") from None
         return self.kpi(application_id, use_case, name)
 

@@ -1,0 +1,116 @@
+"""The PostgreSQL backend: connections (psycopg 3 and its pool) that take the store's SQL as written.
+
+:class:`PgConnection` offers the part of :class:`sqlite3.Connection` the store uses (``execute``,
+``executemany``, ``in_transaction``), translating each statement once (see :mod:`.dialect`). It runs
+in autocommit mode: the store opens and ends its transactions (and savepoints) itself, as on SQLite.
+psycopg prepares a statement on the server after a few executions, so the hot statements of ingest
+are parsed once per connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
+from psycopg_pool import ConnectionPool
+
+from payi_otel.service.store.dialect import postgres_sql
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+# Transient outcomes of concurrent writers from several instances: the unit of work is run again.
+RETRYABLE = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+INTEGRITY_ERRORS = (psycopg.errors.IntegrityError,)
+DATABASE_ERRORS = (psycopg.Error,)
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(URL_SCHEMES)
+
+
+def display_url(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+class _BoolAsInteger(Dumper):
+    """Python booleans are stored as 0/1, as SQLite stores them (the schema has no boolean columns)."""
+
+    oid = psycopg.adapters.types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_dumper(bool, _BoolAsInteger)
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(url, autocommit=True)
+    _configure(conn)
+    return conn
+
+
+class PgConnection:
+    """A psycopg connection that runs the store's SQLite-spelled statements."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    @staticmethod
+    def _args(sql: str, params: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        query, order = postgres_sql(sql)
+        if order is not None:
+            params = [params[i] for i in order]
+        return query, params
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        query, args = self._args(sql, params)
+        return self.raw.execute(query, args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+        query, order = postgres_sql(sql)
+        if order is not None:
+            rows = [[row[i] for i in order] for row in rows]
+        cursor = self.raw.cursor()
+        cursor.executemany(query, rows)
+        return cursor
+
+    def stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``sql`` as the server sends them (not all held in memory)."""
+        query, args = self._args(sql, params)
+        yield from self.raw.cursor().stream(query, args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+
+    @property
+    def failed(self) -> bool:
+        """The open transaction hit an error and can only be rolled back."""
+        return self.raw.info.transaction_status == pq.TransactionStatus.INERROR
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class PgReaders:
+    """A pool of connections for reads of committed data (authentication, request results, reports)."""
+
+    def __init__(self, url: str, size: int = 4) -> None:
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=size, kwargs={"autocommit": True}, configure=_configure, open=True
+        )
+
+    @contextmanager
+    def connection(self) -> Iterator[PgConnection]:
+        with self._pool.connection() as conn:
+            yield PgConnection(conn)
+
+    def close(self) -> None:
+        self._pool.close()
