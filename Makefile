@@ -34,7 +34,15 @@ GOOGLE_TESTS := tests/test_google_replay.py tests/test_google_features.py
 # The dashboard's browser tests drive Debian's chromium through Playwright (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run dashboard lint test test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
+.PHONY: setup run dashboard lint test test-postgres test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
+
+# The service's tests again on PostgreSQL (the store's second backend), plus what only PostgreSQL has: several
+# service instances on one database. tests/postgres_server.py starts a throwaway server (installing Debian's
+# postgresql package first when it is missing) on 127.0.0.1 and stops it after.
+POSTGRES_TESTS := tests/test_service_*.py tests/test_cli.py tests/test_cli_errors.py tests/test_cli_limits.py \
+	tests/test_otlp_receiver.py tests/test_otlp_relay.py tests/test_report_render.py tests/test_backfill.py \
+	tests/test_end_to_end.py tests/test_cost_records.py tests/test_poison_end_to_end.py tests/test_ingest_fuzz.py \
+	tests/test_postgres_instances.py
 
 setup: $(STAMP)
 
@@ -65,6 +73,7 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q --ignore=tests/browser
+	$(MAKE) --no-print-directory test-postgres
 	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(CHROMIUM)) \
 		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(CHROMIUM)
 	$(MAKE) --no-print-directory test-dashboard
@@ -113,6 +122,9 @@ $(BROWSER_STAMP): $(STAMP)
 $(CHROMIUM):
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
+test-postgres: setup
+	$(BIN)/python tests/postgres_server.py --fast -- $(BIN)/python -m pytest -q -p no:cacheprovider $(POSTGRES_TESTS)
 
 # schemathesis against the local service's whole OpenAPI document, every check, for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 150

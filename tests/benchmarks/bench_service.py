@@ -6,6 +6,9 @@ asyncio HTTP/1.1 keep-alive client (so the client is not what is measured).
 
     .venv/bin/python tests/benchmarks/bench_service.py            # full: 1M events for the memory run
     .venv/bin/python tests/benchmarks/bench_service.py --quick    # fewer events, shorter runs
+
+On PostgreSQL: ``--database-url postgresql://...`` (default ``$PAYI_OTEL_DATABASE_URL``; the database should be
+empty), and ``--instances 2`` runs two service processes on it, the clients' connections spread over both.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Conn:
         self.port = port
         self.key = key
 
-    async def open(self) -> "Conn":
+    async def open(self) -> Conn:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         return self
 
@@ -89,9 +92,9 @@ class Conn:
         self.writer.close()
 
 
-async def on_connections(port: int, key: str, clients: int, worker) -> float:
-    """Run ``worker(conn)`` on ``clients`` connections at once; returns the seconds they took."""
-    conns = [await Conn(port, key).open() for _ in range(clients)]
+async def on_connections(ports: list[int], key: str, clients: int, worker) -> float:
+    """Run ``worker(conn)`` on ``clients`` connections at once (spread over ``ports``); returns the seconds."""
+    conns = [await Conn(ports[i % len(ports)], key).open() for i in range(clients)]
     try:
         start = time.perf_counter()
         await asyncio.gather(*(worker(c) for c in conns))
@@ -101,7 +104,7 @@ async def on_connections(port: int, key: str, clients: int, worker) -> float:
             c.close()
 
 
-async def single_throughput(port: int, key: str, seconds: float, clients: int) -> float:
+async def single_throughput(ports: list[int], key: str, seconds: float, clients: int) -> float:
     body = json.dumps(EVENT).encode()
     done = 0
     deadline = time.perf_counter() + seconds
@@ -113,11 +116,11 @@ async def single_throughput(port: int, key: str, seconds: float, clients: int) -
             assert status == 200, status
             done += 1
 
-    elapsed = await on_connections(port, key, clients, worker)
+    elapsed = await on_connections(ports, key, clients, worker)
     return done / elapsed
 
 
-async def bulk_ingest(port: int, key: str, total: int, batch: int, clients: int, on_progress=None) -> float:
+async def bulk_ingest(ports: list[int], key: str, total: int, batch: int, clients: int, on_progress=None) -> float:
     body = json.dumps([{**BULK_EVENT, "limit_ids": [lim["limit_id"] for lim in LIMITS]}] * batch).encode()
     sent = 0
     next_report = [0]
@@ -132,15 +135,15 @@ async def bulk_ingest(port: int, key: str, total: int, batch: int, clients: int,
                 next_report[0] += max(total // 10, batch)
                 on_progress(sent)
 
-    elapsed = await on_connections(port, key, clients, worker)
+    elapsed = await on_connections(ports, key, clients, worker)
     return sent / elapsed
 
 
-async def fixed_rate_latency(port: int, key: str, rate: int, seconds: float) -> list[float]:
+async def fixed_rate_latency(ports: list[int], key: str, rate: int, seconds: float) -> list[float]:
     body = json.dumps(EVENT).encode()
     pool: asyncio.Queue[Conn] = asyncio.Queue()
-    for _ in range(32):
-        pool.put_nowait(await Conn(port, key).open())
+    for i in range(32):
+        pool.put_nowait(await Conn(ports[i % len(ports)], key).open())
     latencies: list[float] = []
     interval = 1.0 / rate
     n = int(rate * seconds)
@@ -166,8 +169,8 @@ async def fixed_rate_latency(port: int, key: str, rate: int, seconds: float) -> 
     return latencies
 
 
-async def create_limits(port: int, key: str) -> None:
-    c = await Conn(port, key).open()
+async def create_limits(ports: list[int], key: str) -> None:
+    c = await Conn(ports[0], key).open()
     try:
         for limit in LIMITS:
             status, payload = await c.post("/api/v1/limits", json.dumps(limit).encode())
@@ -185,36 +188,49 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter runs and 100k events for the memory run")
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--database-url", default=os.environ.get("PAYI_OTEL_DATABASE_URL"),
+                    help="PostgreSQL database to run on (default $PAYI_OTEL_DATABASE_URL; unset: SQLite)")
+    ap.add_argument("--instances", type=int, default=1, help="service processes on the one database (PostgreSQL)")
     args = ap.parse_args()
+    if args.instances > 1 and not args.database_url:
+        ap.error("--instances above 1 needs --database-url (several instances share a PostgreSQL database)")
     seconds = 3.0 if args.quick else 8.0
     memory_events = 100_000 if args.quick else 1_000_000
 
     data_dir = tempfile.mkdtemp(prefix="payi-otel-bench-")
-    port = free_port()
-    env = {**os.environ, "PAYI_OTEL_DATA_DIR": data_dir, "PAYI_OTEL_PORT": str(port)}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "payi_otel.cli", "serve"], env=env, stdout=subprocess.PIPE, text=True
-    )
+    ports = [free_port() for _ in range(args.instances)]
+    env = {k: v for k, v in os.environ.items() if k != "PAYI_OTEL_DATABASE_URL"}
+    if args.database_url:
+        env["PAYI_OTEL_DATABASE_URL"] = args.database_url
+    procs = []
     try:
-        line = proc.stdout.readline()
-        startup = time.perf_counter() - t0
-        assert "listening" in line, line
-        key = (Path(data_dir) / "default-api-key").read_text().strip()
-        print(f"startup (process start -> listening): {startup * 1000:.0f} ms")
+        for i, port in enumerate(ports):  # one after the other: the first creates the default application
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "payi_otel.cli", "serve"], stdout=subprocess.PIPE, text=True,
+                env={**env, "PAYI_OTEL_DATA_DIR": f"{data_dir}/{i}", "PAYI_OTEL_PORT": str(port)},
+            )
+            procs.append(proc)
+            line = proc.stdout.readline()
+            startup = time.perf_counter() - t0
+            assert "listening" in line, line
+            print(f"startup of instance {i} (process start -> listening): {startup * 1000:.0f} ms")
+        print(f"store: {'PostgreSQL' if args.database_url else 'SQLite'}, {args.instances} instance(s)")
+        key = (Path(data_dir) / "0" / "default-api-key").read_text().strip()
+        proc = procs[0]
         if uvloop is not None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-        asyncio.run(create_limits(port, key))
+        asyncio.run(create_limits(ports, key))
         print(f"every event names {len(LIMITS)} limits")
-        asyncio.run(single_throughput(port, key, 1.0, 4))  # warm-up
-        rps = asyncio.run(single_throughput(port, key, seconds, args.clients))
+        asyncio.run(single_throughput(ports, key, 1.0, 4))  # warm-up
+        rps = asyncio.run(single_throughput(ports, key, seconds, args.clients))
         print(f"single ingest: {rps:,.0f} events/s ({args.clients} keep-alive clients; target >= 2,000)")
 
-        bulk = asyncio.run(bulk_ingest(port, key, 200_000 if not args.quick else 50_000, 1000, 2))
+        bulk = asyncio.run(bulk_ingest(ports, key, 200_000 if not args.quick else 50_000, 1000, 2 * args.instances))
         print(f"bulk ingest: {bulk:,.0f} events/s (batches of 1000; target >= 10,000)")
 
-        lat = asyncio.run(fixed_rate_latency(port, key, 500, seconds))
+        lat = asyncio.run(fixed_rate_latency(ports, key, 500, seconds))
         print(
             f"single ingest at 500 req/s for {seconds:.0f}s: p50 {pct(lat, 0.5) * 1000:.2f} ms, "
             f"p99 {pct(lat, 0.99) * 1000:.2f} ms, max {max(lat) * 1000:.2f} ms (target p99 < 20 ms)"
@@ -230,15 +246,24 @@ def main() -> None:
             last[:] = [n, now]
             print(f"  after {n:>9,} events: {rss_mb(proc.pid):.1f} MB; {segment:,.0f} events/s since the last line", flush=True)
 
-        rate = asyncio.run(bulk_ingest(port, key, memory_events, 1000, 2, on_progress=progress))
+        rate = asyncio.run(bulk_ingest(ports, key, memory_events, 1000, 2 * args.instances, on_progress=progress))
         print(f"  final: {rss_mb(proc.pid):.1f} MB; sustained bulk rate {rate:,.0f} events/s")
-        db = Path(data_dir) / "payi.db"
-        wal = Path(data_dir) / "payi.db-wal"
-        wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
-        print(f"  database size: {db.stat().st_size / 1e6:.0f} MB (+ {wal_mb:.0f} MB write-ahead log)")
+        if args.database_url:
+            import psycopg
+
+            with psycopg.connect(args.database_url) as pg:
+                size = pg.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            print(f"  database size: {size / 1e6:.0f} MB")
+        else:
+            db = Path(data_dir) / "0" / "payi.db"
+            wal = Path(data_dir) / "0" / "payi.db-wal"
+            wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
+            print(f"  database size: {db.stat().st_size / 1e6:.0f} MB (+ {wal_mb:.0f} MB write-ahead log)")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
