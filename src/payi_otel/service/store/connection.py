@@ -186,17 +186,17 @@ class StoreBase:
                 self._generation = generation
 
     def unit_of_work(self, work: Callable[[], T]) -> T:
-        """``work()`` (store calls) as one atomic unit: a transaction, or a savepoint inside an open one.
+        """Run ``work()`` (store calls that write through :meth:`transaction`) inside the open transaction.
 
         On PostgreSQL a unit that met another instance's concurrent write (the same dedupe key
-        committed first, a deadlock) is undone and run again: it then sees that write.
+        committed first, a deadlock) was undone by its savepoint: it is run again and then sees
+        that write. (No savepoint of its own here: each costs a round trip to the server.)
         """
         for attempt in range(_RETRIES):
             try:
-                with self.transaction():
-                    return work()
+                return work()
             except self._retryable:
-                if attempt == _RETRIES - 1:
+                if attempt == _RETRIES - 1 or (self._pg is not None and self._pg.failed):
                     raise
         raise AssertionError("unreachable")
 

@@ -10,7 +10,7 @@ are parsed once per connection.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,7 +73,9 @@ class PgConnection:
         query, args = self._args(sql, params)
         return self.raw.execute(query, args)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+        if len(rows) == 1:  # one round trip, where a pipeline takes two
+            return self.execute(sql, rows[0])
         query, order = postgres_sql(sql)
         if order is not None:
             rows = [[row[i] for i in order] for row in rows]
