@@ -83,7 +83,7 @@ def test_default_key_file_is_private_and_printed(tmp_path, capsys):
     assert key_file.read_text().strip() == out.strip()
 
 
-def test_bad_cli_input_names_the_option(tmp_path, capsys, monkeypatch):
+def test_bad_cli_input_names_the_option(tmp_path, capsys, monkeypatch, unmigrated_schema):
     d = str(tmp_path)
     with pytest.raises(SystemExit):
         main(["apps", "rotate", "default", "--key", "3", "--data-dir", d])

@@ -48,7 +48,9 @@ def one_line_error(result, *words):
     [("apps", "default-key"), ("apps", "list"), ("apps", "create", "x"), ("apps", "rotate", "default", "--key", "1"),
      ("report",), ("limits", "list"), ("limits", "create", "x", "--max", "1")],
 )
-def test_commands_reading_a_store_refuse_a_directory_without_one_and_create_nothing(tmp_path, capsys, argv):
+def test_commands_reading_a_store_refuse_a_directory_without_one_and_create_nothing(
+    tmp_path, capsys, argv, unmigrated_schema
+):
     missing = tmp_path / "nowhere"
     on_sqlite = resolve_database_url() is None  # on PostgreSQL: a database without the store's tables
     code, out, err = run(capsys, *argv, "--data-dir", str(missing))
