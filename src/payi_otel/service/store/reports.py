@@ -206,7 +206,8 @@ class ReportsStore(StoreBase):
             " FROM kpis k JOIN applications a ON a.id = k.application_id"
             " LEFT JOIN use_case_instances i ON i.application_id = k.application_id AND i.name = k.use_case_name"
             " LEFT JOIN kpi_scores s ON s.application_id = k.application_id AND s.use_case_id = i.use_case_id"
-            f" AND s.kpi_name = k.name {where} GROUP BY a.name, k.use_case_name, k.name ORDER BY k.name",
+            f" AND s.kpi_name = k.name {where} GROUP BY k.application_id, a.name, k.use_case_name, k.name"
+            " ORDER BY k.name",
             params,
         ):
             summary = out.get((app, use_case))
