@@ -146,3 +146,18 @@ def test_cli_report_agrees_with_the_api(svc, capsys):
     cli = json.loads(capsys.readouterr().out)
     assert code == 0
     assert cli["rows"] == api["rows"] and cli["total"] == api["total"]
+
+
+def test_status_keeps_failed_or_unpriced_requests_in_the_api_and_the_cli(svc, capsys):
+    failed = _get(svc, "/requests", status="failed").json()["items"]
+    assert [i["request_id"] for i in failed] == [svc.results[4]["request_id"]]
+    unpriced = _get(svc, "/requests", status="unpriced").json()["items"]
+    assert {i["request_id"] for i in unpriced} == {r["request_id"] for r in svc.results[:5] if _cost(r) is None}
+    rep = _get(svc, "", status="priced", group_by=["user"]).json()
+    assert rep["filters"] == {"status": "priced"} and rep["total"]["unpriced_requests"] == 0
+    assert rep["total"]["requests"] == sum(_cost(r) is not None for r in svc.results[:5])
+    assert _get(svc, "", status="succeeded").json()["total"]["failures"] == 0
+    bad = _get(svc, "", status="broken")
+    assert bad.status_code == 400 and "status" in bad.json()["message"]
+    assert main(["report", "--data-dir", str(svc.data_dir), "--status", "failed", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["requests"] == 1

@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_dir(admin_token)
 
     from payi_otel.service.reports import DIMENSIONS, FORMATS
+    from payi_otel.service.store import STATUSES
 
     report = sub.add_parser("report", help="print cost, requests, tokens, failures and latency")
     report.add_argument(
@@ -162,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         "--where", action="append", default=[], metavar="DIM=VALUE",
         help="only requests whose DIM (any --by dimension) equals VALUE (repeatable; all must hold)",
     )
+    report.add_argument("--status", choices=STATUSES, help="only failed, succeeded, unpriced or priced requests")
     _add_data_dir(report)
 
     cli_limits.add_parser(sub, _add_data_dir)
@@ -307,6 +309,7 @@ def _report(args: argparse.Namespace) -> int:
             until_ms=parse_time(args.until, "--until", now) if args.until else None,
             application=args.app,
             filters=parse_filters(args.where),
+            status=args.status,
         )
         store = _open_store(args)
         try:

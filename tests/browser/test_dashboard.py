@@ -273,3 +273,18 @@ def test_a_top_spender_opens_their_requests(demo, page):
     listed = page.locator("[data-testid=requests-table] tbody tr")
     assert listed.count() == top["requests"]
     assert all(user in text for text in listed.all_inner_texts())
+
+
+def test_the_failures_figure_opens_the_failed_requests(demo, page):
+    event = {"category": "system.openai", "resource": "gpt-4o-mini", "units": {}, "http_status_code": 429}
+    sent = httpx.post(f"{demo.base_url}/api/v1/ingest", headers={"xProxy-api-key": demo.api_key}, json=event)
+    assert sent.status_code == 200
+    failed = httpx.get(f"{demo.base_url}/api/v1/reports/requests", params={"status": "failed"}).json()["items"]
+    assert failed
+    _open(page, demo.base_url, "overview")
+    page.click("text=see them")
+    page.wait_for_selector('body[data-ready="requests"]')
+    assert page.input_value('select[name="status"]') == "failed"
+    rows = page.locator("[data-testid=requests-table] tbody tr")
+    assert rows.count() == len(failed)
+    assert all("failed 429" in text for text in rows.all_inner_texts())

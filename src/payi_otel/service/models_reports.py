@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from payi_otel.service.store import REPORT_DIMENSIONS
+from payi_otel.service.store import REPORT_DIMENSIONS, STATUSES
 
 Dimension = Literal[tuple(REPORT_DIMENSIONS)]  # type: ignore[valid-type]
+Status = Literal[tuple(STATUSES)]  # type: ignore[valid-type]
 # A relative age (30m, 24h, 7d, 2w) or an ISO 8601 date-time (without a zone: UTC).
 RelativeAge = Annotated[str, Field(pattern=r"^[0-9]{1,5}[smhdw]$")]
 
@@ -46,10 +47,16 @@ class ReportWindow(BaseModel):
     service: FilterValue = Field(None, description="service.name of the OpenTelemetry resource")
     namespace: FilterValue = Field(None, description="service.namespace of the OpenTelemetry resource")
     environment: FilterValue = Field(None, description="deployment.environment.name of the OpenTelemetry resource")
+    status: Status | None = Field(  # type: ignore[valid-type]
+        None, description="Only failed, succeeded, unpriced or priced requests"
+    )
 
     def filters(self) -> dict[str, str]:
         """Dimension -> value of the filters given (``limit_id`` is the ``limit`` dimension)."""
-        out = {("limit" if k == "limit_id" else k): v for k, v in self.model_dump(exclude={"since", "until"}).items()}
+        out = {
+            ("limit" if k == "limit_id" else k): v
+            for k, v in self.model_dump(exclude={"since", "until", "status"}).items()
+        }
         return {k: v for k, v in out.items() if v is not None}
 
 

@@ -195,7 +195,8 @@ def build_report(store: Store, group_by: list[str], query: ReportQuery | None = 
         if time_dim in group_by:
             rows.sort(key=lambda r, d=time_dim: r.group[d] or "")  # type: ignore[misc]
     limits = [limit_summary(app, lim) for app, lim in store.all_limits() if query.application in (None, app)]
-    return Report(group_by, _iso(query.since_ms), _iso(query.until_ms), dict(query.filters), rows, total, limits)
+    filters = {**query.filters, **({"status": query.status} if query.status else {})}
+    return Report(group_by, _iso(query.since_ms), _iso(query.until_ms), filters, rows, total, limits)
 
 
 def _iso(ms: int | None) -> str | None:

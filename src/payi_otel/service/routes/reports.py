@@ -53,6 +53,7 @@ def report_query(svc: Service, app: Application | None, window: M.ReportWindow) 
             until_ms=_bound(window.until, "until", now),
             application=None if app is None else app.name,
             filters=window.filters(),
+            status=window.status,
         )
     except (ReportError, OverflowError, OSError, ValueError) as exc:
         raise PayiApiError(400, "invalid_report_query", str(exc)) from None

@@ -30,7 +30,7 @@ from payi_otel.service.store.records import (
     new_id,
     now_ms,
 )
-from payi_otel.service.store.reports import MULTI_VALUED, REPORT_DIMENSIONS, ReportQuery, ReportsStore
+from payi_otel.service.store.reports import MULTI_VALUED, REPORT_DIMENSIONS, STATUSES, ReportQuery, ReportsStore
 from payi_otel.service.store.schema import SCHEMA_VERSION
 from payi_otel.service.store.use_cases import (
     DefinitionRecord,
@@ -46,6 +46,7 @@ __all__ = [
     "REPORT_DIMENSIONS",
     "REQUEST_COLUMNS",
     "SCHEMA_VERSION",
+    "STATUSES",
     "WAL_RESTART_FRAMES",
     "Application",
     "DefinitionRecord",

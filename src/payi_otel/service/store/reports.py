@@ -90,6 +90,15 @@ _DETAIL_NAMES = _names(_DETAIL_COLUMNS)
 _JSON_DETAIL = ("units", "unknown_units", "limit_states", "request_tags", "properties", "provider_data")
 
 
+# Request outcomes a query may keep (portable SQL).
+STATUSES: dict[str, str] = {
+    "failed": "r.failed <> 0",
+    "succeeded": "r.failed = 0",
+    "unpriced": "r.cost_total IS NULL",
+    "priced": "r.cost_total IS NOT NULL",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
     """Which requests a report or request list covers: a window, an application and equality filters."""
@@ -98,6 +107,7 @@ class ReportQuery:
     until_ms: int | None = None
     application: str | None = None
     filters: Mapping[str, str] = field(default_factory=dict)  # dimension -> value
+    status: str | None = None  # a key of STATUSES
 
     def where(self, postgres: bool = False) -> tuple[list[str], list[Any]]:
         """SQL conditions and their parameters (PostgreSQL's spelling with ``postgres``)."""
@@ -119,6 +129,8 @@ class ReportQuery:
             # compared as text so a version '2' matches; dimension names come from REPORT_DIMENSIONS only
             where.append(multi[1] if multi else f"CAST({dimensions[dim]} AS TEXT) = ?")
             params.append(value)
+        if self.status is not None:
+            where.append(STATUSES[self.status])
         return where, params
 
 

@@ -4,6 +4,7 @@ import { card, h, table } from "../dom.js";
 import { count, label, money, ms, when } from "../format.js";
 
 const FILTERS = ["application", "use_case", "user", "account", "tag", "resource", "category"];
+const STATUSES = ["failed", "succeeded", "unpriced", "priced"];
 const PAGE = 50;
 
 function status(r) {
@@ -13,7 +14,7 @@ function status(r) {
 }
 
 export async function render(root, { window, query }) {
-  const filters = Object.fromEntries(FILTERS.map((f) => [f, query.get(f) || ""]));
+  const filters = Object.fromEntries([...FILTERS, "status"].map((f) => [f, query.get(f) || ""]));
   const params = { ...filters, since: window, limit: PAGE };
   const rows = [];
   const list = h("div", {});
@@ -42,6 +43,8 @@ export async function render(root, { window, query }) {
   more.addEventListener("click", load);
   const inputs = FILTERS.map((f) => h("input", { name: f, value: filters[f], placeholder: f.replace("_", " "),
     "aria-label": f.replace("_", " ") }));
+  inputs.push(h("select", { name: "status", "aria-label": "status" }, h("option", { value: "" }, "any status"),
+    STATUSES.map((v) => h("option", { value: v, selected: v === filters.status }, v))));
   const form = h("form", { class: "filters", onsubmit: (e) => {
     e.preventDefault();
     const q = new URLSearchParams(inputs.filter((i) => i.value.trim()).map((i) => [i.name, i.value.trim()]));
