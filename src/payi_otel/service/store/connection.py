@@ -285,10 +285,18 @@ class StoreBase:
         finally:
             reader.close()
 
+    def _control(self, sql: str) -> None:
+        """A transaction control statement (BEGIN, SAVEPOINT, RELEASE). PostgreSQL sends it with the
+        next statement, in one round trip (see :meth:`.postgres.PgConnection.defer`)."""
+        if self._pg is not None:
+            self._pg.defer(sql)
+        else:
+            self._conn.execute(sql)
+
     def begin(self) -> None:
         """Open a transaction that several units of work share until :meth:`commit` (group commit)."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._control("BEGIN IMMEDIATE")
             self._check_cached()
 
     def commit(self) -> None:
@@ -317,7 +325,7 @@ class StoreBase:
         """
         with self._lock:
             if not self._conn.in_transaction:
-                self._conn.execute("BEGIN IMMEDIATE")
+                self._control("BEGIN IMMEDIATE")
                 try:
                     self._check_cached()
                     yield self._conn
@@ -329,7 +337,7 @@ class StoreBase:
                 return
             self._depth += 1
             name = f"sp{self._depth}"
-            self._conn.execute(f"SAVEPOINT {name}")
+            self._control(f"SAVEPOINT {name}")
             try:
                 yield self._conn
             except BaseException:
@@ -339,5 +347,5 @@ class StoreBase:
                 raise
             finally:
                 self._depth -= 1
-            self._conn.execute(f"RELEASE {name}")
+            self._control(f"RELEASE {name}")
 

@@ -61,6 +61,19 @@ class PgConnection:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
+        self._deferred: list[str] = []
+
+    def defer(self, sql: str) -> None:
+        """Send ``sql`` (a statement without parameters or result: BEGIN, SAVEPOINT, RELEASE) together
+        with the next statement, in one pipeline: one round trip to the server instead of two. An error
+        of either is raised by that next statement, inside the unit of work that issued both."""
+        self._deferred.append(postgres_sql(sql)[0])
+
+    def _send_deferred(self) -> list[str]:
+        deferred, self._deferred = self._deferred, []
+        for sql in deferred:
+            self.raw.execute(sql)
+        return deferred
 
     @staticmethod
     def _args(sql: str, params: Sequence[Any]) -> tuple[str, Sequence[Any]]:
@@ -71,7 +84,12 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         query, args = self._args(sql, params)
-        return self.raw.execute(query, args)
+        if not self._deferred:
+            return self.raw.execute(query, args)
+        with self.raw.pipeline():
+            self._send_deferred()
+            cursor = self.raw.execute(query, args)
+        return cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> psycopg.Cursor[Any]:
         if len(rows) == 1:  # one round trip, where a pipeline takes two
@@ -80,17 +98,23 @@ class PgConnection:
         if order is not None:
             rows = [[row[i] for i in order] for row in rows]
         cursor = self.raw.cursor()
-        cursor.executemany(query, rows)
+        with self.raw.pipeline():
+            self._send_deferred()
+            cursor.executemany(query, rows)
         return cursor
 
     def stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         """The rows of ``sql`` as the server sends them (not all held in memory)."""
         query, args = self._args(sql, params)
+        if self._deferred:
+            with self.raw.pipeline():
+                self._send_deferred()
         yield from self.raw.cursor().stream(query, args)
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        """A transaction is open (or its BEGIN is about to be sent)."""
+        return bool(self._deferred) or self.raw.info.transaction_status != pq.TransactionStatus.IDLE
 
     @property
     def failed(self) -> bool:
