@@ -34,8 +34,8 @@ _ADD_BATCH = """
 UPDATE limits SET
     cost_input = cost_input + ?1, cost_output = cost_output + ?2, cost_total = cost_total + ?3,
     req_total = req_total + ?4, req_failed = req_failed + ?5
-WHERE application_id = ?6 AND limit_id = ?7
-RETURNING cost_total, max, threshold, alerted
+WHERE application_id = ?6 AND limit_id IN ({ids})
+RETURNING limit_id, cost_total, max, threshold, alerted
 """
 # One request on its own: its state decided in the same statement (?4 = 1 when it failed).
 _ADD_ONE = """
@@ -46,8 +46,8 @@ UPDATE limits SET
     req_exceeded = req_exceeded
         + CAST(?4 = 0 AND cost_total + ?3 <= max AND cost_total + ?3 >= max * threshold AS INTEGER),
     req_ok = req_ok + CAST(?4 = 0 AND cost_total + ?3 < max * threshold AS INTEGER)
-WHERE application_id = ?5 AND limit_id = ?6
-RETURNING cost_total, max, threshold, alerted
+WHERE application_id = ?5 AND limit_id IN ({ids})
+RETURNING limit_id, cost_total, max, threshold, alerted
 """
 _COUNT_BATCH = """
 UPDATE limits SET req_ok = req_ok + ?1, req_exceeded = req_exceeded + ?2, req_overrun = req_overrun + ?3
@@ -359,30 +359,40 @@ class LimitsStore(StoreBase):
     ) -> list[dict[str, str]]:
         """Count requests ``(limit ids, (input, output, total) cost, failed, request id)`` in their limits, in
         order; returns each request's limit states. Two atomic updates per limit, whatever the number of
-        requests: the sums first (returning the new total, so the total before is known under the row's
-        lock), then the counts by state, each request's state read from the running total."""
+        requests (one for all the limits a lone request names): the sums first (returning the new total, so
+        the total before is known under the row's lock), then the counts by state, each request's state read
+        from the running total."""
         by_limit: dict[str, list[int]] = {}
         for k, (ids, _, _, _) in enumerate(entries):
             for lid in ids:
                 by_limit.setdefault(lid, []).append(k)
         states: list[dict[str, str]] = [{} for _ in entries]
+        # Limits counting the same requests get the same sums: one statement updates them all (a single
+        # event naming several limits costs one statement, not one per limit).
+        same_requests: dict[tuple[int, ...], list[str]] = {}
         for lid, ks in by_limit.items():
+            same_requests.setdefault(tuple(ks), []).append(lid)
+        rows: dict[str, tuple[Any, ...]] = {}
+        for ks_key, lids in same_requests.items():
             sums = [0.0, 0.0, 0.0]
             failed = 0
-            for k in ks:
+            for k in ks_key:
                 if entries[k][2]:
                     failed += 1
                 else:
                     for j in range(3):
                         sums[j] += entries[k][1][j]
-            single = len(ks) == 1  # one statement does it all (the common case of single ingest)
-            row = self._conn.execute(
-                _ADD_ONE if single else _ADD_BATCH,
-                (*sums, failed, application_id, lid) if single else (*sums, len(ks), failed, application_id, lid),
-            ).fetchone()
-            if row is None:
+            single = len(ks_key) == 1  # one statement does it all (the common case of single ingest)
+            first_id = 6 if single else 7  # the numbered parameter after application_id
+            marks = ", ".join(f"?{first_id + i}" for i in range(len(lids)))
+            head = (*sums, failed, application_id) if single else (*sums, len(ks_key), failed, application_id)
+            for row in self._conn.execute((_ADD_ONE if single else _ADD_BATCH).format(ids=marks), (*head, *lids)):
+                rows[row[0]] = (ks_key, sums, single, *row[1:])
+        for lid in by_limit:
+            found = rows.get(lid)
+            if found is None:
                 continue  # deleted since checked: nothing to count
-            new_total, max_, threshold, alerted = row
+            ks, sums, single, new_total, max_, threshold, alerted = found
             running = new_total - sums[2]
             counts = {"ok": 0, "exceeded": 0, "overrun": 0}
             first_past: dict[str, str] = {}  # state -> the first request in it (for the alert)
