@@ -203,5 +203,61 @@ def expected_units(method: str, interaction: Interaction) -> dict[str, int]:
     return {**units, **guardrails}
 
 
+def _arguments(raw: str) -> str:
+    """Streamed tool input as the non-streamed responses write it: compact JSON ("{}" when none)."""
+    if not raw:
+        return "{}"
+    try:
+        return json.dumps(json.loads(raw), separators=(",", ":"))
+    except ValueError:
+        return raw
+
+
+def _content_tools(content: Any) -> list[dict[str, str]]:
+    tools = []
+    for block in content or ():
+        use = block.get("toolUse") if block.get("type") != "tool_use" else block
+        if use is not None:
+            tools.append({"name": use["name"], "arguments": json.dumps(use["input"], separators=(",", ":"))})
+    return tools
+
+
+def _streamed_tools(payloads: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Tool uses of Converse-shaped (``contentBlockStart``/``Delta``) or Anthropic (``content_block_*``)
+    stream events, per content block, in block order."""
+    blocks: dict[int, list[str]] = {}
+    for p in payloads:
+        start = p.get("contentBlockStart")
+        if start and "toolUse" in start.get("start", {}):
+            blocks[start["contentBlockIndex"]] = [start["start"]["toolUse"]["name"], ""]
+        delta = p.get("contentBlockDelta")
+        if delta and "toolUse" in delta.get("delta", {}):
+            blocks[delta["contentBlockIndex"]][1] += delta["delta"]["toolUse"].get("input", "")
+        if p.get("type") == "content_block_start" and p["content_block"]["type"] == "tool_use":
+            given = p["content_block"].get("input")
+            blocks[p["index"]] = [p["content_block"]["name"], json.dumps(given) if given else ""]
+        if p.get("type") == "content_block_delta" and p["delta"]["type"] == "input_json_delta":
+            blocks[p["index"]][1] += p["delta"]["partial_json"]
+    return [{"name": name, "arguments": _arguments(raw)} for _, (name, raw) in sorted(blocks.items())]
+
+
+def expected_tool_calls(method: str, interaction: Interaction) -> list[dict[str, str]]:
+    """The tool calls the recorded response holds, whatever the operation and model family."""
+    if method == "converse":
+        return _content_tools(interaction.json()["output"]["message"]["content"])
+    if method == "invoke_model":
+        body = interaction.json()
+        if not isinstance(body, dict):
+            return []
+        content = body.get("content")
+        if content is None:
+            content = ((body.get("output") or {}).get("message") or {}).get("content")
+        return _content_tools(content if isinstance(content, list) else [])
+    events = stream_events(interaction)
+    if method == "converse_stream":  # the event type is a header: {type: payload} as boto3 yields it
+        return _streamed_tools([{e["type"]: e["payload"]} for e in events])
+    return _streamed_tools([e["payload"] for e in events])
+
+
 def span_units(event: dict[str, Any]) -> dict[str, int]:
     return {f"{unit}.{d}": v for unit, dirs in event["units"].items() for d, v in dirs.items() if v}

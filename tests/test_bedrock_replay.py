@@ -18,6 +18,7 @@ from _bedrock_helpers import (  # noqa: F401 - fixtures
     bedrock,
     boto_call,
     cassette_files,
+    expected_tool_calls,
     expected_units,
     is_bedrock,
     replayed_client,
@@ -119,13 +120,22 @@ def test_replayed_interaction(case: Case, bedrock):
         assert len(events) == len(stream_events(interaction))
         assert attrs[A.PAYI_STREAM_OUTCOME] == "completed"
         assert A.PAYI_TIME_TO_FIRST_TOKEN_MS in attrs
+    tools = expected_tool_calls(method, interaction)
+    if tools:
+        assert json.loads(attrs[A.PAYI_FUNCTION_CALLS]) == tools
+    else:
+        assert A.PAYI_FUNCTION_CALLS not in attrs
     if method == "converse":
-        body = interaction.json()
-        tools = [
-            {"name": b["toolUse"]["name"], "arguments": json.dumps(b["toolUse"]["input"], separators=(",", ":"))}
-            for b in body["output"]["message"]["content"]
-            if "toolUse" in b
-        ]
-        if tools:
-            assert json.loads(attrs[A.PAYI_FUNCTION_CALLS]) == tools
-        assert list(attrs[A.GEN_AI_RESPONSE_FINISH_REASONS]) == [body["stopReason"]]
+        assert list(attrs[A.GEN_AI_RESPONSE_FINISH_REASONS]) == [interaction.json()["stopReason"]]
+
+
+def test_tool_call_recordings_are_among_the_cases():
+    """Tool calls are read from every operation, for each model family that recorded some."""
+    found = set()
+    for case in CASES:
+        method = boto_call(case.interaction)[0]
+        if case.interaction.status == 200 and method != "count_tokens" and expected_tool_calls(method, case.interaction):
+            found.add((method, resolve(unquote(case.interaction.path).split("/model/", 1)[1].rpartition("/")[0])[0]))
+    families = {(method, (resource or "").split(".")[0]) for method, resource in found}
+    assert {("invoke_model_with_response_stream", "anthropic"), ("invoke_model_with_response_stream", "amazon"),
+            ("converse_stream", "amazon"), ("converse", "amazon"), ("invoke_model", "anthropic")} <= families

@@ -27,6 +27,7 @@ the stream proxy and our handlers, span end amortized).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -179,26 +180,33 @@ def event_cost(streams: int) -> dict:
     from payi_otel.stream import StreamProxy
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from _bedrock_helpers import CASSETTES, stream_events
+    from _bedrock_helpers import CASSETTES
+    from botocore.eventstream import EventStreamBuffer
 
     from payi_otel.testing.replay import Cassette
 
     def events(path: Path, converse: bool) -> list[dict]:
-        """The recorded stream, its content events repeated to about ``EVENTS`` (as a long answer would
-        be), so that the span's start and end, once per stream, do not dominate the per-event figure."""
-        recorded = stream_events(Cassette.load(path).interactions[0])
-        if converse:
-            items = [{e["type"]: e["payload"]} for e in recorded]
-        else:
-            items = [{"chunk": {"bytes": json.dumps(e["payload"]).encode()}} for e in recorded]
+        """The recorded stream as boto3 yields it (invoke chunks keep the model's own bytes), its content
+        events repeated to about ``EVENTS`` (as a long answer would be), so that the span's start and end,
+        once per stream, do not dominate the per-event figure."""
+        buffer = EventStreamBuffer()
+        buffer.add_data(Cassette.load(path).interactions[0].body)
+        items = []
+        for message in buffer:
+            payload = json.loads(message.payload)
+            if converse:
+                items.append({message.headers[":event-type"]: payload})
+            else:
+                items.append({"chunk": {"bytes": base64.b64decode(payload["bytes"])}})
         head, body, tail = items[:3], items[3:-3], items[-3:]
         return head + body * max(EVENTS // max(len(body), 1), 1) + tail
 
+    recorded = CASSETTES / "traceloop__openllmetry/bedrock"
     sources = {
-        "converse_stream": (events(CASSETTES / "traceloop__openllmetry/bedrock/test_meta_converse_stream.yaml", True),
-                            ConverseStream),
-        "invoke_stream": (events(CASSETTES / "traceloop__openllmetry/bedrock/test_nova_invoke_stream.yaml", False),
-                          InvokeStream),
+        "converse_stream": (events(recorded / "test_meta_converse_stream.yaml", True), ConverseStream),
+        "invoke_stream_nova": (events(recorded / "test_nova_invoke_stream.yaml", False), InvokeStream),
+        "invoke_stream_anthropic": (events(recorded / "test_anthropic_3_completion_streaming.yaml", False),
+                                    InvokeStream),
     }  # fmt: skip
     core = SpanCore(tracer_provider=TracerProvider())
     out = {}

@@ -7,7 +7,8 @@ wrapper checks the set's ``active`` flag first, so wrappers the SDK cached befor
 example per-client ``with_raw_response`` callables) become pass-throughs.
 
 One wrapper function serves sync and async methods: the async variant differs only in awaiting the
-original, and both share :func:`_begin` / :func:`_done` / :func:`_failed`.
+original (and, when the operation has one, its async after-call step ``afinish``, for what can only be
+read by awaiting, such as a response body), and both share :func:`_begin` / :func:`_done` / :func:`_failed`.
 
 Other instrumentations (OpenTelemetry's openai-v2, OpenLLMetry, ...) wrap the same methods with wrapt.
 Load order never matters: ours recognise only themselves (a marker on our wrapper functions) and always
@@ -57,9 +58,14 @@ def _chain(top: Any) -> list[Any]:
 
 
 class Operation(Protocol):
-    """What a provider module knows about one wrapped method."""
+    """What a provider module knows about one wrapped method.
 
-    def begin(self, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+    An operation may also define ``async def afinish(call, result) -> Any``: async methods then await it
+    instead of calling :meth:`finish` (it reads what needs awaiting, then finishes). If it raises a
+    ``BaseException`` that is not an ``Exception`` (cancellation), the call fails with it and it propagates.
+    """
+
+    def begin(self, instance: Any, args: _Args, kwargs: _Kwargs) -> tuple[Call | None, _Kwargs]:
         """Start the call's span; may return rewritten kwargs (a copy). ``None`` = do not trace."""
 
     def finish(self, call: Call, result: Any) -> Any:
@@ -87,9 +93,9 @@ def _version_ok(version: str | None, since: str | None, until: str | None) -> bo
         return True
 
 
-def _begin(op: Operation, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+def _begin(op: Operation, instance: Any, args: _Args, kwargs: _Kwargs) -> tuple[Call | None, _Kwargs]:
     try:
-        return op.begin(instance, kwargs)
+        return op.begin(instance, args, kwargs)
     except Exception:
         logger.debug("instrumentation failed before the call; calling through", exc_info=True)
         return None, kwargs
@@ -102,6 +108,18 @@ def _done(op: Operation, call: Call, result: Any) -> Any:
         logger.debug("instrumentation failed after the call", exc_info=True)
         call.end()
         return result
+
+
+async def _adone(afinish: Callable[[Call, Any], Any], call: Call, result: Any) -> Any:
+    try:
+        return await afinish(call, result)
+    except Exception:
+        logger.debug("instrumentation failed after the call", exc_info=True)
+        call.end()
+        return result
+    except BaseException as exc:  # cancelled while reading the response: the call ends with it
+        _failed(call, exc)
+        raise
 
 
 def _failed(call: Call, exc: BaseException) -> None:
@@ -122,7 +140,7 @@ class WrapSet:
         def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
-            call, kwargs = _begin(op, instance, kwargs)
+            call, kwargs = _begin(op, instance, args, kwargs)
             if call is None:
                 return wrapped(*args, **kwargs)
             token = call.activate()
@@ -135,6 +153,8 @@ class WrapSet:
             call.deactivate(token)
             return _done(op, call, result)
 
+        afinish = getattr(op, "afinish", None)
+
         async def run_async(wrapped: Callable[..., Any], call: Call, args: _Args, kwargs: _Kwargs) -> Any:
             token = call.activate()
             try:
@@ -144,12 +164,14 @@ class WrapSet:
                 _failed(call, exc)
                 raise
             call.deactivate(token)
+            if afinish is not None:
+                return await _adone(afinish, call, result)
             return _done(op, call, result)
 
         def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
-            call, kwargs = _begin(op, instance, kwargs)
+            call, kwargs = _begin(op, instance, args, kwargs)
             if call is None:
                 return wrapped(*args, **kwargs)
             return run_async(wrapped, call, args, kwargs)

@@ -130,7 +130,7 @@ class Operation:
                 rec.input_messages = messages
         return rec, kwargs
 
-    def begin(self, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+    def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
         rec, kwargs = self.prepare(instance, kwargs, kwargs.get("stream") is True)
         return self.state.core.start(rec), kwargs
 

@@ -1,8 +1,10 @@
 """One Bedrock runtime call: its record before the request, and what the response adds.
 
-:class:`BedrockCalls` is used by the ``_make_api_call`` wrapper (:mod:`.`): :meth:`begin` builds the
-:class:`~payi_otel.core.CallRecord` in the caller's context (business context included), :meth:`finish`
-reads the response (or hands a stream to the stream proxy) and returns what the caller gets.
+:class:`BedrockCalls` is the :class:`~payi_otel.instrumentation._wrapping.Operation` of
+``_make_api_call(operation_name, api_params)``: :meth:`begin` builds the :class:`~payi_otel.core.CallRecord`
+in the caller's context (business context included), or declines calls that are not Bedrock runtime
+inference; :meth:`finish` reads the response (or hands a stream to the stream proxy) and returns what the
+caller gets; :meth:`afinish` (aiobotocore) first awaits the ``invoke_model`` body.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from payi_otel.core import Call, CallRecord, SpanCore
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
-from ._body import Body, read_body
+from ._body import Body, aread_body, read_body
 from ._errors import fail
 from ._resources import family, is_embedding_model, resolve
 from ._streams import ConverseStream, InvokeStream
@@ -116,10 +118,19 @@ class BedrockCalls:
         return found
 
     # -- request side ---------------------------------------------------------------------------
-    def begin(self, client: Any, operation: str, params: Mapping[str, Any]) -> Call | None:
+    def begin(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
         """The call's span, or None when this is not a Bedrock runtime inference call."""
+        if len(args) >= 2:
+            operation, params = args[0], args[1]
+        else:
+            operation, params = kwargs.get("operation_name", args[0] if args else None), kwargs.get("api_params")
+        if operation not in OPERATIONS or not isinstance(params, dict):
+            return None, kwargs  # another operation: one set lookup
         if client.meta.service_model.service_name != SERVICE:
-            return None
+            return None, kwargs
+        return self._start(client, operation, params), kwargs
+
+    def _start(self, client: Any, operation: str, params: Mapping[str, Any]) -> Call:
         model = params.get("modelId")
         model = model if isinstance(model, str) else None
         resource, scope = resolve(model) if model else (None, None)
@@ -156,6 +167,11 @@ class BedrockCalls:
         return call
 
     # -- response side --------------------------------------------------------------------------
+    async def afinish(self, call: Call, result: Any) -> Any:
+        """aiobotocore: an ``invoke_model`` body can only be read by awaiting, so read it first."""
+        body = await aread_body(result) if call.data == INVOKE and isinstance(result, dict) else None
+        return self.finish(call, result, body)
+
     def finish(self, call: Call, result: Any, body: Body | None = None) -> Any:
         """``body``: the invoke_model body already read (async clients read it before)."""
         rec = call.record

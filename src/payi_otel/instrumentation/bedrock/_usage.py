@@ -117,7 +117,7 @@ def invocation_metrics_usage(m: Any) -> Usage | None:
     )
 
 
-def _anthropic_usage(u: dict[str, Any]) -> Usage | None:
+def anthropic_usage(u: dict[str, Any]) -> Usage | None:
     created = u.get("cache_creation")
     write_1h = created.get("ephemeral_1h_input_tokens") if isinstance(created, dict) else 0
     return tokens(
@@ -131,7 +131,7 @@ def _anthropic_usage(u: dict[str, Any]) -> Usage | None:
 
 def _usage_object(u: dict[str, Any]) -> Usage | None:
     if "input_tokens" in u or "output_tokens" in u:  # Anthropic messages
-        return _anthropic_usage(u)
+        return anthropic_usage(u)
     if "inputTokens" in u or "outputTokens" in u:  # Amazon Nova, Converse
         return converse_usage(u)
     if "prompt_tokens" in u or "completion_tokens" in u:  # OpenAI-style: gpt-oss, Jamba, DeepSeek, imported
@@ -174,7 +174,7 @@ def body_usage(body: Any) -> Usage | None:
         return converse_usage(metadata["usage"])
     message = body.get("message")
     if body.get("type") == "message_start" and isinstance(message, dict) and isinstance(message.get("usage"), dict):
-        return _anthropic_usage(message["usage"])
+        return anthropic_usage(message["usage"])
     return None
 
 
@@ -226,6 +226,7 @@ def mark_large_context(usage: Usage | None, model_family: str) -> None:
 
 __all__ = [
     "add_guardrail_units",
+    "anthropic_usage",
     "body_usage",
     "converse_usage",
     "count",

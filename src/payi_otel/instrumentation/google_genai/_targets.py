@@ -107,7 +107,7 @@ class Operation:
         self.stream = stream
         self.is_async = is_async
 
-    def begin(self, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+    def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
         state = self.state
         info = state.client_info(getattr(instance, "_api_client", None))
         model = kwargs.get("model")

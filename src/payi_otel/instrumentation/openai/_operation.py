@@ -73,7 +73,7 @@ class OpenAIOperation:
         self.stream_usage = stream_usage
         self.content_in = content_in  # request content -> input messages (only with capture on)
 
-    def begin(self, instance: Any, kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
+    def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
         state = self.state
         info = state.client_info(getattr(instance, "_client", None))
         model = kwargs.get("model")
