@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import importlib
+import math
+import re
+import struct
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,8 +76,55 @@ def recorded_usage(interaction: Interaction) -> dict[str, Any] | None:
     return interaction.json().get("usage")
 
 
-def expected_units(usage: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Pay-i units of an Anthropic usage report (the rules of Pay-i's unit table, applied by hand)."""
+def catalog_threshold(model: str | None, provider_id: str = "anthropic") -> int | None:
+    """The prompt size above which the price catalog (genai-prices) prices ``model`` at a higher rate."""
+    from genai_prices import data_snapshot
+    from genai_prices.types import TieredPrices
+
+    if not model:
+        return None
+    try:
+        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+    except LookupError:
+        return None
+    prices = info.prices if isinstance(info.prices, list) else [info.prices]
+    starts = {tier.start for p in prices for v in vars(getattr(p, "prices", p)).values()
+              if isinstance(v, TieredPrices) for tier in v.tiers}  # fmt: skip
+    return min(starts) if starts else None
+
+
+def image_tokens(width: int, height: int) -> int:
+    """Anthropic's documented image cost: width x height / 750 tokens, after scaling down (aspect kept) to a
+    long edge of at most 1568 px and at most ~1600 tokens (1.2 megapixels)."""
+    scale = min(1.0, 1568 / max(width, height), math.sqrt(1600 * 750 / (width * height)))
+    return math.ceil(int(width * scale) * int(height * scale) / 750)
+
+
+def recorded_image_tokens(body: dict[str, Any]) -> int:
+    """Image tokens of a recorded request's base64 images (PNG from IHDR, JPEG from its first SOF
+    segment), measured here independently of the instrumentation. An image given by URL or file id
+    cannot be measured: then nothing is split from text (0)."""
+    total = 0
+    for message in body.get("messages") or ():
+        for block in message["content"] if isinstance(message["content"], list) else ():
+            if block.get("type") != "image":
+                continue
+            if block["source"]["type"] != "base64":
+                return 0
+            data = base64.b64decode(block["source"]["data"])
+            if data[1:4] == b"PNG":
+                width, height = struct.unpack(">II", data[16:24])
+            else:
+                sof = re.search(rb"\xff[\xc0-\xc2].{3}(.{2})(.{2})", data, re.DOTALL)
+                assert sof is not None, "recorded JPEG without a frame header"
+                height, width = struct.unpack(">H", sof.group(1))[0], struct.unpack(">H", sof.group(2))[0]
+            total += image_tokens(width, height)
+    return total
+
+
+def expected_units(usage: dict[str, Any], model: str | None = None, image_tokens: int = 0) -> dict[str, dict[str, int]]:
+    """Pay-i units of an Anthropic usage report (the rules of Pay-i's unit table, applied by hand): long
+    context above the catalog's threshold for ``model``; ``image_tokens`` of the input priced as vision."""
     iterations = usage.get("iterations")
     entries = [e for e in iterations if e.get("type") != "advisor_message"] if iterations else [usage]
     text_in = sum(e.get("input_tokens") or 0 for e in entries)
@@ -83,10 +134,14 @@ def expected_units(usage: dict[str, Any]) -> dict[str, dict[str, int]]:
     write_1h = sum((e.get("cache_creation") or {}).get("ephemeral_1h_input_tokens", 0) for e in entries)
     output = sum(e.get("output_tokens") or 0 for e in entries)
     searches = (usage.get("server_tool_use") or {}).get("web_search_requests") or 0
-    large = max((e.get("input_tokens") or 0) + (e.get("cache_read_input_tokens") or 0)
-                + (e.get("cache_creation_input_tokens") or 0) for e in entries) > 200_000  # fmt: skip
+    threshold = catalog_threshold(model)
+    large = threshold is not None and max((e.get("input_tokens") or 0) + (e.get("cache_read_input_tokens") or 0)
+                + (e.get("cache_creation_input_tokens") or 0) for e in entries) > threshold  # fmt: skip
     suffix = "_large_context" if large else ""
-    units = {f"text{suffix}": {"input": text_in, "output": output}}
+    vision = min(image_tokens, text_in)
+    units = {f"text{suffix}": {"input": text_in - vision, "output": output}}
+    if vision:
+        units[f"vision{suffix}"] = {"input": vision, "output": 0}
     for name, value in (("text_cache_read", read), ("text_cache_write", write_5m), ("text_cache_write_1h", write_1h)):
         if value:
             units[name + suffix] = {"input": value, "output": 0}

@@ -16,6 +16,7 @@ from _anthropic_helpers import (
     client_for,
     expected_tool_calls,
     expected_units,
+    recorded_image_tokens,
     is_anthropic,
     recorded_usage,
 )
@@ -127,7 +128,8 @@ def test_replay(case: Case, is_async: bool, telemetry):
         assert not usage_complete(event)
         return
     usage = recorded_usage(case.interaction)
-    assert event["units"] == expected_units(usage)
+    body = case.interaction.request_body
+    assert event["units"] == expected_units(usage, body["model"], recorded_image_tokens(body))
     assert usage_complete(event)
     assert event["provider_response_function_calls"] if expected_tool_calls(case.interaction) else True
     calls = json.loads(span.attributes.get(A.PAYI_FUNCTION_CALLS, "null"))

@@ -4,12 +4,24 @@ clients, business context, and what the caller sees (same objects, same exceptio
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
+import struct
+import zlib
 
 import anthropic
 import pytest
-from _anthropic_helpers import HTTP_LIBRARY, client_for, expected_tool_calls, expected_units, http, load
+from _anthropic_helpers import (
+    HTTP_LIBRARY,
+    catalog_threshold,
+    client_for,
+    expected_tool_calls,
+    expected_units,
+    http,
+    image_tokens,
+    load,
+)
 from _openai_helpers import Telemetry, payi_event
 
 from payi_otel import attributes as A
@@ -104,21 +116,85 @@ def test_cache_writes_and_reads(tel):
     assert events[1]["units"]["text_cache_read"]["input"] == read.usage.cache_read_input_tokens
 
 
-def test_one_hour_cache_writes_and_large_context(tel):
-    body = TOOLS.json()
-    body["usage"] = {"input_tokens": 190_000, "output_tokens": 7, "cache_read_input_tokens": 6_000,
-                     "cache_creation_input_tokens": 9_000,
-                     "cache_creation": {"ephemeral_5m_input_tokens": 4_000, "ephemeral_1h_input_tokens": 5_000}}
+def _answered_with(usage: dict, model: str):
+    """A real client whose recorded tools response now reports ``usage`` for ``model``."""
+    body = {**TOOLS.json(), "usage": usage, "model": model}
     interaction = dataclasses.replace(TOOLS, body=json.dumps(body).encode(), headers=(("content-type",
                                       "application/json"),))  # fmt: skip
-    client_for(interaction, Cassette([interaction])).messages.create(**request(TOOLS))
-    event = payi_event(tel.one_span())
-    assert event["units"] == {
-        "text_large_context": {"input": 190_000, "output": 7},
-        "text_cache_read_large_context": {"input": 6_000, "output": 0},
-        "text_cache_write_large_context": {"input": 4_000, "output": 0},
-        "text_cache_write_1h_large_context": {"input": 5_000, "output": 0},
-    }
+    return client_for(interaction, Cassette([interaction]))
+
+
+# (model, prompt tokens): above the catalog's long-context threshold for Sonnet 4.5 (200k) and Haiku 5.5
+# (100k); the same sizes for models the catalog prices flat, and a prompt at the threshold itself.
+@pytest.mark.parametrize(
+    ("model", "prompt"),
+    [("claude-sonnet-4-5-20250929", 205_000), ("claude-haiku-5-5", 150_000), ("claude-3-5-sonnet-20240620", 205_000),
+     ("claude-sonnet-4-20250514", 205_000), ("claude-sonnet-4-5-20250929", 150_000),
+     ("claude-sonnet-4-5-20250929", 200_000)],
+)  # fmt: skip
+def test_one_hour_cache_writes_and_long_context_per_model(tel, model, prompt):
+    usage = {"input_tokens": prompt - 15_000, "output_tokens": 7, "cache_read_input_tokens": 6_000,
+             "cache_creation_input_tokens": 9_000,
+             "cache_creation": {"ephemeral_5m_input_tokens": 4_000, "ephemeral_1h_input_tokens": 5_000}}  # fmt: skip
+    _answered_with(usage, model).messages.create(**{**request(TOOLS), "model": model})
+    units = payi_event(tel.one_span())["units"]
+    assert units == expected_units(usage, model)
+    suffix = "_large_context" if catalog_threshold(model) is not None and prompt > catalog_threshold(model) else ""
+    assert units[f"text_cache_write_1h{suffix}"] == {"input": 5_000, "output": 0}
+    assert units[f"text{suffix}"]["input"] == prompt - 15_000
+
+
+def _png(width: int, height: int) -> bytes:
+    """A valid one-colour PNG of the given size (stdlib only)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def _gif(width: int, height: int) -> bytes:
+    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00;"
+
+
+def _image(media_type: str, data: bytes) -> dict:
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode()}}
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_images_in_the_request_are_priced_as_vision(tel, is_async):
+    """Two images of known sizes (one scaled down by the API, one inside a tool result): their tokens move
+    from text.input to vision.input; text + vision is still the reported input."""
+    usage = {"input_tokens": 4_000, "output_tokens": 12}
+    messages = [
+        {"role": "user", "content": [_image("image/png", _png(2000, 1000)), {"type": "text", "text": "Describe"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "look", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "content": [_image("image/gif", _gif(640, 480))]}]},
+    ]  # fmt: skip
+    body = {**request(TOOLS), "messages": messages}
+    interaction = dataclasses.replace(TOOLS, body=json.dumps({**TOOLS.json(), "usage": usage}).encode(),
+                                      headers=(("content-type", "application/json"),))  # fmt: skip
+    client = client_for(interaction, Cassette([interaction]), is_async=is_async)
+    if is_async:
+        asyncio.run(client.messages.create(**body))
+    else:
+        client.messages.create(**body)
+    vision = image_tokens(2000, 1000) + image_tokens(640, 480)
+    assert 0 < vision < 4_000
+    units = payi_event(tel.one_span())["units"]
+    assert units == expected_units(usage, body["model"], vision)
+    assert units["vision"]["input"] + units["text"]["input"] == 4_000
+
+
+def test_images_that_cannot_be_measured_leave_the_input_as_text(tel):
+    usage = {"input_tokens": 2_000, "output_tokens": 5}
+    url_image = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
+    messages = [{"role": "user", "content": [_image("image/png", _png(100, 100)), url_image]}]
+    _answered_with(usage, TOOLS.request_body["model"]).messages.create(**{**request(TOOLS), "messages": messages})
+    assert payi_event(tel.one_span())["units"] == {"text": {"input": 2_000, "output": 5}}
 
 
 def test_business_context_and_proxy_headers(tel):

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from payi_otel.core import COMPLETED, ERROR, Call
+from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.instrumentation.anthropic._usage import delta_usage, g, streamed_arguments, usage_of
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
@@ -25,7 +26,7 @@ from payi_otel.units import Usage
 class MessageEvents:
     """The stream handler (:class:`payi_otel.stream.StreamHandler`) of one Anthropic message stream."""
 
-    __slots__ = ("call", "end", "finished", "reason", "tools", "usage")
+    __slots__ = ("call", "end", "finished", "reason", "threshold", "tools", "usage")
 
     def __init__(self, call: Call, end: Callable[[Call, BaseException | None], None]) -> None:
         self.call = call
@@ -34,6 +35,7 @@ class MessageEvents:
         self.tools: dict[int, list[Any]] = {}  # content index -> [name, partial json, start input]
         self.reason: str | None = None
         self.finished = False  # message_delta seen: the usage report is final
+        self.threshold = long_context_threshold(call.record.request_model)
 
     def on_chunk(self, event: Any) -> bool:
         etype = event.type
@@ -49,7 +51,7 @@ class MessageEvents:
             if block.type == "tool_use":
                 self.tools[event.index] = [block.name, "", g(block, "input")]
         elif etype == "message_delta":
-            self.usage = delta_usage(self.usage, g(event, "usage"))
+            self.usage = delta_usage(self.usage, g(event, "usage"), self.threshold)
             self.reason = g(event.delta, "stop_reason") or self.reason
             self.finished = True
         elif etype == "message_start":
@@ -57,7 +59,7 @@ class MessageEvents:
             rec = self.call.record
             rec.response_id = g(message, "id") or None
             rec.response_model = g(message, "model") or None
-            self.usage = usage_of(g(message, "usage"))
+            self.usage = usage_of(g(message, "usage"), self.threshold)
         return True
 
     def on_end(self, call: Call, outcome: str, error: BaseException | None) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import ERROR, Call, CallRecord, SpanCore, split_proxy_headers
+from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.instrumentation._stainless import RawResponses
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.anthropic._streams import (
@@ -22,7 +23,8 @@ from payi_otel.instrumentation.anthropic._streams import (
     MessageEvents,
     MessageStreamProxy,
 )
-from payi_otel.instrumentation.anthropic._usage import g, tool_calls_of, usage_of
+from payi_otel.instrumentation.anthropic._usage import g, split_vision, tool_calls_of, usage_of
+from payi_otel.instrumentation.anthropic._vision import request_image_tokens
 from payi_otel.stream import AsyncStreamManagerProxy, AsyncStreamProxy, StreamManagerProxy, StreamProxy
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,10 @@ class Operation:
         self.operation = operation
 
     # -- request side ---------------------------------------------------------------------------
-    def prepare(self, instance: Any, kwargs: dict[str, Any], stream: bool) -> tuple[CallRecord, dict[str, Any]]:
+    def prepare(
+        self, instance: Any, kwargs: dict[str, Any], stream: bool
+    ) -> tuple[CallRecord, dict[str, Any], int]:
+        """The call's record, the kwargs to send, and the tokens of the request's images (0: none)."""
         state = self.state
         info = state.client_info(getattr(instance, "_client", None))
         model = kwargs.get("model")
@@ -124,15 +129,21 @@ class Operation:
             rec.max_tokens = max_tokens
         rec.temperature = _number(kwargs.get("temperature"))
         rec.top_p = _number(kwargs.get("top_p"))
+        messages = kwargs.get("messages")
         if state.core.capture_content:
-            messages = kwargs.get("messages", kwargs.get("prompt"))
-            if isinstance(messages, (str, list, tuple)):
-                rec.input_messages = messages
-        return rec, kwargs
+            prompt = messages if messages is not None else kwargs.get("prompt")
+            if isinstance(prompt, (str, list, tuple)):
+                rec.input_messages = prompt
+        return rec, kwargs, request_image_tokens(messages) if messages is not None else 0
+
+    def start(self, rec: CallRecord, image_tokens: int) -> Call:
+        call = self.state.core.start(rec)
+        call.data = image_tokens  # read when the call ends (:func:`_end`)
+        return call
 
     def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
-        rec, kwargs = self.prepare(instance, kwargs, kwargs.get("stream") is True)
-        return self.state.core.start(rec), kwargs
+        rec, kwargs, image_tokens = self.prepare(instance, kwargs, kwargs.get("stream") is True)
+        return self.start(rec, image_tokens), kwargs
 
     # -- response side (also the RawReader of raw responses) --------------------------------------
     def finish(self, call: Call, result: Any) -> Any:
@@ -163,7 +174,7 @@ class Operation:
         if self.operation != "chat":
             rec.usage_incomplete_reason = _LEGACY_NO_USAGE
             return
-        rec.usage = usage_of(g(result, "usage"))
+        rec.usage = usage_of(g(result, "usage"), long_context_threshold(rec.request_model))
         rec.tool_calls = tool_calls_of(g(result, "content"))
         if capture:
             texts = [g(b, "text") for b in g(result, "content") or () if g(b, "type") == "text"]
@@ -176,15 +187,14 @@ class Operation:
     def manager(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
         """Wrapper of ``messages.stream()``: the request is sent when the returned manager is entered."""
         try:
-            rec, kwargs = self.prepare(instance, kwargs, True)
+            rec, kwargs, image_tokens = self.prepare(instance, kwargs, True)
         except Exception:
             logger.debug("instrumentation failed before the call; calling through", exc_info=True)
             return wrapped(*args, **kwargs)
         manager = wrapped(*args, **kwargs)
-        core = self.state.core
         if hasattr(manager, "__aenter__"):
-            return AsyncStreamManagerProxy(manager, lambda: core.start(rec), self._open_async)
-        return StreamManagerProxy(manager, lambda: core.start(rec), self._open)
+            return AsyncStreamManagerProxy(manager, lambda: self.start(rec, image_tokens), self._open_async)
+        return StreamManagerProxy(manager, lambda: self.start(rec, image_tokens), self._open)
 
     def _open(self, call: Call, message_stream: Any) -> Any:
         return MessageStreamProxy(message_stream, call, self._manager_events(call, message_stream))
@@ -200,6 +210,9 @@ class Operation:
 
 
 def _end(call: Call, error: BaseException | None) -> None:
+    usage = call.record.usage
+    if call.data and usage is not None:
+        split_vision(usage, call.data)
     if error is not None:
         call.fail(error)
     else:

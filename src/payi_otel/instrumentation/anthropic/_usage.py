@@ -8,8 +8,11 @@ Units (through :func:`payi_otel.units.to_units`):
   ``ephemeral_1h_input_tokens`` (``cache_creation_input_tokens`` as 5-minute writes when the split is absent);
   ``text.output`` = ``output_tokens`` (thinking included: it is billed as output);
 * ``web_search_request.output`` = ``server_tool_use.web_search_requests``;
-* every text-family unit gets ``_large_context`` when the prompt (input + cache read + cache write) is
-  above :data:`LARGE_CONTEXT_THRESHOLD`;
+* every token unit gets ``_large_context`` when the prompt (input + cache read + cache write) is above
+  the model's long-context threshold (:mod:`payi_otel.instrumentation._long_context`: 200k tokens for
+  Sonnet 4.5 / 4.6 and Opus 4.6, 100k for Haiku 5.5, none for models priced flat);
+* ``vision.input``: when the request holds images, the tokens Anthropic bills for them (:mod:`._vision`),
+  taken out of ``text.input``;
 * with server-side compaction the response reports ``usage.iterations``: the call's usage is the sum of
   the iterations run by the request's model (``advisor_message`` iterations are another model's).
 """
@@ -20,10 +23,6 @@ import json
 from typing import Any
 
 from payi_otel.units import Usage
-
-# Anthropic prices prompts above 200k tokens (input + cache reads + cache writes) at its long-context
-# rates; models without a long-context window cannot exceed it.
-LARGE_CONTEXT_THRESHOLD = 200_000
 
 _OTHER_MODEL_ITERATIONS = frozenset({"advisor_message"})
 
@@ -51,8 +50,9 @@ def _prompt_parts(u: Any) -> tuple[int, int, int, int]:
     return _int(g(u, "input_tokens")), _int(g(u, "cache_read_input_tokens")), write_5m, write_1h
 
 
-def usage_of(u: Any) -> Usage | None:
-    """The call's :class:`Usage` from an Anthropic ``usage`` object (``None`` when absent)."""
+def usage_of(u: Any, threshold: int | None = None) -> Usage | None:
+    """The call's :class:`Usage` from an Anthropic ``usage`` object (``None`` when absent); ``threshold``:
+    the model's long-context threshold (None: priced flat)."""
     if u is None:
         return None
     iterations = g(u, "iterations")
@@ -72,21 +72,27 @@ def usage_of(u: Any) -> Usage | None:
         cache_write_tokens=write_5m,
         cache_write_1h_tokens=write_1h,
         web_search_requests=_int(g(g(u, "server_tool_use"), "web_search_requests")),
-        large_context=largest_prompt > LARGE_CONTEXT_THRESHOLD,
+        large_context=threshold is not None and largest_prompt > threshold,
     )
 
 
-def delta_usage(current: Usage | None, u: Any) -> Usage | None:
+def delta_usage(current: Usage | None, u: Any, threshold: int | None = None) -> Usage | None:
     """Usage after a ``message_delta`` event: its counts are cumulative and overlay ``message_start``'s
     (older API versions send only ``output_tokens``); with ``iterations`` they are the whole report."""
-    update = usage_of(u)
+    update = usage_of(u, threshold)
     if update is None:
         return current
     if current is None or g(u, "iterations"):
         return update
     current.merge(update)
-    current.large_context = (current.input_tokens or 0) > LARGE_CONTEXT_THRESHOLD
+    current.large_context = threshold is not None and (current.input_tokens or 0) > threshold
     return current
+
+
+def split_vision(usage: Usage, image_tokens: int) -> None:
+    """Count ``image_tokens`` of the prompt as ``vision`` instead of ``text`` (at most the uncached input)."""
+    uncached = (usage.input_tokens or 0) - usage.cache_read_tokens - usage.cache_write_tokens
+    usage.input_image_tokens = max(min(image_tokens, uncached - usage.cache_write_1h_tokens), 0)
 
 
 def tool_arguments(value: Any) -> str:
@@ -114,4 +120,4 @@ def tool_calls_of(content: Any) -> list[dict[str, str]] | None:
     return calls or None
 
 
-__all__ = ["LARGE_CONTEXT_THRESHOLD", "delta_usage", "g", "streamed_arguments", "tool_calls_of", "usage_of"]
+__all__ = ["delta_usage", "g", "split_vision", "streamed_arguments", "tool_calls_of", "usage_of"]

@@ -21,7 +21,7 @@ from payi_otel.units import Usage
 
 from ._body import Body, aread_body, read_body
 from ._errors import fail
-from ._resources import family, is_embedding_model, resolve
+from ._resources import is_embedding_model, resolve
 from ._streams import ConverseStream, InvokeStream
 from ._usage import add_guardrail_units, body_usage, converse_usage, guardrail_trace, header_usage, mark_large_context
 
@@ -179,11 +179,10 @@ class BedrockCalls:
         rec.status_code = meta.get("HTTPStatusCode", 200)
         rec.response_id = meta.get("RequestId") or None
         operation = call.data
-        model_family = family(rec.resource or "")
         if operation == CONVERSE:
-            self._converse(call, result, model_family)
+            self._converse(call, result)
         elif operation == INVOKE:
-            self._invoke(call, result, meta.get("HTTPHeaders"), model_family, body)
+            self._invoke(call, result, meta.get("HTTPHeaders"), body)
         else:
             key = "stream" if operation == CONVERSE_STREAM else "body"
             stream = result.get(key)
@@ -192,14 +191,14 @@ class BedrockCalls:
                 return result
             handler_cls = ConverseStream if operation == CONVERSE_STREAM else InvokeStream
             proxy_cls = AsyncStreamProxy if hasattr(stream, "__anext__") else StreamProxy
-            result[key] = proxy_cls(stream, call, handler_cls(call, model_family))
+            result[key] = proxy_cls(stream, call, handler_cls(call, rec.resource))
         return result
 
-    def _converse(self, call: Call, result: dict[str, Any], model_family: str) -> None:
+    def _converse(self, call: Call, result: dict[str, Any]) -> None:
         rec = call.record
         usage = converse_usage(result.get("usage"))
         rec.usage = _with_guardrails(usage, guardrail_trace(result))
-        mark_large_context(rec.usage, model_family)
+        mark_large_context(rec.usage, rec.resource)
         reason = result.get("stopReason")
         if isinstance(reason, str):
             rec.finish_reasons = [reason]
@@ -209,7 +208,7 @@ class BedrockCalls:
             rec.output_messages = [_scrub(message)]
         call.end()
 
-    def _invoke(self, call: Call, result: dict[str, Any], headers: Any, model_family: str, body: Body | None) -> None:
+    def _invoke(self, call: Call, result: dict[str, Any], headers: Any, body: Body | None) -> None:
         rec = call.record
         data, error = body if body is not None else read_body(result)
         doc: Any = None
@@ -222,7 +221,7 @@ class BedrockCalls:
         if usage is None:
             usage = body_usage(doc)
         rec.usage = _with_guardrails(usage, guardrail_trace(doc))
-        mark_large_context(rec.usage, model_family)
+        mark_large_context(rec.usage, rec.resource)
         if rec.usage is None or not rec.usage.reported:
             rec.usage_incomplete_reason = _NO_USAGE
         if isinstance(doc, dict):

@@ -64,11 +64,11 @@ def _tool_call(name: str, arguments: str) -> dict[str, str]:
 class _BedrockStream:
     """What both stream kinds share: usage, guardrails, the ending."""
 
-    __slots__ = ("call", "family", "final", "first", "guardrail", "open_tool", "reasons", "tools", "usage")
+    __slots__ = ("call", "final", "first", "guardrail", "open_tool", "reasons", "resource", "tools", "usage")
 
-    def __init__(self, call: Call, model_family: str) -> None:
+    def __init__(self, call: Call, resource: str | None) -> None:
         self.call = call
-        self.family = model_family
+        self.resource = resource  # the priced model (its long-context threshold)
         self.first = True
         self.usage: Usage | None = None
         self.final = False  # the usage seen is the provider's final report
@@ -85,7 +85,7 @@ class _BedrockStream:
             if usage is None:
                 usage = Usage()
             add_guardrail_units(usage, self.guardrail)
-        mark_large_context(usage, self.family)
+        mark_large_context(usage, self.resource)
         rec.usage = usage
         if not self.final:
             rec.usage_incomplete_reason = (
@@ -153,8 +153,8 @@ class InvokeStream(_BedrockStream):
 
     __slots__ = ("skip",)
 
-    def __init__(self, call: Call, model_family: str) -> None:
-        super().__init__(call, model_family)
+    def __init__(self, call: Call, resource: str | None) -> None:
+        super().__init__(call, resource)
         self.skip: Any = None  # prefix(es) of text chunks of a messages-shaped stream (module doc)
 
     def on_chunk(self, event: Any) -> bool:

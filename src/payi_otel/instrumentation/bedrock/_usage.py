@@ -20,15 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.units import Usage
 
 HEADER_INPUT = "x-amzn-bedrock-input-token-count"
 HEADER_OUTPUT = "x-amzn-bedrock-output-token-count"
 HEADER_CACHE_READ = "x-amzn-bedrock-cache-read-input-token-count"
 HEADER_CACHE_WRITE = "x-amzn-bedrock-cache-write-input-token-count"
-
-# Anthropic models above this many input tokens (cache included) are priced as large context.
-LARGE_CONTEXT_INPUT = 200_000
 
 # Bedrock guardrail usage key -> Usage field (named after the Pay-i unit).
 GUARDRAIL_UNITS = {
@@ -219,9 +217,12 @@ def guardrail_trace(body: Any) -> Any:
     return None
 
 
-def mark_large_context(usage: Usage | None, model_family: str) -> None:
-    if usage is not None and model_family == "anthropic" and (usage.input_tokens or 0) >= LARGE_CONTEXT_INPUT:
-        usage.large_context = True
+def mark_large_context(usage: Usage | None, resource: str | None) -> None:
+    """Large context when the prompt (cache included) is above the model's long-context threshold."""
+    if usage is not None:
+        threshold = long_context_threshold(resource)
+        if threshold is not None and (usage.input_tokens or 0) > threshold:
+            usage.large_context = True
 
 
 __all__ = [

@@ -9,7 +9,8 @@ Pay-i units per modality (through :func:`payi_otel.units.to_units`):
 * ``<unit>_cache_read.input`` = the modality's ``cache_tokens_details`` (``text_cache_read`` for TEXT, or
   all of ``cached_content_token_count`` when no details are given);
 * ``<unit>.output`` = the modality's ``candidates_tokens_details``; ``reasoning.output`` = thoughts;
-* every token unit gets ``_large_context`` when the prompt exceeds the model's long-context threshold.
+* every token unit gets ``_large_context`` when the prompt exceeds the model's long-context threshold
+  (:mod:`payi_otel.instrumentation._long_context`).
 
 Every reader accepts SDK objects and plain dicts (snake_case), and never raises on a missing field.
 """
@@ -18,21 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.units import Units, Usage
 
 # Gemini modality -> Pay-i unit. Unknown modalities count as text (they are in the totals).
 _MODALITY_UNITS = {"TEXT": "text", "IMAGE": "vision", "AUDIO": "audio", "VIDEO": "video", "DOCUMENT": "document"}
-
-# Models billed at a higher rate above a prompt size (tokens), as Google's price lists define them;
-# the longest matching prefix wins.
-LARGE_CONTEXT_THRESHOLDS: dict[str, int] = {
-    "gemini-1.5-pro": 128_000,
-    "gemini-1.5-flash": 128_000,
-    "gemini-2.5-pro": 200_000,
-    "gemini-3-pro": 200_000,
-    "gemini-3.1-pro": 200_000,
-}
-
 
 def _g(obj: Any, name: str) -> Any:
     if obj is None:
@@ -57,16 +48,6 @@ def _by_unit(details: Any) -> dict[str, int]:
         unit = _unit_of(_g(item, "modality"))
         counts[unit] = counts.get(unit, 0) + _int(_g(item, "token_count"))
     return counts
-
-
-def large_context_threshold(model: str | None) -> int | None:
-    if not model:
-        return None
-    best: tuple[int, int] | None = None
-    for prefix, threshold in LARGE_CONTEXT_THRESHOLDS.items():
-        if model.startswith(prefix) and (best is None or len(prefix) > best[0]):
-            best = (len(prefix), threshold)
-    return best[1] if best else None
 
 
 def usage_from_metadata(u: Any, model: str | None) -> Usage | None:
@@ -102,7 +83,7 @@ def usage_from_metadata(u: Any, model: str | None) -> Usage | None:
             modalities.setdefault(unit, {})["output"] = count
     if modalities:
         usage.modalities = modalities
-    threshold = large_context_threshold(model)
+    threshold = long_context_threshold(model)
     usage.large_context = threshold is not None and _int(prompt) > threshold
     return usage
 
@@ -121,4 +102,4 @@ def embedding_usage(result: Any, model: str | None) -> Usage | None:
     return Usage(input_tokens=total, output_tokens=0) if total is not None else None
 
 
-__all__ = ["LARGE_CONTEXT_THRESHOLDS", "embedding_usage", "large_context_threshold", "usage_from_metadata"]
+__all__ = ["embedding_usage", "usage_from_metadata"]
