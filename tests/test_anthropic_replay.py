@@ -16,8 +16,8 @@ from _anthropic_helpers import (
     client_for,
     expected_tool_calls,
     expected_units,
-    recorded_image_tokens,
     is_anthropic,
+    recorded_image_tokens,
     recorded_usage,
 )
 from _openai_helpers import Telemetry, payi_event, usage_complete

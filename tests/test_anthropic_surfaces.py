@@ -160,7 +160,8 @@ def _gif(width: int, height: int) -> bytes:
 
 
 def _image(media_type: str, data: bytes) -> dict:
-    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode()}}
+    source = {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode()}
+    return {"type": "image", "source": source}
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
