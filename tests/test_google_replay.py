@@ -140,9 +140,9 @@ def _expect(interaction: Interaction, result: Any) -> dict[str, Any] | None:
     expected["response_id"] = next((e["responseId"] for e in events if e.get("responseId")), None)
     # Older google-genai releases drop some fields of the Gemini API's answer: nothing can read them then.
     first = result[0] if isinstance(result, list) and result else result
-    if getattr(first, "response_id", "") is None:
+    if getattr(first, "response_id", None) is None:  # None, or no such field in this release
         expected["response_id"] = None
-    if getattr(first, "model_version", "") is None:
+    if getattr(first, "model_version", None) is None:
         expected["response_model"] = None
         expected["resource"] = "google." + model_of(interaction)
     if kind in ("generateContent", "streamGenerateContent"):

@@ -35,8 +35,8 @@ def _anthropic_version() -> str | None:
 class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments Anthropic, Anthropic-on-Bedrock and Anthropic-on-Vertex clients (sync and async).
 
-    ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``capture_content``
-    (bool; default from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
+    ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``logger_provider`` (content
+    events), ``capture_content`` (a mode or bool; default from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
     """
 
     _wraps: WrapSet | None = None
@@ -52,6 +52,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
+            logger_provider=kwargs.get("logger_provider"),
             error_info=error_info,
         )
         wraps = WrapSet()

@@ -44,8 +44,8 @@ def _botocore_version() -> str:
 class BedrockInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments AWS Bedrock runtime clients (boto3 / botocore; aiobotocore where installed).
 
-    ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``capture_content``
-    (bool; default from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
+    ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``logger_provider`` (content
+    events), ``capture_content`` (a mode or bool; default from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
     """
 
     _wraps: WrapSet | None = None
@@ -58,6 +58,7 @@ class BedrockInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
+            logger_provider=kwargs.get("logger_provider"),
             error_info=error_info,
         )
         calls = BedrockCalls(core, f"botocore/{_botocore_version()}")

@@ -35,7 +35,8 @@ def _version() -> str | None:
 class GoogleGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments google-genai clients (sync and async).
 
-    ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``capture_content``.
+    ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``logger_provider`` (content
+    events), ``capture_content`` (a mode or bool; default from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
     """
 
     _wraps: WrapSet | None = None
@@ -49,6 +50,7 @@ class GoogleGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
+            logger_provider=kwargs.get("logger_provider"),
             error_info=error_info,
         )
         wraps = WrapSet()

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from payi_otel.core import COMPLETED, ERROR, Call, CallRecord
+from payi_otel.instrumentation.google_genai._content import output_messages
 from payi_otel.instrumentation.google_genai._usage import _g, embedding_usage, usage_from_metadata
 
 _NO_EMBEDDING_USAGE = "the Gemini API reports no usage for embeddings"
@@ -153,6 +154,8 @@ class GenerateStream:
         rec = call.record
         rec.stream_outcome = outcome
         self.state.fill(rec)
+        if call.capture_content:
+            rec.output_messages = output_messages(self.responses)
         if rec.usage is None:
             rec.usage_incomplete_reason = (
                 _NO_USAGE_IN_STREAM if outcome == COMPLETED else f"stream ended before usage was reported ({outcome})"

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from payi_otel.core import Call, CallRecord, SpanCore
 from payi_otel.instrumentation._wrapping import Target
+from payi_otel.instrumentation.google_genai._content import input_messages, output_messages, system_instructions
 from payi_otel.instrumentation.google_genai._read import (
     GenerateStream,
     read_embed,
@@ -124,7 +125,11 @@ class Operation:
         )
         if rec.request_model:
             rec.resource = f"google.{rec.request_model}"
-        _request_params(rec, kwargs.get("config"))
+        config = kwargs.get("config")
+        _request_params(rec, config)
+        if state.core.capture_content and self.operation == "generate_content":
+            rec.input_messages = input_messages(kwargs.get("contents"))
+            rec.system_instructions = system_instructions(config)
         return state.core.start(rec), kwargs
 
     def finish(self, call: Call, result: Any) -> Any:
@@ -135,6 +140,8 @@ class Operation:
         call.record.status_code = 200  # the SDK raises APIError for any other status
         if self.read is not None:
             self.read(call.record, result)
+        if call.capture_content and self.operation == "generate_content":
+            call.record.output_messages = output_messages([result])
         call.end()
         return result
 
