@@ -1,7 +1,11 @@
 """Shared pieces for the Google GenAI tests: recorded Google interactions served to the real google-genai SDK.
 
-Only the SDK's HTTP transport is replaced (``HttpOptions(client_args={"transport": ...})``). Two fixes make
-old recordings readable by today's SDK, as the live API answers today:
+Only the SDK's HTTP transport is replaced: ``HttpOptions(client_args={"transport": ...})`` from google-genai
+1.11 on. Older releases build their own ``requests`` session (sync, and async through a thread before 1.5)
+or ``httpx.AsyncClient`` per request, with no way to pass a transport: there the transport of those
+sessions and clients is replaced (:func:`_answer_legacy_clients`: requests' adapter and the httpx
+transport of clients the SDK makes), for Google hosts only. Two fixes make old recordings readable by
+today's SDK, as the live API answers today:
 
 * ``streamGenerateContent`` bodies recorded as one JSON array (no ``alt=sse``) are served as SSE events;
 * enums recorded as integers (protobuf JSON of older Vertex clients) are restored to their names.
@@ -122,19 +126,87 @@ def google_interactions() -> list[tuple[str, int, Interaction]]:
     return cases
 
 
+# google-genai before 1.11 has no HttpOptions.client_args.
+TAKES_TRANSPORT = "client_args" in types.HttpOptions.model_fields
+
+
+class _Legacy:
+    cassette: Cassette | None = None  # what the SDK's own sessions and clients are answered from
+    installed = False
+
+
+def _requests_response(request: Any, interaction: Interaction) -> Any:
+    import gzip
+    import io
+
+    import requests
+
+    response = requests.Response()
+    response.status_code = interaction.status
+    response.headers = requests.structures.CaseInsensitiveDict(
+        {k: v for k, v in interaction.headers if k.lower() not in ("content-encoding", "content-length")}
+    )
+    body = interaction.body
+    if (interaction.header("content-encoding") or "").lower() == "gzip" or body[:2] == b"\x1f\x8b":
+        body = gzip.decompress(body)  # what urllib3 would have decoded
+    response.raw = io.BytesIO(body)
+    response.url, response.request, response.reason, response.encoding = request.url, request, "", "utf-8"
+    return response
+
+
+def _answer_legacy_clients(cassette: Cassette) -> None:
+    """Answer the requests sessions and httpx clients that google-genai < 1.11 creates per request from
+    ``cassette`` (Google hosts only; everything else goes to the real transports)."""
+    import httpx
+    import requests
+
+    _Legacy.cassette = cassette
+    if _Legacy.installed:
+        return
+    _Legacy.installed = True
+
+    class ReplayAdapter(requests.adapters.BaseAdapter):  # type: ignore[misc]
+        def send(self, request: Any, stream: bool = False, **_: Any) -> Any:
+            assert _Legacy.cassette is not None
+            return _requests_response(request, _Legacy.cassette.next_for(request.method, urlsplit(request.url).path))
+
+        def close(self) -> None:
+            pass
+
+    adapter = ReplayAdapter()
+    real_get_adapter = requests.Session.get_adapter
+
+    def get_adapter(self: Any, url: str) -> Any:
+        return adapter if GOOGLE_HOST.search(urlsplit(url).hostname or "") else real_get_adapter(self, url)
+
+    requests.Session.get_adapter = get_adapter
+    real_async = httpx.AsyncHTTPTransport.handle_async_request
+
+    async def handle_async_request(self: Any, request: Any) -> Any:
+        if _Legacy.cassette is None or not GOOGLE_HOST.search(request.url.host):
+            return await real_async(self, request)
+        return await _Legacy.cassette.transport("httpx").handle_async_request(request)
+
+    httpx.AsyncHTTPTransport.handle_async_request = handle_async_request
+
+
 def client_for(interaction: Interaction, cassette: Cassette) -> genai.Client:
     """A real google-genai client for the API and version ``interaction`` was recorded against."""
     parts = urlsplit(interaction.uri)
     base_url = f"{parts.scheme}://{parts.netloc}/"
-    transport = cassette.transport("httpx")
     vertex = VERTEX_PATH.match(interaction.path)
     version = vertex.group("version") if vertex else interaction.path.strip("/").split("/")[0]
     if parts.path.startswith("/upload/"):
         version = parts.path.split("/")[2]
-    options = types.HttpOptions(
-        base_url=base_url, api_version=version, client_args={"transport": transport},
-        async_client_args={"transport": transport},
-    )  # fmt: skip
+    if TAKES_TRANSPORT:
+        transport = cassette.transport("httpx")
+        options = types.HttpOptions(
+            base_url=base_url, api_version=version, client_args={"transport": transport},
+            async_client_args={"transport": transport},
+        )  # fmt: skip
+    else:
+        _answer_legacy_clients(cassette)
+        options = types.HttpOptions(base_url=base_url, api_version=version)
     if is_vertex(interaction):
         assert vertex, interaction.path
         return genai.Client(
@@ -179,10 +251,22 @@ def embed_kwargs(interaction: Interaction) -> dict[str, Any]:
     return {"model": model_of(interaction), "contents": texts or ["hello"]}
 
 
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
+def sdk_visible(usage: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a recorded ``usageMetadata`` the installed SDK parses: older releases drop the fields they
+    do not know (thoughts, cache and tool-use details, ...), so nothing can read them there."""
+    known = set(types.GenerateContentResponseUsageMetadata.model_fields)
+    return {k: v for k, v in usage.items() if _snake(k) in known}
+
+
 def expected_units(usage: dict[str, Any], model: str) -> dict[str, dict[str, int]]:
     """Pay-i units of a recorded ``usageMetadata``, by the rule of Pay-i's Vertex instrumentation (per-modality
     input minus that modality's cache, cache per modality, candidates per modality, thoughts as reasoning),
     plus what it drops: DOCUMENT tokens and ``toolUsePromptTokenCount`` (as input of its modalities)."""
+    usage = sdk_visible(usage)
     names = {"TEXT": "text", "IMAGE": "vision", "AUDIO": "audio", "VIDEO": "video", "DOCUMENT": "document"}
 
     def per(details: Any) -> dict[str, int]:
