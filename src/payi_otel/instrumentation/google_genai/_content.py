@@ -5,8 +5,8 @@ Only called when content capture is on. ``contents`` is read as the caller passe
 sends it. Roles are the conventions' (``model`` -> ``assistant``). Text, thoughts (``reasoning``), function
 calls and function responses become their parts; inline data and file references become ``blob`` /
 ``uri`` parts naming their MIME type and modality (inline bytes are not copied); any other part is a part
-whose type is the field it carries (``executable_code``, ...), so nothing is guessed. A stream's output is the text of each candidate joined across its
-chunks, and every function call in order.
+whose type is the field it carries (``executable_code``, ...), so nothing is guessed. A stream's output is
+the text of each candidate joined across its chunks, and every function call in order.
 """
 
 from __future__ import annotations
