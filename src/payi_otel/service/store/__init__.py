@@ -8,6 +8,7 @@ Tables: ``groups`` > ``applications`` > ``api_keys`` (two slots, SHA-256 digests
 ``xproxy_result`` is rebuilt on read, so rows stay small and bulk inserts fast);
 ``use_case_definitions`` / ``use_case_instances``; ``resource_versions`` (the price snapshot behind
 each ``resource_id``); ``limits`` (per application; ingest checks limit ids against it);
+``limit_reservations`` (worst-case cost held by calls in flight against block limits);
 ``otlp_spans`` (GenAI spans received over OTLP and the request each one's call became).
 """
 
@@ -31,6 +32,7 @@ from payi_otel.service.store.records import (
     now_ms,
 )
 from payi_otel.service.store.reports import MULTI_VALUED, REPORT_DIMENSIONS, STATUSES, ReportQuery, ReportsStore
+from payi_otel.service.store.reservations import Admission, ReservationsStore
 from payi_otel.service.store.schema import SCHEMA_VERSION
 from payi_otel.service.store.use_cases import (
     DefinitionRecord,
@@ -48,6 +50,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "WAL_RESTART_FRAMES",
+    "Admission",
     "Application",
     "DefinitionRecord",
     "HistoryRecord",
@@ -65,5 +68,5 @@ __all__ = [
 ]
 
 
-class Store(AppsStore, IngestStore, UseCasesStore, CatalogStore, OtlpSpansStore, ReportsStore):
+class Store(AppsStore, IngestStore, UseCasesStore, CatalogStore, OtlpSpansStore, ReportsStore, ReservationsStore):
     """All persistent state of the local service."""

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS limits (
     schedule_anchor_ms INTEGER,      -- start of the first period of a duration schedule
     next_reset_ms INTEGER,           -- when the next scheduled reset is due
     alerted INTEGER NOT NULL DEFAULT 0,  -- alerts raised since the last reset: bit 1 threshold, bit 2 max
+    reserved REAL NOT NULL DEFAULT 0,  -- worst-case cost of calls in flight (block limits; see limit_reservations)
     PRIMARY KEY (application_id, limit_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS limits_name ON limits (application_id, limit_name);
@@ -78,6 +79,18 @@ CREATE TABLE IF NOT EXISTS limit_history (
     trigger TEXT NOT NULL,           -- manual | schedule
     totals TEXT NOT NULL             -- JSON TotalCostData at the reset
 );
+-- Worst-case cost reserved against block limits by calls in flight (proxy, or enforcement in the
+-- plugin); each row is part of its limit's ``reserved``, settled or released when the call ends,
+-- released when it expires (a call whose end was never reported).
+CREATE TABLE IF NOT EXISTS limit_reservations (
+    application_id INTEGER NOT NULL,
+    reservation_id TEXT NOT NULL,
+    limit_id TEXT NOT NULL,
+    amount REAL NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (application_id, reservation_id, limit_id)
+);
+CREATE INDEX IF NOT EXISTS limit_reservations_expiry ON limit_reservations (expires_ms);
 CREATE INDEX IF NOT EXISTS limit_history_limit ON limit_history (application_id, limit_id, reset_ms);
 CREATE TABLE IF NOT EXISTS limit_alerts (
     id INTEGER PRIMARY KEY,
@@ -213,7 +226,7 @@ CREATE TABLE IF NOT EXISTS otlp_spans (
 CREATE INDEX IF NOT EXISTS otlp_spans_parent ON otlp_spans (application_id, trace_id, parent_span_id);
 CREATE INDEX IF NOT EXISTS otlp_spans_seen ON otlp_spans (seen_ms);
 """
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Upgrades of older files, by the version they start from.
 _MIGRATIONS = {
@@ -269,6 +282,8 @@ ALTER TABLE use_case_instances ADD COLUMN limit_id TEXT;
     # 5 had no otlp_spans table (the schema script creates it).
     5: "",
     6: "",  # 6 had no custom resources: the table is created with the others
+    # 7 kept no reservations of block limits (the schema script creates their table).
+    7: "ALTER TABLE limits ADD COLUMN reserved REAL NOT NULL DEFAULT 0;",
 }
 
 
