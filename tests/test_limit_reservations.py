@@ -28,13 +28,17 @@ def _limit(store: Store, app_id: int, limit_id: str) -> LimitRecord:
 
 def test_admissions_never_reserve_more_than_max_from_many_threads(tmp_path: Path) -> None:
     store, app_id = _store_with_limit(tmp_path, max_=1.0)
+    store.create_limit(  # an allow limit beside it takes no reservation
+        app_id, limit_id="A", limit_name="allow", max_=0.1, limit_type="allow", threshold=1.0, properties=None,
+        reset_schedule=None, now_ms=0,
+    )
     admitted: list[str] = []
     lock = threading.Lock()
 
     def caller(n: int) -> None:
         for k in range(10):
             rid = f"r{n}-{k}"
-            admission = store.reserve(app_id, rid, ["L"], 0.3, now_ms=1, expires_ms=10_000)
+            admission = store.reserve(app_id, rid, ["L", "A"], 0.3, now_ms=1, expires_ms=10_000)
             if admission.admitted:
                 with lock:
                     admitted.append(rid)
@@ -45,6 +49,7 @@ def test_admissions_never_reserve_more_than_max_from_many_threads(tmp_path: Path
     for t in threads:
         t.join()
     assert len(admitted) == 3  # 3 x 0.3 fits in 1.0, a 4th would not
+    assert store.reserved_amount(app_id, "A") == 0.0
     assert store.reserved_amount(app_id, "L") == pytest.approx(0.9)
     limit = _limit(store, app_id, "L")
     assert limit.requests["blocked"] == 80 - 3

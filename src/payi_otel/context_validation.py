@@ -185,7 +185,10 @@ class ContextLayer(TypedDict, total=False):
 _HEADERS: dict[str, tuple[str, str]] = {f.header.lower(): (f.name, f.kind) for f in P.CONTEXT_FIELDS}
 
 
-def _parse_properties(header: str, raw: str) -> dict[str, str | None]:
+def parse_properties_header(header: str, raw: str) -> dict[str, str | None]:
+    """A properties header's value: a JSON object, or Base64 of one (as Pay-i's proxy takes it).
+
+    A malformed value raises ValueError naming the header."""
     text = raw.strip()
     if not text.startswith("{"):
         try:
@@ -236,5 +239,5 @@ def layer_from_headers(headers: Mapping[str, str] | None) -> tuple[dict[str, Any
                 except ValueError:
                     raise ValueError(f"{name}: {value!r} must be an integer") from None
         else:
-            layer[key] = _parse_properties(name, value) if value.strip() else {}
+            layer[key] = parse_properties_header(name, value) if value.strip() else {}
     return layer, remaining

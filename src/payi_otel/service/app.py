@@ -32,7 +32,9 @@ from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
 from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.routes import admin, categories, dashboard, ingest, limits, reports, requests, use_cases
+from payi_otel.service.proxy.forward import Proxy
+from payi_otel.service.proxy.upstreams import Upstreams
+from payi_otel.service.routes import admin, categories, dashboard, ingest, limits, proxy, reports, requests, use_cases
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
 from payi_otel.service.routes.otlp import otlp_router
 from payi_otel.service.store import Store
@@ -54,6 +56,7 @@ def create_app(
     otlp_grpc_host: str = "127.0.0.1",
     loopback_only: bool = False,
     database_url: str | None = None,
+    upstreams: Upstreams | None = None,
 ) -> FastAPI:
     """The service over the SQLite store in ``data_dir`` (created, with a default application, if new),
     or over the PostgreSQL database of ``database_url`` (default: ``$PAYI_OTEL_DATABASE_URL``).
@@ -66,6 +69,7 @@ def create_app(
     over ``max_body_bytes`` (default: ``$PAYI_OTEL_MAX_BODY_BYTES`` or 16 MiB) are refused with 413.
     ``loopback_only``: the service listens on a loopback address only, so requests without credentials
     may read every application's data and act as administrator (see :mod:`payi_otel.service.admin`).
+    The proxy forwards to ``upstreams`` (default: from ``$PAYI_OTEL_UPSTREAM_*``).
     """
     body_limit = max_body_bytes_from_env() if max_body_bytes is None else max_body_bytes
     store = Store(data_dir, database_url=database_url)
@@ -76,6 +80,7 @@ def create_app(
     deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None, svc.committer.run)
     store.alert_listener = deliverer.wake
     otlp_sink = ServiceOtlpSink(store, svc.ingestor, svc.committer)
+    provider_proxy = Proxy(svc, upstreams or Upstreams())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,6 +108,7 @@ def create_app(
             ),
         ]
         yield
+        await provider_proxy.aclose()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,6 +198,7 @@ def create_app(
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
     app.include_router(otlp_router(otlp_sink, max_body_bytes=body_limit))
+    app.include_router(proxy.router(provider_proxy))
     dashboard.mount(app)
 
     _default_openapi = app.openapi

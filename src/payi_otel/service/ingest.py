@@ -79,6 +79,9 @@ class Attribution:
     dedupe_id: str | None = None
     price_as_category: str | None = None  # single ingest only (headers); Pay-i's bulk items have no such fields
     price_as_resource: str | None = None
+    # Block limits take spend only from calls admitted against them: proxied calls, and (when the
+    # service allows it) ingests of calls the plugin checked. Pay-i's ingest refuses them.
+    block_limits_allowed: bool = False
 
 
 # Names of the attribution fields in errors of a single ingest (headers) and of a bulk item (fields).
@@ -377,7 +380,7 @@ class Ingestor:
                 "invalid_limit_ids",
                 f"{names['limit_ids']}: limit ids {shown}{more} do not exist or do not belong to this application",
             )
-        if blocking:
+        if blocking and not attr.block_limits_allowed:
             shown = ", ".join(P.preview(i) for i in blocking[:_LISTED_IDS])
             more = f" and {len(blocking) - _LISTED_IDS} more" if len(blocking) > _LISTED_IDS else ""
             raise bad_request(
@@ -385,6 +388,10 @@ class Ingestor:
                 f"{names['limit_ids']}: {shown}{more} are block limits; block limits cannot be used for ingest"
                 " requests (only allow limits)",
             )
+
+    def check_headers(self, app: Application, attr: Attribution) -> None:
+        """Refuse attribution headers that an ingest of the same call would refuse (PayiApiError)."""
+        self._check_attribution(app, attr, _HEADER_NAMES)
 
     def ingest(self, app: Application, event: IngestRequest, attr: Attribution) -> dict[str, Any]:
         """Store one event (or recognise a duplicate) and return the IngestResponse body.

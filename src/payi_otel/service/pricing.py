@@ -123,6 +123,11 @@ class Pricer:
             self._models[key] = found
         return found
 
+    def context_window(self, category: str, resource: str) -> int | None:
+        """The model's context window in tokens (input and output), when the price data knows it."""
+        found = self._find_model(category, resource)
+        return None if isinstance(found, str) else found[1].context_window
+
     def _lookup(self, category: str, resource: str, scope: str | None = None) -> tuple[Provider, ModelInfo] | str:
         providers = CATEGORY_PROVIDERS.get(category)
         if providers is None:

@@ -16,6 +16,7 @@ until ``expires_ms``; expired reservations are released before any new admission
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from payi_otel.service.store.connection import StoreBase
 from payi_otel.service.store.records import StoreError
@@ -47,7 +48,9 @@ class Admission:
 
     reservation_id: str
     amount: float
-    blocked: list[str]
+    held: list[str]  # the block limits the reservation holds
+    blocked: list[str]  # the block limits that refused the call
+    block_limits: list[str]  # every block limit the call named
 
     @property
     def admitted(self) -> bool:
@@ -55,38 +58,28 @@ class Admission:
 
 
 class ReservationsStore(StoreBase):
-    def block_limit_ids(self, application_id: int, limit_ids: list[str]) -> list[str]:
-        """The block limits among ``limit_ids`` (committed data; unknown ids are left out)."""
-        if not limit_ids:
-            return []
-        marks = ",".join("?" * len(limit_ids))
-        rows = self.read_all(
-            f"SELECT limit_id FROM limits WHERE application_id = ? AND limit_type = 'block' AND limit_id IN ({marks})",
-            (application_id, *limit_ids),
-        )
-        found = {r[0] for r in rows}
-        return [lid for lid in limit_ids if lid in found]
-
     def reserve(
         self,
         application_id: int,
         reservation_id: str,
-        block_limit_ids: list[str],
+        limit_ids: list[str],
         amount: float,
         *,
         now_ms: int,
         expires_ms: int,
     ) -> Admission:
-        """Reserve ``amount`` (USD) against every one of ``block_limit_ids``, or against none.
+        """Reserve ``amount`` (USD) against every block limit among ``limit_ids``, or against none.
 
-        A limit refuses when its spend is at or over max, or when its spend plus what calls in
-        flight reserved plus ``amount`` would pass max. A refused call is counted in the ``blocked``
+        ``Admission.held`` lists the block limits reserved against (none: nothing to release). A
+        limit refuses when its spend is at or over max, or when its spend plus what calls in flight
+        reserved plus ``amount`` would pass max. A refused call is counted in the ``blocked``
         requests of the limits that refused and ``blocked_external`` of the others.
         """
         if amount < 0:
             raise StoreError(f"amount must be >= 0, got {amount}", "invalid_field_value")
         with self.transaction() as c:
             self._release_expired(now_ms)
+            block_limit_ids = self._block_limits(c, application_id, limit_ids)
             blocked: list[str] = []
             try:
                 with self.transaction():
@@ -105,7 +98,22 @@ class ReservationsStore(StoreBase):
                 for lid in block_limit_ids:
                     own = lid in refused
                     c.execute(_COUNT_BLOCKED, (int(own), int(not own), application_id, lid))
-        return Admission(reservation_id, amount, blocked)
+        return Admission(reservation_id, amount, [] if blocked else block_limit_ids, blocked, block_limit_ids)
+
+    @staticmethod
+    def _block_limits(c: Any, application_id: int, limit_ids: list[str]) -> list[str]:
+        if not limit_ids:
+            return []
+        marks = ",".join("?" * len(limit_ids))
+        found = {
+            r[0]
+            for r in c.execute(
+                "SELECT limit_id FROM limits WHERE application_id = ? AND limit_type = 'block'"
+                f" AND limit_id IN ({marks})",
+                (application_id, *limit_ids),
+            )
+        }
+        return [lid for lid in limit_ids if lid in found]
 
     def release_reservation(self, application_id: int, reservation_id: str) -> list[str]:
         """Give back what a reservation holds (the call ended; its real cost, if any, is counted by
