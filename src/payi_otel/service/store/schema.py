@@ -282,9 +282,17 @@ ALTER TABLE use_case_instances ADD COLUMN limit_id TEXT;
     # 5 had no otlp_spans table (the schema script creates it).
     5: "",
     6: "",  # 6 had no custom resources: the table is created with the others
-    # 7 kept no reservations of block limits (the schema script creates their table).
-    7: "ALTER TABLE limits ADD COLUMN reserved REAL NOT NULL DEFAULT 0;",
+    # 7 kept no reservations of block limits (the schema script creates their table); see _add_reserved.
+    7: "",
 }
+
+
+def _add_reserved(conn: sqlite3.Connection) -> None:
+    """Files from before version 8 get ``limits.reserved`` (a file from before 4 has no limits table
+    yet at this point: the schema script creates it with the column)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(limits)")}
+    if columns and "reserved" not in columns:
+        conn.execute("ALTER TABLE limits ADD COLUMN reserved REAL NOT NULL DEFAULT 0")
 
 
 def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -296,10 +304,13 @@ def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
             raise StoreError(
                 f"{path} was written by a newer payi-otel (schema {version}, this one knows {SCHEMA_VERSION})"
             )
+        upgraded = 0 < version < SCHEMA_VERSION
         while 0 < version < SCHEMA_VERSION:  # 0: a new file
             for statement in statements(_MIGRATIONS[version]):
                 conn.execute(statement)
             version += 1
+        if upgraded:
+            _add_reserved(conn)
         for statement in statements(_SCHEMA):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
