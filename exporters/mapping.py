@@ -233,7 +233,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     """
     attrs = view.attributes
     category = _category(attrs)
-    if category is None:
+    if category is None or attrs.get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
         return None
 
     units: dict[str, dict[str, int]] = {}

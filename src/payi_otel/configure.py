@@ -25,7 +25,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 
 from payi_otel import context as _context
 from payi_otel import processor as context_processor
-from payi_otel import propagation
+from payi_otel import propagation, proxy_mode
 from payi_otel.context_validation import ContextLayer, validate_layer
 
 __all__ = ["Instrumentation", "available_instrumentors", "instrument"]
@@ -98,6 +98,7 @@ class Instrumentation:
                     _LOG.warning("payi-otel: shutting down the Pay-i span processor failed", exc_info=True)
                 self.span_processor = None
             _context.clear_global_defaults()
+            proxy_mode.reset()
             if _HANDLE is self:
                 _HANDLE = None
 
@@ -161,6 +162,7 @@ def instrument(
     exporter: bool | None = None,
     config: Mapping[str, Any] | None = None,
     payi: Any = None,
+    proxy: bool | None = None,
     **context_defaults: Unpack[ContextLayer],
 ) -> Instrumentation:
     """Set up payi-otel. Call once, early; later calls return the same handle.
@@ -179,6 +181,8 @@ def instrument(
     * ``payi``: an official ``payi.Payi`` or ``payi.AsyncPayi`` client (or a list of them, as Pay-i's
       ``payi_instrument`` takes): the Pay-i exporter sends to its base URL with its API key and its
       ``default_headers``, instead of ``PAYI_BASE_URL`` / ``PAYI_API_KEY``.
+    * ``proxy``: send instrumented OpenAI / Azure OpenAI / Anthropic calls through the Pay-i proxy at
+      that base URL (``None``: ``$PAYI_PROXY``, default off); see :mod:`payi_otel.proxy_mode`.
 
     Raises ``TypeError`` / ``ValueError`` naming the argument for bad input, before changing
     anything. Instrumentors that fail to load are skipped with a warning, never raised.
@@ -186,9 +190,11 @@ def instrument(
     global _HANDLE
     layer = validate_layer(context_defaults)
     names, options = _check_arguments(instruments, exporter, config)
+    if proxy is not None and not isinstance(proxy, bool):
+        raise TypeError(f"proxy: must be None, True or False, got {type(proxy).__name__}")
     destination = payi_client_settings(payi)
     arguments = (
-        layer, names, tracer_provider, meter_provider, exporter, options, tuple(sorted(destination.items()))
+        layer, names, tracer_provider, meter_provider, exporter, options, tuple(sorted(destination.items())), proxy
     )
 
     with _LOCK:
@@ -205,6 +211,7 @@ def instrument(
 
         handle = Instrumentation(arguments)
         handle.defaults = _context.set_global_defaults(**layer)
+        proxy_mode.configure(proxy, destination.get("base_url"), destination.get("api_key"))
         propagation.install()
         try:
             provider = _setup_exporter(handle, tracer_provider, exporter, destination)

@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 _KEY = otel_context.create_key("payi_otel.business_context")
+# Proxy mode switched on or off for a block of code (track_context(proxy=...); see payi_otel.proxy_mode).
+PROXY_KEY = otel_context.create_key("payi_otel.proxy_mode")
 
 # The per-process instance id of the default use case (named after the calling module).
 PROCESS_USE_CASE_ID = str(uuid.uuid4())
@@ -339,16 +341,25 @@ class track_context:
 
     ``__enter__`` returns the merged ``BusinessContext``. The same object can be entered again,
     nested or from concurrent tasks: every entry is independent.
+
+    ``proxy=True`` / ``False`` switches proxy mode on or off inside the block (see
+    :mod:`payi_otel.proxy_mode`); ``None`` (the default) keeps what is in effect.
     """
 
-    __slots__ = ("_layer",)
+    __slots__ = ("_layer", "_proxy")
 
-    def __init__(self, **layer: Unpack[ContextLayer]) -> None:
+    def __init__(self, *, proxy: bool | None = None, **layer: Unpack[ContextLayer]) -> None:
+        if proxy is not None and not isinstance(proxy, bool):
+            raise TypeError(f"proxy: must be None, True or False, got {type(proxy).__name__}")
         self._layer = validate_layer(layer)
+        self._proxy = proxy
 
     def __enter__(self) -> BusinessContext:
         frame = _new_frame(self._layer, self)
-        frame.token = otel_context.attach(_with_frame(frame))
+        ctx = _with_frame(frame)
+        if self._proxy is not None:
+            ctx = otel_context.set_value(PROXY_KEY, self._proxy, ctx)
+        frame.token = otel_context.attach(ctx)
         return frame.cache[1]
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

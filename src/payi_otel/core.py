@@ -106,6 +106,7 @@ class CallRecord:
     output_messages: Any = None
     system_instructions: Any = None
     business_layer: Mapping[str, Any] | None = None  # innermost context layer (per-call headers)
+    proxied: bool = False  # sent through a Pay-i proxy, which stores the call (no ingest event)
 
 
 # --- business context ----------------------------------------------------------------------------
@@ -227,6 +228,8 @@ class SpanCore:
             attrs[A.PAYI_PROVIDER_URI] = record.provider_uri
         if record.instrumented_module:
             attrs[A.PAYI_INSTRUMENTED_MODULE] = record.instrumented_module
+        if record.proxied:
+            attrs[A.PAYI_PROXIED] = True
         if record.stream:
             attrs[A.GEN_AI_REQUEST_STREAM] = True
         if record.max_tokens is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from payi_otel.core import ERROR, Call, CallRecord, SpanCore, split_proxy_headers
 from payi_otel.instrumentation._long_context import long_context_threshold
+from payi_otel.instrumentation._proxy_route import route_target, through_proxy
 from payi_otel.instrumentation._stainless import RawResponses
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.anthropic._streams import (
@@ -124,6 +125,8 @@ class Operation:
             stream=stream,
             business_layer=layer,
         )
+        if info.category == _DEFAULT_KIND[1]:  # the Anthropic API itself (Bedrock and Vertex clients sign requests)
+            kwargs = through_proxy(rec, kwargs, "anthropic")
         max_tokens = kwargs.get("max_tokens", kwargs.get("max_tokens_to_sample"))
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             rec.max_tokens = max_tokens
@@ -265,6 +268,7 @@ def targets(state: State) -> list[Target]:
     for cls in ("Completions", "AsyncCompletions"):
         rows.append(Target("anthropic.resources.completions", cls, "create", legacy))
     rows.extend(state.raw.targets())
+    rows.append(route_target("anthropic"))
     return rows
 
 

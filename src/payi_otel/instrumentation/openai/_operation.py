@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import Call, CallRecord, SpanCore, split_proxy_headers
+from payi_otel.instrumentation._proxy_route import through_proxy
 from payi_otel.instrumentation._stainless import RawResponses
 from payi_otel.messages import Message
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
@@ -103,6 +104,7 @@ class OpenAIOperation:
             stream=stream,
             business_layer=layer,
         )
+        kwargs = through_proxy(rec, kwargs, "azure.openai" if info.provider == PROVIDER_AZURE else "openai")
         if info.provider == PROVIDER_AZURE and state.azure_deployments:
             rec.resource = state.azure_deployments.get(model or "") or state.azure_deployments.get(
                 info.deployment or ""

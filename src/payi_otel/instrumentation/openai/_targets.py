@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from payi_otel.instrumentation._proxy_route import route_target
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.messages import Message
 from payi_otel.units import Usage
@@ -61,6 +62,7 @@ def targets(state: State) -> list[Target]:
     # Raw responses (shared with the other Stainless SDKs): the span ends when the caller parses, closes or
     # drops the body; stream helpers that close the HTTP response directly end their stream's span first.
     rows.extend(state.raw.targets())
+    rows.append(route_target("openai"))
     for module, cls, method, hook in (
         ("openai.lib.streaming.chat._completions", "ChatCompletionStream", "close", helper_close_hook),
         ("openai.lib.streaming.chat._completions", "AsyncChatCompletionStream", "close", helper_close_hook),

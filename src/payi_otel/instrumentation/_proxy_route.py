@@ -1,0 +1,62 @@
+"""Proxy mode's route for the Stainless-generated SDKs (openai, anthropic): where the request is built.
+
+An instrumented call in proxy mode carries :data:`~payi_otel.proxy_mode.ROUTE_HEADER` (the proxy's
+base for the provider) among its headers. The SDK's ``BaseClient._build_request`` is wrapped: such a
+request is built for ``<route><the provider path and query>`` instead, with the client's own
+endpoint in ``xProxy-Provider-BaseUri``, and the internal header taken off. Every other request is
+built as the SDK builds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from payi_otel.core import CallRecord
+from payi_otel.instrumentation._wrapping import Target
+from payi_otel.proxy_mode import PROVIDER_BASE_URI, ROUTE_HEADER, call_headers
+
+
+def through_proxy(rec: CallRecord, kwargs: dict[str, Any], route: str) -> dict[str, Any]:
+    """``kwargs`` of a call in proxy mode with the proxy's headers added (and ``rec`` marked); else unchanged."""
+    try:
+        headers = call_headers(route, rec.business_layer)
+    except Exception:  # best effort: a call that cannot be routed goes to the provider as configured
+        return kwargs
+    if headers is None:
+        return kwargs
+    rec.proxied = True
+    given = kwargs.get("extra_headers")
+    return {**kwargs, "extra_headers": {**(given if isinstance(given, Mapping) else {}), **headers}}
+
+
+def _rerouted(instance: Any, options: Any) -> Any:
+    headers = getattr(options, "headers", None)
+    if not isinstance(headers, dict) or ROUTE_HEADER not in headers:
+        return None
+    route = headers[ROUTE_HEADER]
+    original = instance._prepare_url(options.url)  # the provider URL the SDK would call
+    kept = {k: v for k, v in headers.items() if k != ROUTE_HEADER}
+    kept.setdefault(PROVIDER_BASE_URI, f"{original.scheme}://{original.netloc.decode('ascii')}")
+    url = f"{route}{original.raw_path.decode('ascii')}"
+    copy = getattr(options, "model_copy", None) or options.copy  # pydantic 2 / pydantic 1
+    return copy(update={"url": url, "headers": kept})
+
+
+def build_request_hook(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """wrapt wrapper of ``BaseClient._build_request(options, ...)``."""
+    options = args[0] if args else kwargs.get("options")
+    try:
+        rerouted = _rerouted(instance, options)
+    except Exception:  # never break the call: an unexpected SDK shape builds the request unchanged
+        rerouted = None
+    if rerouted is None:
+        return wrapped(*args, **kwargs)
+    if args:
+        return wrapped(rerouted, *args[1:], **kwargs)
+    return wrapped(**{**kwargs, "options": rerouted})
+
+
+def route_target(sdk: str) -> Target:
+    """The wrap-table row of ``<sdk>._base_client.BaseClient._build_request``."""
+    return Target(f"{sdk}._base_client", "BaseClient", "_build_request", build_request_hook, raw=True)
