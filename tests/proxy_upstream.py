@@ -114,3 +114,23 @@ class RecordedUpstream:
                 hold = self.hold_after_first_event
                 if hold is not None:
                     await anyio.to_thread.run_sync(hold.wait)
+
+
+def main() -> None:
+    """``python proxy_upstream.py CASSETTE [INDEX]``: answer every request with one recorded interaction
+    until killed (benchmarks); prints ``listening on <base url>``."""
+    import sys
+    import time
+
+    from payi_otel.testing.replay import Cassette
+
+    upstream = RecordedUpstream()
+    upstream.repeat = Cassette.load(sys.argv[1]).interactions[int(sys.argv[2]) if len(sys.argv) > 2 else 0]
+    with upstream:
+        print(f"listening on {upstream.base_url}", flush=True)
+        while True:
+            time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

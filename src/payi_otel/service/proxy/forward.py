@@ -121,15 +121,22 @@ class Proxy:
     def __init__(self, svc: Service, upstreams: Upstreams, client: httpx.AsyncClient | None = None) -> None:
         self.svc = svc
         self.upstreams = upstreams
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(600.0, connect=10.0),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            follow_redirects=False,
-            trust_env=False,  # HTTP(S)_PROXY of the service's environment is not where calls go
-        )
+        self._client = client  # made at the first call: creating one (TLS setup) slows service start-up
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(600.0, connect=10.0),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                follow_redirects=False,
+                trust_env=False,  # HTTP(S)_PROXY of the service's environment is not where calls go
+            )
+        return self._client
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     # --- 1 + 2: check and admit ---------------------------------------------------------------
     async def handle(self, request: Request, provider: Provider, path: str) -> Response:

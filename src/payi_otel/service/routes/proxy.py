@@ -6,27 +6,39 @@ README lists them); see :mod:`payi_otel.service.proxy.forward` for what happens 
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from payi_otel.service.proxy.anthropic import AnthropicProvider
 from payi_otel.service.proxy.base import Provider
 from payi_otel.service.proxy.forward import Proxy
-from payi_otel.service.proxy.openai import OpenAIProvider
 
-PROVIDERS: tuple[Provider, ...] = (OpenAIProvider(azure=False), OpenAIProvider(azure=True), AnthropicProvider())
+ROUTES = ("openai", "azure.openai", "anthropic")
+
+
+@functools.cache
+def provider(name: str) -> Provider:
+    """The provider module behind a route, imported at its first call (service start-up stays light)."""
+    if name == "anthropic":
+        from payi_otel.service.proxy.anthropic import AnthropicProvider
+
+        return AnthropicProvider()
+    from payi_otel.service.proxy.openai import OpenAIProvider
+
+    return OpenAIProvider(azure=name == "azure.openai")
 
 
 def router(proxy: Proxy) -> APIRouter:
     api = APIRouter(prefix="/api/v1/proxy", tags=["proxy"])
 
-    def route(provider: Provider) -> None:
+    def route(name: str) -> None:
         async def forward(request: Request, path: str) -> Response:
-            return await proxy.handle(request, provider, path)
+            return await proxy.handle(request, provider(name), path)
 
-        forward.__name__ = f"proxy_{provider.name.replace('.', '_')}"
-        api.add_api_route(f"/{provider.name}/{{path:path}}", forward, methods=["POST"], include_in_schema=False)
+        forward.__name__ = f"proxy_{name.replace('.', '_')}"
+        api.add_api_route(f"/{name}/{{path:path}}", forward, methods=["POST"], include_in_schema=False)
 
-    for provider in PROVIDERS:
-        route(provider)
+    for name in ROUTES:
+        route(name)
     return api
