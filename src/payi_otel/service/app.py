@@ -34,10 +34,23 @@ from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.pricing import Pricer
 from payi_otel.service.proxy.forward import Proxy
 from payi_otel.service.proxy.upstreams import Upstreams
-from payi_otel.service.routes import admin, categories, dashboard, ingest, limits, proxy, reports, requests, use_cases
+from payi_otel.service.routes import (
+    admin,
+    categories,
+    dashboard,
+    ingest,
+    limits,
+    proxy,
+    reports,
+    requests,
+    reservations,
+    use_cases,
+)
 from payi_otel.service.routes.common import API_KEY_HEADER, Service, json_response
 from payi_otel.service.routes.otlp import otlp_router
+from payi_otel.service.routes.reservations import INGEST_BLOCK_LIMITS_ENV
 from payi_otel.service.store import Store
+from payi_otel.settings import parse_bool
 
 log = logging.getLogger("payi_otel.service")
 
@@ -57,6 +70,7 @@ def create_app(
     loopback_only: bool = False,
     database_url: str | None = None,
     upstreams: Upstreams | None = None,
+    ingest_block_limits: bool | None = None,
 ) -> FastAPI:
     """The service over the SQLite store in ``data_dir`` (created, with a default application, if new),
     or over the PostgreSQL database of ``database_url`` (default: ``$PAYI_OTEL_DATABASE_URL``).
@@ -69,14 +83,21 @@ def create_app(
     over ``max_body_bytes`` (default: ``$PAYI_OTEL_MAX_BODY_BYTES`` or 16 MiB) are refused with 413.
     ``loopback_only``: the service listens on a loopback address only, so requests without credentials
     may read every application's data and act as administrator (see :mod:`payi_otel.service.admin`).
-    The proxy forwards to ``upstreams`` (default: from ``$PAYI_OTEL_UPSTREAM_*``).
+    The proxy forwards to ``upstreams`` (default: from ``$PAYI_OTEL_UPSTREAM_*``). ``ingest_block_limits``
+    (default ``$PAYI_OTEL_INGEST_BLOCK_LIMITS``, off as in Pay-i) lets ingest count spend in block limits and
+    enables ``POST /api/v1/reservations``.
     """
     body_limit = max_body_bytes_from_env() if max_body_bytes is None else max_body_bytes
     store = Store(data_dir, database_url=database_url)
     ensure_default_application(store)
     gate = AdminGate(ensure_admin_token(store.data_dir), loopback_only)
     store.start_background_checkpoints()
-    svc = Service(store, Ingestor(store, Pricer(), clock), GroupCommitter(store), clock, gate=gate)
+    if ingest_block_limits is None:
+        ingest_block_limits = parse_bool(os.environ.get(INGEST_BLOCK_LIMITS_ENV) or "false", INGEST_BLOCK_LIMITS_ENV)
+    svc = Service(
+        store, Ingestor(store, Pricer(), clock, block_limits=ingest_block_limits), GroupCommitter(store), clock,
+        gate=gate,
+    )
     deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None, svc.committer.run)
     store.alert_listener = deliverer.wake
     otlp_sink = ServiceOtlpSink(store, svc.ingestor, svc.committer)
@@ -199,6 +220,7 @@ def create_app(
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
     app.include_router(otlp_router(otlp_sink, max_body_bytes=body_limit))
     app.include_router(proxy.router(provider_proxy))
+    app.include_router(reservations.router(svc, ingest_block_limits))
     dashboard.mount(app)
 
     _default_openapi = app.openapi

@@ -82,6 +82,7 @@ class Attribution:
     # Block limits take spend only from calls admitted against them: proxied calls, and (when the
     # service allows it) ingests of calls the plugin checked. Pay-i's ingest refuses them.
     block_limits_allowed: bool = False
+    reservation_id: str | None = None  # the reservation the call held (released when it is stored)
 
 
 # Names of the attribution fields in errors of a single ingest (headers) and of a bulk item (fields).
@@ -90,6 +91,8 @@ _BULK_NAMES = {f.name: f.bulk_field for f in P.CONTEXT_FIELDS if f.role == P.ATT
 # Lower-cased names (as the server hands them over) of the headers a single ingest reads.
 _H = {k: v.lower() for k, v in {**P.ATTRIBUTION_HEADERS, **P.PRICE_AS_HEADERS}.items()}
 _LOGGING_DISABLE = P.LOGGING_DISABLE.lower()
+# Beyond Pay-i: the reservation a call held against its block limits (``POST /api/v1/reservations``).
+RESERVATION_HEADER = "xproxy-reservation-id"
 _TEXT_HEADERS = tuple((f.name, _H[f.name]) for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION and f.kind == P.STR)
 _LIST_HEADERS = tuple((f.name, _H[f.name]) for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION and f.kind == P.LIST)
 
@@ -119,6 +122,7 @@ def attribution_from_headers(headers: Any, dedupe_id: str | None) -> Attribution
         use_case_version=version_int,
         logging_disabled=get(_LOGGING_DISABLE) == "True",
         dedupe_id=dedupe_id or None,
+        reservation_id=(get(RESERVATION_HEADER) or "").strip() or None,
         price_as_category=(get(_H["price_as_category"]) or "").strip() or None,
         price_as_resource=(get(_H["price_as_resource"]) or "").strip() or None,
     )
@@ -162,6 +166,7 @@ def attribution_from_item(item: BulkIngestRequest) -> Attribution:
         use_case_step=item.use_case_step or None,
         resource_scope=item.scope or None,
         dedupe_id=item.dedupe_id or None,
+        reservation_id=item.reservation_id or None,
     )
 
 
@@ -343,9 +348,13 @@ def iso_timestamp(ms: int) -> str:
 class Ingestor:
     """Turns validated events into stored requests."""
 
-    def __init__(self, store: Store, pricer: Pricer, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, pricer: Pricer, clock: Callable[[], float] = time.time, *, block_limits: bool = False
+    ) -> None:
         self.store = store
         self.pricer = pricer
+        # Beyond Pay-i, switched on explicitly: ingest counts spend in block limits too (see README).
+        self.block_limits = block_limits
         self.clock = clock  # seconds since the epoch; decides when scheduled limit resets are due
 
     def _check_attribution(
@@ -380,7 +389,7 @@ class Ingestor:
                 "invalid_limit_ids",
                 f"{names['limit_ids']}: limit ids {shown}{more} do not exist or do not belong to this application",
             )
-        if blocking and not attr.block_limits_allowed:
+        if blocking and not (attr.block_limits_allowed or self.block_limits):
             shown = ", ".join(P.preview(i) for i in blocking[:_LISTED_IDS])
             more = f" and {len(blocking) - _LISTED_IDS} more" if len(blocking) > _LISTED_IDS else ""
             raise bad_request(
@@ -484,6 +493,8 @@ class Ingestor:
     def _account_limits(self, app: Application, batch: _Batch) -> None:
         """Count the batch's requests in the limits they name (one pair of updates per limit) and
         set each request row's per-limit states."""
+        for reservation in batch.reservations:  # the calls ended: their real cost is counted below
+            self.store.release_reservation(app.id, reservation)
         if not batch.limit_entries:
             return
         entries = [(ids, cost, failed, batch.rows[i][0]) for i, ids, cost, failed in batch.limit_entries]
@@ -626,6 +637,8 @@ class Ingestor:
             batch.provider_ids[provider_key] = row[0]
         if attr.dedupe_id is not None:
             batch.dedupe_ids[attr.dedupe_id] = row[0]
+        if attr.reservation_id is not None:
+            batch.reservations.append(attr.reservation_id)
         return row
 
 
@@ -650,6 +663,7 @@ class _Batch:
     # (row index, limit ids, (input, output, total) cost, failed) of rows that name limits
     limit_entries: list[tuple[int, list[str], tuple[float, float, float], bool]] = field(default_factory=list)
     known_limits: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # checked: id -> (type, next reset)
+    reservations: list[str] = field(default_factory=list)  # held by the batch's calls, released at its end
 
     def __post_init__(self) -> None:
         self.ingest_time = datetime.fromtimestamp(self.ingest_ms / 1000, UTC)

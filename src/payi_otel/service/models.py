@@ -89,6 +89,9 @@ class BulkIngestRequest(IngestRequest):
     # Beyond Pay-i: what ``?id=`` is to a single ingest. An item whose id this application already
     # stored is answered as a duplicate and not stored again (used by `payi-otel ingest` for reruns).
     dedupe_id: Text | None = None
+    # Beyond Pay-i: the reservation the call held against its block limits (POST /api/v1/reservations),
+    # released when the item is stored; what ``xProxy-Reservation-ID`` is to a single ingest.
+    reservation_id: Text | None = None
 
 
 class CostBase(BaseModel):

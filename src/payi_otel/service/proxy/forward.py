@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -32,14 +31,14 @@ from payi_otel import protocol as P
 from payi_otel.context_validation import parse_properties_header
 from payi_otel.service.ingest import Attribution, PayiApiError, attribution_from_headers, bad_request
 from payi_otel.service.models import IngestRequest, IngestUnits
-from payi_otel.service.pricing import price_custom
-from payi_otel.service.proxy.base import DEFAULT_OUTPUT_BOUND, CallResult, Provider, ProxiedCall
+from payi_otel.service.proxy import admission as admission_
+from payi_otel.service.proxy.admission import WorstCase
+from payi_otel.service.proxy.base import CallResult, Provider, ProxiedCall
 from payi_otel.service.proxy.sse import EventSplitter, data_event, json_data, read_event, rewrite_event, with_member
 from payi_otel.service.proxy.upstreams import BASE_URI_HEADER, Upstreams
 from payi_otel.service.routes.common import Service, json_response
-from payi_otel.service.store import Application, new_id
+from payi_otel.service.store import Application
 
-RESERVATION_TTL_MS = 15 * 60 * 1000  # a call whose end is never reported gives its reservation back after this
 _PREFIX = P.HEADER_PREFIX.lower()
 _FORWARD_PREFIX = _PREFIX + "forward-"
 _HOP_BY_HOP = frozenset(
@@ -207,73 +206,22 @@ class Proxy:
     def _admit(self, pending: _Call) -> dict[str, Any] | None:
         """On the writer thread: check the headers, then reserve the worst case against the block
         limits; None when admitted, else the body of the refusal."""
-        svc, app, attr = self.svc, pending.application, pending.attr
+        svc, app, attr, call = self.svc, pending.application, pending.attr, pending.call
         attr.block_limits_allowed = True
         svc.ingestor.check_headers(app, attr)
-        now = svc.now_ms()
-        reservation_id = new_id()
-        admission = svc.store.reserve(
-            app.id,
-            reservation_id,
-            attr.limit_ids,
-            self.worst_case_cost(pending),
-            now_ms=now,
-            expires_ms=now + RESERVATION_TTL_MS,
+        worst = WorstCase(
+            call.category, call.model, call.input_bound, call.output_bound, attr.price_as_category,
+            attr.price_as_resource, attr.resource_scope,
         )
+        admission = admission_.reserve(svc, app, attr.limit_ids, worst)
         if admission.held:
-            pending.reservation_id = reservation_id
+            pending.reservation_id = admission.reservation_id
         if admission.admitted:
             return None
-        refused = set(admission.blocked)
-        limits = {}
-        for lid in attr.limit_ids:
-            if lid in refused:
-                limits[lid] = {"state": "blocked"}
-            elif lid in admission.block_limits:
-                limits[lid] = {"state": "blocked_external"}
-            else:
-                record = svc.store.limit(app.id, lid)
-                limits[lid] = {"state": record.state if record is not None else "ok"}
-        message = "Insufficient limit for the requested operation"
-        return {
-            "statusCode": 400,
-            "message": "Bad Request",
-            "xproxy_error": {
-                "code": "limit_reached",
-                "message": f"{message}: block limits {', '.join(admission.blocked)} cannot take the call's worst-case "
-                f"cost of ${admission.amount:.6g} (spend and calls in flight are at or near max)",
-            },
-            "xproxy_result": {
-                "request_id": new_id(),
-                "blocked_limit_ids": admission.blocked,
-                "limits": limits,
-                "use_case_name": attr.use_case_name,
-                "user_id": attr.user_id,
-                "account_name": attr.account_name,
-            },
-        }
-
-    def worst_case_cost(self, pending: _Call) -> float:
-        """USD of the call's input bound plus its output bound at the model's price (0 when unpriced)."""
-        call, attr = pending.call, pending.attr
-        category = attr.price_as_category or call.category
-        resource = attr.price_as_resource or call.model
-        if resource is None:
-            return 0.0
-        output = call.output_bound
-        if output is None:
-            window = self.svc.ingestor.pricer.context_window(category, resource)
-            output = max(window - call.input_bound, 0) if window else DEFAULT_OUTPUT_BOUND
-        units = {"text": {"input": _clamp(call.input_bound), "output": _clamp(output)}}
-        when = datetime.now(UTC)
-        custom = self.svc.store.custom_price_version(
-            category, resource, int(when.timestamp() * 1000), attr.resource_scope
+        return admission_.refusal(
+            svc, app, attr.limit_ids, admission,
+            use_case_name=attr.use_case_name, user_id=attr.user_id, account_name=attr.account_name,
         )
-        if custom is not None:
-            price = price_custom(custom.resource_id, custom.units, units, custom.resource)
-        else:
-            price = self.svc.ingestor.pricer.price(category, resource, units, when, attr.resource_scope)
-        return price.total_cost if price.priced else 0.0
 
     # --- 3: answer ------------------------------------------------------------------------------
     async def _answer(
