@@ -54,8 +54,11 @@ AZURE_CATEGORY = A.PROVIDER_CATEGORIES["azure.ai.openai"]
 
 # Event keys that are attribution: headers in the single form, body fields in the bulk form.
 ATTRIBUTION_FIELDS = P.ATTRIBUTION_FIELDS
-_HEADER_NAMES = {**P.ATTRIBUTION_HEADERS, "instrumented_module": P.INSTRUMENTED_MODULE}
-_NOT_IN_BODY = frozenset(ATTRIBUTION_FIELDS) | {"instrumented_module"}
+# reservation_id: beyond Pay-i, the local service's settlement of a block-limit reservation
+_HEADER_NAMES = {
+    **P.ATTRIBUTION_HEADERS, "instrumented_module": P.INSTRUMENTED_MODULE, "reservation_id": "xProxy-Reservation-ID"
+}
+_NOT_IN_BODY = frozenset(ATTRIBUTION_FIELDS) | {"instrumented_module", "reservation_id"}
 
 # Span attribute -> event field of the attribution, by value kind.
 _ATTRIBUTION = [f for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION]
@@ -316,6 +319,9 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     provider_uri = attrs.get(A.PAYI_PROVIDER_URI)
     if provider_uri:
         event["provider_uri"] = str(provider_uri)
+    reservation = attrs.get(A.PAYI_RESERVATION_ID)
+    if reservation:
+        event["reservation_id"] = str(reservation)
     calls = _function_calls(attrs.get(A.PAYI_FUNCTION_CALLS)) if tools is None else tools.calls
     if calls:
         event["provider_response_function_calls"] = calls

@@ -7,14 +7,16 @@
 
 Responses are the recorded bytes (gzip kept with its content-encoding); SSE bodies are sent one event
 per write, as a provider sends them. ``repeat`` answers every request with one interaction (load
-tests), after ``delay`` seconds; ``hold_after_first_event`` keeps a stream waiting after its first event until released.
+tests), after ``delay`` seconds, with ``unique_ids`` each with its own response id;
+``hold_after_first_event`` keeps a stream waiting after its first event until released.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -50,6 +52,8 @@ class RecordedUpstream:
         self._queue: deque[tuple[Interaction, int | None]] = deque()
         self.repeat: Interaction | None = None
         self.delay = 0.0  # seconds before each answer (calls overlap like real ones)
+        self.unique_ids = False  # repeat: give each answer its own "id", as a provider does
+        self._answers = 0
         self.hold_after_first_event: threading.Event | None = None
         self.first_event_sent = threading.Event()
         self._lock = threading.Lock()
@@ -95,6 +99,16 @@ class RecordedUpstream:
         assert interaction is not None
         if self.delay:
             await anyio.sleep(self.delay)
+        if self.unique_ids:
+            with self._lock:
+                self._answers += 1
+                number = self._answers
+            document = interaction.json()
+            document["id"] = f"{document['id']}-{number}"
+            interaction = replace(
+                interaction, body=json.dumps(document).encode(),
+                headers=tuple((k, v) for k, v in interaction.headers if k.lower() != "content-encoding"),
+            )
         await send(
             {
                 "type": "http.response.start",

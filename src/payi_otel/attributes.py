@@ -86,6 +86,7 @@ PAYI_TIME_TO_FIRST_TOKEN_MS = "payi.time_to_first_token_ms"  # int; streams only
 PAYI_FUNCTION_CALLS = "payi.function_calls"  # JSON string: [{"name": ..., "arguments": "..."}]
 PAYI_FAILURE_DESCRIPTION = "payi.failure.description"  # failures without an HTTP status
 PAYI_INSTRUMENTED_MODULE = "payi.instrumented_module"  # e.g. openai/3.54.0
+PAYI_RESERVATION_ID = "payi.reservation_id"  # the call's reservation against its block limits (enforcement)
 PAYI_PROXIED = "payi.proxied"  # the call went through a Pay-i proxy, which stores it: no ingest event
 PAYI_STREAM_OUTCOME = "payi.stream.outcome"  # completed | closed_early | error | abandoned
 

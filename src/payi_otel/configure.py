@@ -24,8 +24,8 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from payi_otel import context as _context
+from payi_otel import enforcement, propagation, proxy_mode
 from payi_otel import processor as context_processor
-from payi_otel import propagation, proxy_mode
 from payi_otel.context_validation import ContextLayer, validate_layer
 
 __all__ = ["Instrumentation", "available_instrumentors", "instrument"]
@@ -99,6 +99,7 @@ class Instrumentation:
                 self.span_processor = None
             _context.clear_global_defaults()
             proxy_mode.reset()
+            enforcement.reset()
             if _HANDLE is self:
                 _HANDLE = None
 
@@ -163,6 +164,8 @@ def instrument(
     config: Mapping[str, Any] | None = None,
     payi: Any = None,
     proxy: bool | None = None,
+    enforce_limits: bool | str | None = None,
+    enforce_fail: str | None = None,
     **context_defaults: Unpack[ContextLayer],
 ) -> Instrumentation:
     """Set up payi-otel. Call once, early; later calls return the same handle.
@@ -183,6 +186,9 @@ def instrument(
       ``default_headers``, instead of ``PAYI_BASE_URL`` / ``PAYI_API_KEY``.
     * ``proxy``: send instrumented OpenAI / Azure OpenAI / Anthropic calls through the Pay-i proxy at
       that base URL (``None``: ``$PAYI_PROXY``, default off); see :mod:`payi_otel.proxy_mode`.
+    * ``enforce_limits``: check block limits before each call without a proxy (``True`` / ``"reserve"`` or
+      ``"cached"``; ``None``: ``$PAYI_ENFORCE_LIMITS``, default off), ``enforce_fail`` ``"open"`` (default)
+      or ``"closed"`` when the service cannot answer; see :mod:`payi_otel.enforcement`.
 
     Raises ``TypeError`` / ``ValueError`` naming the argument for bad input, before changing
     anything. Instrumentors that fail to load are skipped with a warning, never raised.
@@ -192,9 +198,14 @@ def instrument(
     names, options = _check_arguments(instruments, exporter, config)
     if proxy is not None and not isinstance(proxy, bool):
         raise TypeError(f"proxy: must be None, True or False, got {type(proxy).__name__}")
+    if enforce_limits is not None:
+        enforcement.parse_mode(enforce_limits, "enforce_limits")
+    if enforce_fail not in (None, "open", "closed"):
+        raise ValueError(f"enforce_fail: must be 'open' or 'closed', got {enforce_fail!r}")
     destination = payi_client_settings(payi)
     arguments = (
-        layer, names, tracer_provider, meter_provider, exporter, options, tuple(sorted(destination.items())), proxy
+        layer, names, tracer_provider, meter_provider, exporter, options, tuple(sorted(destination.items())), proxy,
+        enforce_limits, enforce_fail,
     )
 
     with _LOCK:
@@ -212,6 +223,7 @@ def instrument(
         handle = Instrumentation(arguments)
         handle.defaults = _context.set_global_defaults(**layer)
         proxy_mode.configure(proxy, destination.get("base_url"), destination.get("api_key"))
+        enforcement.configure(enforce_limits, enforce_fail, destination.get("base_url"), destination.get("api_key"))
         propagation.install()
         try:
             provider = _setup_exporter(handle, tracer_provider, exporter, destination)

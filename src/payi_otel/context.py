@@ -16,6 +16,7 @@ defaults later is reflected in reads without re-merging on every read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -325,6 +326,16 @@ def current_business_context() -> BusinessContext | None:
     if version == _GLOBAL[0]:
         return merged
     return frame.resolve(_GLOBAL)
+
+
+def call_context(layer: Mapping[str, Any] | None) -> BusinessContext | None:
+    """The business context of one provider call: the one in effect, with the call's own ``xProxy-*``
+    headers (``layer``) applied; a layer that does not validate is left out (never raises)."""
+    ctx = current_business_context()
+    if layer:
+        with contextlib.suppress(TypeError, ValueError):
+            ctx = merge(ctx, **layer)
+    return ctx
 
 
 def get_context() -> dict[str, Any]:

@@ -107,6 +107,7 @@ class CallRecord:
     system_instructions: Any = None
     business_layer: Mapping[str, Any] | None = None  # innermost context layer (per-call headers)
     proxied: bool = False  # sent through a Pay-i proxy, which stores the call (no ingest event)
+    reservation_id: str | None = None  # held against the call's block limits (settled by its ingest)
 
 
 # --- business context ----------------------------------------------------------------------------
@@ -230,6 +231,8 @@ class SpanCore:
             attrs[A.PAYI_INSTRUMENTED_MODULE] = record.instrumented_module
         if record.proxied:
             attrs[A.PAYI_PROXIED] = True
+        if record.reservation_id:
+            attrs[A.PAYI_RESERVATION_ID] = record.reservation_id
         if record.stream:
             attrs[A.GEN_AI_REQUEST_STREAM] = True
         if record.max_tokens is not None:

@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from payi_otel import protocol as P
-from payi_otel.context import PROXY_KEY, BusinessContext, current_business_context, merge
+from payi_otel.context import PROXY_KEY, BusinessContext, call_context
 from payi_otel.settings import parse_bool
 
 logger = logging.getLogger(__name__)
@@ -117,13 +117,7 @@ def call_headers(route: str, provider_layer: Mapping[str, Any] | None) -> dict[s
     settings = active()
     if settings is None:
         return None
-    ctx = current_business_context()
-    if provider_layer:
-        try:
-            ctx = merge(ctx, **provider_layer)
-        except (TypeError, ValueError) as exc:
-            logger.warning("payi-otel: ignoring per-call xProxy-* headers: %s", exc)
-    headers = context_headers(ctx)
+    headers = context_headers(call_context(provider_layer))
     if settings.api_key:
         headers[P.API_KEY] = settings.api_key
     headers[ROUTE_HEADER] = f"{settings.base_url}/api/v1/proxy/{route}"

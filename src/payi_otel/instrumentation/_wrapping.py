@@ -32,6 +32,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from packaging.version import InvalidVersion, Version
 
 from payi_otel.core import Call
+from payi_otel.enforcement import LimitError
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def _version_ok(version: str | None, since: str | None, until: str | None) -> bo
 def _begin(op: Operation, instance: Any, args: _Args, kwargs: _Kwargs) -> tuple[Call | None, _Kwargs]:
     try:
         return op.begin(instance, args, kwargs)
+    except LimitError:  # block-limit enforcement refused the call: the caller gets it, the provider is not called
+        raise
     except Exception:
         logger.debug("instrumentation failed before the call; calling through", exc_info=True)
         return None, kwargs

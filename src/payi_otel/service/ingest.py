@@ -413,6 +413,7 @@ class Ingestor:
             batch = _Batch(ingest_ms)
             outcome = self._prepare(app, event, attr, _HEADER_NAMES, batch)
             if isinstance(outcome, StoredRequest):
+                self._account_limits(app, batch)  # a repeat still ends its call's reservation
                 return response_body(outcome, duplicate=True)
             self._account_limits(app, batch)
             self.store.add_requests(batch.rows, batch.new_instances)
@@ -527,6 +528,8 @@ class Ingestor:
         """
         self._check_attribution(app, attr, names, batch)
         event_ms, when = self._event_time(event, batch)
+        if attr.reservation_id is not None:  # released at the batch's end, whether stored or a repeat
+            batch.reservations.append(attr.reservation_id)
         provider_key = None
         if event.provider_response_id is not None:
             provider_key = (event.category, event.provider_response_id)
@@ -637,8 +640,6 @@ class Ingestor:
             batch.provider_ids[provider_key] = row[0]
         if attr.dedupe_id is not None:
             batch.dedupe_ids[attr.dedupe_id] = row[0]
-        if attr.reservation_id is not None:
-            batch.reservations.append(attr.reservation_id)
         return row
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from payi_otel.core import ERROR, Call, CallRecord, SpanCore, split_proxy_headers
 from payi_otel.instrumentation._long_context import long_context_threshold
-from payi_otel.instrumentation._proxy_route import route_target, through_proxy
+from payi_otel.instrumentation._proxy_route import before_provider_call, route_target
 from payi_otel.instrumentation._stainless import RawResponses
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.anthropic._streams import (
@@ -125,8 +125,6 @@ class Operation:
             stream=stream,
             business_layer=layer,
         )
-        if info.category == _DEFAULT_KIND[1]:  # the Anthropic API itself (Bedrock and Vertex clients sign requests)
-            kwargs = through_proxy(rec, kwargs, "anthropic")
         max_tokens = kwargs.get("max_tokens", kwargs.get("max_tokens_to_sample"))
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             rec.max_tokens = max_tokens
@@ -137,6 +135,8 @@ class Operation:
             prompt = messages if messages is not None else kwargs.get("prompt")
             if isinstance(prompt, (str, list, tuple)):
                 rec.input_messages = prompt
+        # only the Anthropic API itself can go through the proxy (Bedrock and Vertex clients sign requests)
+        kwargs = before_provider_call(rec, kwargs, "anthropic" if info.category == _DEFAULT_KIND[1] else None)
         return rec, kwargs, request_image_tokens(messages) if messages is not None else 0
 
     def start(self, rec: CallRecord, image_tokens: int) -> Call:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import Call, CallRecord, SpanCore, split_proxy_headers
-from payi_otel.instrumentation._proxy_route import through_proxy
+from payi_otel.instrumentation._proxy_route import before_provider_call
 from payi_otel.instrumentation._stainless import RawResponses
 from payi_otel.messages import Message
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
@@ -104,12 +104,12 @@ class OpenAIOperation:
             stream=stream,
             business_layer=layer,
         )
-        kwargs = through_proxy(rec, kwargs, "azure.openai" if info.provider == PROVIDER_AZURE else "openai")
         if info.provider == PROVIDER_AZURE and state.azure_deployments:
             rec.resource = state.azure_deployments.get(model or "") or state.azure_deployments.get(
                 info.deployment or ""
             )
         request_params(rec, kwargs)
+        kwargs = before_provider_call(rec, kwargs, "azure.openai" if info.provider == PROVIDER_AZURE else "openai")
         core = state.core
         if core.capture_content and self.input_key is not None:
             rec.input_messages = self.content_in(kwargs.get(self.input_key))

@@ -1,0 +1,305 @@
+"""Block limits without a proxy: the plugin checks the block limits in effect before each provider call.
+
+On with ``instrument(enforce_limits=True)`` (or ``"reserve"`` / ``"cached"``) or ``PAYI_ENFORCE_LIMITS``.
+A call whose limit ids (from ``@track`` / ``track_context`` / ``instrument(...)`` / per-call headers)
+include a block limit that cannot take it raises :class:`LimitBlockedError` before the provider is
+called. Needs the local service with ``PAYI_OTEL_INGEST_BLOCK_LIMITS=true`` (Pay-i's ingest refuses
+block limits).
+
+* ``reserve`` (the default): one round trip to ``POST /api/v1/reservations`` reserves the call's
+  worst-case cost against its block limits before the call; the call's ingest event carries the
+  reservation id and settles it. Several processes share one budget and never overshoot it.
+* ``cached``: no round trip. The spend and max of the limits in use are refreshed in the background
+  every ``PAYI_ENFORCE_REFRESH_SECONDS``; a call is refused once its limit's known spend is at or over
+  max. Overshoot is bounded by the calls that start before the spend that crosses max is known: those
+  in flight plus those started during one refresh interval and the ingest delivery delay.
+
+When the service cannot answer (down, or a Pay-i API without reservations) the call goes ahead
+(``PAYI_ENFORCE_FAIL=open``, the default) or raises :class:`LimitCheckError` (``closed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from payi_otel import protocol as P
+from payi_otel.settings import parse_bool
+
+if TYPE_CHECKING:  # httpx is imported when enforcement is on: `import payi_otel` stays light
+    import httpx
+
+logger = logging.getLogger(__name__)
+
+ENV_MODE = "PAYI_ENFORCE_LIMITS"
+ENV_FAIL = "PAYI_ENFORCE_FAIL"
+ENV_REFRESH = "PAYI_ENFORCE_REFRESH_SECONDS"
+MODES = ("reserve", "cached")
+MAX_CACHED_LIMITS = 256  # limits the cached mode keeps fresh (the first ones seen)
+_TIMEOUT = 5.0
+
+
+class LimitError(Exception):
+    """A provider call was not made because of block-limit enforcement."""
+
+
+class LimitBlockedError(LimitError):
+    """A block limit cannot take the call: ``limit_id`` (``limit_name`` when known), its ``spend`` and
+    ``max`` in USD, and the call's worst-case cost ``amount`` (``None`` in cached mode)."""
+
+    def __init__(self, limit_id: str, spend: float | None, max_: float | None, amount: float | None) -> None:
+        self.limit_id = limit_id
+        self.spend = spend
+        self.max = max_
+        self.amount = amount
+        worst = f"; the call's worst-case cost is ${amount:.6g}" if amount is not None else ""
+        super().__init__(
+            f"block limit {limit_id!r} refused the call before the provider was called: "
+            f"spend ${_money(spend)} of max ${_money(max_)}{worst}"
+        )
+
+
+class LimitCheckError(LimitError):
+    """The limits could not be checked and enforcement fails closed (``PAYI_ENFORCE_FAIL=closed``)."""
+
+
+def _money(value: float | None) -> str:
+    return "?" if value is None else f"{value:.6g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mode: str  # reserve | cached
+    fail_open: bool
+    base_url: str
+    api_key: str | None
+    refresh_seconds: float
+
+
+_SETTINGS: Settings | None = None
+_CLIENT: httpx.Client | None = None  # made at the first check
+_CACHE: _LimitCache | None = None
+
+
+def parse_mode(value: Any, name: str = ENV_MODE) -> str | None:
+    """``True``/``"true"`` -> reserve, ``"reserve"``/``"cached"``, ``False``/``"false"``/``"off"`` -> None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "reserve"
+    text = str(value).strip().lower()
+    if text in MODES:
+        return text
+    if text in ("", "off"):
+        return None
+    try:
+        return "reserve" if parse_bool(text, name) else None
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: must be reserve, cached, true or false") from None
+
+
+def configure(
+    mode: Any, fail: str | None = None, base_url: str | None = None, api_key: str | None = None
+) -> Settings | None:
+    """Switch enforcement on (``mode``: see :func:`parse_mode`; ``None`` reads ``PAYI_ENFORCE_LIMITS``).
+
+    A bad argument raises ``ValueError`` naming it; a bad environment value is logged and enforcement stays off."""
+    global _SETTINGS
+    reset()
+    if mode is None:
+        try:
+            parsed = parse_mode(os.environ.get(ENV_MODE))
+            fail = fail or os.environ.get(ENV_FAIL) or "open"
+            refresh = float(os.environ.get(ENV_REFRESH) or 1.0)
+            if not 0.05 <= refresh <= 3600:
+                raise ValueError(f"{ENV_REFRESH}={refresh}: must be a number of seconds from 0.05 to 3600")
+        except ValueError as exc:
+            logger.error("payi-otel: %s; block-limit enforcement stays off", exc)
+            return None
+    else:
+        parsed = parse_mode(mode, "enforce_limits")
+        fail = fail or os.environ.get(ENV_FAIL) or "open"
+        refresh = float(os.environ.get(ENV_REFRESH) or 1.0)
+    if fail not in ("open", "closed"):
+        raise ValueError(f"enforce_fail={fail!r}: must be open or closed")
+    if parsed is None:
+        return None
+    _SETTINGS = Settings(
+        parsed,
+        fail == "open",
+        (base_url or os.environ.get("PAYI_BASE_URL") or "https://api.pay-i.com").rstrip("/"),
+        api_key or os.environ.get("PAYI_API_KEY") or None,
+        refresh,
+    )
+    return _SETTINGS
+
+
+def reset() -> None:
+    global _SETTINGS, _CLIENT, _CACHE
+    _SETTINGS = None
+    if _CACHE is not None:
+        _CACHE.stop()
+        _CACHE = None
+    if _CLIENT is not None:
+        _CLIENT.close()
+        _CLIENT = None
+
+
+def _client(settings: Settings) -> httpx.Client:
+    global _CLIENT
+    if _CLIENT is None:
+        import httpx
+
+        headers = {P.API_KEY: settings.api_key} if settings.api_key else {}
+        _CLIENT = httpx.Client(base_url=settings.base_url, headers=headers, timeout=_TIMEOUT, trust_env=False)
+    return _CLIENT
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """What the plugin knows of a call before it is made."""
+
+    limit_ids: tuple[str, ...]
+    category: str
+    resource: str
+    input_tokens: int  # an upper bound (the request's size in bytes)
+    max_output_tokens: int | None
+    price_as_category: str | None = None
+    price_as_resource: str | None = None
+    resource_scope: str | None = None
+
+
+def enabled() -> bool:
+    return _SETTINGS is not None
+
+
+def before_call(call: PlannedCall) -> str | None:
+    """Check (and in reserve mode reserve) the call's block limits; the reservation id to settle, if any.
+
+    Raises :class:`LimitBlockedError` when a block limit cannot take the call, :class:`LimitCheckError`
+    when enforcement fails closed."""
+    settings = _SETTINGS
+    if settings is None or not call.limit_ids:
+        return None
+    if settings.mode == "cached":
+        _cache(settings).check(call.limit_ids)
+        return None
+    return _reserve(settings, call)
+
+
+def _unavailable(settings: Settings, reason: str) -> None:
+    if not settings.fail_open:
+        raise LimitCheckError(f"block limits could not be checked ({reason}); {ENV_FAIL}=closed refuses the call")
+    logger.warning("payi-otel: block limits could not be checked (%s); the call goes ahead (%s=open)", reason, ENV_FAIL)
+
+
+def _reserve(settings: Settings, call: PlannedCall) -> str | None:
+    import httpx
+
+    body = {
+        "limit_ids": list(call.limit_ids),
+        "category": call.category,
+        "resource": call.resource,
+        "input_tokens": min(call.input_tokens, P.MAX_COUNT),
+        "max_output_tokens": None if call.max_output_tokens is None else min(call.max_output_tokens, P.MAX_COUNT),
+        "price_as_category": call.price_as_category,
+        "price_as_resource": call.price_as_resource,
+        "resource_scope": call.resource_scope,
+    }
+    try:
+        answer = _client(settings).post("/api/v1/reservations", json=body)
+        data = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        _unavailable(settings, f"{type(exc).__name__}: {exc}")
+        return None
+    if answer.status_code == 200 and isinstance(data, dict):
+        reservation = data.get("reservation_id")
+        return reservation if isinstance(reservation, str) else None
+    error = data.get("xproxy_error") if isinstance(data, dict) else None
+    if answer.status_code == 400 and isinstance(error, dict) and error.get("code") == "limit_reached":
+        result = data.get("xproxy_result") or {}
+        blocked = (result.get("blocked_limit_ids") or [call.limit_ids[0]])[0]
+        state = (result.get("limits") or {}).get(blocked) or {}
+        amount = _amount(error.get("message"))
+        raise LimitBlockedError(str(blocked), state.get("spend"), state.get("max"), amount)
+    message = error.get("message") if isinstance(error, dict) else None
+    _unavailable(settings, f"HTTP {answer.status_code}: {message or answer.text[:200]}")
+    return None
+
+
+def _amount(message: Any) -> float | None:
+    if not isinstance(message, str) or "$" not in message:
+        return None
+    try:
+        return float(message.split("$", 1)[1].split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _cache(settings: Settings) -> _LimitCache:
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = _LimitCache(settings)
+    return _CACHE
+
+
+class _LimitCache:
+    """Spend and max of the limits in use, refreshed by one background thread (cached mode)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.known: dict[str, tuple[str, float, float]] = {}  # limit id -> (type, spend, max)
+        self.wanted: dict[str, None] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="payi-otel-limits", daemon=True)
+        self.thread.start()
+
+    def check(self, limit_ids: Iterable[str]) -> None:
+        new = False
+        for lid in limit_ids:
+            with self.lock:
+                if lid not in self.wanted and len(self.wanted) < MAX_CACHED_LIMITS:
+                    self.wanted[lid] = None
+                    new = True
+                entry = self.known.get(lid)
+            if entry is not None and entry[0] == "block" and entry[1] >= entry[2]:
+                raise LimitBlockedError(lid, entry[1], entry[2], None)
+        if new:
+            self.wake.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+
+    def _run(self) -> None:
+        import httpx
+
+        failing = False
+        while not self.stopped.is_set():
+            with self.lock:
+                ids = list(self.wanted)
+            for lid in ids:
+                try:
+                    answer = _client(self.settings).get(f"/api/v1/limits/{quote(lid, safe='')}")
+                    limit = answer.json()["limit"] if answer.status_code == 200 else None
+                    failing = False
+                except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                    if not failing:
+                        logger.warning("payi-otel: refreshing limit %s failed: %s", lid, exc)
+                    failing = True
+                    continue
+                if isinstance(limit, dict):
+                    spend = float(limit["totals"]["cost"]["total"]["base"])
+                    with self.lock:
+                        self.known[lid] = (str(limit.get("limit_type")), spend, float(limit["max"]))
+            self.wake.wait(self.settings.refresh_seconds)
+            self.wake.clear()
+            time.sleep(0)
