@@ -215,11 +215,12 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # the proxy's routes first: a proxied call (latency-sensitive) is matched before every other route
+    app.include_router(proxy.router(provider_proxy))
     for area in (ingest, requests, limits, use_cases, categories, reports, admin):
         app.include_router(area.router(svc))
         svc.validation_codes.update(getattr(area, "VALIDATION_CODES", {}))
     app.include_router(otlp_router(otlp_sink, max_body_bytes=body_limit))
-    app.include_router(proxy.router(provider_proxy))
     app.include_router(reservations.router(svc, ingest_block_limits))
     dashboard.mount(app)
 
