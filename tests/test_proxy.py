@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -389,3 +390,26 @@ def test_unknown_proxy_paths_and_bad_bodies_are_refused(tmp_path: Path) -> None:
         assert httpx.post(f"{base}/openai/v1/chat/completions", json={"model": "x"}).status_code == 401
         assert upstream.requests == []
 
+
+
+def test_an_abandoned_stream_releases_its_reservation_and_is_stored_once(tmp_path: Path) -> None:
+    interaction = recorded(CONTRIB / "openai/test_chat_completion_streaming.yaml")
+    with proxied(tmp_path) as (svc, upstream):
+        limit = create_limit(svc, "budget", 10.0, "block")
+        upstream.answer(interaction)
+        upstream.hold_after_first_event = threading.Event()
+        client = openai_client(svc, **{"xProxy-Limit-IDs": limit})
+        store = svc.app.state.store
+        app_id = store.authenticate(svc.api_key).id
+        with client.chat.completions.with_streaming_response.create(**interaction.request_body) as response:
+            next(line for line in response.iter_lines() if line.startswith("data:"))
+            assert store.reserved_amount(app_id, limit) > 0  # held while the stream runs
+        # the caller closed the stream mid-way; the upstream is still holding its other events
+        deadline = time.monotonic() + 10
+        while store.reserved_amount(app_id, limit) > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.reserved_amount(app_id, limit) == 0.0
+        upstream.hold_after_first_event.set()
+        rows = stored_requests(tmp_path / "service")
+    [row] = rows
+    assert row["http_status_code"] == 499 and row["failed"] == 1
