@@ -413,3 +413,29 @@ def test_an_abandoned_stream_releases_its_reservation_and_is_stored_once(tmp_pat
         rows = stored_requests(tmp_path / "service")
     [row] = rows
     assert row["http_status_code"] == 499 and row["failed"] == 1
+
+
+def test_upstream_settings_and_the_azure_allow_list() -> None:
+    from payi_otel.service.ingest import PayiApiError
+    from payi_otel.service.proxy.upstreams import ServiceConfigError
+
+    upstreams = Upstreams({"PAYI_OTEL_UPSTREAM_AZURE_OPENAI": "https://*.openai.azure.com, http://127.0.0.1:8080"})
+    assert upstreams.base_url("azure.openai", "https://res1.openai.azure.com/") == "https://res1.openai.azure.com"
+    assert upstreams.base_url("azure.openai", "http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    for refused in (
+        "https://a.b.openai.azure.com",  # the wildcard is one DNS label
+        "https://openai.azure.com.evil.example",
+        "http://res1.openai.azure.com",  # scheme must match
+        "http://127.0.0.1:8081",  # port must match
+        "https://user@res1.openai.azure.com",
+        "file:///etc/passwd",
+    ):
+        with pytest.raises(PayiApiError) as error:
+            upstreams.base_url("azure.openai", refused)
+        assert error.value.status == 400 and "xProxy-Provider-BaseUri" in error.value.message
+    with pytest.raises(PayiApiError, match="required"):
+        upstreams.base_url("azure.openai", None)
+    with pytest.raises(ServiceConfigError, match="PAYI_OTEL_UPSTREAM_OPENAI"):
+        Upstreams({"PAYI_OTEL_UPSTREAM_OPENAI": "ftp://example.com"})
+    with pytest.raises(ServiceConfigError, match="PAYI_OTEL_UPSTREAM_ANTHROPIC"):
+        Upstreams({"PAYI_OTEL_UPSTREAM_ANTHROPIC": "https://*.anthropic.com"})  # one fixed upstream: no wildcard

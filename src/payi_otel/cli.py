@@ -207,6 +207,7 @@ def _relay(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from payi_otel.service.proxy.upstreams import ServiceConfigError
     from payi_otel.service.server import BindError, serve
     from payi_otel.service.store import StoreError
     from payi_otel.service.store.connection import database_errors
@@ -227,6 +228,8 @@ def _serve(args: argparse.Namespace) -> int:
     except BindError as exc:
         where = f"{host_source} {host!r}" if exc.option == "host" else f"{port_source} {port}"
         raise UsageError(f"{where}: {exc}") from None
+    except ServiceConfigError as exc:
+        raise UsageError(str(exc)) from None
     except StoreError as exc:
         raise UsageError(f"{_store_source(args)}: {exc}") from None
     except database_errors() as exc:

@@ -33,7 +33,7 @@ from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.pricing import Pricer
 from payi_otel.service.proxy.forward import Proxy
-from payi_otel.service.proxy.upstreams import Upstreams
+from payi_otel.service.proxy.upstreams import ServiceConfigError, Upstreams
 from payi_otel.service.routes import (
     admin,
     categories,
@@ -88,12 +88,15 @@ def create_app(
     enables ``POST /api/v1/reservations``.
     """
     body_limit = max_body_bytes_from_env() if max_body_bytes is None else max_body_bytes
+    upstreams = upstreams or Upstreams()  # settings are checked before anything is created
+    if ingest_block_limits is None:
+        ingest_block_limits = parse_bool(
+            os.environ.get(INGEST_BLOCK_LIMITS_ENV) or "false", INGEST_BLOCK_LIMITS_ENV, ServiceConfigError
+        )
     store = Store(data_dir, database_url=database_url)
     ensure_default_application(store)
     gate = AdminGate(ensure_admin_token(store.data_dir), loopback_only)
     store.start_background_checkpoints()
-    if ingest_block_limits is None:
-        ingest_block_limits = parse_bool(os.environ.get(INGEST_BLOCK_LIMITS_ENV) or "false", INGEST_BLOCK_LIMITS_ENV)
     svc = Service(
         store, Ingestor(store, Pricer(), clock, block_limits=ingest_block_limits), GroupCommitter(store), clock,
         gate=gate,
@@ -101,7 +104,7 @@ def create_app(
     deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None, svc.committer.run)
     store.alert_listener = deliverer.wake
     otlp_sink = ServiceOtlpSink(store, svc.ingestor, svc.committer)
-    provider_proxy = Proxy(svc, upstreams or Upstreams())
+    provider_proxy = Proxy(svc, upstreams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

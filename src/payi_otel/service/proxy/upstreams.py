@@ -33,6 +33,10 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$|^\[[0-9A-Fa-f:.]+\]$")
 
 
+class ServiceConfigError(ValueError):
+    """A setting of the service (an environment variable) is invalid; the message names it and the rule."""
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     scheme: str
@@ -57,13 +61,13 @@ class Origin:
 
 
 def parse_origin(value: str, source: str, *, wildcard: bool) -> Origin:
-    """An ``http(s)://host[:port][/path]`` URL; ValueError naming ``source`` and the rule otherwise."""
+    """An ``http(s)://host[:port][/path]`` URL; ServiceConfigError naming ``source`` and the rule otherwise."""
     rule = f"{source} must be an http:// or https:// URL with a host and no user, query or fragment"
     try:
         parts = urlsplit(value.strip())
         port = parts.port
     except ValueError:
-        raise ValueError(f"{rule}, got {P.preview(value)}") from None
+        raise ServiceConfigError(f"{rule}, got {P.preview(value)}") from None
     host = (parts.hostname or "").lower()
     if parts.netloc.startswith("[") and host:
         host = f"[{host}]"
@@ -76,7 +80,7 @@ def parse_origin(value: str, source: str, *, wildcard: bool) -> Origin:
         or parts.fragment
         or (host.startswith("*") and not wildcard)
     ):
-        raise ValueError(f"{rule}, got {P.preview(value)}")
+        raise ServiceConfigError(f"{rule}, got {P.preview(value)}")
     return Origin(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), parts.path.rstrip("/"))
 
 
