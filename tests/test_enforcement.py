@@ -124,22 +124,23 @@ def test_an_unreachable_service_fails_open_or_closed(tmp_path: Path, fail: str) 
     assert len(upstream.requests) == (1 if fail == "open" else 0)
 
 
-def test_ingest_refuses_block_limits_unless_the_service_allows_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("allowed", [False, True])
+def test_ingest_refuses_block_limits_unless_the_service_allows_them(tmp_path: Path, allowed: bool) -> None:
     event = {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 1, "output": 1}}}
-    for allowed in (False, True):
-        with running_service(tmp_path / str(allowed), ingest_block_limits=allowed) as svc:
-            limit = create_limit(svc, "budget", 1.0, "block")
-            headers = {"xProxy-api-key": svc.api_key, "xProxy-Limit-IDs": limit}
-            answer = httpx.post(f"{svc.base_url}/api/v1/ingest", headers=headers, json=event)
-            reservation = httpx.post(
-                f"{svc.base_url}/api/v1/reservations", headers=headers,
-                json={"limit_ids": [limit], "category": "system.openai", "resource": "gpt-4o-mini"},
-            )
-        if allowed:
-            assert answer.status_code == 200 and reservation.status_code == 200
-        else:
-            assert answer.json()["xproxy_error"]["code"] == "blocking_limit_not_allowed"
-            assert reservation.status_code == 403
+    with running_service(tmp_path / "service", ingest_block_limits=allowed) as svc:
+        limit = create_limit(svc, "budget", 1.0, "block")
+        headers = {"xProxy-api-key": svc.api_key, "xProxy-Limit-IDs": limit}
+        answer = httpx.post(f"{svc.base_url}/api/v1/ingest", headers=headers, json=event)
+        reservation = httpx.post(
+            f"{svc.base_url}/api/v1/reservations", headers=headers,
+            json={"limit_ids": [limit], "category": "system.openai", "resource": "gpt-4o-mini"},
+        )
+    if allowed:
+        assert answer.status_code == 200 and reservation.status_code == 200
+        assert answer.json()["xproxy_result"]["limits"][limit]["state"] == "ok"
+    else:
+        assert answer.json()["xproxy_error"]["code"] == "blocking_limit_not_allowed"
+        assert reservation.status_code == 403
 
 
 @pytest.mark.parametrize("through", ["proxy", "reserve", "cached"])

@@ -321,6 +321,8 @@ def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 POSTGRES_FIRST_VERSION = 7
+# Upgrades of PostgreSQL databases where SQLite's script does not fit (SQLite's are done in _add_reserved).
+_POSTGRES_MIGRATIONS = {7: "ALTER TABLE limits ADD COLUMN IF NOT EXISTS reserved REAL NOT NULL DEFAULT 0;"}
 # Serialises the migration of concurrently starting instances (any 64-bit key no other program uses).
 _MIGRATION_LOCK = int.from_bytes(b"payiotel", "big")
 # PostgreSQL only: a counter bumped by every change of data the instances cache (see StoreBase._check_cached).
@@ -355,7 +357,7 @@ def create_or_migrate_postgres(conn: PgConnection, create: bool) -> None:
             )
         if row is not None:
             while version < SCHEMA_VERSION:
-                for statement in statements(postgres_ddl(_MIGRATIONS[version])):
+                for statement in statements(postgres_ddl(_POSTGRES_MIGRATIONS.get(version, _MIGRATIONS[version]))):
                     conn.execute(statement)
                 version += 1
         for statement in statements(postgres_ddl(_SCHEMA + _POSTGRES_EXTRA)):
