@@ -26,7 +26,7 @@ from payi_otel.units import Usage
 class MessageEvents:
     """The stream handler (:class:`payi_otel.stream.StreamHandler`) of one Anthropic message stream."""
 
-    __slots__ = ("call", "end", "finished", "reason", "threshold", "tools", "usage")
+    __slots__ = ("call", "end", "finished", "reason", "threshold", "tools", "usage", "waiting")
 
     def __init__(self, call: Call, end: Callable[[Call, BaseException | None], None]) -> None:
         self.call = call
@@ -35,17 +35,21 @@ class MessageEvents:
         self.tools: dict[int, list[Any]] = {}  # content index -> [name, partial json, start input]
         self.reason: str | None = None
         self.finished = False  # message_delta seen: the usage report is final
+        self.waiting = True  # for the first content delta (the first token)
         self.threshold = long_context_threshold(call.record.request_model)
 
     def on_chunk(self, event: Any) -> bool:
         etype = event.type
-        if etype == "content_block_delta":
-            self.call.first_token()
-            delta = event.delta
-            if delta.type == "input_json_delta":
-                slot = self.tools.get(event.index)
-                if slot is not None:
-                    slot[1] += delta.partial_json
+        if etype == "content_block_delta":  # most events: one flag, and the delta only once a tool started
+            if self.waiting:
+                self.waiting = False
+                self.call.first_token()
+            if self.tools:
+                delta = event.delta
+                if delta.type == "input_json_delta":
+                    slot = self.tools.get(event.index)
+                    if slot is not None:
+                        slot[1] += delta.partial_json
         elif etype == "content_block_start":
             block = event.content_block
             if block.type == "tool_use":

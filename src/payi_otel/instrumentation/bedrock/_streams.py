@@ -50,6 +50,7 @@ _FINAL_KEYS = ("amazon-bedrock-invocationMetrics", "metadata", "totalOutputTextT
 # Chunks of messages-shaped invoke streams that are passed over unread while no tool-use block is open.
 _ANTHROPIC_SKIP = b'{"type":"content_block_delta"'
 _CONVERSE_SKIP = (b'{"contentBlockDelta"', b'{"contentBlockStop"')
+_NOTHING = (b"\xff",)  # a prefix no JSON chunk has: every chunk is read while a tool-use block is open
 
 
 def _tool_call(name: str, arguments: str) -> dict[str, str]:
@@ -76,6 +77,13 @@ class _BedrockStream:
         self.reasons: list[str] = []
         self.tools: dict[int, list[str]] = {}  # content block index -> [name, arguments so far]
         self.open_tool: Any = None  # index of the tool-use block being streamed
+
+    def _open(self, index: Any) -> None:
+        """A tool-use block starts: its chunks must be read."""
+        self.open_tool = index
+
+    def _close(self) -> None:
+        self.open_tool = None
 
     def on_end(self, call: Call, outcome: str, error: BaseException | None) -> None:
         rec = call.record
@@ -109,7 +117,7 @@ class _BedrockStream:
             if tool is not None:
                 index = start.get("contentBlockIndex", 0)
                 self.tools[index] = [tool.get("name") or "", ""]
-                self.open_tool = index
+                self._open(index)
         elif "contentBlockDelta" in event:
             delta = event["contentBlockDelta"]
             use = (delta.get("delta") or {}).get("toolUse")
@@ -118,7 +126,7 @@ class _BedrockStream:
                 if slot is not None:
                     slot[1] += use.get("input") or ""
         elif "contentBlockStop" in event:
-            self.open_tool = None
+            self._close()
         elif "messageStop" in event:
             reason = event["messageStop"].get("stopReason")
             if reason:
@@ -151,32 +159,42 @@ class ConverseStream(_BedrockStream):
 class InvokeStream(_BedrockStream):
     """``invoke_model_with_response_stream`` chunks (model-native JSON in ``chunk.bytes``)."""
 
-    __slots__ = ("skip",)
+    __slots__ = ("shape_skip", "skip")
 
     def __init__(self, call: Call, resource: str | None) -> None:
         super().__init__(call, resource)
-        self.skip: Any = None  # prefix(es) of text chunks of a messages-shaped stream (module doc)
+        self.shape_skip: Any = None  # text-chunk prefix(es) of a messages-shaped stream (module doc)
+        self.skip: Any = None  # what is passed over unread now: shape_skip, or nothing while a tool block is open
 
     def on_chunk(self, event: Any) -> bool:
         chunk = event.get("chunk")
         if chunk is None:
             return True
         data = chunk.get("bytes")
-        if self.first:
+        skip = self.skip
+        if skip is not None:  # messages-shaped: one prefix test per text chunk
+            if not data.startswith(skip):
+                self._absorb(data)
+        elif self.first:
             self.first = False
             self.call.first_token()
             doc = self._absorb(data)
             if doc is not None:
                 if doc.get("type") == "message_start":
-                    self.skip = _ANTHROPIC_SKIP
+                    self.shape_skip = self.skip = _ANTHROPIC_SKIP
                 elif "messageStart" in doc:
-                    self.skip = _CONVERSE_SKIP
-        elif self.skip is not None:
-            if self.open_tool is not None or not data.startswith(self.skip):
-                self._absorb(data)
+                    self.shape_skip = self.skip = _CONVERSE_SKIP
         elif data is not None and data.rfind(b"nvocationMetrics") >= 0:  # not `in`: bytes.__contains__
             self._absorb(data)  # first tries the needle as an int, a caught TypeError per chunk
         return True
+
+    def _open(self, index: Any) -> None:
+        self.open_tool = index
+        self.skip = _NOTHING
+
+    def _close(self) -> None:
+        self.open_tool = None
+        self.skip = self.shape_skip
 
     def _absorb(self, data: Any) -> dict[str, Any] | None:
         try:
@@ -221,9 +239,9 @@ class InvokeStream(_BedrockStream):
                 index = doc.get("index", 0)
                 start_input = block.get("input")
                 self.tools[index] = [block.get("name") or "", json.dumps(start_input) if start_input else ""]
-                self.open_tool = index
+                self._open(index)
         elif kind == "content_block_stop":
-            self.open_tool = None
+            self._close()
         elif kind == "message_delta":
             reason = (doc.get("delta") or {}).get("stop_reason")
             if isinstance(reason, str):
