@@ -4,6 +4,7 @@ business context, resources and their prices."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 from dataclasses import replace
@@ -419,3 +420,46 @@ def test_instrument_covers_bedrock(telemetry):
         handle.uninstrument()
     run(interaction)
     assert len(telemetry.spans()) == 1
+
+
+TOOL_STREAMS = sorted(CASSETTES.glob("*/bedrock/*with_response_stream_no_content_tool_call*.yaml"))
+
+
+def _tool_name(payload: dict) -> str | None:
+    """The tool a recorded chunk starts (Anthropic ``content_block_start`` or Nova ``contentBlockStart``)."""
+    block = payload.get("content_block") or {}
+    if payload.get("type") == "content_block_start" and block.get("type") == "tool_use":
+        return block["name"]
+    return ((payload.get("contentBlockStart") or {}).get("start") or {}).get("toolUse", {}).get("name")
+
+
+def _tool_input(payload: dict) -> str | None:
+    """The tool-input piece a recorded chunk carries, if any."""
+    if (payload.get("delta") or {}).get("partial_json"):
+        return payload["delta"]["partial_json"]
+    return ((payload.get("contentBlockDelta") or {}).get("delta") or {}).get("toolUse", {}).get("input")
+
+
+@pytest.mark.parametrize("path", TOOL_STREAMS, ids=[p.stem for p in TOOL_STREAMS])
+def test_invoke_stream_left_inside_a_tool_call_keeps_what_arrived(path, bedrock):
+    """Leaving an invoke stream part way through a tool call's arguments: the call is recorded with that
+    tool and the arguments that arrived (as they arrived when not JSON yet), the span ends once, incomplete."""
+    interaction = first(path)
+    _, kwargs = boto_call(interaction)
+    client, _ = replayed_client(interaction)
+    stream = client.invoke_model_with_response_stream(**kwargs)["body"]
+    payloads = [e["payload"] for e in stream_events(interaction)]
+    start = next(i for i, p in enumerate(payloads) if _tool_name(p))
+    piece = next(i for i in range(start + 1, len(payloads)) if _tool_input(payloads[i]))
+    for index, _ in enumerate(stream):
+        if index == piece:
+            break
+    stream.close()
+    span = bedrock.one_span()
+    assert span.attributes[A.PAYI_STREAM_OUTCOME] == "closed_early"
+    arrived = _tool_input(payloads[piece])
+    with contextlib.suppress(ValueError):
+        arrived = json.dumps(json.loads(arrived), separators=(",", ":"))
+    assert json.loads(span.attributes[A.PAYI_FUNCTION_CALLS]) == [{"name": _tool_name(payloads[start]),
+                                                                    "arguments": arrived}]  # fmt: skip
+    assert not usage_complete(payi_event(span))
