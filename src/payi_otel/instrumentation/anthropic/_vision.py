@@ -96,9 +96,21 @@ def _blocks(messages: Any) -> Any:
                         yield from inner
 
 
+def _may_hold_images(messages: list[Any] | tuple[Any, ...]) -> bool:
+    """A cheap first look (every call pays it): does any message have an image or tool-result block?"""
+    for message in messages:
+        content = message.get("content") if type(message) is dict else getattr(message, "content", None)
+        if isinstance(content, (list, tuple)):
+            for block in content:
+                kind = block.get("type") if type(block) is dict else getattr(block, "type", None)
+                if kind == "image" or kind == "tool_result":
+                    return True
+    return False
+
+
 def request_image_tokens(messages: Any) -> int:
     """Tokens of the images in ``messages``; 0 when there are none or any cannot be measured."""
-    if not isinstance(messages, (list, tuple)):
+    if not isinstance(messages, (list, tuple)) or not _may_hold_images(messages):
         return 0
     total = 0
     for block in _blocks(messages):
