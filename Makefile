@@ -43,7 +43,8 @@ CHROMIUM := /usr/bin/chromium
 POSTGRES_TESTS := tests/test_service_*.py tests/test_cli.py tests/test_cli_errors.py tests/test_cli_limits.py \
 	tests/test_otlp_receiver.py tests/test_otlp_relay.py tests/test_report_render.py tests/test_backfill.py \
 	tests/test_end_to_end.py tests/test_cost_records.py tests/test_poison_end_to_end.py tests/test_ingest_fuzz.py \
-	tests/test_admin_access.py tests/test_postgres_instances.py tests/test_enforcement.py
+	tests/test_admin_access.py tests/test_postgres_instances.py tests/test_enforcement.py tests/test_proxy.py \
+	tests/test_limit_reservations.py
 
 setup: $(STAMP)
 
