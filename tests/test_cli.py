@@ -224,7 +224,9 @@ def test_serve_subprocess_sigterm_loses_no_acknowledged_event(tmp_path):
         stored = {r[0] for r in db.execute("SELECT request_id FROM requests").fetchall()}
     missing = set(acked) - stored
     assert not missing, f"{len(missing)} acknowledged events lost"
-    assert startup < 5  # generous bound for CI; the benchmark prints the real figure
+    # only catches a pathological start (a migration or scan run at startup); on a loaded 2-core machine a normal
+    # start has taken 7 s, so the real figure is left to the benchmark, which prints it
+    assert startup < 30
 
 
 def test_demo_slot_dispatches_lazily(monkeypatch, capsys):

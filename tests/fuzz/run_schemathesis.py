@@ -40,6 +40,9 @@ def main() -> int:
                 str(schemathesis), "--config-file", str(HERE / "schemathesis.toml"), "run",
                 f"{base_url}/openapi.json", "--checks", "all", "--header", f"xProxy-api-key: {key}",
                 "--header", f"Authorization: Bearer {admin}",
+                # Key rotation takes no body, so fuzzing it finds nothing, but a rotation of the default
+                # application's slot 1 would revoke the key this run sends; test_admin_access covers it.
+                "--exclude-path-regex", r"^/api/v1/admin/applications/[^/]+/keys/[^/]+$",
                 "--max-time", str(args.max_time), "--seed", args.seed, "--workers", "1",
                 "--continue-on-failure", "--max-failures", "50", "--request-timeout", "30",
                 "--suppress-health-check", "all", "--warnings", "off",
