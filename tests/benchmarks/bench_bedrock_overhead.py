@@ -235,19 +235,20 @@ def event_cost(streams: int) -> dict:
 def ensure_venv(venv: Path = VENV, others: dict[str, tuple[str, str]] = OTHERS) -> tuple[str, set[str]]:
     """The interpreter to run every mode under, and the competing modes it can run."""
     python = venv / "bin" / "python"
-    if not python.exists():
-        print(f"creating throwaway venv {venv} for the other instrumentations (kept out of the project environment)")
-        try:
+    try:
+        if not python.exists():
+            print(f"creating throwaway venv {venv} for the other instrumentations (kept out of the project venv)")
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-            site = sysconfig.get_paths()["purelib"]
-            venv_site = subprocess.run(
-                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                check=True, capture_output=True, text=True,
-            ).stdout.strip()  # fmt: skip
-            Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
-        except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"{', '.join(others)}: SKIPPED, no throwaway venv: {exc}")
-            return sys.executable, set()
+        venv_site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        # rewritten on every run: a reused venv must see this checkout's packages, not those of the one that made it
+        site = sysconfig.get_paths()["purelib"]
+        Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"{', '.join(others)}: SKIPPED, no throwaway venv: {exc}")
+        return sys.executable, set()
     available = set()
     for mode, (requirement, module) in others.items():
         check = [str(python), "-c", f"import {module}, payi_otel"]
