@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -166,3 +167,11 @@ def test_report_csv_defuses_formulas(two_apps, capsys):
     users = [row["user"] for row in csv.DictReader(io.StringIO(out))]
     assert "'=HYPERLINK(\"http://evil\",\"x\")" in users
     assert not any(u.startswith(("=", "+", "-", "@")) for u in users)
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused_naming_option_and_rule(tmp_path):
+    result = cli("serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--database-url", "mysql://db/x")
+    one_line_error(result, "--database-url mysql://db/x", "must be a postgresql:// (or postgres://) URL")
+    assert not (tmp_path / "d" / "payi.db").exists()
+    result = cli("report", "--data-dir", str(tmp_path / "d"), env={**os.environ, "PAYI_OTEL_DATABASE_URL": "sqlite:///x"})
+    one_line_error(result, "PAYI_OTEL_DATABASE_URL sqlite:///x", "must be a postgresql://")

@@ -143,9 +143,7 @@ class StoreBase:
         from payi_otel.service.store.schema import create_or_migrate_postgres
 
         if not postgres.is_postgres_url(url):
-            raise StoreError(
-                f"{DATABASE_URL_ENV} {postgres.display_url(url)!r}: must be a postgresql:// (or postgres://) URL"
-            )
+            raise StoreError("must be a postgresql:// (or postgres://) URL")
         self.location = postgres.display_url(url)
         if create:
             self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # holds the default key file
