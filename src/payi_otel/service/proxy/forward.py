@@ -244,9 +244,10 @@ class Proxy:
         return Response(content, status_code=status, headers=headers)
 
     async def _stream(self, pending: _Call, provider: Provider, response: httpx.Response) -> AsyncIterator[bytes]:
-        """The upstream's events as they arrive. An event that may be the last one (its reader says
-        so) waits for the next event; at the end it carries ``xproxy_result`` (when no event could,
-        ``xproxy_result`` comes in an event of its own after the others)."""
+        """The upstream's events as they arrive (those that arrive in one read are written at once). An
+        event that may be the last one (its reader says so) waits for the next event; at the end it
+        carries ``xproxy_result`` (when no event could, ``xproxy_result`` comes in an event of its own
+        after the others)."""
         reader = provider.stream_reader(pending.call)
         splitter = EventSplitter()
         held: tuple[bytes, dict[str, Any]] | None = None
@@ -254,25 +255,29 @@ class Proxy:
         try:
             try:
                 async for chunk in response.aiter_bytes():
+                    # the events that arrived together leave together (one write), as soon as they arrived
+                    out: list[bytes] = []
                     for block in splitter.feed(chunk):
                         if pending.first_event is None:
                             pending.first_event = time.perf_counter()
                         name, data = read_event(block)
                         if data is not None and provider.is_stream_end(data):
                             if held is not None:
-                                yield await self._last_event(pending, reader.result, held)
+                                out.append(await self._last_event(pending, reader.result, held))
                                 held = None
-                            yield block
+                            out.append(block)
                             continue
                         document = json_data(data)
                         may_be_last = reader.feed(name, document) if document is not None else False
                         if held is not None:
-                            yield held[0]
+                            out.append(held[0])
                             held = None
                         if may_be_last and isinstance(document, dict):
                             held = (block, document)
                         else:
-                            yield block
+                            out.append(block)
+                    if out:
+                        yield b"".join(out)
             except httpx.HTTPError as exc:
                 await self._record(pending, reader.result, 502, failure=f"upstream stream broken: {type(exc).__name__}")
                 raise
