@@ -8,7 +8,8 @@ import typing
 
 from payi_otel import context, context_validation
 from payi_otel import protocol as P
-from payi_otel.service import ingest, models
+from payi_otel.service import models
+from payi_otel.service.attribution import Attribution
 
 
 def test_keyword_types_name_every_declared_field_in_order():
@@ -18,7 +19,7 @@ def test_keyword_types_name_every_declared_field_in_order():
 
 
 def test_ingest_models_carry_every_attribution_field():
-    attribution = {f.name for f in dataclasses.fields(ingest.Attribution)}
+    attribution = {f.name for f in dataclasses.fields(Attribution)}
     bulk = set(models.BulkIngestRequest.model_fields)
     for f in P.CONTEXT_FIELDS:
         if f.role == P.ATTRIBUTION:

@@ -416,7 +416,7 @@ def test_an_abandoned_stream_releases_its_reservation_and_is_stored_once(tmp_pat
 
 
 def test_upstream_settings_and_the_azure_allow_list() -> None:
-    from payi_otel.service.ingest import PayiApiError
+    from payi_otel.service.errors import PayiApiError
     from payi_otel.service.proxy.upstreams import ServiceConfigError
 
     upstreams = Upstreams({"PAYI_OTEL_UPSTREAM_AZURE_OPENAI": "https://*.openai.azure.com, http://127.0.0.1:8080"})

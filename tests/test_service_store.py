@@ -6,7 +6,7 @@ import json
 import sqlite3
 import time
 
-from payi_otel.service.ingest import xproxy_result
+from payi_otel.service.ingest_results import xproxy_result
 from payi_otel.service.store import REQUEST_COLUMNS, ReportQuery, Store, new_id, now_ms
 
 # Version 1 of the file: the tables that changed since, as it created them, and those they refer to.

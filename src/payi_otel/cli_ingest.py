@@ -227,7 +227,7 @@ def ingest_source(src: Source, client: httpx.Client | None, batch_size: int, cou
 def _schema_problem(item: dict[str, Any]) -> str | None:
     from pydantic import ValidationError
 
-    from payi_otel.service.ingest import validation_error
+    from payi_otel.service.errors import validation_error
     from payi_otel.service.models import BulkIngestRequest
 
     try:

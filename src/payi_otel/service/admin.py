@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 
 from payi_otel import protocol as P
-from payi_otel.service.ingest import PayiApiError
+from payi_otel.service.errors import PayiApiError
 
 ADMIN_TOKEN_FILE = "admin-token"
 ADMIN_TOKEN_ENV = "PAYI_OTEL_ADMIN_TOKEN"

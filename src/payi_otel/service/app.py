@@ -27,8 +27,9 @@ from payi_otel.service.admin import AdminGate, ensure_admin_token
 from payi_otel.service.alerts import WEBHOOK_ENV, AlertDeliverer, run_scheduled_resets
 from payi_otel.service.body_limit import BodyLimit, max_body_bytes_from_env
 from payi_otel.service.commit import GroupCommitter
+from payi_otel.service.errors import PayiApiError, error_from_details
 from payi_otel.service.firstrun import ensure_default_application
-from payi_otel.service.ingest import Ingestor, PayiApiError, error_from_details
+from payi_otel.service.ingest import Ingestor
 from payi_otel.service.otlp import ServiceOtlpSink
 from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.pricing import Pricer

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from payi_otel import protocol as P
-from payi_otel.service.ingest import PayiApiError
+from payi_otel.service.errors import PayiApiError
 
 ENV_MAX_BODY_BYTES = "PAYI_OTEL_MAX_BODY_BYTES"
 

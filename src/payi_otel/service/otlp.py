@@ -41,7 +41,9 @@ from payi_otel.exporters.mapping import render_bulk_item
 from payi_otel.exporters.otlp import spans_from_otlp_request
 from payi_otel.exporters.views import gc_paused
 from payi_otel.service.commit import GroupCommitter
-from payi_otel.service.ingest import Ingestor, PayiApiError, Stored, validation_error
+from payi_otel.service.errors import PayiApiError, validation_error
+from payi_otel.service.ingest import Ingestor
+from payi_otel.service.ingest_results import Stored
 from payi_otel.service.models import BulkIngestRequest
 from payi_otel.service.store import Application, Store, now_ms
 

@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from payi_otel import protocol as P
 from payi_otel.context_validation import parse_properties_header
-from payi_otel.service.ingest import Attribution, PayiApiError, attribution_from_headers, bad_request
+from payi_otel.service.attribution import Attribution, attribution_from_headers
+from payi_otel.service.errors import PayiApiError, bad_request
 from payi_otel.service.models import IngestRequest, IngestUnits
 from payi_otel.service.proxy import admission as admission_
 from payi_otel.service.proxy.admission import WorstCase

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from payi_otel import protocol as P
-from payi_otel.service.ingest import PayiApiError
+from payi_otel.service.errors import PayiApiError
 
 ENV = {
     "openai": "PAYI_OTEL_UPSTREAM_OPENAI",

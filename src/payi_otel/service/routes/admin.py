@@ -11,8 +11,8 @@ from fastapi.responses import Response
 
 from payi_otel.service import keys, models
 from payi_otel.service import models_admin as M
+from payi_otel.service.errors import PayiApiError
 from payi_otel.service.firstrun import remember_rotated_key
-from payi_otel.service.ingest import PayiApiError
 from payi_otel.service.reports import build_report
 from payi_otel.service.routes.common import Service, errors, iso, json_response, request_id
 from payi_otel.service.routes.reports import Window, report_query

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from payi_otel.service import models_catalog as M
-from payi_otel.service.ingest import PayiApiError
+from payi_otel.service.errors import PayiApiError
 from payi_otel.service.pricing import CATEGORY_PROVIDERS
 from payi_otel.service.routes.common import (
     Cursor,

@@ -17,7 +17,9 @@ from payi_otel import protocol as P
 from payi_otel.service import models
 from payi_otel.service.admin import AdminGate
 from payi_otel.service.commit import GroupCommitter
-from payi_otel.service.ingest import Ingestor, PayiApiError, iso_timestamp
+from payi_otel.service.errors import PayiApiError
+from payi_otel.service.ingest import Ingestor
+from payi_otel.service.ingest_results import iso_timestamp
 from payi_otel.service.store import Application, Store, StoreError, new_id
 
 API_KEY_HEADER = P.API_KEY

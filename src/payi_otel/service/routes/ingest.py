@@ -11,7 +11,8 @@ from fastapi.responses import Response
 
 from payi_otel import protocol as P
 from payi_otel.service import models
-from payi_otel.service.ingest import attribution_from_headers, parse_bulk, parse_single, require_json
+from payi_otel.service.attribution import attribution_from_headers
+from payi_otel.service.ingest_bodies import parse_bulk, parse_single, require_json
 from payi_otel.service.routes.common import Service, errors, json_response
 
 _HEADER_PREFIX = P.HEADER_PREFIX.lower()  # header names arrive lower-cased

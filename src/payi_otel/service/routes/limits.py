@@ -12,7 +12,7 @@ from pydantic import BeforeValidator
 
 from payi_otel.service import models_limits as M
 from payi_otel.service import schedules
-from payi_otel.service.ingest import PayiApiError
+from payi_otel.service.errors import PayiApiError
 from payi_otel.service.routes.common import (
     Cursor,
     PageSize,

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from payi_otel.service import models_admin as MA
 from payi_otel.service import models_reports as M
-from payi_otel.service.ingest import PayiApiError
+from payi_otel.service.errors import PayiApiError
 from payi_otel.service.reports import ReportError, build_report, parse_time
 from payi_otel.service.routes.common import (
     MAX_PAGE,

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from payi_otel.service import models
-from payi_otel.service.ingest import PayiApiError, xproxy_result
+from payi_otel.service.errors import PayiApiError
+from payi_otel.service.ingest_results import xproxy_result
 from payi_otel.service.routes.common import Service, errors, json_response
 from payi_otel.service.store import Application
 

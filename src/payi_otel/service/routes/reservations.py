@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from payi_otel import protocol as P
-from payi_otel.service.ingest import PayiApiError, bad_request
+from payi_otel.service.errors import PayiApiError, bad_request
 from payi_otel.service.models import Int32, NonEmptyText, OptInt32, Text, TextList
 from payi_otel.service.proxy import admission as A
 from payi_otel.service.routes.common import Service, errors, json_response, request_id

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from payi_otel.service import models_limits as ML
 from payi_otel.service import models_use_cases as M
-from payi_otel.service.ingest import PayiApiError
+from payi_otel.service.errors import PayiApiError
 from payi_otel.service.routes.common import (
     Cursor,
     PageSize,
