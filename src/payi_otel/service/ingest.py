@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -76,23 +76,50 @@ class Ingestor:
         self._check_attribution(app, attr, HEADER_NAMES)
 
     def ingest(self, app: Application, event: IngestRequest, attr: Attribution) -> dict[str, Any]:
-        """Store one event (or recognise a duplicate) and return the IngestResponse body.
+        """Store one event (or recognise a duplicate) and return the IngestResponse body."""
+        answer = self.ingest_events([(app, event, attr)])[0]
+        if isinstance(answer, PayiApiError):
+            raise answer
+        return answer
 
-        The event's writes form one unit (a savepoint inside a shared transaction); the caller
-        answers only after the enclosing transaction committed.
+    def ingest_events(
+        self, events: list[tuple[Application, IngestRequest, Attribution]]
+    ) -> list[dict[str, Any] | PayiApiError]:
+        """Store single-ingest events that arrived together; per event, its IngestResponse body or its error.
+
+        The events of one application form one batch, as the items of a bulk body do: each is
+        checked before anything is written, and the limits they name are counted once for the
+        batch. The writes form one unit (a savepoint inside the group commit's transaction); the
+        callers are answered only after the enclosing transaction committed.
         """
+        answers: list[dict[str, Any] | PayiApiError | None] = [None] * len(events)
+        by_app: dict[int, list[int]] = {}
+        for index, (app, _, _) in enumerate(events):
+            by_app.setdefault(app.id, []).append(index)
         with self.store.transaction():
-            ingest_ms = now_ms()
-            batch = _Batch(ingest_ms)
-            outcome = self._prepare(app, event, attr, HEADER_NAMES, batch)
-            if isinstance(outcome, StoredRequest):
-                self._account_limits(app, batch)  # a repeat still ends its call's reservation
-                return response_body(outcome, duplicate=True)
-            self._account_limits(app, batch)
-            self.store.add_requests(batch.rows, batch.new_instances)
-        # A str (an earlier item's request id) only answers a repeat within one batch; this batch holds one event.
-        assert not isinstance(outcome, str)
-        return response_body(StoredRequest.from_request_row(batch.rows[0]), duplicate=False)
+            for indexes in by_app.values():
+                app = events[indexes[0]][0]
+                batch = _Batch(now_ms())
+                placed: dict[int, tuple[Any, ...] | StoredRequest | str] = {}
+                for index in indexes:
+                    _, event, attr = events[index]
+                    try:
+                        placed[index] = self._prepare(app, event, attr, HEADER_NAMES, batch)
+                    except PayiApiError as exc:
+                        answers[index] = exc
+                self._account_limits(app, batch)
+                self.store.add_requests(batch.rows, batch.new_instances)
+                rows = {row[0]: row for row in batch.rows}  # with their limit states now
+                for index, outcome in placed.items():
+                    if isinstance(outcome, StoredRequest):
+                        answers[index] = response_body(outcome, duplicate=True)
+                    else:  # a new row, or (a request id) a repeat of an earlier event of the batch
+                        row = rows[outcome if isinstance(outcome, str) else outcome[0]]
+                        answers[index] = response_body(
+                            StoredRequest.from_request_row(row), duplicate=isinstance(outcome, str)
+                        )
+        assert all(answer is not None for answer in answers)  # every event was placed or refused
+        return cast(list[dict[str, Any] | PayiApiError], answers)
 
     def ingest_bulk(self, app: Application, items: list[BulkIngestRequest | PayiApiError]) -> dict[str, Any]:
         """Store the good items of a bulk body in one go and return the BulkIngestResponse body.

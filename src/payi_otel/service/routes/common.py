@@ -44,7 +44,10 @@ class Service:
         return int(self.clock() * 1000)
 
     def authenticate(self, request: Request) -> Application:
-        key = request.headers.get(API_KEY_HEADER)
+        return self.authenticate_key(request.headers.get(API_KEY_HEADER))
+
+    def authenticate_key(self, key: str | None) -> Application:
+        """The application of an ``xProxy-api-key`` value, or the 401 error."""
         if not key:
             raise PayiApiError(401, "invalid_api_key", f"the {API_KEY_HEADER} header is missing")
         app_ = self.store.authenticate(key)
