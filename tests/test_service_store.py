@@ -1,13 +1,17 @@
-"""The service's SQLite store on its own: upgrades of older files and a bounded write-ahead log."""
+"""The service's SQLite store on its own: upgrades of older files, a bounded write-ahead log, and reads
+that see only committed data."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 
+import pytest
+
 from payi_otel.service.ingest_results import xproxy_result
-from payi_otel.service.store import REQUEST_COLUMNS, ReportQuery, Store, new_id, now_ms
+from payi_otel.service.store import REQUEST_COLUMNS, ReportQuery, Store, StoreError, new_id, now_ms
 
 # Version 1 of the file: the tables that changed since, as it created them, and those they refer to.
 _VERSION_1_TABLES = """
@@ -164,5 +168,49 @@ def test_write_ahead_log_stays_bounded_under_constant_writes(tmp_path, sqlite_st
         assert written >= 20_000
         assert largest < 40 * restart_frames * 4096, (largest, written)
         assert store.applications()[0]["requests"] == written
+    finally:
+        store.close()
+
+
+def test_use_case_reads_outside_the_write_see_committed_data_only(tmp_path):
+    """API reads (another thread than the writer) never see a write the group commit may still undo;
+    the write itself sees its own changes."""
+    store = Store(tmp_path)
+    try:
+        app, _ = store.create_application("default", "default")
+
+        def elsewhere(read):
+            seen = []
+
+            def run():
+                try:
+                    seen.append(read())
+                except Exception as exc:  # raised again on the test's thread
+                    seen.append(exc)
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(10)
+            if isinstance(seen[0], Exception):
+                raise seen[0]
+            return seen[0]
+
+        def reads():
+            return (
+                store.definition(app.id, "draft"),
+                [d.name for d in store.list_definitions(app.id, name=None, ascending=True, after=None, count=10)],
+            )
+
+        store.begin()  # the writer's shared transaction, as the group commit opens it
+        created = store.create_definition(app.id, "draft", "first draft", None, None, now_ms())
+        instance = store.create_instance(app.id, "draft", now_ms())
+        assert store.definition(app.id, "draft") == created  # the write sees its own changes
+        assert elsewhere(reads) == (None, [])
+        with pytest.raises(StoreError) as refused:
+            elsewhere(lambda: store.instance(app.id, "draft", instance.use_case_id))
+        assert refused.value.code == "use_case_instance_not_found"
+        store.commit()
+        assert elsewhere(reads) == (created, ["draft"])
+        assert elsewhere(lambda: store.instance(app.id, "draft", instance.use_case_id)) == instance
     finally:
         store.close()

@@ -119,6 +119,7 @@ class StoreBase:
         self._lock = threading.RLock()
         self._reader_lock = threading.Lock()
         self._depth = 0
+        self._writer_thread: int | None = None  # the thread that opened the writer's current transaction
         if self.database_url is not None:
             self._open_postgres(self.database_url, create)
             return
@@ -291,11 +292,26 @@ class StoreBase:
         else:
             self._conn.execute(sql)
 
+    def in_write(self) -> bool:
+        """Whether the calling thread is writing the writer connection's open transaction."""
+        return self._writer_thread == threading.get_ident() and self._conn.in_transaction
+
+    def read_rows(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
+        """Every row of a read: on the thread writing a transaction, from the writer connection (so a
+        write sees its own changes); anywhere else, committed data from the reader connection, which
+        never waits for a write in progress (nor sees one that may still be undone)."""
+        if self.in_write():
+            with self._lock:
+                rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
+            return rows
+        return self.read_all(sql, params)
+
     def begin(self) -> None:
         """Open a transaction that several units of work share until :meth:`commit` (group commit)."""
         with self._lock:
             self._control("BEGIN IMMEDIATE")
             self._check_cached()
+            self._writer_thread = threading.get_ident()
 
     def commit(self) -> None:
         with self._lock:
@@ -324,6 +340,7 @@ class StoreBase:
         with self._lock:
             if not self._conn.in_transaction:
                 self._control("BEGIN IMMEDIATE")
+                self._writer_thread = threading.get_ident()
                 try:
                     self._check_cached()
                     yield self._conn

@@ -77,15 +77,17 @@ class UseCasesStore(LimitsStore):
 
     # --- definitions -------------------------------------------------------------------------
     def definition(self, application_id: int, name: str) -> DefinitionRecord | None:
-        if not self._conn.in_transaction:
-            self._check_cached()
-        found = self._definitions.get((application_id, name))
+        """The definition as the caller may see it: writes see their own transaction's (cached for the
+        ingest path), other reads the committed one."""
+        writing = self.in_write()
+        found = self._definitions.get((application_id, name)) if writing else None
         if found is None:
-            with self._lock:
-                row = self._conn.execute(_DEFINITION + " AND name = ?", (application_id, name)).fetchone()
-            if row is None:
+            rows = self.read_rows(_DEFINITION + " AND name = ?", (application_id, name))
+            if not rows:
                 return None
-            found = self._definitions[(application_id, name)] = DefinitionRecord.from_row(row)
+            found = DefinitionRecord.from_row(rows[0])
+            if writing:
+                self._definitions[(application_id, name)] = found
         return found
 
     def definition_or_raise(self, application_id: int, name: str) -> DefinitionRecord:
@@ -121,8 +123,7 @@ class UseCasesStore(LimitsStore):
         self, application_id: int, *, name: str | None, ascending: bool, after: tuple[int, str] | None, count: int
     ) -> list[DefinitionRecord]:
         sql, params = _keyset(_DEFINITION, application_id, "name", name, ascending, after, count)
-        with self._lock:
-            return [DefinitionRecord.from_row(r) for r in self._conn.execute(sql, params)]
+        return [DefinitionRecord.from_row(r) for r in self.read_rows(sql, params)]
 
     def update_definition(
         self, application_id: int, name: str, changes: dict[str, Any], now_ms: int
@@ -261,17 +262,16 @@ class UseCasesStore(LimitsStore):
         return self.instance(application_id, name, use_case_id)
 
     def instance(self, application_id: int, name: str, use_case_id: str) -> InstanceRecord:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT use_case_id, name, version, properties, created_ms, limit_id FROM use_case_instances"
-                " WHERE application_id = ? AND use_case_id = ? AND name = ?",
-                (application_id, use_case_id, name),
-            ).fetchone()
-        if row is None:
+        rows = self.read_rows(
+            "SELECT use_case_id, name, version, properties, created_ms, limit_id FROM use_case_instances"
+            " WHERE application_id = ? AND use_case_id = ? AND name = ?",
+            (application_id, use_case_id, name),
+        )
+        if not rows:
             raise StoreError(
                 f"use case {name!r} has no instance {use_case_id!r} in this application", "use_case_instance_not_found"
             )
-        uid, uname, version, props, created, limit_id = row
+        uid, uname, version, props, created, limit_id = rows[0]
         return InstanceRecord(uid, uname, version, orjson.loads(props) if props else {}, created, limit_id)
 
     def use_case_instance_properties(self, application_id: int, use_case_id: str) -> dict[str, str] | None:
@@ -320,13 +320,10 @@ class UseCasesStore(LimitsStore):
 
     def kpi(self, application_id: int, use_case: str, name: str) -> KpiRecord:
         self.definition_or_raise(application_id, use_case)
-        with self._lock:
-            row = self._conn.execute(
-                _KPI + " AND use_case_name = ? AND name = ?", (application_id, use_case, name)
-            ).fetchone()
-        if row is None:
+        rows = self.read_rows(_KPI + " AND use_case_name = ? AND name = ?", (application_id, use_case, name))
+        if not rows:
             raise StoreError(f"use case {use_case!r} has no KPI {name!r}", "kpi_not_found")
-        return KpiRecord(*row)
+        return KpiRecord(*rows[0])
 
     def list_kpis(
         self, application_id: int, use_case: str, *, name: str | None, ascending: bool, after: tuple[int, str] | None,
@@ -335,8 +332,7 @@ class UseCasesStore(LimitsStore):
         self.definition_or_raise(application_id, use_case)
         sql, params = _keyset(_KPI + " AND use_case_name = ?", application_id, "name", name, ascending, after, count,
                               (use_case,))
-        with self._lock:
-            return [KpiRecord(*r) for r in self._conn.execute(sql, params)]
+        return [KpiRecord(*r) for r in self.read_rows(sql, params)]
 
     def update_kpi(
         self, application_id: int, use_case: str, name: str, changes: dict[str, Any], now_ms: int
@@ -403,9 +399,7 @@ class UseCasesStore(LimitsStore):
         direction = "ASC" if ascending else "DESC"
         base += f" ORDER BY s.created_ms {direction}, s.kpi_name {direction} LIMIT ?"
         params.append(count)
-        with self._lock:
-            rows = self._conn.execute(base, params).fetchall()
-        return [(KpiRecord(*r[:6]), r[6], r[7], r[8]) for r in rows]
+        return [(KpiRecord(*r[:6]), r[6], r[7], r[8]) for r in self.read_rows(base, params)]
 
 
 def _keyset(
