@@ -164,3 +164,33 @@ async def test_async_client_drives_use_cases(svc):
         assert [k.score async for k in payi.use_cases.kpis.list(inst, use_case_name="raw")] == [5.0]
         with pytest.raises(NotFoundError):
             await payi.with_options(max_retries=0).use_cases.definitions.retrieve("missing")
+
+
+def test_a_use_case_with_logging_disabled_keeps_no_prompts_or_responses(payi, client):
+    payi.use_cases.definitions.create(name="private", description="No content kept", logging_enabled=False)
+    payi.use_cases.definitions.create(name="open", description="Content kept")
+    content = {"provider_request_json": '{"messages": ["hi"]}', "provider_response_json": '{"text": "hello"}',
+               "provider_uri": "https://api.openai.com/v1/"}
+    event = {**GPT4O, **content}
+
+    def stored(use_case, via_bulk=False):
+        if via_bulk:
+            item = {**event, "use_case_name": use_case, "provider_response_id": "bulk-item"}
+            r = client.post("/api/v1/ingest/bulk", json=[item])
+            assert r.json()["ingest_count"] == 1, r.text
+            found = client.get(f"/api/v1/requests/provider/{GPT4O['category']}/bulk-item/result").json()
+            rid = found["xproxy_result"]["request_id"]
+        else:
+            r = client.post("/api/v1/ingest", json=event, headers={"xProxy-UseCase-Name": use_case})
+            assert r.status_code == 200, r.text
+            rid = r.json()["request_id"]
+        detail = client.get(f"/api/v1/reports/requests/{rid}").json()
+        return detail["provider_data"] or {}, detail["cost_total"]
+
+    kept, cost = stored("open")
+    assert kept == content and cost > 0
+    for via_bulk in (False, True):
+        dropped, cost = stored("private", via_bulk)
+        assert dropped == {"provider_uri": content["provider_uri"]} and cost > 0  # cost and metadata stay
+    payi.use_cases.definitions.update("private", logging_enabled=True)  # takes effect at once
+    assert stored("private")[0] == content

@@ -235,6 +235,7 @@ class Ingestor:
 
         use_case_id = use_case_version = None
         limit_ids = attr.limit_ids
+        logging_disabled = attr.logging_disabled
         if attr.use_case_name is not None:
             try:
                 use_case_id, use_case_version, instance_limit = self.store.use_case_instance(
@@ -246,6 +247,9 @@ class Ingestor:
                 raise bad_request(exc.code, f"{field_name}: {exc}") from None
             if instance_limit is not None and instance_limit not in limit_ids:
                 limit_ids = [*limit_ids, instance_limit]  # the instance's own limit (from its use case's limit_config)
+            definition = self.store.definition(app.id, attr.use_case_name)
+            if definition is not None and definition.logging_enabled is False:
+                logging_disabled = True  # the use case keeps no prompts or responses (cost and metadata stay)
 
         units = {k: {"input": u.input, "output": u.output} for k, u in event.units.items()}
         input_tokens = output_tokens = 0
@@ -280,7 +284,7 @@ class Ingestor:
             if value is not None:
                 provider_data[f] = value
         if provider_data:
-            if attr.logging_disabled:
+            if logging_disabled:
                 for f in _LOGGED_FIELDS:
                     provider_data.pop(f, None)
             for f in _MODEL_LIST_FIELDS:
