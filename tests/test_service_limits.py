@@ -236,9 +236,16 @@ def test_errors_have_payi_shape_everywhere(client, svc):
     r = client.post("/api/v1/limits", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "create_limit_validation_failed"
     r = client.post("/api/v1/limits", json={"limit_name": "x", "max": -1})
-    assert r.status_code == 400 and "max" in r.json()["message"]
-    r = client.post("/api/v1/limits", json={"limit_name": "x", "max": 1, "reset_schedule": "hourly"})
-    assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "invalid_reset_schedule"
+    assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "invalid_max_limit"
+    assert "max" in r.json()["message"]
+    lid = client.post("/api/v1/limits", json={"limit_name": "y", "max": 1}).json()["limit"]["limit_id"]
+    r = client.put(f"/api/v1/limits/{lid}", json={"max": 0})
+    assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "invalid_max_limit"
+    for method, path, code in (("POST", "/api/v1/limits", "create_limit_validation_failed"),
+                               ("PUT", f"/api/v1/limits/{lid}", "update_limit_validation_failed")):
+        r = client.request(method, path, json={"limit_name": "x", "max": 1, "reset_schedule": "hourly"})
+        assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == code
+        assert "reset_schedule" in r.json()["message"]
     r = client.put("/api/v1/limits/x", json={"max": 1, "threshold": 0.5})
     assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "update_limit_validation_failed"
     assert "threshold" in r.json()["message"]

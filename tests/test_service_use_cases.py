@@ -37,7 +37,12 @@ def test_definitions_versions_and_instances(payi, client):
     assert exc.value.body["xproxy_error"]["code"] == "use_case_already_exists"
     with pytest.raises(BadRequestError) as exc:
         payi.use_cases.definitions.create(name="has space", description="x")
+    assert exc.value.body["xproxy_error"]["code"] == "invalid_use_case_name"
     assert "name" in exc.value.body["message"]
+    with pytest.raises(BadRequestError) as exc:
+        payi.use_cases.definitions.create(name="no-description", description="")
+    assert exc.value.body["xproxy_error"]["code"] == "invalid_use_case_description"
+    assert "description" in exc.value.body["message"]
 
     v1 = payi.use_cases.create("summarize")
     assert v1.type_version == 1 and v1.use_case_name == "summarize" and v1.limit_id is None
@@ -61,7 +66,7 @@ def test_definitions_versions_and_instances(payi, client):
     # an instance id belongs to one use case
     r = client.post("/api/v1/ingest", json=GPT4O, headers={"xProxy-UseCase-Name": "other",
                                                            "xProxy-UseCase-ID": v1.use_case_id})
-    assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "invalid_use_case_id"
+    assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "use_case_instance_not_found"
     assert "summarize" in r.json()["message"]
 
     # instances: properties, retrieve, delete

@@ -176,7 +176,8 @@ def create_app(
         first["loc"] = tuple(p for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
         error = error_from_details(first)
         route = request.scope.get("route")
-        code = svc.validation_codes.get((request.method, getattr(route, "path", "")))
+        codes = svc.validation_codes.get((request.method, getattr(route, "path", ""))) or {}
+        code = codes.get(str(first["loc"][0]) if first["loc"] else "*") or codes.get("*")
         if code is not None:
             error.code = code
         return json_response(error.body(), 400)

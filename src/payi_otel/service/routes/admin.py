@@ -19,7 +19,7 @@ from payi_otel.service.routes.reports import Window, report_query
 from payi_otel.service.store import StoreError
 
 PREFIX = "/api/v1/admin"
-VALIDATION_CODES = {("POST", f"{PREFIX}/applications"): "invalid_application"}
+VALIDATION_CODES = {("POST", f"{PREFIX}/applications"): {"*": "invalid_application"}}
 _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": models.ApiError, "description": "No admin token (the service is not on loopback) or a wrong one"},
     403: {"model": models.ApiError, "description": "An application key was sent: admin actions need the admin token"},

@@ -35,8 +35,9 @@ class Service:
     ingestor: Ingestor
     committer: GroupCommitter
     clock: Callable[[], float] = time.time
-    # (method, path template) -> the code a body that fails validation is answered with
-    validation_codes: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (method, path template) -> {first field of the problem, or "*" for any: the code a body that fails
+    # validation is answered with}
+    validation_codes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     # who reads every application's data; None: only application keys (each its own application)
     gate: AdminGate | None = None
 

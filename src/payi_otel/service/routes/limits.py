@@ -42,9 +42,10 @@ ResetDate = Annotated[
     BeforeValidator(_iso_only),
     Query(alias="resetDate", description="Effective date of the reset (ISO 8601; default: now)"),
 ]
+# Pay-i's codes for a limit body that fails validation: a bad max has its own.
 VALIDATION_CODES = {
-    ("POST", PREFIX): "create_limit_validation_failed",
-    ("PUT", PREFIX + "/{limit_id}"): "update_limit_validation_failed",
+    ("POST", PREFIX): {"max": "invalid_max_limit", "*": "create_limit_validation_failed"},
+    ("PUT", PREFIX + "/{limit_id}"): {"max": "invalid_max_limit", "*": "update_limit_validation_failed"},
 }
 
 
@@ -82,13 +83,14 @@ def _limit_response(limit: LimitRecord, status: int = 200, message: str | None =
     return json_response({"request_id": request_id(), "message": message, "limit": limit_body(limit)}, status)
 
 
-def _schedule(value: str | None) -> str | None:
+def _schedule(value: str | None, code: str) -> str | None:
+    """The normalized reset schedule; a bad one is refused as a bad limit body (``code``)."""
     if value is None:
         return None
     try:
         return schedules.normalize(value)
     except schedules.ScheduleError as exc:
-        raise PayiApiError(400, "invalid_reset_schedule", str(exc)) from None
+        raise PayiApiError(400, code, f"reset_schedule: {exc}") from None
 
 
 def router(svc: Service) -> APIRouter:
@@ -110,7 +112,7 @@ def router(svc: Service) -> APIRouter:
     )
     async def create_limit(body: M.LimitCreate, request: Request) -> Response:
         app = svc.authenticate(request)
-        schedule = _schedule(body.reset_schedule)
+        schedule = _schedule(body.reset_schedule, "create_limit_validation_failed")
         limit = await write(
             lambda: store.create_limit(
                 app.id,
@@ -164,7 +166,7 @@ def router(svc: Service) -> APIRouter:
     async def update_limit(limit_id: str, body: M.LimitUpdate, request: Request) -> Response:
         app = svc.authenticate(request)
         given = body.model_fields_set
-        schedule = _schedule(body.reset_schedule)
+        schedule = _schedule(body.reset_schedule, "update_limit_validation_failed")
         limit = await write(
             lambda: store.update_limit(
                 app.id,

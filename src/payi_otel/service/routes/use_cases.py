@@ -27,6 +27,12 @@ from payi_otel.service.routes.common import (
 from payi_otel.service.store import DefinitionRecord, InstanceRecord, KpiRecord, StoreError
 
 PREFIX = "/api/v1/use_cases"
+# Pay-i's codes for a definition body whose name or description fails validation.
+_DEFINITION_CODES = {"name": "invalid_use_case_name", "description": "invalid_use_case_description"}
+VALIDATION_CODES = {
+    ("POST", PREFIX + "/definitions"): _DEFINITION_CODES,
+    ("PUT", PREFIX + "/definitions/{use_case_name}"): _DEFINITION_CODES,
+}
 T = TypeVar("T")
 _LIKERT = {"likert5": 5, "likert7": 7, "likert10": 10}
 

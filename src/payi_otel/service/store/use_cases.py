@@ -207,7 +207,7 @@ class UseCasesStore(LimitsStore):
             if existing is not None and existing[0] != name:
                 raise StoreError(
                     f"use case instance {use_case_id!r} belongs to use case {existing[0]!r}, not {name!r}",
-                    "invalid_use_case_id",
+                    "use_case_instance_not_found",
                 )
         if definition is None:
             self._conn.execute(
