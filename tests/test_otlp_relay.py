@@ -145,3 +145,75 @@ def test_relay_refuses_senders_without_its_key(tmp_path: Path) -> None:
             assert httpx.post(url, content=body, headers=headers).status_code == 401
         headers = {"Content-Type": "application/x-protobuf", "xProxy-api-key": RELAY_KEY}
         assert httpx.post(url, content=body, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("order", ["ours first", "theirs first"])
+def test_two_spans_of_one_call_in_different_requests_are_forwarded_once(tmp_path: Path, order: str) -> None:
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    chat = recorded(CHAT)
+    usage = recorded_usage(chat)
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
+    foreign = {  # another instrumentation's span around the same call; it has no response id, so its
+        "gen_ai.operation.name": "chat",  # event's id differs from ours and Pay-i's dedupe cannot join them
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": usage["prompt_tokens"],
+        "gen_ai.usage.output_tokens": usage["completion_tokens"],
+    }
+    try:
+        with (
+            track_context(use_case_name="triage", user_id="alice"),
+            provider.get_tracer("other").start_as_current_span("chat", kind=trace.SpanKind.CLIENT, attributes=foreign),
+        ):
+            openai_client(chat).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        instrumentor.uninstrument()
+    ours, theirs = memory.get_finished_spans()
+    assert ours.parent.span_id == theirs.context.span_id
+    with running_service(tmp_path / "data") as service:
+        exporter = PayiSpanExporter(
+            base_url=service.base_url, api_key=service.api_key, spool_dir=tmp_path / "spool", **FAST
+        )
+        with AppThread(create_relay_app(exporter, RELAY_KEY)) as forwarder:
+            for batch in ([ours], [theirs]) if order == "ours first" else ([theirs], [ours]):
+                response = httpx.post(
+                    f"{forwarder.base_url}/v1/traces",
+                    content=encode_spans(batch).SerializeToString(),
+                    headers={"Content-Type": "application/x-protobuf", "xProxy-api-key": RELAY_KEY},
+                )
+                assert response.status_code == 200
+        rows = stored_requests(service.data_dir)  # the relay delivered what it had when it stopped
+    assert len(rows) == 1
+    assert rows[0]["units"] == text_units(usage)
+    if order == "ours first":  # the span forwarded first stands: ours carries the business context
+        assert (rows[0]["use_case_name"], rows[0]["user_id"]) == ("triage", "alice")
+
+
+def test_the_relay_remembers_forwarded_calls_for_a_bounded_window() -> None:
+    from payi_otel.exporters.calls import Call
+    from payi_otel.relay import RecentCalls
+
+    now = [0.0]
+    recent = RecentCalls(window_s=900, max_spans=3, clock=lambda: now[0])
+
+    def call(span: str, parent: str, key: str = "system.openai/gpt-4o-mini") -> Call:
+        return Call({"category": "system.openai"}, 0, key, "t1", [(span, parent)])
+
+    assert recent.claim([call("child", "parent")]) != []
+    assert recent.claim([call("parent", "")]) == []  # its child was forwarded: the same call
+    assert recent.claim([call("grandchild", "child")]) == []  # the child's own child, same key
+    assert recent.claim([call("other", "parent", key="system.openai/gpt-4o")]) != []  # another model: another call
+    now[0] = 901.0  # past the window: forgotten
+    assert recent.claim([call("parent", "")]) != []
+    for i in range(5):  # at most 3 spans are remembered, the oldest forgotten first
+        recent.claim([call(f"s{i}", "")])
+    assert recent.claim([call("x", "s0")]) != [] and recent.claim([call("y", "s4")]) == []
