@@ -84,8 +84,10 @@ def _lean_schema() -> dict[str, Any]:
         name="payi_otel/lean_trace.proto", package="payi_otel.lean", syntax="proto3"
     )
 
-    def message(name: str, *fields: tuple[str, int, int, str | None]) -> None:
+    def message(name: str, *fields: tuple[str, int, int, str | None], oneof: str | None = None) -> None:
         proto = file.message_type.add(name=name)
+        if oneof is not None:
+            proto.oneof_decl.add(name=oneof)
         for field_name, number, kind, type_name in fields:
             repeated = field_name.endswith("[]")
             field = proto.field.add(
@@ -96,9 +98,24 @@ def _lean_schema() -> dict[str, Any]:
             )
             if type_name:
                 field.type_name = ".payi_otel.lean." + type_name
+            if oneof is not None:
+                field.oneof_index = 0
 
     bytes_, string = f.TYPE_BYTES, f.TYPE_STRING
-    message("KeyValue", ("key", 1, string, None), ("value", 2, bytes_, None))  # value: an encoded AnyValue
+    # An attribute decodes in one parse: its scalar value is read here, an array or a key-value list
+    # (rare, never cached) from its encoded bytes with the full AnyValue message.
+    message(
+        "AnyValue",
+        ("string_value", 1, string, None),
+        ("bool_value", 2, f.TYPE_BOOL, None),
+        ("int_value", 3, f.TYPE_INT64, None),
+        ("double_value", 4, f.TYPE_DOUBLE, None),
+        ("array_value", 5, bytes_, None),
+        ("kvlist_value", 6, bytes_, None),
+        ("bytes_value", 7, bytes_, None),
+        oneof="value",
+    )
+    message("KeyValue", ("key", 1, string, None), ("value", 2, f.TYPE_MESSAGE, "AnyValue"))
     message("Status", ("message", 2, string, None), ("code", 3, f.TYPE_INT32, None))
     message(
         "Span",
@@ -135,7 +152,7 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
     def __missing__(self, raw: bytes) -> tuple[str, Any] | None:
         kv = _LeanKeyValue.FromString(raw)
         key = kv.key
-        pair = (key, _proto_value(AnyValue.FromString(kv.value))) if is_mapped_attribute(key) else None
+        pair = (key, _lean_value(kv.value)) if is_mapped_attribute(key) else None
         if len(raw) <= _CACHE_MAX_BYTES:
             if len(self) >= _CACHE_SIZE:  # ids and other one-off values: start over
                 self.clear()
@@ -144,6 +161,15 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
 
 
 _key_values = _KeyValues()
+
+
+def _lean_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind in _PROTO_SCALARS:
+        return getattr(value, kind)
+    if kind is None:
+        return None
+    return _proto_value(AnyValue.FromString(value.SerializeToString()))  # an array, key-value list or bytes
 
 
 def _lean_span_view(raw: bytes, resource: Mapping[str, str]) -> SpanView:
@@ -174,6 +200,4 @@ def decode_proto(body: bytes) -> list[SpanView]:
 
 def _resource(resource: Any) -> Mapping[str, str]:
     kept = A.RESOURCE_PROPERTIES
-    return resource_properties(
-        {kv.key: _proto_value(AnyValue.FromString(kv.value)) for kv in resource.attributes if kv.key in kept}
-    )
+    return resource_properties({kv.key: _lean_value(kv.value) for kv in resource.attributes if kv.key in kept})
