@@ -347,3 +347,43 @@ def test_bulk_of_valid_items_dedupes_within_the_body_and_stores_each_like_single
     # sent again, every item is recognised as already stored
     again = client.post("/api/v1/ingest/bulk", json=items).json()
     assert (again["ingest_count"], again["duplicate_count"]) == (0, 3)
+
+
+def test_concurrent_single_ingests_are_answered_each_by_its_own_outcome(svc, client):
+    """Single ingests that arrive together are written as one batch: a bad one is refused alone, repeats
+    of one ?id= store one request, and the limit they name counts each stored one once."""
+    import asyncio
+
+    created = client.post("/api/v1/limits", json={"limit_name": "batch-budget", "max": 1000})
+    limit_id = created.json()["limit"]["limit_id"]
+    good = {"xProxy-Limit-IDs": limit_id}
+    bad = {"xProxy-Limit-IDs": f"{limit_id},no-such-limit"}
+
+    async def send(http, i):
+        headers, params = (bad, None) if i % 5 == 0 else (good, {"id": f"batch-call-{i % 7}"} if i % 3 == 0 else None)
+        return i, await http.post("/api/v1/ingest", json=GPT4O, headers=headers, params=params)
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=svc.base_url, headers={"xProxy-api-key": svc.api_key}) as http:
+            return await asyncio.gather(*(send(http, i) for i in range(120)))
+
+    answers = asyncio.run(burst())
+    stored, by_dedupe_id = set(), {}
+    for i, r in answers:
+        if i % 5 == 0:
+            assert_error(r, 400, "invalid_limit_ids", "no-such-limit")
+            continue
+        assert r.status_code == 200, r.text
+        result = r.json()["xproxy_result"]
+        assert result["limits"] == {limit_id: {"state": "ok"}}
+        if i % 3 == 0:
+            answer = (r.json()["request_id"], result["duplicate_request"])
+            by_dedupe_id.setdefault(f"batch-call-{i % 7}", []).append(answer)
+        if not result["duplicate_request"]:
+            stored.add(r.json()["request_id"])
+    for repeats in by_dedupe_id.values():  # one request per id; exactly one answer stored it
+        assert len({rid for rid, _ in repeats}) == 1 and [dup for _, dup in repeats].count(False) == 1
+    cost = answers[1][1].json()["xproxy_result"]["cost"]["total"]["base"]
+    totals = client.get(f"/api/v1/limits/{limit_id}").json()["limit"]["totals"]
+    assert totals["requests"]["total"] == len(stored) == 96 - sum(len(r) - 1 for r in by_dedupe_id.values())
+    assert totals["cost"]["total"]["base"] == pytest.approx(cost * len(stored))
