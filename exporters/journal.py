@@ -47,8 +47,10 @@ logger = logging.getLogger("payi_otel.exporters")
 try:  # the fast encoder when installed; the standard library's otherwise
     import orjson
 
+    _OPTIONS = orjson.OPT_APPEND_NEWLINE
+
     def _encode(record: list[Any]) -> bytes:
-        return orjson.dumps(record) + b"\n"
+        return orjson.dumps(record, option=_OPTIONS)
 
 except ImportError:  # pragma: no cover - depends on the installation
     _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)

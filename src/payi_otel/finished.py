@@ -42,21 +42,21 @@ class FinishedCall:
 Sink = Callable[[FinishedCall], None]
 
 _lock = threading.Lock()
-_sinks: tuple[Sink, ...] = ()  # replaced, never mutated: the core reads it without a lock
+current_sinks: tuple[Sink, ...] = ()  # replaced, never mutated: the core reads it directly, without a lock
 
 
 def sinks() -> tuple[Sink, ...]:
-    return _sinks
+    return current_sinks
 
 
 def add_sink(sink: Sink) -> None:
-    global _sinks
+    global current_sinks
     with _lock:
-        if sink not in _sinks:
-            _sinks = (*_sinks, sink)
+        if sink not in current_sinks:
+            current_sinks = (*current_sinks, sink)
 
 
 def remove_sink(sink: Sink) -> None:
-    global _sinks
+    global current_sinks
     with _lock:
-        _sinks = tuple(s for s in _sinks if s != sink)
+        current_sinks = tuple(s for s in current_sinks if s != sink)

@@ -27,8 +27,9 @@ How the figures are made, so that a noisy machine cannot fake them:
   ``OTEL_METRICS_EXPORTER=none``. Each process checks that its mode produced exactly one span per call.
 
 The official package registers the entry point ``openai`` and must not leak into the project's
-environment, so it is installed into a throwaway venv (``/tmp/payi-otel-bench-venv``, created or
-reused by this script, seeing the project's packages through a ``.pth``); all four modes then run
+environment, so it is installed into a throwaway venv (``/tmp/payi-otel-bench-venv-<digest>``, one per
+project environment, created or reused by this script, seeing the project's packages through a ``.pth``);
+all four modes then run
 under that venv's interpreter so they share one set of packages. If it cannot be installed the
 official mode is skipped with a message and the other figures are still printed.
 
@@ -39,6 +40,7 @@ chunk; RSS flat over 100k calls.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -50,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VENV = Path("/tmp/payi-otel-bench-venv")
+VENV = Path("/tmp/payi-otel-bench-venv")  # suffixed per project environment (see _own_venv)
 # 2.4b0 imports opentelemetry.util.genai.instruments, which util-genai removed in 1.2b0.
 OFFICIAL_REQ = ("opentelemetry-instrumentation-openai-v2==2.4b0", "opentelemetry-util-genai==1.1b0")
 MODES = ("bare", "floor", "ours", "official")
@@ -365,6 +367,14 @@ def chunk_cost(streams: int, chunks: int) -> dict:
 
 
 # --- driver ---------------------------------------------------------------------------------------
+def _own_venv(venv: Path) -> Path:
+    """``venv`` suffixed with a digest of this interpreter's environment: the throwaway venv sees the packages
+    of the environment that created it (the project installed in editable mode from one checkout), so two
+    checkouts on one machine must not share it, or one would measure the other's code."""
+    digest = hashlib.sha256(sys.prefix.encode()).hexdigest()[:10]
+    return venv.with_name(f"{venv.name}-{digest}")
+
+
 def ensure_official_venv(
     venv: Path = VENV,
     requirements: tuple[str, ...] = OFFICIAL_REQ,
@@ -372,6 +382,7 @@ def ensure_official_venv(
 ) -> Path | None:
     """Create/reuse the throwaway venv with an official instrumentation (``requirements``, importing
     ``module``) that sees the project's packages; None if it cannot be had."""
+    venv = _own_venv(venv)
     python = venv / "bin" / "python"
     check = [str(python), "-c", f"import {module}, payi_otel"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import wrapt
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from packaging.version import InvalidVersion, Version
 
 from payi_otel.core import Call
 from payi_otel.enforcement import LimitError
+from payi_otel.fastcontext import instrumentation_enabled as is_instrumentation_enabled
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,83 @@
+"""Making an OpenTelemetry ``Context`` current, and reading the current one, at the cost of one ``ContextVar``
+operation.
+
+``opentelemetry.context.attach`` / ``detach`` / ``get_current`` go through two Python calls each (the API
+function, then the runtime context's method) before they reach the one ``ContextVar`` that holds the current
+context. On the paths that run for every provider call and every streamed chunk this module uses that
+``ContextVar`` directly when OpenTelemetry's runtime context is the standard ``ContextVarsRuntimeContext`` (the
+default, and the only one OpenTelemetry ships), and the public API otherwise. The effect is identical: the
+context OpenTelemetry sees as current is the one set here, and a reset restores exactly the previous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.instrumentation import utils as instrumentation_utils
+
+__all__ = ["enter", "get_current", "get_value", "instrumentation_enabled", "leave", "leave_sync"]
+
+
+def _context_var() -> ContextVar[Context] | None:
+    try:
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    except ImportError:  # pragma: no cover - an API without the standard runtime context
+        return None
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is not ContextVarsRuntimeContext:  # a configured OTEL_PYTHON_CONTEXT: use the API
+        return None
+    var = getattr(runtime, "_current_context", None)
+    return var if isinstance(var, ContextVar) else None
+
+
+_VAR = _context_var()
+
+
+def _leave_checked(token: Token[Context]) -> None:
+    try:
+        _VAR.reset(token)  # type: ignore[union-attr]  # only installed when _VAR is set
+    except (ValueError, RuntimeError):  # a token of another context: the API's own handling (a logged error)
+        otel_context.detach(token)
+
+
+def _get_value(key: str) -> object:
+    return _VAR.get().get(key)  # type: ignore[union-attr]  # only installed when _VAR is set
+
+
+# OpenTelemetry's two suppression keys (``suppress_instrumentation()`` sets both), as
+# ``opentelemetry.instrumentation.utils.is_instrumentation_enabled`` reads them.
+_SUPPRESS_PLAIN = getattr(instrumentation_utils, "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN", None)
+
+
+def _instrumentation_enabled() -> bool:
+    ctx = _VAR.get()  # type: ignore[union-attr]  # only installed when _VAR is set
+    return not (ctx.get(_SUPPRESS_INSTRUMENTATION_KEY) or ctx.get(_SUPPRESS_PLAIN))  # type: ignore[arg-type]
+
+
+enter: Callable[[Context], Token[Context]]
+leave: Callable[[Token[Context]], None]
+# ``leave`` for a token entered in the same synchronous stretch of code (no ``await``, no ``yield`` between),
+# which can only be a token of the current context: no check.
+leave_sync: Callable[[Token[Context]], None]
+get_current: Callable[[], Context]
+get_value: Callable[[str], Any]
+instrumentation_enabled: Callable[[], bool]  # False inside OpenTelemetry's suppress_instrumentation()
+if _VAR is not None:
+    enter = _VAR.set  # make ``context`` current; returns the token that restores the previous one
+    leave = _leave_checked
+    leave_sync = _VAR.reset
+    get_current = _VAR.get
+    get_value = _get_value
+    instrumentation_enabled = (
+        _instrumentation_enabled if _SUPPRESS_PLAIN is not None else instrumentation_utils.is_instrumentation_enabled
+    )
+else:  # pragma: no cover - depends on OTEL_PYTHON_CONTEXT
+    enter = otel_context.attach
+    leave = leave_sync = otel_context.detach
+    get_current = otel_context.get_current
+    get_value = otel_context.get_value
+    instrumentation_enabled = instrumentation_utils.is_instrumentation_enabled
