@@ -110,7 +110,7 @@ class RawResponses:
 
     def _parse_hook(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        if not self.pending:  # no raw response in flight: the common case costs one length test
+        if not self.pending_refs:  # no raw response in flight: the common case costs one test of a dict
             return result
         pending = self.pending.get(instance)
         if pending is None:
@@ -122,7 +122,7 @@ class RawResponses:
             return result
 
     def _close_hook(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-        if self.pending:
+        if self.pending_refs:
             pending = self.pending.pop(instance, None)
             if pending is not None:
                 try:
