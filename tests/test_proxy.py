@@ -403,10 +403,20 @@ def test_an_abandoned_stream_releases_its_reservation_and_is_stored_once(tmp_pat
         app_id = store.authenticate(svc.api_key).id
         with client.chat.completions.with_streaming_response.create(**interaction.request_body) as response:
             next(line for line in response.iter_lines() if line.startswith("data:"))
-            assert store.reserved_amount(app_id, limit) > 0  # held while the stream runs
-        # the caller closed the stream mid-way; the upstream is still holding its other events
-        deadline = time.monotonic() + 10
-        while store.reserved_amount(app_id, limit) > 0 and time.monotonic() < deadline:
+            held = store.reserved_amount(app_id, limit)
+            deadline = time.monotonic() + 5  # committed before forwarding; a new read may see it a moment later
+            while not held and time.monotonic() < deadline:
+                time.sleep(0.02)
+                held = store.reserved_amount(app_id, limit)
+            assert held and held > 0  # held while the stream runs
+        # the caller closed the stream mid-way; the upstream is still holding its other events. The release and
+        # the stored row commit together, but the test may read between the commit and its visibility to a new
+        # reader, and a loaded machine may take seconds to get there: wait for both, within a generous bound.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = stored_requests(tmp_path / "service")
+            if store.reserved_amount(app_id, limit) == 0.0 and rows:
+                break
             time.sleep(0.05)
         assert store.reserved_amount(app_id, limit) == 0.0
         upstream.hold_after_first_event.set()
