@@ -38,9 +38,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_bedrock_overhead import ensure_venv
+from bench_bedrock_overhead import ensure_venv, measure_calls
 from bench_bedrock_overhead import run as run_worker
-from bench_openai_overhead import BATCH, SETTLE, _spread, _timed
+from bench_openai_overhead import BATCH, _spread, _timed
 
 VENV = Path("/tmp/payi-otel-bench-venv-anthropic")
 OTHERS = {
@@ -137,36 +137,7 @@ class _Setup:
 
 
 def worker(mode: str, calls: int) -> dict:
-    setup = _Setup(mode)
-    instrumented, bare = setup.calls()
-    setup.switch(True)
-    for _ in range(min(calls // 5, 500)):
-        instrumented()
-    pairs = max(calls // (2 * BATCH), 4)
-    cpu: dict[str, list[float]] = {"on": [], "off": []}
-    spans_on = 0
-    for i in range(pairs):
-        for on in (True, False) if i % 2 == 0 else (False, True):
-            setup.switch(on)
-            fn = instrumented if on else bare
-            for _ in range(SETTLE):
-                fn()
-            before = setup.spans
-            c, _ = _timed(fn, BATCH)
-            if on:
-                spans_on += setup.spans - before
-            elif setup.spans != before:
-                raise RuntimeError(f"{mode}: the bare batch produced spans")
-            cpu["on" if on else "off"].append(c)
-    if mode != "bare" and spans_on < pairs * BATCH:
-        raise RuntimeError(f"{mode}: {spans_on} spans for {pairs * BATCH} calls (instrumentation not active?)")
-    us = 1e6
-    return {
-        "mode": mode,
-        "calls": pairs * BATCH * 2,
-        "cpu_us": statistics.median(cpu["on"]) * us,
-        "added_cpu_us": statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)) * us,
-    }
+    return measure_calls(_Setup(mode), mode, calls)
 
 
 def event_cost(streams: int) -> dict:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_openai_overhead as openai_bench
-from bench_openai_overhead import _spread, _timed, paired_overhead, python_calls
+from bench_openai_overhead import _spread, _timed, paired_overhead, paired_per_chunk, python_calls
 
 VENV = Path("/tmp/payi-otel-bench-google-venv")
 OFFICIAL_REQ = ("opentelemetry-instrumentation-google-genai==1.3b0",)
@@ -182,17 +182,7 @@ def chunk_cost(streams: int, chunks: int) -> dict[str, float]:
 
 def stream_pair(setup: _Setup, streams: int, chunks: int) -> dict[str, float]:
     one, _ = setup.calls(stream=True)
-    diffs, bare = [], []
-    for i in range(streams):
-        times = {}
-        for on in ((True, False) if i % 2 == 0 else (False, True)):
-            setup.switch(on)
-            one()
-            times[on] = _timed(one, 3)[0]
-        diffs.append((times[True] - times[False]) / chunks)
-        bare.append(times[False] / chunks)
-    setup.switch(False)
-    return {"bare_us_per_chunk": statistics.median(bare) * 1e6, "added_us_per_chunk": statistics.median(diffs) * 1e6}
+    return paired_per_chunk(setup, one, streams, chunks)
 
 
 def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str) -> dict[str, Any]:

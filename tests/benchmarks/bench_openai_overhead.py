@@ -305,8 +305,13 @@ def stream_pair(setup: _Setup, streams: int, chunks: int) -> dict:
     """Per-chunk cost through the SDK, in one process: bare and instrumented streams alternate
     (instrument / uninstrument between batches); median of the paired differences, CPU time."""
     one, _ = setup.calls("streampair")
+    return paired_per_chunk(setup, one, streams, chunks + 3)
+
+
+def paired_per_chunk(setup: Any, one: Any, streams: int, n: int) -> dict:
+    """``streams`` runs of the stream call ``one`` (``n`` chunks each), instrumented and bare in
+    alternating order; medians per chunk of the bare time and of the paired differences, CPU time."""
     diffs, bare = [], []
-    n = chunks + 3
     for i in range(streams):
         times = {}
         for on in ((True, False) if i % 2 == 0 else (False, True)):
