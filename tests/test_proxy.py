@@ -402,7 +402,11 @@ def test_an_abandoned_stream_releases_its_reservation_and_is_stored_once(tmp_pat
         store = svc.app.state.store
         app_id = store.authenticate(svc.api_key).id
         with client.chat.completions.with_streaming_response.create(**interaction.request_body) as response:
-            next(line for line in response.iter_lines() if line.startswith("data:"))
+            # keep the line iterator referenced: a dropped generator chain is closed at once by CPython, and
+            # closing it closes the HTTP connection, which is the caller leaving (what this test does later)
+            lines = response.iter_lines()
+            next(line for line in lines if line.startswith("data:"))
+            time.sleep(0.5)  # a slow reader: the proxy must keep the stream and its reservation meanwhile
             held = store.reserved_amount(app_id, limit)
             deadline = time.monotonic() + 5  # committed before forwarding; a new read may see it a moment later
             while not held and time.monotonic() < deadline:

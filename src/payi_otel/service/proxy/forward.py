@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ _PROPERTY_HEADERS = {
 }
 _PROVIDER_ERROR = {"code": "provider_error", "message": "The downstream provider returned an error"}
 CLIENT_CLOSED = 499  # status a call is stored with when its caller went away mid-stream
+_log = logging.getLogger("payi_otel.service.proxy")
 
 
 def upstream_headers(headers: Any) -> dict[str, str]:
@@ -281,6 +283,12 @@ class Proxy:
                         yield b"".join(out)
             except httpx.HTTPError as exc:
                 await self._record(pending, reader.result, 502, failure=f"upstream stream broken: {type(exc).__name__}")
+                raise
+            except Exception as exc:  # a fault of ours is not the caller leaving: store it as what it is
+                _log.exception("proxy stream failed")
+                with anyio.CancelScope(shield=True):
+                    failure = f"proxy stream failed: {type(exc).__name__}"
+                    await self._record(pending, reader.result, 500, failure=failure)
                 raise
             if held is not None:
                 yield await self._last_event(pending, reader.result, held)
