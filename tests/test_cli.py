@@ -258,3 +258,29 @@ def test_report_never_shows_a_tiny_real_cost_as_zero(tmp_path, capsys):
     assert data["rows"][0]["cost_usd"] == cost  # full precision
     code, out, _ = run(capsys, "report", "--by", "use_case", "--format", "csv", "--data-dir", str(tmp_path))
     assert float(next(csv.DictReader(io.StringIO(out)))["cost_usd"]) == cost
+
+
+def test_demo_fresh_refuses_a_directory_it_did_not_make(tmp_path):
+    import subprocess
+
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "service").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "payi_otel.cli", "demo", "--fresh", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--fresh" in done.stderr and "notes.txt" in done.stderr
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and (tmp_path / "service").is_dir()
+
+
+def test_demo_fresh_empties_what_an_earlier_demo_wrote(tmp_path):
+    from payi_otel.demo import _empty_demo_dir
+
+    for name in ("service", "spool"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data").write_text("old")
+    _empty_demo_dir(tmp_path)
+    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []

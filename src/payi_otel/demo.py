@@ -55,6 +55,27 @@ def _wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float =
     raise SystemExit(f"payi-otel demo: the service did not answer on {base_url} within {timeout:.0f}s")
 
 
+DEMO_ENTRIES = ("service", "spool")  # all the demo writes in its data directory
+
+
+def _empty_demo_dir(data_dir: Path) -> None:
+    """``--fresh``: remove what an earlier demo wrote there, and only that. A directory holding anything
+    else (the current directory, a home, a project) is refused rather than emptied."""
+    if not data_dir.exists():
+        return
+    if not data_dir.is_dir():
+        raise SystemExit(f"payi-otel demo: --data-dir {data_dir} is not a directory")
+    foreign = sorted(p.name for p in data_dir.iterdir() if p.name not in DEMO_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise SystemExit(
+            f"payi-otel demo: --fresh empties only a directory the demo made (holding {' and '.join(DEMO_ENTRIES)});"
+            f" {data_dir} also holds {shown}: choose another --data-dir"
+        )
+    for name in DEMO_ENTRIES:
+        shutil.rmtree(data_dir / name, ignore_errors=True)
+
+
 def _bin(name: str) -> str:
     local = Path(sys.executable).with_name(name)
     return str(local) if local.exists() else (shutil.which(name) or name)
@@ -72,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     data_dir = Path(args.data_dir).resolve()
-    if args.fresh and data_dir.exists():
-        shutil.rmtree(data_dir)
+    if args.fresh:
+        _empty_demo_dir(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
