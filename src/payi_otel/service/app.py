@@ -155,6 +155,7 @@ def create_app(
     app.state.store = store
     app.state.service = svc
     app.add_middleware(ingest.IngestFastPath, svc=svc)  # inside the body limit (added after it: outside)
+    app.add_middleware(proxy.ProxyFastPath, proxy=provider_proxy)  # a proxied call is matched first
     app.add_middleware(BodyLimit, limit=body_limit)
 
     @app.exception_handler(PayiApiError)

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx
+import httpcore
 import orjson
-from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.responses import StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payi_otel import protocol as P
 from payi_otel.context_validation import parse_properties_header
@@ -36,30 +36,34 @@ from payi_otel.service.models import IngestRequest, IngestUnits
 from payi_otel.service.proxy import admission as admission_
 from payi_otel.service.proxy.admission import WorstCase
 from payi_otel.service.proxy.base import CallResult, Provider, ProxiedCall
+from payi_otel.service.proxy.client import UPSTREAM_ERRORS, UpstreamClient, chunks, decoder
 from payi_otel.service.proxy.sse import EventSplitter, data_event, json_data, read_event, rewrite_event, with_member
 from payi_otel.service.proxy.upstreams import BASE_URI_HEADER, Upstreams
 from payi_otel.service.routes.common import Service, json_response
+from payi_otel.service.routes.ingest import read_body
 from payi_otel.service.store import Application
 
-_PREFIX = P.HEADER_PREFIX.lower()
-_FORWARD_PREFIX = _PREFIX + "forward-"
+_PREFIX_BYTES = P.HEADER_PREFIX.lower().encode()
+_FORWARD_PREFIX_BYTES = _PREFIX_BYTES + b"forward-"
+_API_KEY = P.API_KEY.lower()
 _HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "accept-encoding",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"accept-encoding",
     }
 )
-_RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"})
+_RESPONSE_DROP_RAW = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
+_RESPONSE_DROP = _RESPONSE_DROP_RAW | {b"content-encoding"}  # the body is forwarded decoded
 # event field -> header
 _PROPERTY_HEADERS = {
     "properties": P.PROPERTIES_HEADERS["request_properties"],
@@ -70,19 +74,27 @@ CLIENT_CLOSED = 499  # status a call is stored with when its caller went away mi
 _log = logging.getLogger("payi_otel.service.proxy")
 
 
-def upstream_headers(headers: Any) -> dict[str, str]:
-    """The request headers the provider gets: no ``xProxy-*`` (but ``xProxy-Forward-<Name>`` as ``<Name>``)."""
-    out: dict[str, str] = {}
-    forwarded: dict[str, str] = {}
-    for name, value in headers.items():
-        if name.startswith(_FORWARD_PREFIX):
-            if name[len(_FORWARD_PREFIX) :]:
-                forwarded[name[len(_FORWARD_PREFIX) :]] = value
-        elif not name.startswith(_PREFIX) and name not in _HOP_BY_HOP:
-            out[name] = value
-    out.update(forwarded)
-    out["accept-encoding"] = "identity"  # the proxy reads what it forwards
-    return out
+def read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[tuple[bytes, bytes]]]:
+    """The ``xProxy-*`` headers of a request (names lower-cased; the first of a repeated one, as every
+    route reads them) and the headers the provider gets: no ``xProxy-*`` (but ``xProxy-Forward-<Name>``
+    as ``<Name>``), no hop-by-hop ones."""
+    xheaders: dict[str, str] = {}
+    out: list[tuple[bytes, bytes]] = []
+    forwarded: list[tuple[bytes, bytes]] = []
+    for name, value in raw:
+        if name.startswith(_PREFIX_BYTES):
+            if name.startswith(_FORWARD_PREFIX_BYTES):
+                if name[len(_FORWARD_PREFIX_BYTES) :]:
+                    forwarded.append((name[len(_FORWARD_PREFIX_BYTES) :], value))
+            else:
+                xheaders.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        elif name not in _HOP_BY_HOP:
+            out.append((name, value))
+    if forwarded:
+        names = {name for name, _ in forwarded}
+        out = [item for item in out if item[0] not in names] + forwarded
+    out.append((b"accept-encoding", b"identity"))  # the proxy reads what it forwards
+    return xheaders, out
 
 
 def _decode_properties(headers: dict[str, str]) -> dict[str, Any]:
@@ -118,36 +130,37 @@ class _Call:
 
 
 class Proxy:
-    """Serves ``/api/v1/proxy/<provider>/...`` for the providers it is given."""
+    """Serves ``/api/v1/proxy/<provider>/...`` for the providers it is given, as an ASGI app: a
+    proxied call is latency-sensitive, so it skips the framework's routing and request models."""
 
-    def __init__(self, svc: Service, upstreams: Upstreams, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, svc: Service, upstreams: Upstreams) -> None:
         self.svc = svc
         self.upstreams = upstreams
-        self._client = client  # made at the first call: creating one (TLS setup) slows service start-up
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(600.0, connect=10.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                follow_redirects=False,
-                trust_env=False,  # HTTP(S)_PROXY of the service's environment is not where calls go
-            )
-        return self._client
+        self.client = UpstreamClient()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        await self.client.aclose()
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, provider: Provider, path: str) -> None:
+        """Answer one ``POST`` to ``path`` below the provider's route; Pay-i's error bodies for what
+        the proxy refuses (an unexpected exception goes to the app's error middleware)."""
+        try:
+            response = await self._handle(scope, receive, provider, path)
+        except PayiApiError as exc:
+            response = json_response(exc.body(), exc.status)
+        if response is not None:
+            await response(scope, receive, send)
 
     # --- 1 + 2: check and admit ---------------------------------------------------------------
-    async def handle(self, request: Request, provider: Provider, path: str) -> Response:
-        application = self.svc.authenticate(request)
-        xheaders = {k: v for k, v in request.headers.items() if k.startswith(_PREFIX)}
+    async def _handle(self, scope: Scope, receive: Receive, provider: Provider, path: str) -> ASGIApp | None:
+        xheaders, forwarded = read_headers(scope["headers"])
+        application = self.svc.authenticate_key(xheaders.get(_API_KEY))
         attr = attribution_from_headers(xheaders, None)
         properties = _decode_properties(xheaders)
         base = self.upstreams.base_url(provider.name, xheaders.get(BASE_URI_HEADER.lower()))
-        raw = await request.body()
+        raw = await read_body(receive)
+        if raw is None:
+            return None  # the caller went away before its request arrived
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -173,14 +186,10 @@ class Proxy:
                 return json_response(admission, 400)
         else:
             self.svc.ingestor.check_headers(application, attr)  # no limits: nothing in the store to read
-        url = f"{base}/{path}"
-        if request.url.query:
-            url += f"?{request.url.query}"
-        upstream = self.client.build_request("POST", url, headers=upstream_headers(request.headers), content=raw)
         pending.started = time.perf_counter()
         try:
-            response = await self.client.send(upstream, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self.client.send(base, path, scope["query_string"], forwarded, raw)
+        except UPSTREAM_ERRORS as exc:
             await self._record(pending, CallResult(), 502, failure=f"upstream unreachable: {type(exc).__name__}")
             raise PayiApiError(
                 502, "provider_error", f"the upstream {base} could not be reached: {type(exc).__name__}"
@@ -188,23 +197,28 @@ class Proxy:
         except BaseException:
             await self._release(pending)
             raise
-        content_type = response.headers.get("content-type", "")
-        headers = {k: v for k, v in response.headers.items() if k.lower() not in _RESPONSE_DROP}
-        if response.status_code < 300 and content_type.startswith("text/event-stream"):
-            return StreamingResponse(
-                self._stream(pending, provider, response),
-                status_code=response.status_code,
-                headers=headers,
-                media_type=None,
-            )
+        decode = decoder(response.headers)
+        content_type = next((v for k, v in response.headers if k.lower() == b"content-type"), b"")
+        drop = _RESPONSE_DROP if decode is not None else _RESPONSE_DROP_RAW
+        headers = [(k, v) for k, v in response.headers if k.lower() not in drop]
+        if decode is not None and response.status < 300 and content_type.startswith(b"text/event-stream"):
+            return _streamed(self._stream(pending, provider, response, decode), response.status, headers)
         try:
-            content = await response.aread()
+            content = b"".join([chunk async for chunk in chunks(response, decode or _raw)])
+        except UPSTREAM_ERRORS as exc:
+            await self._record(pending, CallResult(), 502, failure=f"upstream answer broken: {type(exc).__name__}")
+            raise PayiApiError(
+                502, "provider_error", f"the upstream {base} broke off its answer: {type(exc).__name__}"
+            ) from None
         except BaseException:
             await self._release(pending)
             raise
         finally:
             await response.aclose()
-        return await self._answer(pending, provider, response.status_code, content, headers)
+        if decode is None:  # an encoding the proxy cannot read: the body goes back as it came
+            await self._record(pending, CallResult(), response.status)
+            return _Answer(content, response.status, headers)
+        return await self._answer(pending, provider, response.status, content, headers)
 
     def _admit(self, pending: _Call) -> dict[str, Any] | None:
         """On the writer thread: check the headers, then reserve the worst case against the block
@@ -228,8 +242,8 @@ class Proxy:
 
     # --- 3: answer ------------------------------------------------------------------------------
     async def _answer(
-        self, pending: _Call, provider: Provider, status: int, content: bytes, headers: dict[str, str]
-    ) -> Response:
+        self, pending: _Call, provider: Provider, status: int, content: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> ASGIApp:
         document = json_data(content)
         if status < 300:
             read = provider.result(pending.call, document) if document is not None else CallResult()
@@ -244,9 +258,11 @@ class Proxy:
                     {"code": "provider_error", "message": "The downstream provider returned an error"},
                 )
             content = with_member(content, "xproxy_result", result)
-        return Response(content, status_code=status, headers=headers)
+        return _Answer(content, status, headers)
 
-    async def _stream(self, pending: _Call, provider: Provider, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, pending: _Call, provider: Provider, response: httpcore.Response, decode: Callable[[bytes], bytes]
+    ) -> AsyncIterator[bytes]:
         """The upstream's events as they arrive (those that arrive in one read are written at once). An
         event that may be the last one (its reader says so) waits for the next event; at the end it
         carries ``xproxy_result`` (when no event could, ``xproxy_result`` comes in an event of its own
@@ -257,7 +273,7 @@ class Proxy:
         completed = False
         try:
             try:
-                async for chunk in response.aiter_bytes():
+                async for chunk in chunks(response, decode):
                     # the events that arrived together leave together (one write), as soon as they arrived
                     out: list[bytes] = []
                     for block in splitter.feed(chunk):
@@ -281,7 +297,7 @@ class Proxy:
                             out.append(block)
                     if out:
                         yield b"".join(out)
-            except httpx.HTTPError as exc:
+            except UPSTREAM_ERRORS as exc:
                 await self._record(pending, reader.result, 502, failure=f"upstream stream broken: {type(exc).__name__}")
                 raise
             except Exception as exc:  # a fault of ours is not the caller leaving: store it as what it is
@@ -296,7 +312,7 @@ class Proxy:
             if rest:
                 yield rest
             if pending.recorded is None:
-                yield data_event({"xproxy_result": await self._record(pending, reader.result, response.status_code)})
+                yield data_event({"xproxy_result": await self._record(pending, reader.result, response.status)})
             completed = True
         finally:
             with anyio.CancelScope(shield=True):
@@ -356,6 +372,31 @@ class Proxy:
         pending.reservation_id = None
         with anyio.CancelScope(shield=True):
             await self.svc.committer.run(lambda: self.svc.store.release_reservation(app.id, reservation))
+
+
+class _Answer:
+    """A whole answer: the body with its length, the provider's headers kept (repeated ones too)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.body, self.status, self.headers = body, status, headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _streamed(body: AsyncIterator[bytes], status: int, headers: list[tuple[bytes, bytes]]) -> StreamingResponse:
+    """A streamed answer with the provider's headers (Starlette stops it when the caller goes away)."""
+    response = StreamingResponse(body, status_code=status)
+    response.raw_headers = headers
+    return response
+
+
+def _raw(data: bytes) -> bytes:
+    return data
 
 
 def _resource(model: str | None, requested: str | None) -> str | None:

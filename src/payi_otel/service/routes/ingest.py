@@ -91,7 +91,7 @@ class IngestFastPath:
                 content_type = value.decode("latin-1")
         if api_key is not None:
             headers[_API_KEY] = api_key  # the first one, as every other route reads it
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # the client went away
         try:
@@ -112,7 +112,7 @@ class IngestFastPath:
         await send({"type": "http.response.body", "body": payload})
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     chunks: list[bytes] = []
     while True:
         message: Message = await receive()
