@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
 
+from payi_otel import enforcement
 from payi_otel import protocol as P
 
 from .mapping import render_bulk_item, render_single
@@ -111,6 +112,14 @@ def _reason(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {text}"
 
 
+def _xproxy_result(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("xproxy_result") if isinstance(body, Mapping) else None
+
+
 def _encode_headers(headers: Mapping[str, str]) -> dict[str, bytes]:
     # Header values may carry any text (user ids, use case names); send them as UTF-8.
     return {k: v.encode() for k, v in headers.items()}
@@ -198,6 +207,8 @@ class Sender:
             assert isinstance(response, httpx.Response)
             if response.is_success:
                 outcome.delivered += 1
+                if enforcement.learns_from_answers():  # cached block-limit enforcement learns the new spend
+                    enforcement.ingest_answered(_xproxy_result(response))
             elif response.status_code >= 500:
                 outcome.failed.append(Rejection(event, response.status_code, _reason(response)))
             else:

@@ -103,6 +103,43 @@ def test_cached_mode_refuses_once_the_known_spend_reaches_max(tmp_path: Path) ->
     assert spend > 1e-9  # cached mode may overshoot, by the calls made before the refresh
 
 
+def test_cached_mode_learns_from_the_ingest_answer_without_waiting_for_a_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spend and state of a limit come back in the answers to this process's own ingests: the call after
+    the one that took it past max is refused at once, though the background refresh (once an hour here)
+    read the limit only before the first call."""
+    monkeypatch.setenv(enforcement.ENV_REFRESH, "3600")
+    interaction = recorded(CHAT)
+    usage, model = interaction.json()["usage"], interaction.json()["model"]
+    one_call = expected_cost(model, "openai", usage["prompt_tokens"], usage["completion_tokens"])
+    with enforced(tmp_path, "cached") as (svc, upstream, exporter):
+        upstream.repeat, upstream.unique_ids = interaction, True  # each answer its own id: no duplicate ingest
+        limit = create_limit(svc, "budget", one_call * 1.5, "block")  # the second call takes it past max
+        client = direct_client(upstream)
+        # the limit is first seen (and refreshed, once: spend 0) before any call
+        enforcement.before_call(enforcement.PlannedCall((limit,), "system.openai", model, 0, None))
+        deadline = time.monotonic() + 10
+        while enforcement.known_limit(limit) is None:
+            assert time.monotonic() < deadline, "the limit was never refreshed"
+            time.sleep(0.01)
+        assert enforcement.known_limit(limit) == ("block", 0.0, pytest.approx(one_call * 1.5))
+        with track_context(limit_ids=[limit]):
+            client.chat.completions.create(**interaction.request_body)
+            assert exporter.force_flush(15_000)
+            known = enforcement.known_limit(limit)
+            assert known is not None and known[1] == pytest.approx(one_call)  # the answer's cost, counted
+            client.chat.completions.create(**interaction.request_body)  # fits the known spend: goes ahead
+            assert exporter.force_flush(15_000)
+            with pytest.raises(LimitBlockedError) as refused:
+                client.chat.completions.create(**interaction.request_body)
+        spend = get_limit(svc, limit)["totals"]["cost"]["total"]["base"]
+    assert len(upstream.requests) == 2
+    assert refused.value.limit_id == limit and refused.value.max == pytest.approx(one_call * 1.5)
+    assert refused.value.spend is not None and refused.value.spend >= one_call * 1.5
+    assert spend == pytest.approx(one_call * 2)
+
+
 @pytest.mark.parametrize("fail", ["open", "closed"])
 def test_an_unreachable_service_fails_open_or_closed(tmp_path: Path, fail: str) -> None:
     interaction = recorded(CHAT)

@@ -10,9 +10,13 @@ block limits).
   worst-case cost against its block limits before the call; the call's ingest event carries the
   reservation id and settles it. Several processes share one budget and never overshoot it.
 * ``cached``: no round trip. The spend and max of the limits in use are refreshed in the background
-  every ``PAYI_ENFORCE_REFRESH_SECONDS``; a call is refused once its limit's known spend is at or over
+  every ``PAYI_ENFORCE_REFRESH_SECONDS``, and from every answer of this process's single ingests
+  (each adds the event's cost to the limits it names; a limit the answer says is ``overrun`` or
+  ``blocked`` counts as at max at once). A call is refused once its limit's known spend is at or over
   max. Overshoot is bounded by the calls that start before the spend that crosses max is known: those
-  in flight plus those started during one refresh interval and the ingest delivery delay.
+  in flight (and, for spend of other processes, those started during one refresh interval and their
+  ingest delivery delay). An answer that arrives after a refresh that already counted its cost counts
+  it twice until the next refresh: a call that would have fit may then be refused.
 
 When the service cannot answer (down, or a Pay-i API without reservations) the call goes ahead
 (``PAYI_ENFORCE_FAIL=open``, the default) or raises :class:`LimitCheckError` (``closed``).
@@ -43,6 +47,7 @@ ENV_REFRESH = "PAYI_ENFORCE_REFRESH_SECONDS"
 MODES = ("reserve", "cached")
 MAX_CACHED_LIMITS = 256  # limits the cached mode keeps fresh (the first ones seen)
 _TIMEOUT = 5.0
+_PAST_MAX = frozenset({"overrun", "blocked"})  # states of an ingest answer's limit that is past its max
 
 
 class LimitError(Exception):
@@ -242,6 +247,27 @@ def _amount(message: Any) -> float | None:
         return None
 
 
+def learns_from_answers() -> bool:
+    """True when ingest answers should be handed to :func:`ingest_answered` (cached mode is on)."""
+    return _CACHE is not None
+
+
+def ingest_answered(result: Any) -> None:
+    """Learn from the ``xproxy_result`` of a single ingest's answer (cached mode; best effort)."""
+    cache = _CACHE
+    if cache is not None and isinstance(result, dict):
+        cache.learn(result)
+
+
+def known_limit(limit_id: str) -> tuple[str, float, float] | None:
+    """What cached mode knows of a limit: its type, spend and max (None: not known yet)."""
+    cache = _CACHE
+    if cache is None:
+        return None
+    with cache.lock:
+        return cache.known.get(limit_id)
+
+
 def _cache(settings: Settings) -> _LimitCache:
     global _CACHE
     if _CACHE is None:
@@ -274,6 +300,24 @@ class _LimitCache:
                 raise LimitBlockedError(lid, entry[1], entry[2], None)
         if new:
             self.wake.set()
+
+    def learn(self, result: dict[str, Any]) -> None:
+        limits = result.get("limits")
+        if not isinstance(limits, dict) or not limits:
+            return
+        total = (result.get("cost") or {}).get("total") if isinstance(result.get("cost"), dict) else None
+        cost = total.get("base") if isinstance(total, dict) else None
+        added = float(cost) if isinstance(cost, (int, float)) and not result.get("duplicate_request") else 0.0
+        with self.lock:
+            for lid, entry in limits.items():
+                known = self.known.get(lid)
+                if known is None:
+                    continue
+                kind, spend, max_ = known
+                spend += added
+                if isinstance(entry, dict) and entry.get("state") in _PAST_MAX:
+                    spend = max(spend, max_)
+                self.known[lid] = (kind, spend, max_)
 
     def stop(self) -> None:
         self.stopped.set()
