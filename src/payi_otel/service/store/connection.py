@@ -15,7 +15,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 DATABASE_URL_ENV = "PAYI_OTEL_DATABASE_URL"
 T = TypeVar("T")
 _RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
+COPY_FROM_ROWS = 64  # PostgreSQL: inserts of this many rows or more go by COPY (fewer: one pipelined statement each)
 
 
 class Cursor(Protocol):
@@ -291,6 +292,25 @@ class StoreBase:
             self._pg.defer(sql)
         else:
             self._conn.execute(sql)
+
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` (values in ``columns`` order) into ``table``, in the open transaction. PostgreSQL
+        takes a large batch by COPY (see :meth:`.postgres.PgConnection.copy_rows`)."""
+        if not rows:
+            return
+        if self._pg is not None and len(rows) >= COPY_FROM_ROWS:
+            self._pg.copy_rows(table, columns, rows)
+            return
+        marks = ", ".join("?" * len(columns))
+        self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def execute_later(self, sql: str, params: Sequence[Any]) -> None:
+        """A write whose result nobody reads, in the open transaction: PostgreSQL sends it with the next
+        statement, in one round trip (its error, if any, is raised by that statement)."""
+        if self._pg is not None:
+            self._pg.defer(sql, params)
+        else:
+            self._conn.execute(sql, params)
 
     def in_write(self) -> bool:
         """Whether the calling thread is writing the writer connection's open transaction."""

@@ -7,11 +7,7 @@ from typing import Any
 
 from payi_otel.service.store.records import REQUEST_COLUMNS, StoredRequest
 from payi_otel.service.store.requests import RESULT_BY_DEDUPE_ID, RESULT_BY_PROVIDER_ID, RequestsStore
-from payi_otel.service.store.use_cases import INSERT_INSTANCE
-
-_INSERT_REQUEST = (
-    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
-)
+from payi_otel.service.store.use_cases import INSTANCE_COLUMNS
 
 
 class IngestStore(RequestsStore):
@@ -46,7 +42,5 @@ class IngestStore(RequestsStore):
 
     def add_requests(self, rows: list[tuple[Any, ...]], new_instances: Sequence[tuple[Any, ...]] = ()) -> None:
         """Insert request rows (values in ``REQUEST_COLUMNS`` order) and deferred use case instances."""
-        if new_instances:
-            self._conn.executemany(INSERT_INSTANCE, new_instances)
-        if rows:
-            self._conn.executemany(_INSERT_REQUEST, rows)
+        self.insert_rows("use_case_instances", INSTANCE_COLUMNS, new_instances)
+        self.insert_rows("requests", REQUEST_COLUMNS, rows)

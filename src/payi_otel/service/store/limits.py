@@ -406,8 +406,8 @@ class LimitsStore(StoreBase):
                 states[k][lid] = state
                 counts[state] += 1
                 first_past.setdefault(state, request_id)
-            if not single:
-                self._conn.execute(
+            if not single:  # travels with the next statement (PostgreSQL): nothing waits for its answer
+                self.execute_later(
                     _COUNT_BATCH, (counts["ok"], counts["exceeded"], counts["overrun"], application_id, lid)
                 )
             for bit, kind, state in ((ALERT_THRESHOLD, "threshold", "exceeded"), (ALERT_MAX, "max", "overrun")):

@@ -10,9 +10,9 @@ import orjson
 from payi_otel.service.store.limits import LimitsStore
 from payi_otel.service.store.records import StoreError, dumps, merge_properties, new_id
 
+INSTANCE_COLUMNS = ("application_id", "use_case_id", "name", "version", "properties", "created_ms", "limit_id")
 INSERT_INSTANCE = (
-    "INSERT INTO use_case_instances (application_id, use_case_id, name, version, properties, created_ms, limit_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO use_case_instances ({', '.join(INSTANCE_COLUMNS)}) VALUES ({', '.join('?' * len(INSTANCE_COLUMNS))})"
 )
 _DEFINITION = (
     "SELECT name, description, version, logging_enabled, limit_config, created_ms, updated_ms"
