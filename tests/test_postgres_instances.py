@@ -3,7 +3,8 @@
 Runs in ``make test-postgres`` (which sets ``PAYI_OTEL_TEST_DATABASE_URL``; conftest gives each test a
 fresh schema): two instances started at the same moment migrate the empty database once between them,
 take eight clients' concurrent ingest naming one limit and racing on the same provider response ids,
-and end with the limit's totals exactly the sum of what was stored, each id stored once. A SIGKILLed
+and end with the limit's totals exactly the sum of what was stored, each id stored once; the same holds
+for large bulk bodies sent to both at once. A SIGKILLed
 instance loses no event it acknowledged.
 """
 
@@ -134,6 +135,56 @@ def test_two_instances_keep_limit_totals_exact_and_dedupe_across_them(tmp_path, 
                 assert body["xproxy_result"]["cost"]["total"]["base"] == pytest.approx(
                     cost_by_id[f"resp-{n % 4}-{i}"], rel=1e-12
                 )
+
+
+BULK_ROUNDS = 4
+BULK_ITEMS = 100  # enough for a bulk body's rows to go to the database as one COPY
+
+
+def test_bulk_bodies_racing_on_two_instances_store_each_id_once(tmp_path, unmigrated_schema):
+    """The same large bulk body sent to both instances at once: each id is stored by one of them, the
+    other reports it as a duplicate, and the limit counts each stored request once."""
+    with instances(tmp_path, 2) as procs:
+        urls = [u for _, u in procs]
+        headers = {"xProxy-api-key": _default_key(tmp_path)}
+        r = httpx.post(f"{urls[0]}/api/v1/limits", headers=headers, json={"limit_name": "bulk", "max": 1000.0})
+        assert r.status_code == 201, r.text
+        limit_id = r.json()["limit"]["limit_id"]
+        for round_ in range(BULK_ROUNDS):
+            body = [
+                {**GPT4O, "provider_response_id": f"bulk-{round_}-{i}", "limit_ids": [limit_id],
+                 "units": {"text": {"input": 50 + i, "output": 3}}}
+                for i in range(BULK_ITEMS)
+            ]
+            start = threading.Barrier(2)
+            answers: list[dict] = []
+
+            def send(base: str, body: list[dict] = body, start: threading.Barrier = start,
+                     answers: list[dict] = answers) -> None:
+                with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
+                    start.wait()
+                    resp = c.post("/api/v1/ingest/bulk", json=body)
+                    assert resp.status_code == 200, resp.text
+                    answers.append(resp.json())
+
+            threads = [threading.Thread(target=send, args=(u,)) for u in urls]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(answers) == 2
+            for answer in answers:
+                assert answer["error_count"] == 0 and answer["total_count"] == BULK_ITEMS
+                assert answer["ingest_count"] + answer["duplicate_count"] == BULK_ITEMS
+            assert sum(a["ingest_count"] for a in answers) == BULK_ITEMS  # each id stored by one of them
+        with read_only_store(tmp_path) as db:
+            stored = db.execute("SELECT provider_response_id, cost_total FROM requests").fetchall()
+        assert sorted(r[0] for r in stored) == sorted(
+            f"bulk-{n}-{i}" for n in range(BULK_ROUNDS) for i in range(BULK_ITEMS)
+        )
+        limit = httpx.get(f"{urls[1]}/api/v1/limits/{limit_id}", headers=headers).json()["limit"]
+        assert limit["totals"]["requests"]["total"] == BULK_ROUNDS * BULK_ITEMS
+        assert limit["totals"]["cost"]["total"]["base"] == pytest.approx(sum(r[1] for r in stored), rel=1e-12)
 
 
 def test_sigkill_of_one_instance_under_load_loses_no_acknowledged_event(tmp_path):
