@@ -37,14 +37,17 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup run dashboard lint test test-postgres test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
 
-# The service's tests again on PostgreSQL (the store's second backend), plus what only PostgreSQL has: several
-# service instances on one database. tests/postgres_server.py starts a throwaway server (installing Debian's
-# postgresql package first when it is missing) on 127.0.0.1 and stops it after.
+# The service's tests again on PostgreSQL (the store's second backend), the plugin's end-to-end tests that deliver
+# to the real service, and what only PostgreSQL has: several service instances on one database.
+# tests/postgres_server.py starts a throwaway server (installing Debian's postgresql package first when it is
+# missing) on 127.0.0.1 and stops it after.
 POSTGRES_TESTS := tests/test_service_*.py tests/test_cli.py tests/test_cli_errors.py tests/test_cli_limits.py \
 	tests/test_otlp_receiver.py tests/test_otlp_relay.py tests/test_report_render.py tests/test_backfill.py \
 	tests/test_end_to_end.py tests/test_cost_records.py tests/test_poison_end_to_end.py tests/test_ingest_fuzz.py \
 	tests/test_admin_access.py tests/test_postgres_instances.py tests/test_enforcement.py tests/test_proxy.py \
-	tests/test_limit_reservations.py
+	tests/test_limit_reservations.py tests/test_store_migrations.py tests/test_bedrock_end_to_end.py \
+	tests/test_google_end_to_end.py tests/test_proxy_mode.py tests/test_zero_code.py \
+	tests/test_configure.py::test_payi_client_gives_the_exporter_its_base_url_key_and_default_headers
 
 setup: $(STAMP)
 
