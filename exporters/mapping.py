@@ -1,11 +1,10 @@
-"""Finished GenAI span -> Pay-i ingest event, and the two wire forms of an event. Pure, no I/O.
+"""Finished GenAI span -> Pay-i ingest event. Pure, no I/O.
 
 :func:`event_from_view` builds one event dict that carries every field both ingest forms need:
 the ``IngestRequest`` body fields plus the attribution (``use_case_*``, ``user_id``,
 ``account_name``, ``request_tags``, ``limit_ids``, ``resource_scope``) and ``instrumented_module``.
-:func:`render_single` and :func:`render_bulk_item` turn that into what ``POST /api/v1/ingest``
-(attribution as ``xProxy-*`` headers, ``?id=``) and ``POST /api/v1/ingest/bulk`` (attribution in
-the body, ``scope`` instead of ``resource_scope``) expect.
+:func:`~.wire_forms.render_single` and :func:`~.wire_forms.render_bulk_item` turn that into the
+two ingest forms.
 
 Decisions worth knowing:
 
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -33,10 +31,11 @@ from typing import Any
 
 from payi_otel import attributes as A
 from payi_otel import protocol as P
-from payi_otel.units import Usage, to_units
 
+from .attribute_values import OutputTools, first, flag, function_calls, integer, semconv_units, strings, ttft_ms
 from .otlp import spans_from_otlp_request
 from .views import SpanView, gc_paused, view_from_readable_span
+from .wire_forms import ATTRIBUTION_FIELDS, render_bulk_item, render_single
 
 __all__ = [
     "ATTRIBUTION_FIELDS",
@@ -52,14 +51,6 @@ UNKNOWN_RESOURCE = "system.unknown_model"
 OPENAI_CATEGORY = A.PROVIDER_CATEGORIES["openai"]
 AZURE_CATEGORY = A.PROVIDER_CATEGORIES["azure.ai.openai"]
 
-# Event keys that are attribution: headers in the single form, body fields in the bulk form.
-ATTRIBUTION_FIELDS = P.ATTRIBUTION_FIELDS
-# reservation_id: beyond Pay-i, the local service's settlement of a block-limit reservation
-_HEADER_NAMES = {
-    **P.ATTRIBUTION_HEADERS, "instrumented_module": P.INSTRUMENTED_MODULE, "reservation_id": "xProxy-Reservation-ID"
-}
-_NOT_IN_BODY = frozenset(ATTRIBUTION_FIELDS) | {"instrumented_module", "reservation_id"}
-
 # Span attribute -> event field of the attribution, by value kind.
 _ATTRIBUTION = [f for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION]
 _SCALAR_ATTRIBUTION = (
@@ -67,56 +58,26 @@ _SCALAR_ATTRIBUTION = (
     (A.PAYI_INSTRUMENTED_MODULE, "instrumented_module"),
 )
 _LIST_ATTRIBUTION = tuple((f.attribute, f.event_field) for f in _ATTRIBUTION if f.kind == P.LIST)
+# Optional event fields copied as strings when the span has a non-empty value.
+_OPTIONAL_STRINGS = ((A.PAYI_PROVIDER_URI, "provider_uri"), (A.PAYI_RESERVATION_ID, "reservation_id"))
 
 _UNITS_PREFIX = A.PAYI_UNITS_PREFIX
 _REQ_PREFIX = A.PAYI_REQUEST_PROPERTIES_PREFIX
 _UC_PREFIX = A.PAYI_USE_CASE_PROPERTIES_PREFIX
 _COLLECTED_PREFIXES = (_UNITS_PREFIX, _REQ_PREFIX, _UC_PREFIX)
-_UNITS_LEN = len(_UNITS_PREFIX)
-_REQ_LEN = len(_REQ_PREFIX)
-_UC_LEN = len(_UC_PREFIX)
+_UNITS, _REQUEST_PROPERTY, _USE_CASE_PROPERTY = 0, 1, 2
 
 
-def _get(attrs: Mapping[str, Any], key: str) -> Any:
-    """Attribute ``key`` under its current spelling or any older one in ``attributes.LEGACY``."""
-    value = attrs.get(key)
-    if value is None:
-        for old in A.LEGACY.get(key, ()):
-            value = attrs.get(old)
-            if value is not None:
-                break
-    return value
-
-
-def _int(value: Any) -> int | None:
-    if type(value) is int:  # the common case, first
-        return value
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _strings(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = value.split(",")
-    out = []
-    for item in value:
-        item = str(item).strip()
-        if item:
-            out.append(item)
-    return out
-
-
-def _flag(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return value.strip().lower() == "true"
+@functools.lru_cache(maxsize=4096)
+def _collected(key: str) -> tuple[int, str, str] | None:
+    """How the mapping collects attribute ``key`` by its prefix: ``(kind, name, direction)``, or ``None``."""
+    if key.startswith(_UNITS_PREFIX):
+        unit, _, direction = key[len(_UNITS_PREFIX) :].rpartition(".")
+        return (_UNITS, unit, direction) if unit and direction in ("input", "output") else None
+    if key.startswith(_REQ_PREFIX):
+        return _REQUEST_PROPERTY, key[len(_REQ_PREFIX) :], ""
+    if key.startswith(_UC_PREFIX):
+        return _USE_CASE_PROPERTY, key[len(_UC_PREFIX) :], ""
     return None
 
 
@@ -141,7 +102,18 @@ def _provider_call(attrs: Mapping[str, Any]) -> bool:
     kind = attrs.get(A.LLM_REQUEST_TYPE) or attrs.get(A.OPENINFERENCE_SPAN_KIND)
     if isinstance(kind, str):
         return kind.lower() in A.LEGACY_CALL_TYPES
-    return _get(attrs, A.GEN_AI_USAGE_INPUT_TOKENS) is not None or _get(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS) is not None
+    return (
+        first(attrs, A.GEN_AI_USAGE_INPUT_TOKENS) is not None or first(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS) is not None
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _provider_category(provider: str, host: str | None) -> str | None:
+    category = A.PROVIDER_CATEGORIES.get(provider) or A.PROVIDER_CATEGORIES.get(provider.lower())
+    # Azure OpenAI clients are "openai" to openai-v2: tell by the host
+    if category == OPENAI_CATEGORY and host is not None and host.lower().endswith(A.AZURE_OPENAI_HOST_SUFFIXES):
+        return AZURE_CATEGORY
+    return category
 
 
 def _category(attrs: Mapping[str, Any]) -> str | None:
@@ -150,71 +122,11 @@ def _category(attrs: Mapping[str, Any]) -> str | None:
         return str(category)
     if not _provider_call(attrs):
         return None
-    provider = _get(attrs, A.GEN_AI_PROVIDER_NAME)
+    provider = first(attrs, A.GEN_AI_PROVIDER_NAME)
     if not isinstance(provider, str):
         return None
-    category = A.PROVIDER_CATEGORIES.get(provider) or A.PROVIDER_CATEGORIES.get(provider.lower())
-    if category == OPENAI_CATEGORY:  # Azure OpenAI clients are "openai" to openai-v2: tell by the host
-        host = attrs.get(A.SERVER_ADDRESS)
-        if isinstance(host, str) and host.lower().endswith(A.AZURE_OPENAI_HOST_SUFFIXES):
-            return AZURE_CATEGORY
-    return category
-
-
-def _units_from_semconv(attrs: Mapping[str, Any], tools: _OutputTools | None) -> dict[str, dict[str, int]]:
-    cache_write = _int(_get(attrs, A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0
-    cache_write_1h = _int(attrs.get(A.ANTHROPIC_CACHE_WRITE_1H_TOKENS)) or 0  # the anthropic SDK's split
-    usage = Usage(
-        input_tokens=_int(_get(attrs, A.GEN_AI_USAGE_INPUT_TOKENS)),
-        output_tokens=_int(_get(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS)),
-        cache_read_tokens=_int(_get(attrs, A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
-        cache_write_tokens=max(cache_write - cache_write_1h, 0),
-        cache_write_1h_tokens=min(cache_write_1h, cache_write) if cache_write else cache_write_1h,
-        reasoning_tokens=_int(_get(attrs, A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0,
-        input_audio_tokens=_int(_get(attrs, A.GEN_AI_USAGE_INPUT_AUDIO_TOKENS)) or 0,
-        output_audio_tokens=_int(_get(attrs, A.GEN_AI_USAGE_OUTPUT_AUDIO_TOKENS)) or 0,
-        input_image_tokens=_int(attrs.get(A.GEN_AI_USAGE_INPUT_IMAGE_TOKENS)) or 0,
-        output_image_tokens=_int(attrs.get(A.GEN_AI_USAGE_OUTPUT_IMAGE_TOKENS)) or 0,
-        web_search_requests=tools.web_searches if tools is not None else 0,
-    )
-    return to_units(usage)
-
-
-class _OutputTools:
-    """Tool calls in a foreign span's ``gen_ai.output.messages`` (present when it captured content):
-    the calls the model asked the client to make, and the web searches the provider ran itself."""
-
-    __slots__ = ("calls", "web_searches")
-
-    def __init__(self, raw: Any) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.web_searches = 0
-        try:
-            messages = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            return
-        for message in messages if isinstance(messages, list) else ():
-            parts = message.get("parts") if isinstance(message, Mapping) else None
-            for part in parts if isinstance(parts, list) else ():
-                if not isinstance(part, Mapping) or part.get("type") != "tool_call" or not part.get("name"):
-                    continue
-                if str(part.get("id") or "").startswith(A.ANTHROPIC_SERVER_TOOL_ID_PREFIX):
-                    self.web_searches += part["name"] == "web_search"
-                    continue
-                arguments = part.get("arguments")
-                if not isinstance(arguments, str):
-                    arguments = json.dumps(arguments if arguments is not None else {})
-                self.calls.append({"name": str(part["name"]), "arguments": arguments})
-
-
-def _ttft_ms(attrs: Mapping[str, Any]) -> int | None:
-    ttft = _int(attrs.get(A.PAYI_TIME_TO_FIRST_TOKEN_MS))
-    if ttft is not None:
-        return ttft
-    seconds = attrs.get(A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
-    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
-        return round(seconds * 1000)
-    return None
+    host = attrs.get(A.SERVER_ADDRESS)
+    return _provider_category(provider, host if isinstance(host, str) else None)
 
 
 @functools.lru_cache(maxsize=512)
@@ -235,33 +147,37 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     when the span carries it and ``include_content`` is true.
     """
     attrs = view.attributes
+    get = attrs.get
     category = _category(attrs)
-    if category is None or attrs.get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
+    if category is None or get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
         return None
 
     units: dict[str, dict[str, int]] = {}
     properties: dict[str, str] = {}
     use_case_properties: dict[str, str] = {}
-    for key, value in attrs.items():
-        if not key.startswith(_COLLECTED_PREFIXES):  # one C call per attribute: the mapping's hot loop
+    collected = _collected
+    for key, value in attrs.items():  # the mapping's hot loop: one cached lookup per attribute
+        how = collected(key)
+        if how is None:
             continue
-        if key.startswith(_UNITS_PREFIX):
-            unit, _, direction = key[_UNITS_LEN:].rpartition(".")
-            count = _int(value)
-            if unit and direction in ("input", "output") and count is not None:
-                units.setdefault(unit, {"input": 0, "output": 0})[direction] = count
-        elif key.startswith(_REQ_PREFIX):
-            properties[key[_REQ_LEN:]] = str(value)
-        elif key.startswith(_UC_PREFIX):
-            use_case_properties[key[_UC_LEN:]] = str(value)
+        kind, name, direction = how
+        if kind == _UNITS:
+            count = integer(value)
+            if count is not None:
+                units.setdefault(name, {"input": 0, "output": 0})[direction] = count
+        elif kind == _REQUEST_PROPERTY:
+            properties[name] = str(value)
+        else:
+            use_case_properties[name] = str(value)
 
-    usage_complete = _flag(attrs.get(A.PAYI_USAGE_COMPLETE))
-    incomplete_reason = attrs.get(A.PAYI_USAGE_INCOMPLETE_REASON)
+    usage_complete = flag(get(A.PAYI_USAGE_COMPLETE))
+    incomplete_reason = get(A.PAYI_USAGE_INCOMPLETE_REASON)
     tools = None
-    if A.PAYI_FUNCTION_CALLS not in attrs and attrs.get(A.GEN_AI_OUTPUT_MESSAGES):  # a foreign span
-        tools = _OutputTools(attrs.get(A.GEN_AI_OUTPUT_MESSAGES))
+    output_messages = get(A.GEN_AI_OUTPUT_MESSAGES)
+    if output_messages and A.PAYI_FUNCTION_CALLS not in attrs:  # a foreign span
+        tools = OutputTools(output_messages)
     if not units:
-        units = _units_from_semconv(attrs, tools)
+        units = semconv_units(attrs, tools)
         if not units and usage_complete is None:
             usage_complete, incomplete_reason = False, incomplete_reason or "no usage reported"
     if usage_complete is False:
@@ -269,36 +185,35 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         properties[P.USAGE_INCOMPLETE_REASON] = str(incomplete_reason or "usage not reported in full")
 
     resource = (
-        attrs.get(A.PAYI_RESOURCE)
-        or _get(attrs, A.GEN_AI_REQUEST_MODEL)
-        or _get(attrs, A.GEN_AI_RESPONSE_MODEL)
+        get(A.PAYI_RESOURCE)
+        or first(attrs, A.GEN_AI_REQUEST_MODEL)
+        or first(attrs, A.GEN_AI_RESPONSE_MODEL)
         or UNKNOWN_RESOURCE
     )
-    price_as_category = attrs.get(A.PAYI_PRICE_AS_CATEGORY)
+    price_as_category = get(A.PAYI_PRICE_AS_CATEGORY)
     if price_as_category and price_as_category != category:
         properties["system.original_category"] = category
         category = str(price_as_category)
-    price_as_resource = attrs.get(A.PAYI_PRICE_AS_RESOURCE)
+    price_as_resource = get(A.PAYI_PRICE_AS_RESOURCE)
     if price_as_resource and price_as_resource != resource:
         properties["system.original_resource"] = str(resource)
         resource = price_as_resource
 
-    status = _int(attrs.get(A.PAYI_HTTP_STATUS_CODE))
+    status = integer(get(A.PAYI_HTTP_STATUS_CODE))
     if status is None:
-        status = _int(attrs.get(A.HTTP_RESPONSE_STATUS_CODE))
-    error_type = attrs.get(A.ERROR_TYPE)
+        status = integer(get(A.HTTP_RESPONSE_STATUS_CODE))
     if status is None:
+        error_type = get(A.ERROR_TYPE)
         if error_type or view.is_error:
             status = P.FAILURE_STATUS
-            failure = str(error_type or "error").rsplit(".", 1)[-1]
-            properties[P.FAILURE] = failure
-            description = attrs.get(A.PAYI_FAILURE_DESCRIPTION) or view.status_message
+            properties[P.FAILURE] = str(error_type or "error").rsplit(".", 1)[-1]
+            description = get(A.PAYI_FAILURE_DESCRIPTION) or view.status_message
             if description:
                 properties[P.FAILURE_DESCRIPTION] = str(description)
         else:
             status = 200
 
-    latency = _int(attrs.get(A.PAYI_LATENCY_MS))
+    latency = integer(get(A.PAYI_LATENCY_MS))
     if latency is None:
         latency = max(view.end_ns - view.start_ns, 0) // 1_000_000
 
@@ -309,47 +224,44 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         "event_timestamp": _iso(view.start_ns),
         "end_to_end_latency_ms": latency,
         "http_status_code": status,
-        "provider_response_id": str(
-            attrs.get(A.PAYI_PROVIDER_RESPONSE_ID) or attrs.get(A.GEN_AI_RESPONSE_ID) or event_id(view)
-        ),
+        "provider_response_id": str(get(A.PAYI_PROVIDER_RESPONSE_ID) or get(A.GEN_AI_RESPONSE_ID) or event_id(view)),
     }
-    ttft = _ttft_ms(attrs)
+    ttft = ttft_ms(attrs)
     if ttft is not None:
         event["time_to_first_token_ms"] = ttft
-    provider_uri = attrs.get(A.PAYI_PROVIDER_URI)
-    if provider_uri:
-        event["provider_uri"] = str(provider_uri)
-    reservation = attrs.get(A.PAYI_RESERVATION_ID)
-    if reservation:
-        event["reservation_id"] = str(reservation)
-    calls = _function_calls(attrs.get(A.PAYI_FUNCTION_CALLS)) if tools is None else tools.calls
+    for attr, field in _OPTIONAL_STRINGS:
+        value = get(attr)
+        if value:
+            event[field] = str(value)
+    calls = function_calls(get(A.PAYI_FUNCTION_CALLS)) if tools is None else tools.calls
     if calls:
         event["provider_response_function_calls"] = calls
     if include_content:
-        request_json = attrs.get(A.GEN_AI_INPUT_MESSAGES)
+        request_json = get(A.GEN_AI_INPUT_MESSAGES)
         if request_json:
             event["provider_request_json"] = str(request_json)
-        response_json = attrs.get(A.GEN_AI_OUTPUT_MESSAGES)
-        if response_json:
-            event["provider_response_json"] = str(response_json)
-    for name, value in view.resource.items():  # service.name, ...: the span's own properties win
-        properties.setdefault(name, value)
+        if output_messages:
+            event["provider_response_json"] = str(output_messages)
+    if view.resource:  # service.name, ...: the span's own properties win
+        properties = {**view.resource, **properties}
     if properties:
         event["properties"] = _within_bounds(properties)
     if use_case_properties:
         event["use_case_properties"] = _within_bounds(use_case_properties)
 
     for attr, field in _SCALAR_ATTRIBUTION:
-        value = attrs.get(attr)
+        value = get(attr)
         if value is not None and value != "":
             event[field] = str(value)
-    version = _int(attrs.get(A.PAYI_USE_CASE_VERSION))
+    version = integer(get(A.PAYI_USE_CASE_VERSION))
     if version is not None and 0 <= version <= P.MAX_USE_CASE_VERSION:  # out of range: the server refuses it
         event["use_case_version"] = version
     for attr, field in _LIST_ATTRIBUTION:
-        items = _strings(attrs.get(attr))
-        if items:
-            event[field] = items
+        value = get(attr)
+        if value:
+            items = strings(value)
+            if items:
+                event[field] = items
     return event
 
 
@@ -361,23 +273,6 @@ def _within_bounds(properties: dict[str, str]) -> dict[str, str]:
         if len(value) > limit:
             properties[key] = value[: limit - 1] + "\u2026"
     return properties
-
-
-def _function_calls(raw: Any) -> list[dict[str, Any]]:
-    if not raw:
-        return []
-    try:
-        calls = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        return []
-    out = []
-    for call in calls if isinstance(calls, list) else ():
-        if isinstance(call, Mapping) and call.get("name"):
-            arguments = call.get("arguments")
-            if arguments is not None and not isinstance(arguments, str):
-                arguments = json.dumps(arguments)
-            out.append({"name": str(call["name"]), "arguments": arguments})
-    return out
 
 
 def event_from_span(span: Any, *, include_content: bool = True) -> dict[str, Any] | None:
@@ -397,32 +292,3 @@ def events_from_otlp_request(
         views = spans_from_otlp_request(body, content_type)
         events = [event_from_view(view, include_content=include_content) for view in views]
     return [event for event in events if event is not None]
-
-
-# --- the two wire forms ---------------------------------------------------------------------
-
-
-def _header_value(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(value)
-    return str(value)
-
-
-def render_single(event: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
-    """``(query params, headers, body)`` for ``POST /api/v1/ingest``.
-
-    Attribution travels as ``xProxy-*`` headers, the event id as ``?id=``; the body holds only
-    ``IngestRequest`` fields.
-    """
-    headers = {_HEADER_NAMES[k]: _header_value(v) for k, v in event.items() if k in _HEADER_NAMES}
-    body = {k: v for k, v in event.items() if k not in _NOT_IN_BODY}
-    return {"id": event["provider_response_id"]}, headers, body
-
-
-def render_bulk_item(event: Mapping[str, Any]) -> dict[str, Any]:
-    """One ``BulkIngestRequest`` item for ``POST /api/v1/ingest/bulk`` (attribution in the body)."""
-    item = {k: v for k, v in event.items() if k != "instrumented_module" and k != "resource_scope"}
-    scope = event.get("resource_scope")
-    if scope is not None:
-        item["scope"] = scope
-    return item

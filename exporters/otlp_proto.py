@@ -10,13 +10,16 @@ that each do as little as the next one needs:
 3. The remaining spans are parsed with their attributes left as encoded ``KeyValue`` bytes. Encoded
    attributes repeat across spans (operation, provider, model, user, token counts), so each distinct
    encoding is decoded once into its ``(key, value)`` pair, or into "not read by the mapping", and
-   remembered: building a span's attribute dict is then one lookup per attribute, in C.
+   remembered: building a span's attribute dict is then one lookup per attribute, in C. An encoding
+   not seen before (a new token count, an id) is split at the wire into its key and value bytes,
+   each remembered on its own: the value is decoded only for a key the mapping reads, and ints and
+   short strings are read straight from the wire. The span's status is remembered the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -37,6 +40,7 @@ from .views import (
 
 __all__ = ["decode_proto", "view_from_otlp_proto"]
 
+T = TypeVar("T")
 _PROTO_SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value"})
 _ERROR = ProtoStatus.STATUS_CODE_ERROR
 
@@ -116,7 +120,6 @@ def _lean_schema() -> dict[str, Any]:
         oneof="value",
     )
     message("KeyValue", ("key", 1, string, None), ("value", 2, f.TYPE_MESSAGE, "AnyValue"))
-    message("Status", ("message", 2, string, None), ("code", 3, f.TYPE_INT32, None))
     message(
         "Span",
         ("trace_id", 1, bytes_, None),
@@ -126,7 +129,7 @@ def _lean_schema() -> dict[str, Any]:
         ("start_time_unix_nano", 7, f.TYPE_FIXED64, None),
         ("end_time_unix_nano", 8, f.TYPE_FIXED64, None),
         ("attributes[]", 9, bytes_, None),  # encoded KeyValues
-        ("status", 15, f.TYPE_MESSAGE, "Status"),
+        ("status", 15, bytes_, None),  # an encoded Status: nearly always one of a few
     )
     message("Resource", ("attributes[]", 1, f.TYPE_MESSAGE, "KeyValue"))
     message("ScopeSpans", ("spans[]", 2, bytes_, None))  # encoded Spans, decoded only when GenAI
@@ -136,24 +139,78 @@ def _lean_schema() -> dict[str, Any]:
     message("ExportTraceServiceRequest", ("resource_spans[]", 1, f.TYPE_MESSAGE, "ResourceSpans"))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    names = ("KeyValue", "Span", "ExportTraceServiceRequest")
+    names = ("AnyValue", "KeyValue", "Span", "ExportTraceServiceRequest")
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName("payi_otel.lean." + n)) for n in names}
 
 
 _LEAN = _lean_schema()
 _LeanKeyValue, _LeanSpan, _LeanRequest = _LEAN["KeyValue"], _LEAN["Span"], _LEAN["ExportTraceServiceRequest"]
-_CACHE_SIZE = 65_536  # entries; with _CACHE_MAX_BYTES, at most ~12 MiB
+_LeanAnyValue = _LEAN["AnyValue"]
+_CACHE_SIZE = 65_536  # entries of each cache; with _CACHE_MAX_BYTES, at most ~12 MiB each
 _CACHE_MAX_BYTES = 160  # message content and other long attributes are decoded every time
 
 
+def _remember(cache: dict[bytes, T], raw: bytes, decoded: T) -> T:
+    if len(raw) <= _CACHE_MAX_BYTES:
+        if len(cache) >= _CACHE_SIZE:  # ids and other one-off values: start over
+            cache.clear()
+        cache[raw] = decoded
+    return decoded
+
+
+class _Keys(dict[bytes, "str | None"]):
+    """Encoded attribute key -> the key, or ``None`` for a key the mapping never reads."""
+
+    def __missing__(self, raw: bytes) -> str | None:
+        key = raw.decode()
+        return _remember(self, raw, key if is_mapped_attribute(key) else None)
+
+
+class _Values(dict[bytes, Any]):
+    """Encoded ``AnyValue`` -> its value. Token counts, models, users... repeat across attributes and spans."""
+
+    def __missing__(self, raw: bytes) -> Any:
+        size = len(raw)
+        tag = raw[0] if size else 0
+        if tag == 0x0A and size > 1 and raw[1] == size - 2:  # a string shorter than 128 bytes (an id)
+            value: Any = raw[2:].decode()
+        elif tag == 0x18 and 2 <= size <= 11 and raw[-1] < 0x80 and all(b & 0x80 for b in raw[1:-1]):
+            value = 0  # an int: one varint (negative ones in ten bytes)
+            for shift, byte in enumerate(raw[1:]):
+                value |= (byte & 0x7F) << (7 * shift)
+            if value >= 1 << 63:
+                value -= 1 << 64
+            if value >= 1 << 63:  # more than 64 bits: let protobuf judge
+                value = _lean_value(_LeanAnyValue.FromString(raw))
+        else:
+            value = _lean_value(_LeanAnyValue.FromString(raw))
+        return _remember(self, raw, value)
+
+
+_keys = _Keys()
+_values = _Values()
+
+
 class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
-    """Encoded ``KeyValue`` -> ``(key, value)``, or ``None`` for a key the mapping never reads."""
+    """Encoded ``KeyValue`` -> ``(key, value)``, or ``None`` for a key the mapping never reads.
+
+    An attribute seen before is one lookup. A new one (its value differs: a token count, an id) is
+    split at the wire level into its key and value bytes, each looked up in its own cache, so its
+    value is decoded only when the key is read and that value was not seen before.
+    """
 
     def __missing__(self, raw: bytes) -> tuple[str, Any] | None:
-        kv = _LeanKeyValue.FromString(raw)
-        key = kv.key
-        pair = (key, _lean_value(kv.value)) if is_mapped_attribute(key) else None
-        if len(raw) <= _CACHE_MAX_BYTES:
+        # The encoding every OTLP exporter writes: the key (field 1) then the value (field 2), each
+        # shorter than 128 bytes (one-byte lengths); the lengths must add up to the whole attribute.
+        size = len(raw)
+        end = raw[1] + 2 if size > 2 and raw[0] == 0x0A else size
+        if end + 2 <= size and raw[1] < 0x80 and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
+            key = _keys[raw[2:end]]
+            pair = None if key is None else (key, _values[raw[end + 2 :]])
+        else:  # anything else the protobuf way
+            kv = _LeanKeyValue.FromString(raw)
+            pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
+        if size <= _CACHE_MAX_BYTES:
             if len(self) >= _CACHE_SIZE:  # ids and other one-off values: start over
                 self.clear()
             self[raw] = pair
@@ -172,9 +229,33 @@ def _lean_value(value: Any) -> Any:
     return _proto_value(AnyValue.FromString(value.SerializeToString()))  # an array, key-value list or bytes
 
 
+class _Statuses(dict[bytes, tuple[bool, "str | None"]]):
+    """Encoded span ``Status`` -> ``(is error, message)``."""
+
+    def __missing__(self, raw: bytes) -> tuple[bool, str | None]:
+        status = ProtoStatus.FromString(raw)
+        return _remember(self, raw, (status.code == _ERROR, status.message or None))
+
+
+_statuses = _Statuses()
+
+
 def _lean_span_view(raw: bytes, resource: Mapping[str, str]) -> SpanView:
     span = _LeanSpan.FromString(raw)
-    return _view(span, dict(filter(None, map(_key_values.__getitem__, span.attributes))), resource)
+    is_error, message = _statuses[span.status]
+    start = span.start_time_unix_nano
+    return SpanView(
+        span.name,
+        start,
+        span.end_time_unix_nano or start,
+        dict(filter(None, map(_key_values.__getitem__, span.attributes))),
+        is_error,
+        message,
+        int.from_bytes(span.trace_id, "big"),
+        int.from_bytes(span.span_id, "big"),
+        int.from_bytes(span.parent_span_id, "big"),
+        resource,
+    )
 
 
 def decode_proto(body: bytes) -> list[SpanView]:

@@ -516,6 +516,44 @@ def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
     assert (views[1].is_error, views[1].status_message, views[1].start_ns, views[1].span_id) == (True, "boom", 11, 0x0001020304050607)
 
 
+def test_otlp_protobuf_attributes_split_at_the_wire_decode_as_the_span_message_does():
+    """New attribute values are read from the wire directly (one-byte lengths, varint ints): every
+    int64, short and long strings, and keys too long for that path decode as protobuf decodes them."""
+    import random
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from payi_otel.exporters.otlp_proto import view_from_otlp_proto
+
+    rng = random.Random(14)
+    ints = [0, 1, 127, 128, 2**63 - 1, -1, -(2**63), -128, *(rng.randint(-(2**63), 2**63 - 1) for _ in range(200))]
+    strings = ["", "é", "x" * 125, "x" * 126, "x" * 127, "€" * 60, *(f"chatcmpl-{rng.getrandbits(64):x}" for _ in range(50))]
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for n, value in enumerate([*(AnyValue(int_value=i) for i in ints), *(AnyValue(string_value=s) for s in strings)]):
+        span = spans.add(name="chat", trace_id=bytes(16), span_id=n.to_bytes(8, "big"), start_time_unix_nano=n)
+        span.attributes.add(key=A.GEN_AI_OPERATION_NAME, value=AnyValue(string_value="chat"))
+        span.attributes.add(key=A.GEN_AI_USAGE_INPUT_TOKENS, value=value)
+        span.attributes.add(key="payi.request_properties." + "k" * 120, value=value)  # a key of 144 bytes
+    views = spans_from_otlp_request(request.SerializeToString(), "application/x-protobuf")
+    assert views == [view_from_otlp_proto(span) for span in request.resource_spans[0].scope_spans[0].spans]
+    assert [v.attributes[A.GEN_AI_USAGE_INPUT_TOKENS] for v in views[: len(ints)]] == ints
+
+
+@pytest.mark.parametrize(
+    "value", [b"\x18", b"\x18\x80", b"\x18" + b"\xff" * 10 + b"\x01", b"\x0a\x05ab", b"\x0a\x02\xff\xfe"]
+)
+def test_otlp_protobuf_attribute_with_a_broken_value_is_a_decode_error(value):
+    def field(tag: int, payload: bytes) -> bytes:  # a length-delimited field (short)
+        return bytes([tag, len(payload)]) + payload
+
+    attribute = field(0x0A, A.GEN_AI_USAGE_INPUT_TOKENS.encode()) + field(0x12, value)
+    # request.resource_spans[0].scope_spans[0].spans[0].attributes[0]
+    body = field(0x0A, field(0x12, field(0x12, field(0x4A, attribute))))
+    with pytest.raises(OtlpDecodeError, match="not a valid OTLP protobuf"):
+        spans_from_otlp_request(body, "application/x-protobuf")
+
+
 # --- other instrumentations' spellings ------------------------------------------------------------
 
 
@@ -595,3 +633,35 @@ def test_time_to_first_chunk_and_resource_properties_reach_the_event():
     assert event["time_to_first_token_ms"] == 438
     assert event["properties"] == {"service.name": "override", "deployment.environment.name": "prod"}
     assert resource_properties({"service.name": "unknown_service:python"}) == {}
+
+
+def test_totals_and_cache_reads_give_the_units_of_the_general_usage_rule():
+    """Spans with only input/output totals and cache reads take a short path: same units as
+    ``to_units`` of the same usage, for every combination of spellings, missing, zero, negative and
+    non-integer values."""
+    import itertools
+
+    from payi_otel.units import Usage, to_units
+
+    spellings = [
+        (A.GEN_AI_USAGE_INPUT_TOKENS, "llm.usage.prompt_tokens"),
+        (A.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens"),
+        (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens"),
+    ]
+    values = [None, 0, 7, -3, "12", "x", 2.0]
+    checked = 0
+    for combo in itertools.product(values, repeat=3):
+        for spelled in itertools.product((0, 1), repeat=3):
+            attrs = {names[which]: v for names, which, v in zip(spellings, spelled, combo, strict=True) if v is not None}
+            attrs[A.GEN_AI_OPERATION_NAME] = "chat"
+            attrs[A.GEN_AI_PROVIDER_NAME] = "openai"
+
+            def count(value):
+                return None if value is None or value == "x" else int(value)
+
+            usage = Usage(input_tokens=count(combo[0]), output_tokens=count(combo[1]), cache_read_tokens=count(combo[2]) or 0)
+            expected = to_units(usage)
+            event = _event(attrs)
+            assert event["units"] == expected, attrs
+            checked += 1
+    assert checked == 7**3 * 8

@@ -36,44 +36,60 @@ TARGET = 50_000
 
 
 def typical_attributes(i: int) -> dict:
-    """What the span core writes on a streamed chat call with business context (no content).
+    """What the span core writes today on a streamed chat call with business context (no content).
 
+    The span core leaves out each ``payi.*`` attribute the exporter derives from the semantic-convention
+    ones (see ``payi_otel.core``): no category, resource, units, status, response id or latency here.
     Token counts, timings, ids and users vary from span to span as they do in real traffic.
     """
     input_tokens = 40 + (i * 7919) % 4000
-    output_tokens = 5 + (i * 104729) % 900
-    cached = (i * 31) % input_tokens
     return {
         A.GEN_AI_OPERATION_NAME: "chat",
         A.GEN_AI_PROVIDER_NAME: "openai",
         A.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-        A.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
-        A.GEN_AI_RESPONSE_ID: f"chatcmpl-{i:012d}",
-        A.GEN_AI_REQUEST_STREAM: True,
-        A.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-        A.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
-        A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: cached,
-        A.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",),
         A.SERVER_ADDRESS: "api.openai.com",
         A.SERVER_PORT: 443,
-        A.PAYI_CATEGORY: "system.openai",
-        A.PAYI_RESOURCE: "gpt-4o-mini",
-        "payi.units.text.input": input_tokens - cached,
-        "payi.units.text.output": output_tokens,
-        "payi.units.text_cache_read.input": cached,
-        A.PAYI_USAGE_COMPLETE: True,
-        A.PAYI_HTTP_STATUS_CODE: 200,
-        A.PAYI_PROVIDER_RESPONSE_ID: f"chatcmpl-{i:012d}",
         A.PAYI_PROVIDER_URI: "https://api.openai.com/v1/",
-        A.PAYI_LATENCY_MS: 300 + (i * 13) % 9000,
-        A.PAYI_TIME_TO_FIRST_TOKEN_MS: 80 + (i * 17) % 900,
         A.PAYI_INSTRUMENTED_MODULE: "openai/3.54.0",
+        A.GEN_AI_REQUEST_STREAM: True,
         A.PAYI_USE_CASE_NAME: "support-bot",
         A.PAYI_USE_CASE_ID: "2c7d8a3e-6d55-4a8b-9d8e-7a1f4c2b9e10",
         A.PAYI_USER_ID: f"user-{i % 1000}",
         A.PAYI_LIMIT_IDS: ("team-budget",),
         "payi.request_properties.ticket": str(i),
+        A.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
+        A.GEN_AI_RESPONSE_ID: f"chatcmpl-{i:012d}",
+        A.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",),
+        A.PAYI_TIME_TO_FIRST_TOKEN_MS: 80 + (i * 17) % 900,
+        A.PAYI_STREAM_OUTCOME: "completed",
+        A.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+        A.GEN_AI_USAGE_OUTPUT_TOKENS: 5 + (i * 104729) % 900,
+        A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: (i * 31) % input_tokens,
     }
+
+
+def every_payi_attribute(i: int) -> dict:
+    """A chat span that spells out every ``payi.*`` attribute (category, resource, units, status, ids,
+    latency) besides the semantic-convention ones, as the span core wrote them before it left out the
+    derivable ones (and as a span from another Pay-i-aware source may): the heaviest span to convert."""
+    attrs = typical_attributes(i)
+    input_tokens = attrs[A.GEN_AI_USAGE_INPUT_TOKENS]
+    cached = attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS]
+    del attrs[A.PAYI_STREAM_OUTCOME]
+    attrs.update(
+        {
+            A.PAYI_CATEGORY: "system.openai",
+            A.PAYI_RESOURCE: "gpt-4o-mini",
+            "payi.units.text.input": input_tokens - cached,
+            "payi.units.text.output": attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS],
+            "payi.units.text_cache_read.input": cached,
+            A.PAYI_USAGE_COMPLETE: True,
+            A.PAYI_HTTP_STATUS_CODE: 200,
+            A.PAYI_PROVIDER_RESPONSE_ID: f"chatcmpl-{i:012d}",
+            A.PAYI_LATENCY_MS: 300 + (i * 13) % 9000,
+        }
+    )
+    return attrs
 
 
 def foreign_attributes(i: int) -> dict:
@@ -183,6 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     bench_mapping(args.spans, typical_attributes, "Span core's chat spans")
     bench_mapping(args.spans, foreign_attributes, "Other instrumentations' chat spans")
+    bench_mapping(args.spans, every_payi_attribute, "Chat spans with every payi.* attribute")
     bench_delivery(args.events)
 
 

@@ -24,7 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from bench_exporter import best_cpu, foreign_attributes, make_spans, otlp_json_body, rate, typical_attributes
+from bench_exporter import (
+    best_cpu,
+    every_payi_attribute,
+    foreign_attributes,
+    make_spans,
+    otlp_json_body,
+    rate,
+    typical_attributes,
+)
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from payi_otel.exporters import events_from_otlp_request, spans_from_otlp_request
 
@@ -104,7 +112,12 @@ def bench_filter(n: int) -> None:
 
 
 def bench_convert(n: int) -> None:
-    for title, attributes in (("span core's", typical_attributes), ("another instrumentation's", foreign_attributes)):
+    sources = (
+        ("the span core's", typical_attributes),
+        ("another instrumentation's", foreign_attributes),
+        ("every payi.* attribute", every_payi_attribute),
+    )
+    for title, attributes in sources:
         spans = make_spans(n, attributes)
         proto = encode_spans(spans).SerializeToString()
         json_body = otlp_json_body(spans)
