@@ -97,14 +97,14 @@ class Call:
         """The caller's context at first use, with this call's span current (built once)."""
         ctx = self._context
         if ctx is None:
-            ctx = self._context = trace.set_span_in_context(self.span)
+            ctx = self._context = fastcontext.with_span(self.span, fastcontext.get_current())
         return ctx
 
     def activate(self) -> Token[otel_context.Context]:
         """Make the call's span current; :meth:`deactivate` with the token restores the caller's context."""
         ctx = self._context
         if ctx is None:
-            ctx = self._context = trace.set_span_in_context(self.span)
+            ctx = self._context = fastcontext.with_span(self.span, fastcontext.get_current())
         return fastcontext.enter(ctx)
 
     deactivate = staticmethod(fastcontext.leave)

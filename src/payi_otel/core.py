@@ -43,7 +43,7 @@ from opentelemetry.trace import SpanKind
 
 from payi_otel import attributes as A
 from payi_otel import context as business_context
-from payi_otel import messages
+from payi_otel import fastcontext, messages
 from payi_otel import protocol as P
 from payi_otel.call import Call
 from payi_otel.call_metrics import CallMetrics
@@ -170,7 +170,11 @@ class SpanCore:
             attrs[A.PAYI_RESOURCE_SCOPE] = record.resource_scope
         name = f"{record.operation} {model}" if model else record.operation
         t0 = time_ns()
-        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs, start_time=t0)
+        # The current context passed explicitly: the SDK reads it for the parent, the sampler and every span
+        # processor, each time through the API otherwise.
+        span = self.tracer.start_span(
+            name, fastcontext.get_current(), kind=SpanKind.CLIENT, attributes=attrs, start_time=t0
+        )
         return Call(self, record, span, t0, name, attrs)  # the SDK copied attrs; the finished call reuses them
 
 

@@ -18,8 +18,10 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.instrumentation import utils as instrumentation_utils
+from opentelemetry.trace import Span, set_span_in_context
+from opentelemetry.trace import propagation as trace_propagation
 
-__all__ = ["enter", "get_current", "get_value", "instrumentation_enabled", "leave", "leave_sync"]
+__all__ = ["enter", "get_current", "get_value", "instrumentation_enabled", "leave", "leave_sync", "with_span"]
 
 
 def _context_var() -> ContextVar[Context] | None:
@@ -56,6 +58,18 @@ _SUPPRESS_PLAIN = getattr(instrumentation_utils, "_SUPPRESS_INSTRUMENTATION_KEY_
 def _instrumentation_enabled() -> bool:
     ctx = _VAR.get()  # type: ignore[union-attr]  # only installed when _VAR is set
     return not (ctx.get(_SUPPRESS_INSTRUMENTATION_KEY) or ctx.get(_SUPPRESS_PLAIN))  # type: ignore[arg-type]
+
+
+_SPAN_KEY: str | None = getattr(trace_propagation, "_SPAN_KEY", None)
+
+
+def _with_span(span: Span, context: Context) -> Context:
+    return Context({**context, _SPAN_KEY: span})  # type: ignore[dict-item]  # only installed when the key is known
+
+
+# ``context`` with ``span`` current: what ``opentelemetry.trace.set_span_in_context(span, context)`` returns,
+# built in one step (a copy of ``context`` with the span under OpenTelemetry's own key) when that key is known.
+with_span: Callable[[Span, Context], Context] = _with_span if isinstance(_SPAN_KEY, str) else set_span_in_context
 
 
 enter: Callable[[Context], Token[Context]]

@@ -87,11 +87,14 @@ class BusinessContextSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            parent = trace.get_current_span(parent_context)
             if _is_ours(span):
+                if span.parent is None:  # a root span of ours: no span of another instrumentation above it
+                    return
+                parent = trace.get_current_span(parent_context)
                 if parent.is_recording() and not _is_ours(parent) and _looks_genai(parent):
                     _remember(parent.get_span_context().span_id)  # ours starts under theirs
                 return
+            parent = trace.get_current_span(parent_context)
             if not _looks_genai(span):
                 return
             if parent.is_recording():

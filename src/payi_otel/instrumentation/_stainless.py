@@ -8,7 +8,7 @@ import importlib
 import logging
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from payi_otel.core import Call, CallRecord
 from payi_otel.instrumentation._wrapping import Target
@@ -24,6 +24,41 @@ def error_info(exc: BaseException) -> tuple[int | None, str | None]:
         status if isinstance(status, int) and not isinstance(status, bool) else None,
         request_id if isinstance(request_id, str) and request_id else None,
     )
+
+
+class _HasUrl(Protocol):
+    url: Any
+
+
+_Info = TypeVar("_Info", bound=_HasUrl)
+
+
+class ClientInfos(Generic[_Info]):
+    """What a client's endpoint says (provider, address, ...), made by ``make(client, base_url)`` once per
+    client and base URL. Read for every call: the client of the previous call is recognised with one weak
+    reference call, the others are kept in a weak mapping, and the base URL is read from the attribute the
+    SDK's ``base_url`` property returns (the property is a Python call, in openai 2.x+ an import too)."""
+
+    def __init__(self, make: Callable[[Any, Any], _Info]) -> None:
+        self._make = make
+        self._by_client: weakref.WeakKeyDictionary[Any, _Info] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[Any], Any, _Info] | None = None
+
+    def get(self, client: Any) -> _Info:
+        url = getattr(client, "_base_url", None)
+        if url is None:
+            url = getattr(client, "base_url", None)
+        last = self._last
+        if last is not None and last[1] is url and last[0]() is client:
+            return last[2]
+        try:
+            info = self._by_client.get(client)
+            if info is None or info.url is not url:
+                info = self._by_client[client] = self._make(client, url)
+            self._last = (weakref.ref(client), url, info)  # one assignment: threads never see a torn triple
+        except TypeError:  # not weakly referenceable: not cached
+            return self._make(client, url)
+        return info
 
 
 class RawReader(Protocol):
@@ -142,4 +177,4 @@ class RawResponses:
         ]
 
 
-__all__ = ["RawReader", "RawResponses", "error_info"]
+__all__ = ["ClientInfos", "RawReader", "RawResponses", "error_info"]

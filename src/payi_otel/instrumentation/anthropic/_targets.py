@@ -10,14 +10,13 @@ of older releases and legacy text completions. ``count_tokens`` is not a billed 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import ERROR, Call, CallRecord, SpanCore, split_proxy_headers
 from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.instrumentation._proxy_route import before_provider_call, route_target
-from payi_otel.instrumentation._stainless import RawResponses
+from payi_otel.instrumentation._stainless import ClientInfos, RawResponses
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.anthropic._streams import (
     AsyncMessageStreamProxy,
@@ -73,17 +72,8 @@ class State:
             if classes:
                 kinds.append((classes, (provider, category, prefix)))
         self.kinds = tuple(kinds)
-        self._clients: weakref.WeakKeyDictionary[Any, ClientInfo] = weakref.WeakKeyDictionary()
-
-    def client_info(self, client: Any) -> ClientInfo:
-        url = getattr(client, "base_url", None)
-        try:
-            info = self._clients.get(client)
-        except TypeError:
-            return ClientInfo(client, url, self.kinds)
-        if info is None or info.url is not url:
-            info = self._clients[client] = ClientInfo(client, url, self.kinds)
-        return info
+        kinds = self.kinds
+        self.client_info = ClientInfos(lambda client, url: ClientInfo(client, url, kinds)).get
 
 
 def _number(value: Any) -> float | None:

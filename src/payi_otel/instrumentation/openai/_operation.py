@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import Call, CallRecord, SpanCore, split_proxy_headers
 from payi_otel.instrumentation._proxy_route import before_provider_call
-from payi_otel.instrumentation._stainless import RawResponses
+from payi_otel.instrumentation._stainless import ClientInfos, RawResponses
 from payi_otel.messages import Message
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
@@ -38,17 +37,7 @@ class State:
         self.inject_stream_usage = inject_stream_usage
         self.module_tag = f"openai/{version}"
         self.raw = RawResponses("openai")
-        self._clients: weakref.WeakKeyDictionary[Any, ClientInfo] = weakref.WeakKeyDictionary()
-
-    def client_info(self, client: Any) -> ClientInfo:
-        url = getattr(client, "base_url", None)
-        try:
-            info = self._clients.get(client)
-        except TypeError:
-            return ClientInfo(client, url)
-        if info is None or info.url is not url:
-            info = self._clients[client] = ClientInfo(client, url)
-        return info
+        self.client_info = ClientInfos(ClientInfo).get
 
 
 class OpenAIOperation:

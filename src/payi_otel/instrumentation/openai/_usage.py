@@ -32,13 +32,30 @@ def chat_usage(u: Any) -> Usage | None:
         prompt, completion = getattr(u, "prompt_tokens", None), getattr(u, "completion_tokens", None)
         ptd, ctd = getattr(u, "prompt_tokens_details", None), getattr(u, "completion_tokens_details", None)
     usage = Usage(input_tokens=prompt, output_tokens=completion if completion is not None else 0)
+    # The details are read inline (no helper per field): this runs on the caller's thread for every call.
     if ptd is not None:
-        usage.cache_read_tokens = int_or_zero(pick(ptd, "cached_tokens"))
-        usage.cache_write_tokens = int_or_zero(pick(ptd, "cache_write_tokens"))
-        usage.input_audio_tokens = int_or_zero(pick(ptd, "audio_tokens"))
+        if isinstance(ptd, dict):
+            cached, cache_write = ptd.get("cached_tokens"), ptd.get("cache_write_tokens")
+            audio = ptd.get("audio_tokens")
+        else:
+            cached = getattr(ptd, "cached_tokens", None)
+            cache_write = getattr(ptd, "cache_write_tokens", None)
+            audio = getattr(ptd, "audio_tokens", None)
+        if cached and isinstance(cached, int):
+            usage.cache_read_tokens = cached
+        if cache_write and isinstance(cache_write, int):
+            usage.cache_write_tokens = cache_write
+        if audio and isinstance(audio, int):
+            usage.input_audio_tokens = audio
     if ctd is not None:
-        usage.reasoning_tokens = int_or_zero(pick(ctd, "reasoning_tokens"))
-        usage.output_audio_tokens = int_or_zero(pick(ctd, "audio_tokens"))
+        if isinstance(ctd, dict):
+            reasoning, audio = ctd.get("reasoning_tokens"), ctd.get("audio_tokens")
+        else:
+            reasoning, audio = getattr(ctd, "reasoning_tokens", None), getattr(ctd, "audio_tokens", None)
+        if reasoning and isinstance(reasoning, int):
+            usage.reasoning_tokens = reasoning
+        if audio and isinstance(audio, int):
+            usage.output_audio_tokens = audio
     return usage
 
 
