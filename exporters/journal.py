@@ -25,6 +25,7 @@ resource_properties]``.
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -44,19 +45,18 @@ __all__ = ["Journal"]
 
 logger = logging.getLogger("payi_otel.exporters")
 
-try:  # the fast encoder when installed; the standard library's otherwise
+try:  # the fast encoder when installed (called directly, no Python frame); the standard library's otherwise
     import orjson
 
-    _OPTIONS = orjson.OPT_APPEND_NEWLINE
-
-    def _encode(record: list[Any]) -> bytes:
-        return orjson.dumps(record, option=_OPTIONS)
+    _encode: Callable[[list[Any]], bytes] = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 except ImportError:  # pragma: no cover - depends on the installation
     _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
-    def _encode(record: list[Any]) -> bytes:
+    def _encode_std(record: list[Any]) -> bytes:
         return (_json_encoder.encode(record) + "\n").encode()
+
+    _encode = _encode_std
 
 
 _PREFIX = "journal-"
@@ -107,6 +107,7 @@ class Journal:
         self._drain_lock = threading.Lock()  # one drain at a time
         self._fd, self._path = self._open_segment()
         self._records: list[tuple[FinishedCall, Any]] = []
+        self._resource: tuple[Any, Any] = (object(), None)  # (the last call's Resource, its properties)
         self._closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="payi-otel-journal", daemon=True)
@@ -116,7 +117,10 @@ class Journal:
 
     def record(self, call: FinishedCall) -> None:
         """Append ``call`` to the journal (one ``write``; on disk in the page cache when this returns)."""
-        resource = readable_resource(call.resource)
+        seen, resource = self._resource  # a provider's calls share one Resource: converted once
+        if seen is not call.resource:
+            resource = readable_resource(call.resource)
+            self._resource = (call.resource, resource)  # one assignment: threads never see a torn pair
         line = _encode(
             [call.name, call.start_ns, call.end_ns, f"{call.trace_id:032x}", call.span_id, call.is_error,
              call.status_message, call.attributes, call.parent_span_id, resource or {}]

@@ -170,7 +170,14 @@ class Call:
         if sinks:  # before the span ends: a span exporter must find the call journaled
             self._hand_over(sinks, attrs, end_ns, message, recording)
         span.end(end_time=end_ns)  # the span's duration is the call's end-to-end latency
-        self._record_metrics(rec, usage, max(end_ns - self._t0, 0) / 1e9, error_type)
+        key: MetricKey = (rec.operation, rec.provider, rec.request_model, rec.response_model, rec.server_address,
+                          rec.server_port, error_type)  # fmt: skip
+        self.core.metrics.queue((
+            key,
+            max(end_ns - self._t0, 0) / 1e9,
+            usage.input_tokens if usage is not None else None,
+            usage.output_tokens if usage is not None else None,
+        ))
 
     def _hand_over(
         self, sinks: tuple[finished.Sink, ...], attrs: dict[str, Any], end_ns: int, message: str | None, sampled: bool
@@ -263,11 +270,3 @@ class Call:
             if rec.system_instructions is not None:
                 attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = _json(rec.system_instructions)
         return attrs
-
-    def _record_metrics(self, rec: CallRecord, usage: Usage | None, seconds: float, error_type: str | None) -> None:
-        key: MetricKey = (rec.operation, rec.provider, rec.request_model, rec.response_model, rec.server_address,
-                          rec.server_port, error_type)  # fmt: skip
-        if usage is None:
-            self.core.metrics.record(key, seconds, None, None)
-        else:
-            self.core.metrics.record(key, seconds, usage.input_tokens, usage.output_tokens)

@@ -57,6 +57,9 @@ class CallMetrics:
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self._pending: deque[tuple[MetricKey, float, int | None, int | None]] = deque()
+        # Queue one call's measurements ``(key, seconds, input tokens, output tokens)``: on the caller's
+        # thread this is the deque's own append, no Python call.
+        self.queue = self._pending.append
         # Metric attribute dicts, built once per distinct key.
         self._attribute_sets: dict[MetricKey, AttributeSets] = {}
         self._lock = threading.Lock()

@@ -64,7 +64,9 @@ _SPAN_KEY: str | None = getattr(trace_propagation, "_SPAN_KEY", None)
 
 
 def _with_span(span: Span, context: Context) -> Context:
-    return Context({**context, _SPAN_KEY: span})  # type: ignore[dict-item]  # only installed when the key is known
+    values: dict[str, object] = {**context}
+    values[_SPAN_KEY] = span  # type: ignore[index]  # only installed when the key is known
+    return Context(values)
 
 
 # ``context`` with ``span`` current: what ``opentelemetry.trace.set_span_in_context(span, context)`` returns,

@@ -24,8 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import context as otel_context
-
+from payi_otel import fastcontext
 from payi_otel import protocol as P
 from payi_otel.context import PROXY_KEY, BusinessContext, call_context
 from payi_otel.settings import parse_bool
@@ -79,7 +78,7 @@ def reset() -> None:
 
 def active() -> ProxySettings | None:
     """The proxy settings when the current call is in proxy mode, else None."""
-    flag = otel_context.get_value(PROXY_KEY)
+    flag = fastcontext.get_value(PROXY_KEY)
     settings = _SETTINGS
     if flag is None:
         return settings if settings is not None and settings.enabled else None

@@ -17,14 +17,14 @@ from payi_otel import enforcement
 from payi_otel.context import call_context
 from payi_otel.core import CallRecord
 from payi_otel.instrumentation._wrapping import Target
-from payi_otel.proxy_mode import PROVIDER_BASE_URI, ROUTE_HEADER, call_headers
+from payi_otel.proxy_mode import PROVIDER_BASE_URI, ROUTE_HEADER, active, call_headers
 
 
 def before_provider_call(rec: CallRecord, kwargs: dict[str, Any], route: str | None) -> dict[str, Any]:
     """What happens before an instrumented call is made: proxy mode routes it to the proxy's ``route``
     (see :func:`through_proxy`; None: the call cannot be proxied); otherwise block-limit enforcement,
     when on, checks it (raising ``LimitError`` to refuse it)."""
-    if route is not None:
+    if route is not None and active() is not None:  # asked first: most calls are not in proxy mode
         kwargs = through_proxy(rec, kwargs, route)
     if not rec.proxied and enforcement.enabled():
         rec.reservation_id = enforcement.before_call(_planned(rec, kwargs))

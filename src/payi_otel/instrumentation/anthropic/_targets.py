@@ -71,9 +71,8 @@ class State:
             classes = tuple(c for c in (getattr(anthropic, n, None) for n in names) if isinstance(c, type))
             if classes:
                 kinds.append((classes, (provider, category, prefix)))
-        self.kinds = tuple(kinds)
-        kinds = self.kinds
-        self.client_info = ClientInfos(lambda client, url: ClientInfo(client, url, kinds)).get
+        self.kinds = client_kinds = tuple(kinds)
+        self.client_info = ClientInfos(lambda client, url: ClientInfo(client, url, client_kinds)).get
 
 
 def _number(value: Any) -> float | None:

@@ -45,9 +45,12 @@ class StreamEnd:
 
 
 class ChatStream(StreamEnd):
-    """chat.completions and legacy completions chunks; assembles tool calls by index (0 included)."""
+    """chat.completions and legacy completions chunks; assembles tool calls by index (0 included).
 
-    __slots__ = ("capture", "first", "hide_usage_chunk", "reasons", "rec", "texts", "tools")
+    ``on_chunk`` runs for every chunk on the caller's thread: the head of the chunk is read inline and the
+    first token is reported to the call once (``token``), not on every chunk."""
+
+    __slots__ = ("capture", "first", "hide_usage_chunk", "reasons", "rec", "texts", "token", "tools")
 
     def __init__(self, call: Call, hide_usage_chunk: bool) -> None:
         super().__init__(call)
@@ -55,6 +58,7 @@ class ChatStream(StreamEnd):
         self.hide_usage_chunk = hide_usage_chunk
         self.capture = call.capture_content
         self.first = True
+        self.token = False  # the first token was reported
         self.reasons: dict[int, str] = {}
         self.tools: dict[tuple[int, int], list[str]] = {}  # (choice, tool index) -> [name, arguments, id]
         self.texts: dict[int, list[str]] = {}
@@ -72,8 +76,13 @@ class ChatStream(StreamEnd):
                 return False
         return True
 
+    def _first_token(self) -> None:
+        self.token = True
+        self.call.first_token()
+
     def on_chunk(self, chunk: Any) -> bool:
-        if not self._head(chunk):
+        # _head, called only when it has work: before the id is known, and on a usage chunk
+        if (self.first or getattr(chunk, "usage", None) is not None) and not self._head(chunk):
             return False
         for choice in chunk.choices:
             if choice.finish_reason is not None:
@@ -81,12 +90,15 @@ class ChatStream(StreamEnd):
             delta = choice.delta
             if getattr(delta, "tool_calls", None):
                 self._tool_deltas(choice.index, delta.tool_calls)
-                self.call.first_token()
+                if not self.token:
+                    self._first_token()
             if getattr(delta, "function_call", None) is not None:
                 self._function_delta(choice.index, delta.function_call)
-                self.call.first_token()
+                if not self.token:
+                    self._first_token()
             if delta.content:
-                self.call.first_token()  # the role-only first chunk is not a token
+                if not self.token:  # the role-only first chunk is not a token
+                    self._first_token()
                 if self.capture:
                     self.texts.setdefault(choice.index, []).append(delta.content)
         return True
@@ -130,13 +142,14 @@ class CompletionStream(ChatStream):
     __slots__ = ()
 
     def on_chunk(self, chunk: Any) -> bool:
-        if not self._head(chunk):
+        if (self.first or getattr(chunk, "usage", None) is not None) and not self._head(chunk):
             return False
         for choice in chunk.choices:
             if choice.finish_reason is not None:
                 self.reasons[choice.index] = choice.finish_reason
             if choice.text:
-                self.call.first_token()
+                if not self.token:
+                    self._first_token()
                 if self.capture:
                     self.texts.setdefault(choice.index, []).append(choice.text)
         return True
