@@ -20,8 +20,8 @@ here; the SDK's own tracing is the nearest official reference.
 Method as in ``bench_openai_overhead.py``: each (mode, round) is a fresh process, modes interleaved in
 random order; inside a process timed batches of the mode alternate with batches of the bare client and
 the added cost is the median of the paired differences in thread CPU time. The other instrumentations
-are installed into a throwaway venv (``/tmp/payi-otel-bench-venv-anthropic``), never into the project's
-environment; a mode that cannot be installed is skipped with a message.
+are installed into a throwaway venv (``/tmp/payi-otel-bench-venv-anthropic-<digest>``, one per project
+environment), never into the project's environment; a mode that cannot be installed is skipped with a message.
 
 Targets (as for OpenAI): our added cost per call <= 0.5 x the reference's; <= 1 us per streamed event
 (measured in isolation: recorded stream events through the stream proxy and our handler, span end

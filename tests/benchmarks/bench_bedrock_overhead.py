@@ -16,8 +16,9 @@ random order; inside a process timed batches of the mode alternate with batches 
 the added cost is the median of the paired differences in thread CPU time. ``ours`` and ``official``
 patch every client, so they are switched on and off between batches; OpenLLMetry patches clients when
 they are created, so its process keeps a client made before and one made after it was instrumented.
-The two other instrumentations are installed into a throwaway venv (``/tmp/payi-otel-bench-venv-bedrock``),
-never into the project's environment; a mode that cannot be installed is skipped with a message.
+The two other instrumentations are installed into a throwaway venv (``/tmp/payi-otel-bench-venv-bedrock-<digest>``,
+one per project environment), never into the project's environment; a mode that cannot be installed is
+skipped with a message.
 
 Targets (as for OpenAI): our added cost per call <= 0.5 x the official one's; <= 1 us per streamed event
 (measured in isolation: recorded ConverseStream events and InvokeModelWithResponseStream chunks through
@@ -37,7 +38,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from bench_openai_overhead import BATCH, SETTLE, _spread, _timed
+from bench_openai_overhead import BATCH, SETTLE, _own_venv, _spread, _timed
 
 VENV = Path("/tmp/payi-otel-bench-venv-bedrock")
 OTHERS = {
@@ -238,7 +239,10 @@ def event_cost(streams: int) -> dict:
 
 # --- driver ---------------------------------------------------------------------------------------
 def ensure_venv(venv: Path = VENV, others: dict[str, tuple[str, str]] = OTHERS) -> tuple[str, set[str]]:
-    """The interpreter to run every mode under, and the competing modes it can run."""
+    """The interpreter to run every mode under, and the competing modes it can run. The venv's name is
+    suffixed per project environment (as in ``bench_openai_overhead``): it sees that environment's packages,
+    so two checkouts running at once never share it (one would measure the other's code)."""
+    venv = _own_venv(venv)
     python = venv / "bin" / "python"
     try:
         if not python.exists():
@@ -248,7 +252,7 @@ def ensure_venv(venv: Path = VENV, others: dict[str, tuple[str, str]] = OTHERS) 
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
-        # rewritten on every run: a reused venv must see this checkout's packages, not those of the one that made it
+        # rewritten on every run: a reused venv must see this environment's packages
         site = sysconfig.get_paths()["purelib"]
         Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
     except (OSError, subprocess.CalledProcessError) as exc:
