@@ -3,6 +3,7 @@ calls a real local upstream directly; the real service (block limits on ingest s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from test_proxy import TRACELOOP, create_limit, expected_cost, get_limit, record
 from payi_otel import LimitBlockedError, LimitCheckError, enforcement, track_context
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
-from payi_otel.service.server import ServiceThread
+from payi_otel.service.server import AppThread, ServiceThread
 
 FAST = dict(retry_initial_backoff=0.02, retry_max_backoff=0.2, timeout=5.0, shutdown_timeout=5.0)
 CHAT = TRACELOOP / "openai/test_chat.yaml"
@@ -78,6 +79,72 @@ def test_reserve_mode_refuses_before_the_provider_and_the_ingest_settles(tmp_pat
     assert refused.value.max == pytest.approx(one_call * 6)
     assert refused.value.spend == pytest.approx(one_call)
     assert limit in str(refused.value) and "max" in str(refused.value)
+
+
+class SlowFront:
+    """An ASGI front of the service that holds every request ``delay`` seconds, then forwards it."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        self.target, self.delay = target, delay
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await asyncio.sleep(self.delay)
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in (b"host", b"content-length")]
+        async with httpx.AsyncClient() as client:
+            answer = await client.request(scope["method"], self.target + scope["path"], headers=headers, content=body)
+        await send({"type": "http.response.start", "status": answer.status_code,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": answer.content})
+
+
+async def test_async_calls_reserve_without_blocking_the_event_loop(tmp_path: Path) -> None:
+    """The reservation's round trip (held 0.3 s here) is awaited: other tasks of the loop keep running,
+    and a refusal still comes before the provider is called."""
+    interaction = recorded(CHAT)
+    with enforced(tmp_path, "reserve", "closed") as (svc, upstream, exporter):
+        upstream.repeat = interaction
+        tight, roomy = create_limit(svc, "tight", 1e-9, "block"), create_limit(svc, "roomy", 1000.0, "block")
+        with AppThread(SlowFront(svc.base_url, 0.3)) as front:
+            enforcement.configure("reserve", "closed", front.base_url, svc.api_key)
+            client = openai.AsyncOpenAI(api_key="sk-provider-key", base_url=f"{upstream.base_url}/v1", max_retries=0)
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            try:
+                with track_context(limit_ids=[tight]), pytest.raises(LimitBlockedError) as refused:
+                    await client.chat.completions.create(**interaction.request_body)
+                refused_ticks = ticks
+                with track_context(limit_ids=[roomy]):
+                    response = await client.chat.completions.create(**interaction.request_body)
+            finally:
+                task.cancel()
+            await client.close()
+        assert exporter.force_flush(15_000)
+        store = svc.app.state.store
+        settled = store.reserved_amount(store.authenticate(svc.api_key).id, roomy)
+        spend = get_limit(svc, roomy)["totals"]["cost"]["total"]["base"]
+    assert refused.value.limit_id == tight
+    assert len(upstream.requests) == 1 and response.id == interaction.json()["id"]
+    assert settled == 0.0 and spend > 0  # the call's ingest settled its reservation
+    # a blocked loop would not tick at all during the 0.3 s holds; it ticks about 30 times per hold
+    assert refused_ticks >= 10 and ticks - refused_ticks >= 10
 
 
 def test_cached_mode_refuses_once_the_known_spend_reaches_max(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,9 @@ class Settings:
 _SETTINGS: Settings | None = None
 _CLIENT: httpx.Client | None = None  # made at the first check
 _CACHE: _LimitCache | None = None
+# per event loop; left to the garbage collector with their loop (closing needs the loop)
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+RESERVATIONS_PATH = "/api/v1/reservations"
 
 
 def parse_mode(value: Any, name: str = ENV_MODE) -> str | None:
@@ -154,6 +158,22 @@ def reset() -> None:
     if _CLIENT is not None:
         _CLIENT.close()
         _CLIENT = None
+    _ASYNC_CLIENTS.clear()
+
+
+def _async_client(settings: Settings) -> httpx.AsyncClient:
+    """The async client of the running event loop (a client's connections belong to one loop)."""
+    import asyncio
+
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    client = _ASYNC_CLIENTS.get(loop)
+    if client is None:
+        headers = {P.API_KEY: settings.api_key} if settings.api_key else {}
+        client = httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=_TIMEOUT, trust_env=False)
+        _ASYNC_CLIENTS[loop] = client
+    return client
 
 
 def _client(settings: Settings) -> httpx.Client:
@@ -195,7 +215,35 @@ def before_call(call: PlannedCall) -> str | None:
     if settings.mode == "cached":
         _cache(settings).check(call.limit_ids)
         return None
-    return _reserve(settings, call)
+    import httpx
+
+    try:
+        answer = _client(settings).post(RESERVATIONS_PATH, json=_reservation(call))
+    except httpx.HTTPError as exc:
+        answer = None
+        _unavailable(settings, f"{type(exc).__name__}: {exc}")
+    return _reserved(settings, call, answer)
+
+
+async def abefore_call(call: PlannedCall) -> str | None:
+    """:func:`before_call` for async callers: the reservation's round trip does not block the event loop."""
+    settings = _SETTINGS
+    if settings is None or not call.limit_ids or settings.mode == "cached":
+        return before_call(call)
+    import httpx
+
+    try:
+        answer = await _async_client(settings).post(RESERVATIONS_PATH, json=_reservation(call))
+    except httpx.HTTPError as exc:
+        answer = None
+        _unavailable(settings, f"{type(exc).__name__}: {exc}")
+    return _reserved(settings, call, answer)
+
+
+def needs_round_trip() -> bool:
+    """True when a check goes to the service before the call (reserve mode)."""
+    settings = _SETTINGS
+    return settings is not None and settings.mode == "reserve"
 
 
 def _unavailable(settings: Settings, reason: str) -> None:
@@ -204,10 +252,9 @@ def _unavailable(settings: Settings, reason: str) -> None:
     logger.warning("payi-otel: block limits could not be checked (%s); the call goes ahead (%s=open)", reason, ENV_FAIL)
 
 
-def _reserve(settings: Settings, call: PlannedCall) -> str | None:
-    import httpx
-
-    body = {
+def _reservation(call: PlannedCall) -> dict[str, Any]:
+    """The body of ``POST /api/v1/reservations`` for the call."""
+    return {
         "limit_ids": list(call.limit_ids),
         "category": call.category,
         "resource": call.resource,
@@ -217,10 +264,16 @@ def _reserve(settings: Settings, call: PlannedCall) -> str | None:
         "price_as_resource": call.price_as_resource,
         "resource_scope": call.resource_scope,
     }
+
+
+def _reserved(settings: Settings, call: PlannedCall, answer: httpx.Response | None) -> str | None:
+    """The reservation id of the service's answer (None: no answer, enforcement failing open); raises
+    :class:`LimitBlockedError` for a refusal."""
+    if answer is None:
+        return None
     try:
-        answer = _client(settings).post("/api/v1/reservations", json=body)
         data = answer.json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except ValueError as exc:
         _unavailable(settings, f"{type(exc).__name__}: {exc}")
         return None
     if answer.status_code == 200 and isinstance(data, dict):

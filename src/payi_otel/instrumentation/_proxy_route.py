@@ -9,13 +9,11 @@ built as the SDK builds it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from payi_otel import enforcement
-from payi_otel.context import call_context
 from payi_otel.core import CallRecord
+from payi_otel.instrumentation._enforce import check_limits, request_size
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.proxy_mode import PROVIDER_BASE_URI, ROUTE_HEADER, active, call_headers
 
@@ -26,26 +24,10 @@ def before_provider_call(rec: CallRecord, kwargs: dict[str, Any], route: str | N
     when on, checks it (raising ``LimitError`` to refuse it)."""
     if route is not None and active() is not None:  # asked first: most calls are not in proxy mode
         kwargs = through_proxy(rec, kwargs, route)
-    if not rec.proxied and enforcement.enabled():
-        rec.reservation_id = enforcement.before_call(_planned(rec, kwargs))
-    return kwargs
-
-
-def _planned(rec: CallRecord, kwargs: dict[str, Any]) -> enforcement.PlannedCall:
-    ctx = call_context(rec.business_layer)
-    limit_ids = ctx.limit_ids if ctx is not None else None
-    resource = rec.resource or rec.request_model
-    if not limit_ids or not resource:
-        return enforcement.PlannedCall((), rec.category, resource or "", 0, None)
-    request = {k: v for k, v in kwargs.items() if not k.startswith("extra_")}
-    size = len(json.dumps(request, default=str).encode())  # an upper bound of the input tokens
-    n = kwargs.get("n")
+    n = kwargs.get("n")  # OpenAI's choices per request multiply the output bound
     output = rec.max_tokens * n if rec.max_tokens is not None and isinstance(n, int) and n > 1 else rec.max_tokens
-    return enforcement.PlannedCall(
-        tuple(limit_ids), rec.category, resource, size, output,
-        ctx.price_as_category if ctx else None, ctx.price_as_resource if ctx else None,
-        ctx.resource_scope if ctx else None,
-    )
+    check_limits(rec, lambda: request_size({k: v for k, v in kwargs.items() if not k.startswith("extra_")}), output)
+    return kwargs
 
 
 def through_proxy(rec: CallRecord, kwargs: dict[str, Any], route: str) -> dict[str, Any]:

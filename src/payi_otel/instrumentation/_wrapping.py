@@ -31,8 +31,9 @@ import wrapt
 from packaging.version import InvalidVersion, Version
 
 from payi_otel.core import Call
-from payi_otel.enforcement import LimitError
+from payi_otel.enforcement import LimitError, PlannedCall
 from payi_otel.fastcontext import instrumentation_enabled as is_instrumentation_enabled
+from payi_otel.instrumentation._enforce import ReserveFirst, deferring, reserve_then
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +172,21 @@ class WrapSet:
                 return await _adone(afinish, call, result)
             return _done(op, call, result)
 
+        async def reserve_then_run(
+            planned: PlannedCall, wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs
+        ) -> Any:
+            call, kwargs = await reserve_then(planned, lambda: _begin(op, instance, args, kwargs))
+            if call is None:
+                return await wrapped(*args, **kwargs)
+            return await run_async(wrapped, call, args, kwargs)
+
         def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
-            call, kwargs = _begin(op, instance, args, kwargs)
+            try:  # a block-limit reservation is awaited, not made on the event loop's thread
+                call, kwargs = deferring(lambda: _begin(op, instance, args, kwargs))
+            except ReserveFirst as first:
+                return reserve_then_run(first.planned, wrapped, instance, args, kwargs)
             if call is None:
                 return wrapped(*args, **kwargs)
             return run_async(wrapped, call, args, kwargs)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from payi_otel.core import Call, CallRecord, SpanCore
+from payi_otel.instrumentation._enforce import check_limits, request_size
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
@@ -100,6 +101,45 @@ def _invoke_reasons(doc: dict[str, Any]) -> list[str]:
     return reasons
 
 
+# Where an InvokeModel body bounds its output tokens, per model family (Anthropic / Mistral / Cohere,
+# Llama, AI21 / Cohere Command, Titan, Nova).
+_INVOKE_OUTPUT_KEYS = (("max_tokens",), ("max_gen_len",), ("maxTokens",), ("textGenerationConfig", "maxTokenCount"),
+                       ("inferenceConfig", "max_new_tokens"))  # fmt: skip
+
+
+def _invoke_document(params: Mapping[str, Any]) -> Any:
+    body = params.get("body")
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+    return None
+
+
+def _input_bound(params: Mapping[str, Any]) -> int:
+    """An upper bound of the input tokens: the request's size in bytes (an InvokeModel body as sent)."""
+    body = params.get("body")
+    if isinstance(body, (bytes, bytearray)):
+        return len(body)
+    if isinstance(body, str):
+        return len(body.encode())
+    return request_size({k: v for k, v in params.items() if k != "modelId"})
+
+
+def _output_bound(operation: str, params: Mapping[str, Any]) -> int | None:
+    """The output tokens the request allows (None: it sets no bound)."""
+    converse = operation in (CONVERSE, CONVERSE_STREAM)
+    document: Any = params if converse else _invoke_document(params)
+    for path in (("inferenceConfig", "maxTokens"),) if converse else _INVOKE_OUTPUT_KEYS:
+        value = document
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
 class BedrockCalls:
     """Configuration shared by every instrumented Bedrock runtime client."""
 
@@ -156,6 +196,7 @@ class BedrockCalls:
                 rec.max_tokens = max_tokens
             rec.temperature = _number(config.get("temperature"))
             rec.top_p = _number(config.get("topP"))
+        check_limits(rec, lambda: _input_bound(params), 0 if embeddings else _output_bound(operation, params))
         if self.core.capture_content:
             if operation in (CONVERSE, CONVERSE_STREAM):
                 rec.input_messages = _scrub({"system": params.get("system"), "messages": params.get("messages")})

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from payi_otel.core import Call, CallRecord, SpanCore
+from payi_otel.instrumentation._enforce import check_limits, request_size
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.google_genai._content import input_messages, output_messages, system_instructions
 from payi_otel.instrumentation.google_genai._read import (
@@ -127,10 +128,20 @@ class Operation:
             rec.resource = f"google.{rec.request_model}"
         config = kwargs.get("config")
         _request_params(rec, config)
+        check_limits(rec, lambda: request_size(kwargs), self._output_bound(rec, config))
         if state.core.capture_content and self.operation == "generate_content":
             rec.input_messages = input_messages(kwargs.get("contents"))
             rec.system_instructions = system_instructions(config)
         return state.core.start(rec), kwargs
+
+    def _output_bound(self, rec: CallRecord, config: Any) -> int | None:
+        """The output tokens the request allows: ``max_output_tokens`` per candidate (none for embeddings and
+        images, whose output is not text tokens); None when it sets no bound."""
+        if self.operation != "generate_content":
+            return 0
+        candidates = _g(config, "candidate_count")
+        n = candidates if isinstance(candidates, int) and not isinstance(candidates, bool) and candidates > 1 else 1
+        return rec.max_tokens * n if rec.max_tokens is not None else None
 
     def finish(self, call: Call, result: Any) -> Any:
         if self.stream:
