@@ -27,6 +27,7 @@ from test_proxy import TRACELOOP, create_limit, expected_cost, get_limit, record
 from payi_otel import LimitBlockedError, LimitCheckError, enforcement, track_context
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
+from payi_otel.service.routes.ingest import read_body
 from payi_otel.service.server import AppThread, ServiceThread
 
 FAST = dict(retry_initial_backoff=0.02, retry_max_backoff=0.2, timeout=5.0, shutdown_timeout=5.0)
@@ -88,17 +89,9 @@ class SlowFront:
         self.target, self.delay = target, delay
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        if scope["type"] != "http":
+            return  # nothing to start or stop
+        body = await read_body(receive) or b""
         await asyncio.sleep(self.delay)
         headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in (b"host", b"content-length")]
         async with httpx.AsyncClient() as client:

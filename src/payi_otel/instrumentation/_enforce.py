@@ -1,9 +1,9 @@
 """Block-limit enforcement before a direct provider call, shared by every provider module.
 
 A provider module builds its :class:`~payi_otel.core.CallRecord` (category, resource, request model),
-then calls :func:`check_limits` with what bounds the call before it is made: an upper bound of its
-input tokens (the size of the request in bytes, computed only when a check is due) and its output
-bound (``max_tokens`` and the like; ``None`` when the request sets none). When enforcement is on and
+then calls :func:`check_limits` with what bounds the call before it is made, read only when a check is
+due (enforcement on): an upper bound of its input tokens (the size of the request in bytes) and its
+output bound (``max_tokens`` and the like; ``None`` when the request sets none). When enforcement is on and
 the call names block limits, the call's worst case is reserved (or checked against the cached
 spend); a refusal raises :class:`~payi_otel.enforcement.LimitError` before the provider is called.
 For an async call the reservation's round trip is awaited (see :func:`deferring`), never run on the
@@ -29,27 +29,30 @@ def request_size(request: Any) -> int:
     return len(json.dumps(request, default=str).encode())
 
 
-def check_limits(rec: CallRecord, input_bound: Callable[[], int], output_bound: int | None) -> None:
+# What bounds a call: (an upper bound of its input tokens, its output bound or None).
+Bounds = Callable[[], tuple[int, int | None]]
+
+
+def check_limits(rec: CallRecord, bounds: Bounds) -> None:
     """Before a call that goes straight to the provider: reserve (or check) its block limits when
     enforcement is on, and keep the reservation on ``rec`` (its ingest event settles it)."""
     if rec.proxied or not enforcement.enabled():
         return
-    planned = planned_call(rec, input_bound, output_bound)
+    planned = planned_call(rec, bounds)
     if planned is not None:
         rec.reservation_id = _check(planned)
 
 
-def planned_call(
-    rec: CallRecord, input_bound: Callable[[], int], output_bound: int | None
-) -> enforcement.PlannedCall | None:
+def planned_call(rec: CallRecord, bounds: Bounds) -> enforcement.PlannedCall | None:
     """What enforcement needs to know of the call; None when it names no limits or has no resource."""
     ctx = call_context(rec.business_layer)
     limit_ids = ctx.limit_ids if ctx is not None else None
     resource = rec.resource or rec.request_model
     if not limit_ids or not resource or ctx is None:
         return None
+    input_bound, output_bound = bounds()
     return enforcement.PlannedCall(
-        tuple(limit_ids), rec.category, resource, input_bound(), output_bound,
+        tuple(limit_ids), rec.category, resource, input_bound, output_bound,
         ctx.price_as_category, ctx.price_as_resource, ctx.resource_scope,
     )
 

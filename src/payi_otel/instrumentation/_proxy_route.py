@@ -24,10 +24,14 @@ def before_provider_call(rec: CallRecord, kwargs: dict[str, Any], route: str | N
     when on, checks it (raising ``LimitError`` to refuse it)."""
     if route is not None and active() is not None:  # asked first: most calls are not in proxy mode
         kwargs = through_proxy(rec, kwargs, route)
+    check_limits(rec, lambda: _bounds(rec, kwargs))
+    return kwargs
+
+
+def _bounds(rec: CallRecord, kwargs: dict[str, Any]) -> tuple[int, int | None]:
     n = kwargs.get("n")  # OpenAI's choices per request multiply the output bound
     output = rec.max_tokens * n if rec.max_tokens is not None and isinstance(n, int) and n > 1 else rec.max_tokens
-    check_limits(rec, lambda: request_size({k: v for k, v in kwargs.items() if not k.startswith("extra_")}), output)
-    return kwargs
+    return request_size({k: v for k, v in kwargs.items() if not k.startswith("extra_")}), output
 
 
 def through_proxy(rec: CallRecord, kwargs: dict[str, Any], route: str) -> dict[str, Any]:

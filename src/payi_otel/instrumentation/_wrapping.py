@@ -32,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 
 from payi_otel.core import Call
 from payi_otel.enforcement import LimitError, PlannedCall
+from payi_otel.enforcement import enabled as enforcement_enabled
 from payi_otel.fastcontext import instrumentation_enabled as is_instrumentation_enabled
 from payi_otel.instrumentation._enforce import ReserveFirst, deferring, reserve_then
 
@@ -183,10 +184,13 @@ class WrapSet:
         def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
-            try:  # a block-limit reservation is awaited, not made on the event loop's thread
-                call, kwargs = deferring(lambda: _begin(op, instance, args, kwargs))
-            except ReserveFirst as first:
-                return reserve_then_run(first.planned, wrapped, instance, args, kwargs)
+            if not enforcement_enabled():
+                call, kwargs = _begin(op, instance, args, kwargs)
+            else:  # a block-limit reservation is awaited, not made on the event loop's thread
+                try:
+                    call, kwargs = deferring(lambda: _begin(op, instance, args, kwargs))
+                except ReserveFirst as first:
+                    return reserve_then_run(first.planned, wrapped, instance, args, kwargs)
             if call is None:
                 return wrapped(*args, **kwargs)
             return run_async(wrapped, call, args, kwargs)

@@ -196,7 +196,7 @@ class BedrockCalls:
                 rec.max_tokens = max_tokens
             rec.temperature = _number(config.get("temperature"))
             rec.top_p = _number(config.get("topP"))
-        check_limits(rec, lambda: _input_bound(params), 0 if embeddings else _output_bound(operation, params))
+        check_limits(rec, lambda: (_input_bound(params), 0 if embeddings else _output_bound(operation, params)))
         if self.core.capture_content:
             if operation in (CONVERSE, CONVERSE_STREAM):
                 rec.input_messages = _scrub({"system": params.get("system"), "messages": params.get("messages")})

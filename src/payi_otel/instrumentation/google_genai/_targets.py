@@ -128,7 +128,7 @@ class Operation:
             rec.resource = f"google.{rec.request_model}"
         config = kwargs.get("config")
         _request_params(rec, config)
-        check_limits(rec, lambda: request_size(kwargs), self._output_bound(rec, config))
+        check_limits(rec, lambda: (request_size(kwargs), self._output_bound(rec, config)))
         if state.core.capture_content and self.operation == "generate_content":
             rec.input_messages = input_messages(kwargs.get("contents"))
             rec.system_instructions = system_instructions(config)
