@@ -29,7 +29,7 @@ from .journal import Journal
 from .mapping import event_from_view
 from .offline import OfflineWriter
 from .sender import Backoff, Sender
-from .spool import Spool
+from .spool import HeldBatch, Spool
 from .views import view_from_readable_span
 
 __all__ = ["PayiSpanExporter"]
@@ -162,6 +162,23 @@ class PayiSpanExporter(SpanExporter):
             return self._journal is not None and (span.end_time or 0) >= self._journaling_since
         return processor.covered(ctx.span_id)
 
+    def hold_events(self, events: list[dict[str, Any]]) -> tuple[list[HeldBatch], int]:
+        """:meth:`export_events` into held spool batches (see :meth:`Spool.hold`), which the sender takes
+        only once the caller released them; returns the batches and how many events were dropped."""
+        if self._shutdown:
+            raise RuntimeError("the Pay-i exporter was shut down")
+        if self._spool is None:
+            raise RuntimeError("the Pay-i exporter has no spool (offline mode)")
+        with self._lock:
+            batches, dropped = self._spool.hold(events, self.config.batch_size)
+        self._count(len(events), dropped)
+        return batches, dropped
+
+    def wake_sender(self) -> None:
+        """Have the sender look at the spool now (held batches were released)."""
+        if self._worker is not None:
+            self._worker.wake()
+
     def _accept(self, events: list[dict[str, Any]]) -> None:
         """Store ``events`` durably (spool or offline file) and wake the sender."""
         if self._offline is not None:
@@ -171,8 +188,13 @@ class PayiSpanExporter(SpanExporter):
         assert self._spool is not None
         with self._lock:
             dropped = self._spool.append(events, self.config.batch_size)
-        self.exported_events += len(events) - dropped
+        self._count(len(events), dropped)
+        self.wake_sender()
+
+    def _count(self, accepted: int, dropped: int) -> None:
+        self.exported_events += accepted - dropped
         if dropped:
+            assert self._spool is not None
             self.dropped_events += dropped
             self._drop_log(
                 logging.WARNING,
@@ -182,8 +204,6 @@ class PayiSpanExporter(SpanExporter):
                 dropped,
                 self.dropped_events,
             )
-        if self._worker is not None:
-            self._worker.wake()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         try:

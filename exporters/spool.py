@@ -5,6 +5,10 @@ Layout of a spool directory:
 * ``batch-<time_ns>-<pid>-<seq>.jsonl``: one batch of events, one JSON object a line. A batch is
   written to a hidden temporary file, flushed, fsynced and renamed into place, so a batch file is
   always complete (a kill -9 leaves at most a hidden temporary file, which is ignored).
+* ``held-<time_ns>-<pid>-<seq>.jsonl``: a batch written the same way that no sender takes yet: its
+  writer may still rewrite it (:meth:`Spool.rewrite_held`) until it releases it
+  (:meth:`Spool.release_held`, an atomic rename into a ``batch-`` file). Held batches count against
+  the spool's size bound; a writer releases the ones a dead writer left (:meth:`Spool.release_all_held`).
 * ``dead-letter.jsonl``: events the server rejected for good, each line
   ``{"time", "status", "reason", "event"}``.
 
@@ -27,14 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Batch", "Spool"]
+__all__ = ["Batch", "HeldBatch", "Spool"]
 
 _PREFIX = "batch-"
+_HELD_PREFIX = "held-"
 _SUFFIX = ".jsonl"
 DEAD_LETTER_NAME = "dead-letter.jsonl"
 _TMP_MAX_AGE_S = 3600  # hidden temporary files older than this are left-overs of killed writers
 _DIR_MODE = 0o700  # events may hold prompts and responses: owner only
 _FILE_MODE = 0o600
+
+
+HeldBatch = tuple[Path, list[dict[str, Any]]]  # a batch file written, and its events
 
 
 def _dumps(event: dict[str, Any]) -> str:
@@ -100,7 +108,20 @@ class Spool:
     def append(self, events: list[dict[str, Any]], batch_size: int) -> int:
         """Durably spool ``events`` in batches of at most ``batch_size``; returns how many were
         dropped because the spool is full (those are the newest)."""
+        return self._write(events, batch_size, _PREFIX)[1]
+
+    def hold(self, events: list[dict[str, Any]], batch_size: int) -> tuple[list[HeldBatch], int]:
+        """:meth:`append` into held batches, which no sender takes before :meth:`release_held`.
+
+        Returns the held batches (path and events) and how many events were dropped (spool full).
+        """
+        return self._write(events, batch_size, _HELD_PREFIX)
+
+    def _write(
+        self, events: list[dict[str, Any]], batch_size: int, prefix: str
+    ) -> tuple[list[HeldBatch], int]:
         room = self.max_bytes - self.pending_bytes()
+        written: list[HeldBatch] = []
         dropped = 0
         for start in range(0, len(events), batch_size):
             chunk = events[start : start + batch_size]
@@ -109,9 +130,32 @@ class Spool:
             if size > room:
                 dropped += len(events) - start
                 break
-            name = f"{_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}{_SUFFIX}"
-            room -= _write_atomically(self.directory / name, lines)
-        return dropped
+            path = self.directory / self._name(prefix)
+            room -= _write_atomically(path, lines)
+            written.append((path, chunk))
+        return written, dropped
+
+    def _name(self, prefix: str) -> str:
+        return f"{prefix}{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}{_SUFFIX}"
+
+    def rewrite_held(self, path: Path, events: list[dict[str, Any]]) -> bool:
+        """Replace a held batch's events (atomically, fsynced); False when it is no longer held."""
+        if not path.exists():
+            return False
+        _write_atomically(path, [_dumps(e) for e in events])
+        return True
+
+    def release_held(self, path: Path) -> bool:
+        """Hand a held batch to the senders (an atomic rename); False when it was released already."""
+        try:
+            os.rename(path, self.directory / self._name(_PREFIX))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def release_all_held(self) -> int:
+        """Release every held batch in the directory (left by a writer that stopped); returns how many."""
+        return sum(self.release_held(self.directory / e.name) for e in self._entries(_HELD_PREFIX))
 
     def dead_letter(self, records: list[dict[str, Any]]) -> None:
         """Append rejected events (``{"status", "reason", "event"}`` records) to the dead-letter file."""
@@ -126,13 +170,17 @@ class Spool:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _batch_entries(self) -> list[os.DirEntry[str]]:
+    def _entries(self, *prefixes: str) -> list[os.DirEntry[str]]:
         with os.scandir(self.directory) as it:
-            return [e for e in it if e.name.startswith(_PREFIX) and e.name.endswith(_SUFFIX)]
+            return [e for e in it if e.name.startswith(prefixes) and e.name.endswith(_SUFFIX)]
+
+    def _batch_entries(self) -> list[os.DirEntry[str]]:
+        return self._entries(_PREFIX)
 
     def pending_bytes(self) -> int:
+        """Bytes of the batches waiting to be sent, held ones included."""
         total = 0
-        for entry in self._batch_entries():
+        for entry in self._entries(_PREFIX, _HELD_PREFIX):
             with contextlib.suppress(FileNotFoundError):
                 total += entry.stat().st_size
         return total

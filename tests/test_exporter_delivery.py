@@ -543,3 +543,22 @@ def test_spool_files_are_private(server, spans, make_exporter, tmp_path):
     assert any(f.name.startswith("batch-") for f in files)
     for f in files:
         assert os.stat(f).st_mode & 0o777 == 0o600, f.name
+
+
+def test_held_spool_batches_wait_for_their_release_and_count_against_the_bound(tmp_path):
+    from payi_otel.exporters.spool import Spool
+
+    spool = Spool(tmp_path, max_bytes=10_000)
+    (path, events), *_ = spool.hold([{"id": 1}, {"id": 2}], batch_size=10)[0]
+    assert events == [{"id": 1}, {"id": 2}]
+    assert list(spool.claim()) == [] and spool.pending_bytes() == path.stat().st_size  # held: no sender takes it
+    assert spool.rewrite_held(path, [{"id": 1, "more": True}, {"id": 2}])
+    assert spool.release_held(path) and not spool.release_held(path)  # released once
+    assert not spool.rewrite_held(path, [{"id": 3}])  # no longer held: nothing changes
+    [batch] = list(spool.claim())
+    assert batch.events == [{"id": 1, "more": True}, {"id": 2}]
+    batch.ack()
+    left = spool.hold([{"id": 4}], batch_size=10)[0]
+    assert len(left) == 1 and Spool(tmp_path, max_bytes=10_000).release_all_held() == 1  # a writer that stopped
+    assert [b.events for b in spool.claim()] == [[{"id": 4}]]
+    assert spool.hold([{"x": "y" * 20_000}], batch_size=10) == ([], 1)  # over the bound: dropped

@@ -47,8 +47,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def relay(base_url: str, api_key: str, spool: Path, grpc: bool = False) -> Iterator[dict[str, Any]]:
-    """``payi-otel relay`` in its own process (as deployed); yields its endpoints."""
+def relay(
+    base_url: str, api_key: str, spool: Path, grpc: bool = False, hold_s: float = 0.3
+) -> Iterator[dict[str, Any]]:
+    """``payi-otel relay`` in its own process (as deployed); yields its endpoints and its process."""
     port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -60,6 +62,7 @@ def relay(base_url: str, api_key: str, spool: Path, grpc: bool = False) -> Itera
         "PAYI_SHUTDOWN_TIMEOUT": "1",
         "PAYI_RETRY_INITIAL_BACKOFF": "0.02",
         "PAYI_RETRY_MAX_BACKOFF": "0.2",
+        "PAYI_OTEL_RELAY_HOLD_S": str(hold_s),
     }
     command = [sys.executable, "-m", "payi_otel.cli", "relay", "--port", str(port)]
     if grpc:
@@ -69,10 +72,14 @@ def relay(base_url: str, api_key: str, spool: Path, grpc: bool = False) -> Itera
         assert process.stdout is not None
         first = process.stdout.readline()
         assert f"listening on http://127.0.0.1:{port}/v1/traces" in first, first + process.stdout.read()
-        yield {"http/protobuf": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}"}
+        yield {"http/protobuf": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}", "process": process}
     finally:
-        process.terminate()
-        assert process.wait(20) == 0  # SIGTERM: a clean stop
+        if process.poll() is None:  # not killed by the test
+            process.terminate()
+            assert process.wait(20) == 0  # SIGTERM: a clean stop
+        else:
+            process.wait()
+        process.stdout.close()
 
 
 def make_calls(provider: Any) -> None:
@@ -147,10 +154,11 @@ def test_relay_refuses_senders_without_its_key(tmp_path: Path) -> None:
         assert httpx.post(url, content=body, headers=headers).status_code == 200
 
 
-@pytest.mark.parametrize("order", ["ours first", "theirs first"])
-def test_two_spans_of_one_call_in_different_requests_are_forwarded_once(tmp_path: Path, order: str) -> None:
+def two_spans_of_one_call() -> tuple[Any, Any, dict[str, int]]:
+    """Our span (with business context) and another instrumentation's span (without) around the same
+    recorded call; the other one has no response id, so the two events' ids differ and Pay-i's dedupe by id
+    could not join them. Returns (ours, theirs, the recorded usage)."""
     from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -162,8 +170,8 @@ def test_two_spans_of_one_call_in_different_requests_are_forwarded_once(tmp_path
     provider.add_span_processor(SimpleSpanProcessor(memory))
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
-    foreign = {  # another instrumentation's span around the same call; it has no response id, so its
-        "gen_ai.operation.name": "chat",  # event's id differs from ours and Pay-i's dedupe cannot join them
+    foreign = {
+        "gen_ai.operation.name": "chat",
         "gen_ai.system": "openai",
         "gen_ai.request.model": "gpt-4o-mini",
         "gen_ai.usage.input_tokens": usage["prompt_tokens"],
@@ -171,49 +179,115 @@ def test_two_spans_of_one_call_in_different_requests_are_forwarded_once(tmp_path
     }
     try:
         with (
-            track_context(use_case_name="triage", user_id="alice"),
             provider.get_tracer("other").start_as_current_span("chat", kind=trace.SpanKind.CLIENT, attributes=foreign),
+            track_context(use_case_name="triage", user_id="alice"),  # set inside: only our span carries it
         ):
             openai_client(chat).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     finally:
         instrumentor.uninstrument()
     ours, theirs = memory.get_finished_spans()
     assert ours.parent.span_id == theirs.context.span_id
+    assert "payi.use_case.name" in ours.attributes and "payi.use_case.name" not in theirs.attributes
+    return ours, theirs, usage
+
+
+def post_spans(base_url: str, spans: list[Any]) -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    response = httpx.post(
+        f"{base_url}/v1/traces",
+        content=encode_spans(spans).SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf", "xProxy-api-key": RELAY_KEY},
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("order", ["ours first", "theirs first"])
+def test_two_spans_of_one_call_in_different_requests_give_one_event_with_the_business_context(
+    tmp_path: Path, order: str
+) -> None:
+    ours, theirs, usage = two_spans_of_one_call()
     with running_service(tmp_path / "data") as service:
-        exporter = PayiSpanExporter(
-            base_url=service.base_url, api_key=service.api_key, spool_dir=tmp_path / "spool", **FAST
-        )
-        with AppThread(create_relay_app(exporter, RELAY_KEY)) as forwarder:
+        with relay(service.base_url, service.api_key, tmp_path / "spool", hold_s=2) as endpoints:
             for batch in ([ours], [theirs]) if order == "ours first" else ([theirs], [ours]):
-                response = httpx.post(
-                    f"{forwarder.base_url}/v1/traces",
-                    content=encode_spans(batch).SerializeToString(),
-                    headers={"Content-Type": "application/x-protobuf", "xProxy-api-key": RELAY_KEY},
-                )
-                assert response.status_code == 200
-        rows = stored_requests(service.data_dir)  # the relay delivered what it had when it stopped
+                post_spans(endpoints["http/protobuf"], batch)
+            wait_for(lambda: len(stored_requests(service.data_dir)) == 1)
+        rows = stored_requests(service.data_dir)  # the relay stopped: everything it had is delivered
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["units"] == text_units(usage)
+    assert (row["use_case_name"], row["user_id"]) == ("triage", "alice")  # also when our span came second
+    assert row["provider_response_id"] == response_id(recorded(CHAT))  # our span's event, ranked higher
+
+
+def test_a_span_arriving_after_its_call_was_released_is_not_forwarded_again(tmp_path: Path) -> None:
+    ours, theirs, _ = two_spans_of_one_call()
+    spool = tmp_path / "spool"
+    with running_service(tmp_path / "data") as service:
+        with relay(service.base_url, service.api_key, spool, hold_s=0.2) as endpoints:
+            post_spans(endpoints["http/protobuf"], [theirs])
+            wait_for(lambda: len(stored_requests(service.data_dir)) == 1)
+            post_spans(endpoints["http/protobuf"], [ours])  # answered: nothing of it was spooled
+            assert not list(spool.glob("held-*.jsonl")) and not list(spool.glob("batch-*.jsonl"))
+        rows = stored_requests(service.data_dir)
+    assert len(rows) == 1 and rows[0]["use_case_name"] is None  # the released event stands
+
+
+def test_held_events_survive_a_killed_relay(tmp_path: Path) -> None:
+    ours, theirs, usage = two_spans_of_one_call()
+    spool = tmp_path / "spool"
+    with running_service(tmp_path / "data") as service:
+        with relay(service.base_url, service.api_key, spool, hold_s=300) as endpoints:
+            post_spans(endpoints["http/protobuf"], [theirs])
+            post_spans(endpoints["http/protobuf"], [ours])
+            endpoints["process"].kill()  # SIGKILL: nothing released, nothing sent
+            assert endpoints["process"].wait(20) == -9
+        assert len(list(spool.glob("held-*.jsonl"))) == 1 and not list(spool.glob("batch-*.jsonl"))
+        assert stored_requests(service.data_dir) == []
+        with relay(service.base_url, service.api_key, spool, hold_s=300):  # releases what it finds held
+            wait_for(lambda: len(stored_requests(service.data_dir)) == 1)
+        rows = stored_requests(service.data_dir)
     assert len(rows) == 1
     assert rows[0]["units"] == text_units(usage)
-    if order == "ours first":  # the span forwarded first stands: ours carries the business context
-        assert (rows[0]["use_case_name"], rows[0]["user_id"]) == ("triage", "alice")
+    assert (rows[0]["use_case_name"], rows[0]["user_id"]) == ("triage", "alice")
+    assert not list(spool.glob("held-*.jsonl"))
+
+
+def test_relay_hold_setting_is_checked() -> None:
+    from payi_otel.relay import hold_seconds
+
+    assert hold_seconds({}) == 10.0
+    assert hold_seconds({"PAYI_OTEL_RELAY_HOLD_S": "0"}) == 0.0
+    for bad in ("-1", "soon", "301", "nan"):
+        with pytest.raises(ValueError, match=r"PAYI_OTEL_RELAY_HOLD_S=.*from 0 to 300"):
+            hold_seconds({"PAYI_OTEL_RELAY_HOLD_S": bad})
+    result = subprocess.run(
+        [sys.executable, "-m", "payi_otel.cli", "relay", "--port", "0"],
+        env={**os.environ, "PAYI_OTEL_RELAY_HOLD_S": "soon"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "PAYI_OTEL_RELAY_HOLD_S='soon'" in result.stderr, result.stderr
 
 
 def test_the_relay_remembers_forwarded_calls_for_a_bounded_window() -> None:
     from payi_otel.exporters.calls import Call
-    from payi_otel.relay import RecentCalls
+    from payi_otel.relay_calls import RecentCalls
 
     now = [0.0]
     recent = RecentCalls(window_s=900, max_spans=3, clock=lambda: now[0])
 
-    def call(span: str, parent: str, key: str = "system.openai/gpt-4o-mini") -> Call:
-        return Call({"category": "system.openai"}, 0, key, "t1", [(span, parent)])
+    def new(span: str, parent: str, key: str = "system.openai/gpt-4o-mini") -> bool:
+        fresh, _ = recent.claim([Call({"category": "system.openai"}, 0, key, "t1", [(span, parent)])])
+        return bool(fresh)
 
-    assert recent.claim([call("child", "parent")]) != []
-    assert recent.claim([call("parent", "")]) == []  # its child was forwarded: the same call
-    assert recent.claim([call("grandchild", "child")]) == []  # the child's own child, same key
-    assert recent.claim([call("other", "parent", key="system.openai/gpt-4o")]) != []  # another model: another call
+    assert new("child", "parent")
+    assert not new("parent", "")  # its child was forwarded: the same call
+    assert not new("grandchild", "child")  # the child's own child, same key
+    assert new("other", "parent", key="system.openai/gpt-4o")  # another model: another call
     now[0] = 901.0  # past the window: forgotten
-    assert recent.claim([call("parent", "")]) != []
+    assert new("parent", "")
     for i in range(5):  # at most 3 spans are remembered, the oldest forgotten first
-        recent.claim([call(f"s{i}", "")])
-    assert recent.claim([call("x", "s0")]) != [] and recent.claim([call("y", "s4")]) == []
+        new(f"s{i}", "")
+    assert new("x", "s0") and not new("y", "s4")

@@ -197,12 +197,16 @@ def _grpc_port(args: argparse.Namespace, env: str = ENV_OTLP_GRPC_PORT) -> int |
 
 
 def _relay(args: argparse.Namespace) -> int:
-    from payi_otel.relay import run_relay
+    from payi_otel.relay import hold_seconds, run_relay
 
     host = args.host or os.environ.get(ENV_RELAY_HOST) or DEFAULT_HOST
     port = _port_option(args.port, "--port", ENV_RELAY_PORT, DEFAULT_RELAY_PORT)
     assert port is not None
-    run_relay(host, port, _grpc_port(args, ENV_RELAY_GRPC_PORT))
+    try:
+        hold_s = hold_seconds()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    run_relay(host, port, _grpc_port(args, ENV_RELAY_GRPC_PORT), hold_s)
     return 0
 
 

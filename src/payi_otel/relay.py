@@ -2,11 +2,13 @@
 
 A collector (or an application's OTLP exporter) sends traces to the relay; the relay maps each GenAI
 provider call to an ingest event exactly as the exporter does, joins two spans of one call that arrive
-in the same request (see :mod:`payi_otel.exporters.calls`), forwards a call whose other span it
-already forwarded in an earlier request no second time (see :class:`RecentCalls`), and hands the events to a
+in the same request (see :mod:`payi_otel.exporters.calls`), and hands the events to a
 :class:`~payi_otel.exporters.PayiSpanExporter`: they are on disk (fsynced, in the exporter's spool)
 before the relay answers, and its background sender delivers them to ``PAYI_BASE_URL`` with retries,
-across outages and restarts. All ``PAYI_*`` exporter settings apply (key, ingest mode, spool, ...).
+across outages and restarts. Each event is held in the spool for ``PAYI_OTEL_RELAY_HOLD_S`` seconds
+first, so a span of the same call that arrives later, in another request, completes it instead of
+being a second event (see :mod:`payi_otel.relay_calls`). All ``PAYI_*`` exporter settings apply (key,
+ingest mode, spool, ...).
 
 Who may send: requests must carry ``xProxy-api-key`` equal to ``PAYI_OTEL_RELAY_KEY``, or to
 ``PAYI_API_KEY`` when that is unset; with neither set, any sender is accepted (the relay listens on
@@ -21,7 +23,6 @@ import os
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,15 +32,20 @@ from fastapi import FastAPI
 
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.exporters.calls import Call
-from payi_otel.service.otlp import SAME_CALL_WINDOW_S, decode_calls, off_loop
+from payi_otel.exporters.spool import HeldBatch
+from payi_otel.relay_calls import DEFAULT_HOLD_S, Forwarded, Held, HeldQueue, RecentCalls, merge_call
+from payi_otel.service.otlp import decode_calls, off_loop
 from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.routes.otlp import otlp_router
 
-__all__ = ["ENV_RELAY_KEY", "RecentCalls", "RelaySink", "create_relay_app", "run_relay"]
+__all__ = ["ENV_RELAY_HOLD", "ENV_RELAY_KEY", "Forwarder", "RecentCalls", "RelaySink", "create_relay_app", "run_relay"]
 
 log = logging.getLogger("payi_otel.relay")
 
 ENV_RELAY_KEY = "PAYI_OTEL_RELAY_KEY"
+ENV_RELAY_HOLD = "PAYI_OTEL_RELAY_HOLD_S"
+MAX_HOLD_S = 300.0  # well within the window in which spans of one call are recognised (15 minutes)
+_RELEASE_POLL_S = 0.5
 DEFAULT_PORT = 4318  # the OTLP/HTTP port collectors and SDKs default to
 
 
@@ -57,83 +63,136 @@ class SpoolFull(Exception):
     """No event of the request fit in the spool: the sender should retry later."""
 
 
-RECENT_SPANS_MAX = 100_000  # spans remembered at most (a few tens of MiB), the oldest forgotten first
+def hold_seconds(env: dict[str, str] | None = None) -> float:
+    """``PAYI_OTEL_RELAY_HOLD_S``: how long an event waits in the spool for the rest of its call."""
+    raw = (dict(os.environ) if env is None else env).get(ENV_RELAY_HOLD, "")
+    if not raw.strip():
+        return DEFAULT_HOLD_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_HOLD_S:
+        raise ValueError(f"{ENV_RELAY_HOLD}={raw!r}: must be a number of seconds from 0 to {MAX_HOLD_S:g}")
+    return value
 
 
-class RecentCalls:
-    """The spans of the calls the relay forwarded lately, to forward each call once across requests.
+class Forwarder:
+    """Calls -> the exporter's spool: each call once, its event held ``hold_s`` seconds for the call's
+    other spans (see :mod:`payi_otel.relay_calls`), then released to the exporter's sender.
 
-    Two spans are one call when they are in the same trace, one is the direct parent of the other, and
-    they have the same call key (category and model): the rule of :mod:`payi_otel.exporters.calls`. A
-    span is remembered for ``window_s`` (the service's window, 15 minutes), at most ``max_spans`` of
-    them, in memory (a restart forgets them). The call forwarded first stands: Pay-i offers no way to
-    replace a stored request, so its event keeps what the first span carried.
+    Without a spool (the exporter's offline mode) or with ``hold_s`` 0, events are handed over at once
+    and the first span of a call stands.
     """
 
     def __init__(
         self,
-        window_s: float = SAME_CALL_WINDOW_S,
-        max_spans: int = RECENT_SPANS_MAX,
+        exporter: PayiSpanExporter,
+        hold_s: float = DEFAULT_HOLD_S,
+        recent: RecentCalls | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._window_s = window_s
-        self._max_spans = max_spans
+        self.exporter = exporter
+        self.hold_s = hold_s
+        self.recent = RecentCalls(clock=clock) if recent is None else recent
         self._clock = clock
-        # (trace id, span id) -> (call key, parent span id, when seen), oldest first
-        self._spans: OrderedDict[tuple[str, str], tuple[str, str, float]] = OrderedDict()
-        self._children: dict[tuple[str, str], str] = {}  # (trace id, parent span id) -> the child's call key
-        self._lock = threading.Lock()
+        self._spool = exporter.spool if hold_s > 0 else None
+        self._lock = threading.Lock()  # one request at a time claims calls and writes the spool
+        self._queue = HeldQueue()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._spool is not None and self._spool.release_all_held():  # left by a relay that stopped
+            exporter.wake_sender()
 
-    def claim(self, calls: list[Call]) -> list[Call]:
-        """The calls not forwarded before (now remembered as forwarded)."""
+    def forward(self, calls: list[Call]) -> tuple[int, int]:
+        """Hand ``calls`` over (durably, before returning); returns (new calls, calls dropped: spool full)."""
         with self._lock:
-            now = self._clock()
-            while self._spans and next(iter(self._spans.values()))[2] < now - self._window_s:
-                self._forget_oldest()
-            fresh = []
-            for call in calls:
-                if not self._seen(call):
-                    fresh.append(call)
-                    for span, parent in call.spans:
-                        self._spans[(call.trace_id, span)] = (call.key, parent, now)
-                        if parent:
-                            self._children[(call.trace_id, parent)] = call.key
-            while len(self._spans) > self._max_spans:
-                self._forget_oldest()
-            return fresh
+            fresh, seen = self.recent.claim(calls)
+            self._complete(seen)
+            if not fresh:
+                return 0, 0
+            events = [forwarded.call.event for forwarded in fresh]
+            try:
+                if self._spool is None:
+                    dropped = self.exporter.export_events(events)
+                else:
+                    batches, dropped = self.exporter.hold_events(events)
+                    self._track(fresh, batches)
+            except BaseException:
+                self.recent.release(fresh)
+                raise
+            if dropped:  # the newest were dropped: forget them, a retry of the request forwards them
+                self.recent.release(fresh[len(fresh) - dropped :])
+            return len(fresh), dropped
 
-    def release(self, calls: list[Call]) -> None:
-        """Forget calls that were claimed but could not be forwarded."""
+    def _complete(self, seen: list[tuple[Forwarded, Call]]) -> None:
+        """Fold later spans into the held events of their calls (a released event stands)."""
+        rewrite: dict[int, Held] = {}
+        for forwarded, call in seen:
+            held = forwarded.held
+            if held is None or held.released:
+                continue
+            merge_call(forwarded.call, call)
+            rewrite[id(held)] = held
+        for held in rewrite.values():
+            assert self._spool is not None
+            if not self._spool.rewrite_held(held.path, held.events):
+                held.released = True  # another relay released it (it started on this spool)
+
+    def _track(self, fresh: list[Forwarded], batches: list[HeldBatch]) -> None:
+        due = self._clock() + self.hold_s
+        calls = iter(fresh)
+        for path, events in batches:
+            held = Held(path, events, due)
+            self._queue.add(held)
+            for _ in events:
+                next(calls).held = held
+
+    # -- releasing held batches ---------------------------------------------------------
+
+    def start(self) -> None:
+        if self._spool is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="payi-otel-relay-hold", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Release every held batch now (no more spans will come to this relay)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._release(self._queue.all)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._release(lambda: self._queue.due(self._clock()))
+            except Exception:  # never let the thread die; the batch stays held and is tried again
+                log.exception("relay: could not release held events")
+            with self._lock:
+                next_due = self._queue.next_due()
+            wait = _RELEASE_POLL_S if next_due is None else min(_RELEASE_POLL_S, next_due - self._clock())
+            self._stopping.wait(max(wait, 0.0))
+
+    def _release(self, take: Callable[[], list[Held]]) -> None:
+        if self._spool is None:
+            return
         with self._lock:
-            for call in calls:
-                for span, parent in call.spans:
-                    self._spans.pop((call.trace_id, span), None)
-                    if parent and self._children.get((call.trace_id, parent)) == call.key:
-                        del self._children[(call.trace_id, parent)]
-
-    def _seen(self, call: Call) -> bool:
-        for span, parent in call.spans:
-            if parent:
-                remembered = self._spans.get((call.trace_id, parent))
-                if remembered is not None and remembered[0] == call.key:
-                    return True  # its parent span was forwarded as this call
-            if self._children.get((call.trace_id, span)) == call.key:
-                return True  # its child span was
-        return False
-
-    def _forget_oldest(self) -> None:
-        (trace_id, _), (key, parent, _) = self._spans.popitem(last=False)
-        if parent and self._children.get((trace_id, parent)) == key:
-            del self._children[(trace_id, parent)]
+            batches = take()
+            for held in batches:
+                self._spool.release_held(held.path)
+                held.released = True
+        if batches:
+            self.exporter.wake_sender()
 
 
 class RelaySink:
     """Spans received over OTLP -> Pay-i events -> the exporter's durable spool."""
 
-    def __init__(self, exporter: PayiSpanExporter, key: str | None, recent: RecentCalls | None = None) -> None:
+    def __init__(self, exporter: PayiSpanExporter, key: str | None, forwarder: Forwarder | None = None) -> None:
         self.exporter = exporter
         self._key = key
-        self.recent = RecentCalls() if recent is None else recent
+        self.forwarder = Forwarder(exporter) if forwarder is None else forwarder
 
     def authenticate(self, key: str | None) -> bool | None:
         if self._key is None:
@@ -142,13 +201,11 @@ class RelaySink:
 
     async def export(self, principal: Any, body: bytes, content_type: str | None) -> RelayOutcome:
         include_content = self.exporter.config.export_content
-        calls = self.recent.claim(await off_loop(lambda: decode_calls(body, content_type, include_content)))
-        events = [call.event for call in calls]
-        if not events:
+        calls = await off_loop(lambda: decode_calls(body, content_type, include_content))
+        if not calls:
             return RelayOutcome()
-        dropped = await off_loop(lambda: self.exporter.export_events(events))
-        if dropped == len(events):
-            self.recent.release(calls)
+        forwarded, dropped = await off_loop(lambda: self.forwarder.forward(calls))
+        if dropped and dropped == forwarded:
             raise SpoolFull(f"the relay's spool is full ({self.exporter.config.spool_max_bytes} bytes)")
         outcome = RelayOutcome()
         if dropped:
@@ -163,21 +220,29 @@ def inbound_key(env: dict[str, str] | None = None) -> str | None:
 
 
 def create_relay_app(
-    exporter: PayiSpanExporter, key: str | None, *, grpc_host: str = "127.0.0.1", grpc_port: int | None = None
+    exporter: PayiSpanExporter,
+    key: str | None,
+    *,
+    grpc_host: str = "127.0.0.1",
+    grpc_port: int | None = None,
+    hold_s: float = DEFAULT_HOLD_S,
 ) -> FastAPI:
     """The relay's ASGI app: ``POST /v1/traces`` (and OTLP/gRPC on ``grpc_port``) into ``exporter``.
 
-    The exporter is shut down when the app stops: what it cannot deliver within its shutdown timeout
-    stays in its spool for the next start.
+    When the app stops, the held events are released and the exporter is shut down: what it cannot
+    deliver within its shutdown timeout stays in its spool for the next start.
     """
-    sink = RelaySink(exporter, key)
+    forwarder = Forwarder(exporter, hold_s)
+    sink = RelaySink(exporter, key, forwarder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        forwarder.start()
         try:
             async with grpc_receiver(app, sink, grpc_host, grpc_port):
                 yield
         finally:
+            await off_loop(forwarder.stop)
             await off_loop(exporter.shutdown)
 
     app = FastAPI(
@@ -195,18 +260,21 @@ def create_relay_app(
     return app
 
 
-def run_relay(host: str, port: int, grpc_port: int | None = None) -> None:
-    """Run the relay in the foreground until SIGINT/SIGTERM; settings from the ``PAYI_*`` environment."""
+def run_relay(host: str, port: int, grpc_port: int | None = None, hold_s: float | None = None) -> None:
+    """Run the relay in the foreground until SIGINT/SIGTERM; settings from the ``PAYI_*`` environment
+    (``hold_s`` from ``PAYI_OTEL_RELAY_HOLD_S`` when not given)."""
     from payi_otel.service.server import _config, _Server
 
+    hold_s = hold_seconds() if hold_s is None else hold_s
     exporter = PayiSpanExporter()
-    app = create_relay_app(exporter, inbound_key(), grpc_host=host, grpc_port=grpc_port)
+    app = create_relay_app(exporter, inbound_key(), grpc_host=host, grpc_port=grpc_port, hold_s=hold_s)
 
     def announce(base_url: str) -> None:
         print(f"payi-otel relay listening on {base_url}/v1/traces", flush=True)
         if app.state.otlp_grpc_port is not None:
             print(f"  OTLP/gRPC: {host}:{app.state.otlp_grpc_port}", flush=True)
         print(f"  forwarding to {exporter.config.base_url} through the spool {exporter.config.spool_dir}", flush=True)
+        print(f"  each event held {hold_s:g}s for later spans of its call ({ENV_RELAY_HOLD})", flush=True)
 
     _Server(_config(app, host, port), on_started=announce).run()
     print("payi-otel relay stopped", file=sys.stderr, flush=True)
