@@ -34,7 +34,7 @@ from payi_otel import protocol as P
 
 from .attribute_values import OutputTools, first, flag, function_calls, integer, semconv_units, strings, ttft_ms
 from .otlp import spans_from_otlp_request
-from .views import SpanView, gc_paused, view_from_readable_span
+from .views import MAPPED_NAMES, SpanView, gc_paused, view_from_readable_span
 from .wire_forms import ATTRIBUTION_FIELDS, render_bulk_item, render_single
 
 __all__ = [
@@ -79,6 +79,11 @@ def _collected(key: str) -> tuple[int, str, str] | None:
     if key.startswith(_UC_PREFIX):
         return _USE_CASE_PROPERTY, key[len(_UC_PREFIX) :], ""
     return None
+
+
+# Keys no prefix collects: the attributes the mapping reads by name, and others as they are seen.
+_PLAIN_KEYS = {name for name in MAPPED_NAMES if _collected(name) is None}
+_PLAIN_KEYS_MAX = 8192
 
 
 def event_id(view: SpanView) -> str:
@@ -155,12 +160,14 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     units: dict[str, dict[str, int]] = {}
     properties: dict[str, str] = {}
     use_case_properties: dict[str, str] = {}
-    collected = _collected
-    for key, value in attrs.items():  # the mapping's hot loop: one cached lookup per attribute
-        how = collected(key)
+    for key in attrs.keys() - _PLAIN_KEYS:  # in C: only prefixed keys (and keys never seen before) remain
+        how = _collected(key)
         if how is None:
+            if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
+                _PLAIN_KEYS.add(key)
             continue
         kind, name, direction = how
+        value = attrs[key]
         if kind == _UNITS:
             count = integer(value)
             if count is not None:

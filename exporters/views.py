@@ -27,6 +27,7 @@ from payi_otel import attributes as A
 
 __all__ = [
     "GENAI_MARKERS",
+    "MAPPED_NAMES",
     "NO_RESOURCE",
     "OtlpDecodeError",
     "SpanView",
@@ -68,7 +69,7 @@ _MAPPED_NAMESPACES = ("payi.", "gen_ai.", "llm.")
 # decoders skip it whole: one substring search per marker instead of decoding its attributes. A
 # marker inside some value only costs that span a full decode.
 GENAI_MARKERS = tuple(prefix.encode() for prefix in _MAPPED_NAMESPACES)
-_MAPPED_NAMES = frozenset(
+MAPPED_NAMES = frozenset(
     chain(
         (value for name, value in vars(A).items() if name.isupper() and isinstance(value, str)),
         chain.from_iterable(A.LEGACY.values()),
@@ -78,7 +79,7 @@ _MAPPED_NAMES = frozenset(
 
 def is_mapped_attribute(key: str) -> bool:
     """Whether the mapping can read attribute ``key``; OTLP decoders drop the others."""
-    return key.startswith(_MAPPED_NAMESPACES) or key in _MAPPED_NAMES
+    return key.startswith(_MAPPED_NAMESPACES) or key in MAPPED_NAMES
 
 
 @contextmanager
