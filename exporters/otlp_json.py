@@ -194,14 +194,31 @@ def _struct_value(value: Any) -> Any:
     return value.bytesValue
 
 
+_mapped_keys: dict[str, bool] = {}  # attribute key -> whether the mapping reads it
+_MAPPED_KEYS_MAX = 8192
+
+
 def _view_from_struct(span: Any, resource: Mapping[str, str]) -> SpanView:
     attributes = {}
+    mapped_keys = _mapped_keys
     for kv in _ATTRIBUTES_DECODER.decode(span.attributes):
         key = kv.key
-        if is_mapped_attribute(key):
+        mapped = mapped_keys.get(key)
+        if mapped is None:
+            mapped = is_mapped_attribute(key)
+            if len(mapped_keys) < _MAPPED_KEYS_MAX:
+                mapped_keys[key] = mapped
+        if mapped:
             value = kv.value
-            string = value.stringValue if value is not None else None
-            attributes[key] = string if string is not None else _struct_value(value)
+            if value is None:
+                attributes[key] = None
+                continue
+            found = value.stringValue  # the common kinds first, in _struct_value's order
+            if found is None:
+                found = value.intValue
+                if found is None:
+                    found = _struct_value(value)
+            attributes[key] = found
     status = span.status
     start = span.startTimeUnixNano
     return SpanView(
