@@ -199,7 +199,7 @@ _MAPPED_KEYS_MAX = 8192
 
 
 def _view_from_struct(span: Any, resource: Mapping[str, str]) -> SpanView:
-    attributes = {}
+    attributes: dict[str, Any] = {}
     mapped_keys = _mapped_keys
     for kv in _ATTRIBUTES_DECODER.decode(span.attributes):
         key = kv.key
@@ -213,7 +213,7 @@ def _view_from_struct(span: Any, resource: Mapping[str, str]) -> SpanView:
             if value is None:
                 attributes[key] = None
                 continue
-            found = value.stringValue  # the common kinds first, in _struct_value's order
+            found: Any = value.stringValue  # the common kinds first, in _struct_value's order
             if found is None:
                 found = value.intValue
                 if found is None:
