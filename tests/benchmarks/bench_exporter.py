@@ -2,14 +2,15 @@
 
 Run: .venv/bin/python tests/benchmarks/bench_exporter.py [--spans N] [--events M]
 Target: >= 50,000 spans converted per second per core, for every form a span arrives in (SDK
-ReadableSpan, OTLP protobuf, OTLP/JSON). Figures are CPU time of the converting thread, so machine
-load does not distort them.
+ReadableSpan, OTLP protobuf, OTLP/JSON). Figures are CPU time of the converting thread, which machine
+load distorts less than wall time (still: on a loaded 2-core machine, repeat them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -197,10 +198,13 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=3_000)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     bench_mapping(args.spans, typical_attributes, "Span core's chat spans")
     bench_mapping(args.spans, foreign_attributes, "Other instrumentations' chat spans")
     bench_mapping(args.spans, every_payi_attribute, "Chat spans with every payi.* attribute")
     bench_delivery(args.events)
+    print(f"load average (1 min) before and after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} cores: figures taken under load are noisy, repeat them")
 
 
 if __name__ == "__main__":

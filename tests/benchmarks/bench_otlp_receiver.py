@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import sys
 import tempfile
 import time
@@ -113,15 +114,15 @@ def bench_filter(n: int) -> None:
 
 def bench_convert(n: int) -> None:
     sources = (
-        ("the span core's", typical_attributes),
-        ("another instrumentation's", foreign_attributes),
-        ("every payi.* attribute", every_payi_attribute),
+        ("the span core's chat spans", typical_attributes),
+        ("another instrumentation's chat spans", foreign_attributes),
+        ("chat spans with every payi.* attribute", every_payi_attribute),
     )
     for title, attributes in sources:
         spans = make_spans(n, attributes)
         proto = encode_spans(spans).SerializeToString()
         json_body = otlp_json_body(spans)
-        print(f"GenAI spans alone ({title} chat spans, {len(attributes(0))} attributes), {n:,} spans:")
+        print(f"GenAI spans alone ({title}, {len(attributes(0))} attributes), {n:,} spans:")
         proto_s, proto_events = best_cpu(lambda p=proto: events_from_otlp_request(p, "application/x-protobuf"))
         json_s, json_events = best_cpu(lambda j=json_body: events_from_otlp_request(j, "application/json"))
         assert proto_events == json_events and len(proto_events) == n
@@ -152,9 +153,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spans", type=int, default=100_000)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     bench_filter(args.spans)
     bench_convert(args.spans // 5)
     bench_service(args.spans // 5)
+    print(f"load average (1 min) before and after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} cores: figures taken under load are noisy, repeat them")
 
 
 if __name__ == "__main__":
