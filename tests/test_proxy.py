@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,18 @@ def test_chat_completion_comes_back_as_recorded_plus_xproxy_result_and_is_stored
     assert seen.headers["authorization"] == "Bearer sk-provider-key"
     assert not [h for h in seen.headers if h.startswith("xproxy-")]
     assert json.loads(seen.body) == interaction.request_body
+
+
+def test_a_cookie_an_upstream_sets_for_one_caller_never_reaches_the_upstream_with_another_call(tmp_path: Path) -> None:
+    interaction = recorded(TRACELOOP / "openai/test_chat.yaml")
+    with_cookie = replace(interaction, headers=(*interaction.headers, ("Set-Cookie", "session=caller-a; Path=/")))
+    with proxied(tmp_path) as (svc, upstream):
+        upstream.answer(with_cookie)
+        upstream.answer(interaction)
+        first = openai_client(svc).chat.completions.with_raw_response.create(**interaction.request_body)
+        openai_client(svc).chat.completions.create(**interaction.request_body)  # another caller (its own client)
+    assert "session=caller-a" in first.headers.get("set-cookie", "")  # the caller gets it, as the provider sent it
+    assert [seen.headers.get("cookie") for seen in upstream.requests] == [None, None]
 
 
 def test_chat_stream_comes_back_event_for_event_with_xproxy_result_in_the_last(tmp_path: Path) -> None:
