@@ -9,7 +9,7 @@ attribution by :mod:`.attribution`, limits by :mod:`.limit_accounting`; answers 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -30,7 +30,7 @@ from payi_otel.service.ingest_results import Stored, iso_timestamp, response_bod
 from payi_otel.service.limit_accounting import LimitEntry, account_limits, check_limit_ids
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer, PriceResult, price_custom
-from payi_otel.service.store import Application, Store, StoredRequest, StoreError, new_id, now_ms
+from payi_otel.service.store import Application, Store, StoredKeys, StoredRequest, StoreError, new_id, now_ms
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE.total_seconds() * 1000
@@ -100,6 +100,10 @@ class Ingestor:
             for indexes in by_app.values():
                 app = events[indexes[0]][0]
                 batch = _Batch(now_ms())
+                batch.stored = self._stored_keys(
+                    app, ((events[i][1].category, events[i][1].provider_response_id, events[i][2].dedupe_id)
+                          for i in indexes)
+                )
                 placed: dict[int, tuple[Any, ...] | StoredRequest | str] = {}
                 for index in indexes:
                     _, event, attr = events[index]
@@ -161,6 +165,11 @@ class Ingestor:
         """
         with self.store.transaction():
             batch = _Batch(ingest_ms or now_ms())
+            if not replaces:  # a replacing item is looked up after the request it replaces is removed
+                batch.stored = self._stored_keys(
+                    app, ((item.category, item.provider_response_id, item.dedupe_id)
+                          for item in items if not isinstance(item, PayiApiError))
+                )
             outcomes: list[Stored | PayiApiError] = []
             for index, item in enumerate(items):
                 if index % YIELD_EVERY == YIELD_EVERY - 1:
@@ -190,6 +199,22 @@ class Ingestor:
             self._account_limits(app, batch)
             self.store.add_requests(batch.rows, batch.new_instances)
         return outcomes
+
+    def _stored_keys(
+        self, app: Application, keys: Iterable[tuple[str, str | None, str | None]]
+    ) -> StoredKeys | None:
+        """The stored requests the batch's events (category, provider response id, dedupe id) could
+        duplicate, in one lookup; None when no event carries an id."""
+        provider_keys: set[tuple[str, str]] = set()
+        dedupe_ids: set[str] = set()
+        for category, provider_id, dedupe_id in keys:
+            if provider_id is not None:
+                provider_keys.add((category, provider_id))
+            if dedupe_id:
+                dedupe_ids.add(dedupe_id)
+        if not (provider_keys or dedupe_ids):
+            return None
+        return self.store.stored_keys(app.id, provider_keys, dedupe_ids)
 
     def _account_limits(self, app: Application, batch: _Batch) -> None:
         for reservation in batch.reservations:  # the calls ended: their real cost is counted below
@@ -229,7 +254,10 @@ class Ingestor:
                 return earlier
         if attr.dedupe_id is not None and attr.dedupe_id in batch.dedupe_ids:
             return batch.dedupe_ids[attr.dedupe_id]
-        duplicate = self.store.find_duplicate(app.id, event.category, event.provider_response_id, attr.dedupe_id)
+        if batch.stored is not None:
+            duplicate = batch.stored.duplicate(event.category, event.provider_response_id, attr.dedupe_id)
+        else:
+            duplicate = self.store.find_duplicate(app.id, event.category, event.provider_response_id, attr.dedupe_id)
         if duplicate is not None:
             return duplicate
 
@@ -351,6 +379,7 @@ class _Batch:
     limit_entries: list[LimitEntry] = field(default_factory=list)
     known_limits: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # checked: id -> (type, next reset)
     reservations: list[str] = field(default_factory=list)  # held by the batch's calls, released at its end
+    stored: StoredKeys | None = None  # the stored requests its events could duplicate, looked up at its start
 
     def __post_init__(self) -> None:
         self.ingest_time = datetime.fromtimestamp(self.ingest_ms / 1000, UTC)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from payi_otel.service.store.apps import AppsStore
 from payi_otel.service.store.catalog import CatalogStore, ResourceVersion
 from payi_otel.service.store.connection import WAL_RESTART_FRAMES
-from payi_otel.service.store.ingest import IngestStore
+from payi_otel.service.store.ingest import IngestStore, StoredKeys
 from payi_otel.service.store.limits import HistoryRecord, LimitRecord
 from payi_otel.service.store.otlp import OtlpSpansStore
 from payi_otel.service.store.records import (
@@ -62,6 +62,7 @@ __all__ = [
     "ResourceVersion",
     "Store",
     "StoreError",
+    "StoredKeys",
     "StoredRequest",
     "new_id",
     "now_ms",

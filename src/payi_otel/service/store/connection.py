@@ -304,6 +304,13 @@ class StoreBase:
         marks = ", ".join("?" * len(columns))
         self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
+    def query_each(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """The rows of each query, in the open transaction; PostgreSQL sends them all in one pipeline (one
+        round trip, where running them one by one costs one each)."""
+        if self._pg is not None:
+            return self._pg.query_each(queries)
+        return [self._conn.execute(sql, params).fetchall() for sql, params in queries]
+
     def execute_later(self, sql: str, params: Sequence[Any]) -> None:
         """A write whose result nobody reads, in the open transaction: PostgreSQL sends it with the next
         statement, in one round trip (its error, if any, is raised by that statement)."""

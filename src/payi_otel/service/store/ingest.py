@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from payi_otel.service.store.records import REQUEST_COLUMNS, StoredRequest
 from payi_otel.service.store.requests import RESULT_BY_DEDUPE_ID, RESULT_BY_PROVIDER_ID, RequestsStore
 from payi_otel.service.store.use_cases import INSTANCE_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKeys:
+    """The stored requests a batch's events could duplicate, looked up for the whole batch at once."""
+
+    by_provider_id: dict[tuple[str, str], StoredRequest]  # (category, provider response id) ->
+    by_dedupe_id: dict[str, StoredRequest]
+
+    def duplicate(
+        self, category: str, provider_response_id: str | None, dedupe_id: str | None
+    ) -> StoredRequest | None:
+        """As :meth:`IngestStore.find_duplicate`, from what was looked up."""
+        found = None
+        if dedupe_id is not None:
+            found = self.by_dedupe_id.get(dedupe_id)
+        if found is None and provider_response_id is not None:
+            found = self.by_provider_id.get((category, provider_response_id))
+        return found
 
 
 class IngestStore(RequestsStore):
@@ -28,6 +48,25 @@ class IngestStore(RequestsStore):
         if found is None and provider_response_id is not None:
             found = self._stored_request(RESULT_BY_PROVIDER_ID, (application_id, category, provider_response_id))
         return found
+
+    def stored_keys(
+        self, application_id: int, provider_keys: Collection[tuple[str, str]], dedupe_ids: Collection[str]
+    ) -> StoredKeys:
+        """The stored requests of this application with any of these (category, provider response id) keys
+        or dedupe ids. Each is the lookup :meth:`find_duplicate` makes (by unique index), but PostgreSQL
+        gets them all in one round trip instead of one each."""
+        provider_keys, dedupe_ids = list(provider_keys), list(dedupe_ids)
+        found = self.query_each(
+            [(RESULT_BY_PROVIDER_ID, (application_id, category, provider_id))
+             for category, provider_id in provider_keys]
+            + [(RESULT_BY_DEDUPE_ID, (application_id, dedupe_id)) for dedupe_id in dedupe_ids]
+        )
+        stored = [StoredRequest.from_row(rows[0]) if rows else None for rows in found]
+        by_provider = {key: hit for key, hit in zip(provider_keys, stored, strict=False) if hit is not None}
+        by_dedupe = {
+            key: hit for key, hit in zip(dedupe_ids, stored[len(provider_keys) :], strict=True) if hit is not None
+        }
+        return StoredKeys(by_provider, by_dedupe)
 
     def remember_resource_version(self, version: dict[str, Any], category: str, resource: str | None) -> None:
         rid = version["resource_id"]

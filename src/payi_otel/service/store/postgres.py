@@ -103,6 +103,15 @@ class PgConnection:
             cursor.executemany(query, rows)
         return cursor
 
+    def query_each(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """The rows of each query, all sent in one pipeline."""
+        if len(queries) == 1:
+            return [self.execute(*queries[0]).fetchall()]
+        with self.raw.pipeline():
+            self._send_deferred()
+            cursors = [self.raw.execute(*self._args(sql, params)) for sql, params in queries]
+        return [cursor.fetchall() for cursor in cursors]
+
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` with ``COPY ... FROM STDIN``: the server parses one stream instead of a statement
         per row, several times faster for large batches. A unique index the rows break raises as an INSERT
