@@ -68,6 +68,8 @@ class CatalogStore(StoreBase):
         """Every version of a custom resource, oldest start first."""
         if not self._conn.in_transaction:
             self._check_cached()
+        else:
+            self._cache_usable()
         key = (category, resource)
         found = self._custom.get(key)
         if found is None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 DATABASE_URL_ENV = "PAYI_OTEL_DATABASE_URL"
 T = TypeVar("T")
 _RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
+_GENERATION = "SELECT generation FROM cache_generation"
 COPY_FROM_ROWS = 64  # PostgreSQL: inserts of this many rows or more go by COPY (fewer: one pipelined statement each)
 
 
@@ -114,6 +115,7 @@ class StoreBase:
         self._pg: PgConnection | None = None
         self._pg_readers: PgReaders | None = None
         self._generation = -1  # PostgreSQL: the cache generation the cached data belongs to
+        self._generation_due = False  # PostgreSQL: asked for with the next statement (see _cache_usable)
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._wal_restart_due = False
@@ -180,10 +182,25 @@ class StoreBase:
         if self._pg is None:
             return
         with self._lock:
-            generation = self._conn.execute("SELECT generation FROM cache_generation").fetchone()[0]
-            if generation != self._generation:
-                self._forget_cached()
-                self._generation = generation
+            self._generation_read(self._conn.execute(_GENERATION).fetchall())
+
+    def _generation_read(self, rows: list[tuple[Any, ...]]) -> None:
+        self._generation_due = False
+        generation = rows[0][0]
+        if generation != self._generation:
+            self._forget_cached()
+            self._generation = generation
+
+    def _cache_usable(self) -> None:
+        """Called by areas before they use what they cache, in a group commit's transaction: on PostgreSQL
+        its begin asked for the generation together with the transaction's first statement (no round trip
+        of its own); if that has not been sent yet, it is now."""
+        if self._pg is None or not self._generation_due:
+            return
+        with self._lock:
+            self._pg.flush()
+            if self._generation_due:  # the pipeline that carried it failed: ask on its own
+                self._check_cached()
 
     def unit_of_work(self, work: Callable[[], T]) -> T:
         """Run ``work()`` (store calls that write through :meth:`transaction`) inside the open transaction.
@@ -337,7 +354,9 @@ class StoreBase:
         """Open a transaction that several units of work share until :meth:`commit` (group commit)."""
         with self._lock:
             self._control("BEGIN IMMEDIATE")
-            self._check_cached()
+            if self._pg is not None:  # answered with the transaction's first statement (see _cache_usable)
+                self._generation_due = True
+                self._pg.defer(_GENERATION, (), self._generation_read)
             self._writer_thread = threading.get_ident()
 
     def commit(self) -> None:

@@ -10,7 +10,7 @@ are parsed once per connection.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 RETRYABLE = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 INTEGRITY_ERRORS = (psycopg.errors.IntegrityError,)
 DATABASE_ERRORS = (psycopg.Error,)
+RowsCallback = Callable[[list[tuple[Any, ...]]], None]
 
 
 def is_postgres_url(url: str) -> bool:
@@ -62,18 +63,34 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
         self._pgconn = conn.pgconn  # its transaction status is asked on every read of ingest: no wrapper per call
-        self._deferred: list[tuple[str, Sequence[Any]]] = []
+        self._deferred: list[tuple[str, Sequence[Any], RowsCallback | None]] = []
 
-    def defer(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Send ``sql`` (a statement whose result nobody reads: BEGIN, SAVEPOINT, RELEASE, an update of
-        counters) together with the next statement, in one pipeline: one round trip to the server instead
-        of two. An error of either is raised by that next statement."""
-        self._deferred.append(self._args(sql, params))
+    def defer(self, sql: str, params: Sequence[Any] = (), on_rows: RowsCallback | None = None) -> None:
+        """Send ``sql`` together with the next statement, in one pipeline: one round trip to the server
+        instead of two. For statements whose answer nobody waits for (BEGIN, SAVEPOINT, RELEASE, an update
+        of counters), or a query whose rows go to ``on_rows`` once they arrive. An error of either is raised
+        by that next statement."""
+        self._deferred.append((*self._args(sql, params), on_rows))
 
-    def _send_deferred(self) -> None:
+    @contextmanager
+    def _sending_deferred(self) -> Iterator[None]:
+        """A pipeline that first sends what was deferred; deferred queries' rows are handed over after it."""
         deferred, self._deferred = self._deferred, []
-        for query, args in deferred:
-            self.raw.execute(query, args)
+        answered = []
+        with self.raw.pipeline():
+            for query, args, on_rows in deferred:
+                cursor = self.raw.execute(query, args)
+                if on_rows is not None:
+                    answered.append((cursor, on_rows))
+            yield
+        for cursor, on_rows in answered:
+            on_rows(cursor.fetchall())
+
+    def flush(self) -> None:
+        """Send what was deferred now."""
+        if self._deferred:
+            with self._sending_deferred():
+                pass
 
     @staticmethod
     def _args(sql: str, params: Sequence[Any]) -> tuple[str, Sequence[Any]]:
@@ -86,8 +103,7 @@ class PgConnection:
         query, args = self._args(sql, params)
         if not self._deferred:
             return self.raw.execute(query, args)
-        with self.raw.pipeline():
-            self._send_deferred()
+        with self._sending_deferred():
             cursor = self.raw.execute(query, args)
         return cursor
 
@@ -98,8 +114,7 @@ class PgConnection:
         if order is not None:
             rows = [[row[i] for i in order] for row in rows]
         cursor = self.raw.cursor()
-        with self.raw.pipeline():
-            self._send_deferred()
+        with self._sending_deferred():
             cursor.executemany(query, rows)
         return cursor
 
@@ -107,8 +122,7 @@ class PgConnection:
         """The rows of each query, all sent in one pipeline."""
         if len(queries) == 1:
             return [self.execute(*queries[0]).fetchall()]
-        with self.raw.pipeline():
-            self._send_deferred()
+        with self._sending_deferred():
             cursors = [self.raw.execute(*self._args(sql, params)) for sql, params in queries]
         return [cursor.fetchall() for cursor in cursors]
 
@@ -116,9 +130,7 @@ class PgConnection:
         """Insert ``rows`` with ``COPY ... FROM STDIN``: the server parses one stream instead of a statement
         per row, several times faster for large batches. A unique index the rows break raises as an INSERT
         would (nothing of the COPY is kept)."""
-        if self._deferred:  # COPY cannot travel in a pipeline: what waits goes first
-            with self.raw.pipeline():
-                self._send_deferred()
+        self.flush()  # COPY cannot travel in a pipeline: what waits goes first
         with self.raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -126,9 +138,7 @@ class PgConnection:
     def stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         """The rows of ``sql`` as the server sends them (not all held in memory)."""
         query, args = self._args(sql, params)
-        if self._deferred:
-            with self.raw.pipeline():
-                self._send_deferred()
+        self.flush()
         yield from self.raw.cursor().stream(query, args)
 
     @property

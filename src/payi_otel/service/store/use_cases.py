@@ -80,6 +80,8 @@ class UseCasesStore(LimitsStore):
         """The definition as the caller may see it: writes see their own transaction's (cached for the
         ingest path), other reads the committed one."""
         writing = self.in_write()
+        if writing:
+            self._cache_usable()
         found = self._definitions.get((application_id, name)) if writing else None
         if found is None:
             rows = self.read_rows(_DEFINITION + " AND name = ?", (application_id, name))
