@@ -234,6 +234,20 @@ def test_a_span_arriving_after_its_call_was_released_is_not_forwarded_again(tmp_
     assert len(rows) == 1 and rows[0]["use_case_name"] is None  # the released event stands
 
 
+def test_a_span_arriving_after_a_restart_for_a_call_forwarded_before_is_not_forwarded_again(tmp_path: Path) -> None:
+    ours, theirs, _ = two_spans_of_one_call()
+    spool = tmp_path / "spool"
+    with running_service(tmp_path / "data") as service:
+        with relay(service.base_url, service.api_key, spool, hold_s=0.2) as endpoints:
+            post_spans(endpoints["http/protobuf"], [theirs])
+            wait_for(lambda: len(stored_requests(service.data_dir)) == 1)
+        with relay(service.base_url, service.api_key, spool, hold_s=0.2) as endpoints:  # a new process
+            post_spans(endpoints["http/protobuf"], [ours])  # answered: nothing of it was spooled
+            assert not list(spool.glob("held-*.jsonl")) and not list(spool.glob("batch-*.jsonl"))
+        rows = stored_requests(service.data_dir)
+    assert len(rows) == 1 and rows[0]["use_case_name"] is None  # the event sent before the restart stands
+
+
 def test_held_events_survive_a_killed_relay(tmp_path: Path) -> None:
     ours, theirs, usage = two_spans_of_one_call()
     spool = tmp_path / "spool"
@@ -292,3 +306,19 @@ def test_the_relay_remembers_forwarded_calls_for_a_bounded_window() -> None:
     for i in range(5):  # at most 3 spans are remembered, the oldest forgotten first
         new(f"s{i}", "")
     assert new("x", "s0") and not new("y", "s4")
+
+
+def test_the_span_journal_restores_what_the_window_still_holds(tmp_path: Path) -> None:
+    from payi_otel.exporters.calls import Call
+    from payi_otel.relay_calls import RecentCalls, SpanJournal
+
+    journal = SpanJournal(tmp_path / "relay-spans.jsonl")
+    key = "system.openai/gpt-4o-mini"
+    journal.append([("t1", "old", "", key, 1000.0), ("t1", "child", "parent", key, 1800.0)])
+    with open(journal.path, "ab") as fh:
+        fh.write(b'["t1","cut-by-a-crash"')  # a line cut by a kill: skipped
+    recent = RecentCalls(window_s=900, clock=lambda: 50.0)
+    recent.restore(journal.load(), now_wall=2000.0)
+    assert [entry[:4] for entry in recent.entries(2000.0)] == [("t1", "child", "parent", key)]  # "old": too old
+    fresh, seen = recent.claim([Call({"category": "system.openai"}, 0, key, "t1", [("parent", "")])])
+    assert fresh == [] and seen[0][0].held is None  # its child was forwarded before: released, it stands

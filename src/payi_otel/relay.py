@@ -33,7 +33,16 @@ from fastapi import FastAPI
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.exporters.calls import Call
 from payi_otel.exporters.spool import HeldBatch
-from payi_otel.relay_calls import DEFAULT_HOLD_S, Forwarded, Held, HeldQueue, RecentCalls, merge_call
+from payi_otel.relay_calls import (
+    DEFAULT_HOLD_S,
+    SPAN_JOURNAL_NAME,
+    Forwarded,
+    Held,
+    HeldQueue,
+    RecentCalls,
+    SpanJournal,
+    merge_call,
+)
 from payi_otel.service.otlp import decode_calls, off_loop
 from payi_otel.service.otlp_grpc import grpc_receiver
 from payi_otel.service.routes.otlp import otlp_router
@@ -103,6 +112,11 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         if self._spool is not None and self._spool.release_all_held():  # left by a relay that stopped
             exporter.wake_sender()
+        spool = exporter.spool
+        self._journal = None if spool is None else SpanJournal(spool.directory / SPAN_JOURNAL_NAME)
+        if self._journal is not None:
+            self.recent.restore(self._journal.load(), time.time())
+            self._journal.rewrite(self.recent.entries(time.time()))
 
     def forward(self, calls: list[Call]) -> tuple[int, int]:
         """Hand ``calls`` over (durably, before returning); returns (new calls, calls dropped: spool full)."""
@@ -110,6 +124,7 @@ class Forwarder:
             fresh, seen = self.recent.claim(calls)
             self._complete(seen)
             if not fresh:
+                self._journal_spans([call for _, call in seen])
                 return 0, 0
             events = [forwarded.call.event for forwarded in fresh]
             try:
@@ -123,7 +138,21 @@ class Forwarder:
                 raise
             if dropped:  # the newest were dropped: forget them, a retry of the request forwards them
                 self.recent.release(fresh[len(fresh) - dropped :])
+            kept = fresh[: len(fresh) - dropped]
+            self._journal_spans([forwarded.call for forwarded in kept] + [call for _, call in seen])
             return len(fresh), dropped
+
+    def _journal_spans(self, calls: list[Call]) -> None:
+        """Write the spans of calls now in the spool to the span journal (best effort: the events are safe)."""
+        if self._journal is None:
+            return
+        now = time.time()
+        try:
+            self._journal.append([(c.trace_id, span, parent, c.key, now) for c in calls for span, parent in c.spans])
+            if self._journal.appended > 2 * self.recent.max_spans:
+                self._journal.rewrite(self.recent.entries(now))
+        except OSError:
+            log.warning("relay: could not write %s", self._journal.path, exc_info=True)
 
     def _complete(self, seen: list[tuple[Forwarded, Call]]) -> None:
         """Fold later spans into the held events of their calls (a released event stands)."""

@@ -14,14 +14,18 @@ joins the two spans of a call that arrive in one request. When they arrive in di
 * A span of a call that was already released is not forwarded: Pay-i offers no way to replace a stored
   request, so the released event stands.
 * The relay remembers a call's spans for ``window_s`` (the service's window, 15 minutes), at most
-  ``max_spans`` of them, in memory. Held batches a stopped or killed relay left in the spool are released
-  when the next relay starts on it (and a stopping relay releases its own before its last delivery), so
-  no event is lost; a span that arrives after a restart for a call forwarded before it is forwarded
-  again, with the same event id when it carries the provider's response id (Pay-i keeps one).
+  ``max_spans`` of them, in memory and in ``relay-spans.jsonl`` in the spool directory (one line per span,
+  appended once its event is in the spool), so a restarted relay still knows them: a span that arrives
+  after a restart for a call forwarded before it is not forwarded again.
+* Held batches a killed relay left in the spool are released when the next relay starts on it, and a
+  stopping relay releases its own before its last delivery, so no event is lost; a span that arrives
+  after a restart for such a call finds it released (its event stands).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -31,11 +35,67 @@ from typing import Any
 
 from payi_otel.exporters.calls import Call, merge_into
 
-__all__ = ["DEFAULT_HOLD_S", "Forwarded", "Held", "HeldQueue", "RecentCalls", "merge_call"]
+__all__ = [
+    "DEFAULT_HOLD_S",
+    "SPAN_JOURNAL_NAME",
+    "Forwarded",
+    "Held",
+    "HeldQueue",
+    "RecentCalls",
+    "SpanJournal",
+    "merge_call",
+]
 
 DEFAULT_HOLD_S = 10.0
+SPAN_JOURNAL_NAME = "relay-spans.jsonl"
 RECENT_SPANS_MAX = 100_000  # spans remembered at most (a few tens of MiB), the oldest forgotten first
 SAME_CALL_WINDOW_S = 15 * 60  # the local service's window (payi_otel.service.otlp)
+
+
+SpanEntry = tuple[str, str, str, str, float]  # trace id, span id, parent span id, call key, wall-clock seconds
+
+
+class SpanJournal:
+    """The spans of forwarded calls on disk, one JSON line each (see the module doc). Lines are appended
+    with one ``write`` to a file opened ``O_APPEND`` (they survive a kill of the relay), and the file is
+    rewritten with what is still remembered when the relay starts and when it has grown large."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.appended = 0
+
+    def load(self) -> list[SpanEntry]:
+        entries: list[SpanEntry] = []
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return entries
+        for line in lines:
+            try:
+                trace_id, span, parent, key, seen = json.loads(line)
+                entries.append((str(trace_id), str(span), str(parent), str(key), float(seen)))
+            except (ValueError, TypeError):  # a line cut by a crash: skipped
+                continue
+        return entries
+
+    def append(self, entries: list[SpanEntry]) -> None:
+        if not entries:
+            return
+        data = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in entries).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        self.appended += len(entries)
+
+    def rewrite(self, entries: list[SpanEntry]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        data = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in entries).encode()
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, self.path)
+        self.appended = len(entries)
 
 
 @dataclass(slots=True, eq=False)
@@ -81,7 +141,7 @@ class RecentCalls:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._window_s = window_s
-        self._max_spans = max_spans
+        self.max_spans = max_spans
         self._clock = clock
         # (trace id, span id) -> (call key, parent span id, when seen, its call), oldest first
         self._spans: OrderedDict[tuple[str, str], tuple[str, str, float, Forwarded]] = OrderedDict()
@@ -104,7 +164,7 @@ class RecentCalls:
             else:
                 seen.append((forwarded, call))
             self._remember(call, forwarded, now)
-        while len(self._spans) > self._max_spans:
+        while len(self._spans) > self.max_spans:
             self._forget_oldest()
         return fresh, seen
 
@@ -117,6 +177,25 @@ class RecentCalls:
                 child = self._children.get((call.trace_id, parent)) if parent else None
                 if child is not None and child[1] is item:
                     del self._children[(call.trace_id, parent)]
+
+    def restore(self, entries: list[SpanEntry], now_wall: float) -> None:
+        """Remember spans forwarded before a restart (their calls count as released)."""
+        now = self._clock()
+        for trace_id, span, parent, key, seen_wall in entries:
+            age = now_wall - seen_wall
+            if 0 <= age <= self._window_s:
+                placeholder = Forwarded(Call({}, 0, key, trace_id, []))  # held is None: released
+                self._remember(Call({}, 0, key, trace_id, [(span, parent)]), placeholder, now - age)
+        while len(self._spans) > self.max_spans:
+            self._forget_oldest()
+
+    def entries(self, now_wall: float) -> list[SpanEntry]:
+        """The spans remembered, oldest first, as :class:`SpanJournal` lines."""
+        now = self._clock()
+        return [
+            (trace_id, span, parent, key, now_wall - (now - seen))
+            for (trace_id, span), (key, parent, seen, _) in self._spans.items()
+        ]
 
     def _remember(self, call: Call, forwarded: Forwarded, now: float) -> None:
         for span, parent in call.spans:
