@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from payi_otel.service.store.limits import LimitsStore
+from payi_otel.service.store.limit_spend import LimitsStore
 from payi_otel.service.store.records import StoreError, dumps, merge_properties, new_id
 
 INSTANCE_COLUMNS = ("application_id", "use_case_id", "name", "version", "properties", "created_ms", "limit_id")
