@@ -18,6 +18,7 @@ from payi_otel.service.store.apps import AppsStore
 from payi_otel.service.store.catalog import CatalogStore, ResourceVersion
 from payi_otel.service.store.connection import WAL_RESTART_FRAMES
 from payi_otel.service.store.ingest import IngestStore, StoredKeys
+from payi_otel.service.store.kpis import KpiRecord, KpisStore
 from payi_otel.service.store.limits import HistoryRecord, LimitRecord
 from payi_otel.service.store.otlp import OtlpSpansStore
 from payi_otel.service.store.records import (
@@ -34,12 +35,7 @@ from payi_otel.service.store.records import (
 from payi_otel.service.store.reports import MULTI_VALUED, REPORT_DIMENSIONS, STATUSES, ReportQuery, ReportsStore
 from payi_otel.service.store.reservations import Admission, ReservationsStore
 from payi_otel.service.store.schema import SCHEMA_VERSION
-from payi_otel.service.store.use_cases import (
-    DefinitionRecord,
-    InstanceRecord,
-    KpiRecord,
-    UseCasesStore,
-)
+from payi_otel.service.store.use_cases import DefinitionRecord, InstanceRecord
 
 __all__ = [
     "DB_FILE",
@@ -69,5 +65,5 @@ __all__ = [
 ]
 
 
-class Store(AppsStore, IngestStore, UseCasesStore, CatalogStore, OtlpSpansStore, ReportsStore, ReservationsStore):
+class Store(AppsStore, IngestStore, KpisStore, CatalogStore, OtlpSpansStore, ReportsStore, ReservationsStore):
     """All persistent state of the local service."""
