@@ -69,7 +69,7 @@ dashboard: setup
 TYPECHECK_TREE := build/typecheck
 
 lint: setup
-	$(BIN)/ruff check src exporters
+	$(BIN)/ruff check src exporters tests
 	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/payi_otel
 	ln -s $(CURDIR)/src/payi_otel/* $(TYPECHECK_TREE)/payi_otel/
 	ln -s $(CURDIR)/exporters $(TYPECHECK_TREE)/payi_otel/exporters

@@ -16,8 +16,8 @@ from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
 
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor
-from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.testing.botocore_replay import BotocoreReplay
+from payi_otel.testing.replay import Cassette, Interaction
 
 CASSETTES = Path(__file__).parent / "cassettes"
 

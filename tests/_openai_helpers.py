@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import importlib
 
 import openai
 import openai._base_client
@@ -113,7 +112,11 @@ def client_for(interaction: Interaction, cassette: Cassette, *, is_async: bool =
     elif m.group("azv1"):
         cls = openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI
         client = cls(
-            api_key="test", api_version="preview", base_url=f"{origin}/openai/v1/", http_client=http_client, max_retries=0
+            api_key="test",
+            api_version="preview",
+            base_url=f"{origin}/openai/v1/",
+            http_client=http_client,
+            max_retries=0,
         )
     else:
         cls = openai.AsyncOpenAI if is_async else openai.OpenAI

@@ -49,7 +49,7 @@ class FaultServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -149,25 +149,52 @@ class FaultServer:
                 self._reply(
                     handler,
                     400,
-                    {"statusCode": 400, "message": "bad", "xproxy_error": {"code": "invalid_resource", "message": "unknown resource"}},
+                    {
+                        "statusCode": 400,
+                        "message": "bad",
+                        "xproxy_error": {"code": "invalid_resource", "message": "unknown resource"},
+                    },
                 )
                 return
             headers = {k: v for k, v in handler.headers.items() if k.lower().startswith("xproxy-")}
             self._record(event_id, body, headers)
-            self._reply(handler, 200, {"request_id": event_id, "event_timestamp": body.get("event_timestamp"), "ingest_timestamp": now, "xproxy_result": {}})
+            self._reply(
+                handler,
+                200,
+                {
+                    "request_id": event_id,
+                    "event_timestamp": body.get("event_timestamp"),
+                    "ingest_timestamp": now,
+                    "xproxy_result": {},
+                },
+            )
         elif url.path == "/api/v1/ingest/bulk":
             errors = []
             for index, item in enumerate(body):
                 if item.get("resource") == REJECT_RESOURCE:
                     errors.append(
-                        {"item_index": index, "xproxy_result": {"statusCode": 400, "message": "bad", "xproxy_error": {"code": "invalid_resource", "message": "unknown resource"}}}
+                        {
+                            "item_index": index,
+                            "xproxy_result": {
+                                "statusCode": 400,
+                                "message": "bad",
+                                "xproxy_error": {"code": "invalid_resource", "message": "unknown resource"},
+                            },
+                        }
                     )
                     continue
                 self._record(item["provider_response_id"], item)
             self._reply(
                 handler,
                 200,
-                {"request_id": "bulk", "ingest_timestamp": now, "ingest_count": len(body) - len(errors), "error_count": len(errors), "errors": errors, "total_count": len(body)},
+                {
+                    "request_id": "bulk",
+                    "ingest_timestamp": now,
+                    "ingest_count": len(body) - len(errors),
+                    "error_count": len(errors),
+                    "errors": errors,
+                    "total_count": len(body),
+                },
             )
         else:
             self._reply(handler, 404, {"statusCode": 404, "message": "not found"})

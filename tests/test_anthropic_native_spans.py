@@ -16,9 +16,9 @@ from _anthropic_helpers import client_for, expected_tool_calls, expected_units, 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from payi_otel.exporters import PayiSpanExporter
 
 from payi_otel import track_context
+from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
 from payi_otel.processor import ensure_processor
 from payi_otel.testing.replay import Cassette

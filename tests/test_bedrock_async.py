@@ -18,8 +18,8 @@ from _openai_helpers import payi_event, usage_complete
 
 from payi_otel import attributes as A
 from payi_otel import track_context
-from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.testing.botocore_replay import BotocoreReplay
+from payi_otel.testing.replay import Cassette, Interaction
 
 aiobotocore_session = pytest.importorskip("aiobotocore.session", reason="aiobotocore is not installed")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from _bedrock_helpers import CASSETTES, boto_call, expected_units, replayed_client
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from payi_otel.exporters import PayiSpanExporter
 from service_support import running_service, stored_requests
 
 from payi_otel import track_context
+from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor, resolve
 from payi_otel.testing.replay import Cassette, Interaction
 

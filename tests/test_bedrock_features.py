@@ -32,9 +32,9 @@ from botocore.eventstream import EventStream
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.instrumentation.bedrock import BedrockInstrumentor, resolve
-from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.service.pricing import Pricer
 from payi_otel.testing.botocore_replay import BotocoreReplay, exception_frame, split_frames
+from payi_otel.testing.replay import Cassette, Interaction
 
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib" / "bedrock"
 TRACELOOP = CASSETTES / "traceloop__openllmetry" / "bedrock"

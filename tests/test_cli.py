@@ -106,12 +106,26 @@ def report_dir(tmp_path_factory):
     with running_service(d) as svc:
         k = svc.api_key
         old = (now - timedelta(days=3)).isoformat()
-        ingest(svc.base_url, k, {**GPT4O, "end_to_end_latency_ms": 100}, **{"xProxy-UseCase-Name": "a", "xProxy-User-ID": "u1"})
-        ingest(svc.base_url, k, {**GPT4O, "end_to_end_latency_ms": 300}, **{"xProxy-UseCase-Name": "a", "xProxy-User-ID": "u2"})
+        ingest(
+            svc.base_url,
+            k,
+            {**GPT4O, "end_to_end_latency_ms": 100},
+            **{"xProxy-UseCase-Name": "a", "xProxy-User-ID": "u1"},
+        )
+        ingest(
+            svc.base_url,
+            k,
+            {**GPT4O, "end_to_end_latency_ms": 300},
+            **{"xProxy-UseCase-Name": "a", "xProxy-User-ID": "u2"},
+        )
         ingest(svc.base_url, k, {**GPT4O, "end_to_end_latency_ms": 200, "event_timestamp": old},
                **{"xProxy-UseCase-Name": "b", "xProxy-User-ID": "u1", "xProxy-Request-Tags": "x,y"})
-        ingest(svc.base_url, k, {"category": "system.openai", "resource": "mystery-model", "units": {"text": {"input": 7}}},
-               **{"xProxy-UseCase-Name": "b"})
+        ingest(
+            svc.base_url,
+            k,
+            {"category": "system.openai", "resource": "mystery-model", "units": {"text": {"input": 7}}},
+            **{"xProxy-UseCase-Name": "b"},
+        )
         ingest(svc.base_url, k, {**GPT4O, "units": {}, "http_status_code": 500}, **{"xProxy-UseCase-Name": "a"})
     return str(d)
 
@@ -140,7 +154,8 @@ def test_report_only_unpriced_group_has_no_cost(report_dir, capsys):
     mystery = next(r for r in rep["rows"] if r["group"]["resource"] == "mystery-model")
     assert mystery["cost_usd"] is None and mystery["unpriced_requests"] == 1
     code, out, _ = run(capsys, "report", "--by", "resource", "--data-dir", report_dir)
-    line = next(l for l in out.splitlines() if l.startswith("mystery-model"))
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("mystery-model"))
     assert "unpriced" in line and "0.000000" not in line
 
 
@@ -163,9 +178,11 @@ def test_report_by_tag_counts_each_request_once_in_total(report_dir, capsys):
 
 def test_report_csv_and_table(report_dir, capsys):
     code, out, _ = run(capsys, "report", "--by", "application,group", "--format", "csv", "--data-dir", report_dir)
+    assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows[0]["application"] == "default" and rows[0]["group"] == "default" and rows[0]["requests"] == "5"
     code, out, _ = run(capsys, "report", "--by", "category", "--data-dir", report_dir)
+    assert code == 0
     assert "system.openai" in out and "TOTAL" in out and "p95 ms" in out
 
 
@@ -180,7 +197,11 @@ def test_serve_subprocess_sigterm_loses_no_acknowledged_event(tmp_path):
     env = {**os.environ, "PAYI_OTEL_DATA_DIR": str(tmp_path), "PAYI_OTEL_PORT": str(port)}
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "payi_otel.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "payi_otel.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = proc.stdout.readline()

@@ -92,10 +92,9 @@ def test_uninstrument_undoes_and_allows_instrument_again():
     assert current_business_context() is None
     assert not propagation.INSTALLED
     assert handle.span_processor is None and len(processors(provider)) == 1  # only the in-memory one
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        with track_context(user_id="x"):
-            propagation.uninstall()  # entering re-enables propagation lazily; check the raw state
-            assert pool.submit(get_context).result() == {}
+    with ThreadPoolExecutor(max_workers=1) as pool, track_context(user_id="x"):
+        propagation.uninstall()  # entering re-enables propagation lazily; check the raw state
+        assert pool.submit(get_context).result() == {}
     handle.uninstrument()  # second call is a no-op
 
     again = instrument(tracer_provider=provider, exporter=False, instruments=set(), user_id="svc2")

@@ -48,12 +48,27 @@ MERGE_CASES = [
     *[(f"{f}: empty clears", [{f: "p"}], {f: ""}, {f: None}) for f in SCALAR_FIELDS],
     *[(f"{f}: value overrides", [{f: "p"}], {f: "c"}, {f: "c"}) for f in SCALAR_FIELDS],
     ("resource_scope inherits", [{"resource_scope": "global"}], {}, {"resource_scope": "global"}),
-    ("resource_scope overrides", [{"resource_scope": "global"}], {"resource_scope": "datazone.eu"}, {"resource_scope": "datazone.eu"}),
+    (
+        "resource_scope overrides",
+        [{"resource_scope": "global"}],
+        {"resource_scope": "datazone.eu"},
+        {"resource_scope": "datazone.eu"},
+    ),
     ("resource_scope clears", [{"resource_scope": "region"}], {"resource_scope": ""}, {"resource_scope": None}),
     ("limit_ids inherit", [{"limit_ids": ["a"]}], {}, {"limit_ids": ["a"]}),
-    ("limit_ids union, parent first, deduped", [{"limit_ids": ["b", "a"]}], {"limit_ids": ["a", "c", "c"]}, {"limit_ids": ["b", "a", "c"]}),
+    (
+        "limit_ids union, parent first, deduped",
+        [{"limit_ids": ["b", "a"]}],
+        {"limit_ids": ["a", "c", "c"]},
+        {"limit_ids": ["b", "a", "c"]},
+    ),
     ("limit_ids [] clears", [{"limit_ids": ["a"]}], {"limit_ids": []}, {"limit_ids": None}),
-    ("limit_ids after clear start fresh", [{"limit_ids": ["a"]}, {"limit_ids": []}], {"limit_ids": ["z"]}, {"limit_ids": ["z"]}),
+    (
+        "limit_ids after clear start fresh",
+        [{"limit_ids": ["a"]}, {"limit_ids": []}],
+        {"limit_ids": ["z"]},
+        {"limit_ids": ["z"]},
+    ),
     ("request_tags union", [{"request_tags": ["t1"]}], {"request_tags": ("t2", "t1")}, {"request_tags": ["t1", "t2"]}),
     ("request_tags set input sorted", [], {"request_tags": {"b", "a"}}, {"request_tags": ["a", "b"]}),
     ("request_tags () clears", [{"request_tags": ["t1"]}], {"request_tags": ()}, {"request_tags": None}),
@@ -64,7 +79,12 @@ MERGE_CASES = [
         {"request_properties": {"b": "3", "c": "4"}},
         {"request_properties": {"a": "1", "b": "3", "c": "4"}},
     ),
-    ("request_properties {} clears", [{"request_properties": {"a": "1"}}], {"request_properties": {}}, {"request_properties": None}),
+    (
+        "request_properties {} clears",
+        [{"request_properties": {"a": "1"}}],
+        {"request_properties": {}},
+        {"request_properties": None},
+    ),
     (
         "use_case_properties merge, child wins",
         [{"use_case_name": "u", "use_case_properties": {"a": "1"}}],
@@ -79,15 +99,43 @@ MERGE_CASES = [
     ),
     (
         "name None inherits name, id, version, step, properties",
-        [{"use_case_name": "u", "use_case_id": "id1", "use_case_version": 3, "use_case_step": "s", "use_case_properties": {"k": "v"}}],
+        [
+            {
+                "use_case_name": "u",
+                "use_case_id": "id1",
+                "use_case_version": 3,
+                "use_case_step": "s",
+                "use_case_properties": {"k": "v"},
+            }
+        ],
         {},
-        {"use_case_name": "u", "use_case_id": "id1", "use_case_version": 3, "use_case_step": "s", "use_case_properties": {"k": "v"}},
+        {
+            "use_case_name": "u",
+            "use_case_id": "id1",
+            "use_case_version": 3,
+            "use_case_step": "s",
+            "use_case_properties": {"k": "v"},
+        },
     ),
     (
         'name "" clears name, id, version, step, properties',
-        [{"use_case_name": "u", "use_case_id": "id1", "use_case_version": 3, "use_case_step": "s", "use_case_properties": {"k": "v"}}],
+        [
+            {
+                "use_case_name": "u",
+                "use_case_id": "id1",
+                "use_case_version": 3,
+                "use_case_step": "s",
+                "use_case_properties": {"k": "v"},
+            }
+        ],
         {"use_case_name": ""},
-        {"use_case_name": None, "use_case_id": None, "use_case_version": None, "use_case_step": None, "use_case_properties": None},
+        {
+            "use_case_name": None,
+            "use_case_id": None,
+            "use_case_version": None,
+            "use_case_step": None,
+            "use_case_properties": None,
+        },
     ),
     (
         "same name keeps the parent's id",
@@ -113,13 +161,25 @@ MERGE_CASES = [
         {"use_case_name": "v", "use_case_step": "s2"},
         {"use_case_name": "v", "use_case_version": 2, "use_case_step": "s2"},
     ),
-    ("step empty clears", [{"use_case_name": "u", "use_case_step": "s1"}], {"use_case_step": ""}, {"use_case_step": None}),
-    ("version 0 is a value", [{"use_case_name": "u", "use_case_version": 4}], {"use_case_version": 0}, {"use_case_version": 0}),
+    (
+        "step empty clears",
+        [{"use_case_name": "u", "use_case_step": "s1"}],
+        {"use_case_step": ""},
+        {"use_case_step": None},
+    ),
+    (
+        "version 0 is a value",
+        [{"use_case_name": "u", "use_case_version": 4}],
+        {"use_case_version": 0},
+        {"use_case_version": 0},
+    ),
     ("id without name but cleared with empty is fine", [], {"use_case_id": ""}, {"use_case_id": None}),
 ]
 
 
-@pytest.mark.parametrize(("parents", "child", "expected"), [c[1:] for c in MERGE_CASES], ids=[c[0] for c in MERGE_CASES])
+@pytest.mark.parametrize(
+    ("parents", "child", "expected"), [c[1:] for c in MERGE_CASES], ids=[c[0] for c in MERGE_CASES]
+)
 def test_merge_rules(parents, child, expected):
     merged = merge(chain(*parents), **child).as_dict()
     for key, value in expected.items():
@@ -151,9 +211,8 @@ def test_use_case_fields_without_a_name_in_effect_are_an_error(layer):
         merge(None, **layer)
     with pytest.raises(ValueError, match=f"^{key}: requires a use_case_name"):
         merge(chain({"use_case_name": "u"}), use_case_name="", **layer)
-    with pytest.raises(ValueError, match=key):
-        with track_context(**layer):
-            pass
+    with pytest.raises(ValueError, match=key), track_context(**layer):
+        pass
 
 
 def test_merge_is_pure():
@@ -212,12 +271,19 @@ VALIDATION_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("field", "value", "error", "rule"), VALIDATION_CASES, ids=[f"{c[0]}={c[1]!r}"[:40] for c in VALIDATION_CASES])
+@pytest.mark.parametrize(
+    ("field", "value", "error", "rule"), VALIDATION_CASES, ids=[f"{c[0]}={c[1]!r}"[:40] for c in VALIDATION_CASES]
+)
 def test_validation_names_parameter_and_rule(field, value, error, rule):
     layer = {field: value}
     if field.startswith("use_case_") and field != "use_case_name":
         layer["use_case_name"] = "u"
-    for make in (lambda: track_context(**layer), lambda: track(**layer), lambda: merge(None, **layer), lambda: set_global_defaults(**layer)):
+    for make in (
+        lambda: track_context(**layer),
+        lambda: track(**layer),
+        lambda: merge(None, **layer),
+        lambda: set_global_defaults(**layer),
+    ):
         with pytest.raises(error) as info:
             make()
         message = str(info.value)
@@ -226,7 +292,7 @@ def test_validation_names_parameter_and_rule(field, value, error, rule):
 
 
 def test_unknown_keyword_is_rejected_by_name():
-    with pytest.raises(TypeError, match="^use_case: unknown business-context keyword"):
+    with pytest.raises(TypeError, match=r"^use_case: unknown business-context keyword"):
         track_context(use_case="x")
 
 
@@ -347,9 +413,8 @@ def test_decorator_merges_at_each_call_not_at_decoration():
 
 def test_exception_restores_outer_context():
     with track_context(user_id="outer"):
-        with pytest.raises(KeyError):
-            with track_context(user_id="inner"):
-                raise KeyError("boom")
+        with pytest.raises(KeyError), track_context(user_id="inner"):
+            raise KeyError("boom")
         assert get_context()["user_id"] == "outer"
 
         @track(user_id="deco")
@@ -439,7 +504,15 @@ def test_layer_from_headers_pops_attribution_headers_case_insensitively():
 
 
 def test_empty_header_values_clear():
-    parent = chain({"use_case_name": "u", "use_case_step": "s", "user_id": "jane", "limit_ids": ["a"], "request_properties": {"k": "v"}})
+    parent = chain(
+        {
+            "use_case_name": "u",
+            "use_case_step": "s",
+            "user_id": "jane",
+            "limit_ids": ["a"],
+            "request_properties": {"k": "v"},
+        }
+    )
     layer, _ = layer_from_headers(
         {"xProxy-User-ID": "", "xProxy-Limit-IDs": "", "xProxy-Request-Properties": "", "xProxy-UseCase-Name": ""}
     )
@@ -462,7 +535,7 @@ def test_bad_header_values_name_the_header(header, value, rule):
 
 def test_header_values_are_validated_by_merge():
     layer, _ = layer_from_headers({"xProxy-User-ID": "has space"})
-    with pytest.raises(ValueError, match="^user_id:"):
+    with pytest.raises(ValueError, match=r"^user_id:"):
         merge(None, **layer)
 
 
@@ -471,7 +544,7 @@ def test_track_use_case_id_without_a_name_fails_at_the_call_not_at_decoration():
     def job():
         return current_business_context().use_case_id
 
-    with pytest.raises(ValueError, match="^use_case_id: requires a use_case_name in effect"):
+    with pytest.raises(ValueError, match=r"^use_case_id: requires a use_case_name in effect"):
         job()
     with track_context(use_case_name="u"):
         assert job() == "given"

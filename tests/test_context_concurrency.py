@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from payi_otel import get_context, track, track_context
-from payi_otel import propagation
+from payi_otel import get_context, propagation, track, track_context
 from payi_otel.context import clear_global_defaults, current_business_context
 
 
@@ -282,7 +281,7 @@ async def test_async_generator_context_and_protocol():
 async def test_async_generator_iteration_and_isolation():
     @track(use_case_name="agen")
     async def items(tag):
-        for i in range(3):
+        for _i in range(3):
             await asyncio.sleep(0)
             yield tag, user(), current_business_context().use_case_id
 

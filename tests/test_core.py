@@ -11,8 +11,8 @@ from opentelemetry.trace import SpanKind
 
 from payi_otel import attributes as A
 from payi_otel import track_context
-from payi_otel.instrumentation._stainless import error_info as stainless_error_info
 from payi_otel.core import CallRecord, SpanCore, fq_name, split_proxy_headers
+from payi_otel.instrumentation._stainless import error_info as stainless_error_info
 from payi_otel.messages import ContentMode, content_mode_from_env
 from payi_otel.units import Usage, to_units
 

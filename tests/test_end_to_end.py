@@ -21,13 +21,13 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from service_support import read_only_store, running_service, stored_requests
 
 from payi_otel import cli, track, track_context
 from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
-from payi_otel.testing.replay import Cassette, Interaction
 from payi_otel.service.server import ServiceThread
-from service_support import read_only_store, running_service, stored_requests
+from payi_otel.testing.replay import Cassette, Interaction
 
 CASSETTES = Path(__file__).parent / "cassettes"
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
@@ -127,9 +127,11 @@ def use_case_instance(data_dir: Path, use_case_id: str) -> dict[str, Any]:
 
 @contextmanager
 def pipeline(tmp_path: Path, mode: str = "single", **options: Any) -> Iterator[Pipeline]:
-    with running_service(tmp_path / "data") as service:
-        with instrumented_exporter(tmp_path, service.base_url, service.api_key, mode, **options) as wired:
-            yield Pipeline(service, *wired)
+    with (
+        running_service(tmp_path / "data") as service,
+        instrumented_exporter(tmp_path, service.base_url, service.api_key, mode, **options) as wired,
+    ):
+        yield Pipeline(service, *wired)
 
 
 @contextmanager
@@ -280,7 +282,9 @@ def test_tracked_calls_arrive_once_each_with_units_context_and_cost(mode, tmp_pa
             stream_row = stored[response_id(calls["stream"])]
             assert stream_row["ttft_ms"] is not None and stream_row["ttft_ms"] <= stream_row["latency_ms"]
             # the tool calls the model asked for (two in the first run, none in the follow-up)
-            got = (stored[response_id(calls["tools"])]["provider_data"] or {}).get("provider_response_function_calls", [])
+            got = (stored[response_id(calls["tools"])]["provider_data"] or {}).get(
+                "provider_response_function_calls", []
+            )
             asked = calls["tools"].json()["choices"][0]["message"].get("tool_calls") or []
             assert len(asked) == (2 if run == 0 else 0)
             assert [(c["name"], json.loads(c["arguments"])) for c in got] == [
@@ -331,9 +335,11 @@ def test_provider_4xx_is_a_failure_with_its_status_and_the_caller_gets_the_origi
         call(openai_client(interaction))
 
     with pipeline(tmp_path) as p:
-        with track_context(use_case_name="failing", user_id="carol"):
-            with pytest.raises(openai.APIStatusError) as instrumented:
-                call(openai_client(interaction))
+        with (
+            track_context(use_case_name="failing", user_id="carol"),
+            pytest.raises(openai.APIStatusError) as instrumented,
+        ):
+            call(openai_client(interaction))
         p.flush()
         (row,) = p.rows()
 
@@ -475,7 +481,9 @@ def test_service_down_spools_then_delivers_once_survives_restart_and_dedupes_ree
                 assert again.delivered_events == 4 and again.rejected_events == 0
             finally:
                 again.shutdown()
-        after = {r["provider_response_id"]: (r["request_id"], r["units"], r["cost_total"]) for r in stored_requests(data)}
+        after = {
+            r["provider_response_id"]: (r["request_id"], r["units"], r["cost_total"]) for r in stored_requests(data)
+        }
         assert after == before  # recognised as duplicates: nothing stored or counted twice
 
         capsys.readouterr()
@@ -519,7 +527,7 @@ async def test_concurrent_async_tasks_keep_their_own_context(tmp_path):
         assert {results[i]["user_id"] for i in ids} == {user}
         assert len({results[i]["use_case_id"] for i in ids}) == 1
     assert results[a[0]]["use_case_id"] != results[b[0]]["use_case_id"]
-    for pid, row in rows.items():
+    for _pid, row in rows.items():
         assert row["units"]["text"]["input"] > 0 and row["units"]["text"]["output"] > 0, row
         assert row["cost_total"] > 0
     stream = recorded(RESPONSES_STREAM, 0)

@@ -15,11 +15,11 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from exporter_fault_server import REJECT_RESOURCE, FaultServer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from exporter_fault_server import REJECT_RESOURCE, FaultServer
 from payi_otel import attributes as A
 from payi_otel.exporters import ConfigError, PayiSpanExporter
 from payi_otel.exporters.sender import parse_retry_after
@@ -190,12 +190,16 @@ def test_slow_server_longer_than_the_timeout(server, spans, make_exporter):
 
 
 @pytest.mark.parametrize("mode", ["single", "bulk"])
-def test_permanent_rejections_go_to_the_dead_letter_file_logged_once(server, spans, make_exporter, mode, caplog, tmp_path):
+def test_permanent_rejections_go_to_the_dead_letter_file_logged_once(
+    server, spans, make_exporter, mode, caplog, tmp_path
+):
     caplog.set_level(logging.ERROR, logger="payi_otel.exporters")
     spool_dir = tmp_path / f"spool-{mode}"
     exporter = make_exporter(base_url=server.url, ingest_mode=mode, spool_dir=spool_dir, batch_size=3)
     reject = dict(resource=REJECT_RESOURCE)
-    exporter.export(spans(["ok-1"]) + spans(["bad-1"], **reject) + spans(["ok-2"]) + spans(["bad-2"], **reject) + spans(["ok-3"]))
+    exporter.export(
+        spans(["ok-1"]) + spans(["bad-1"], **reject) + spans(["ok-2"]) + spans(["bad-2"], **reject) + spans(["ok-3"])
+    )
     assert exporter.force_flush(10_000)
     exporter.export(spans(["bad-3"], **reject))
     assert exporter.force_flush(10_000)
@@ -465,7 +469,9 @@ def test_zero_code_setup_with_opentelemetry_instrument(tmp_path, server):
         "PAYI_SPOOL_DIR": str(tmp_path / "zero-spool"),
     }
     instrument = Path(sys.executable).with_name("opentelemetry-instrument")
-    done = subprocess.run([str(instrument), sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(instrument), sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert server.ids() == {f"zero-{i}" for i in range(5)}
     assert server.events["zero-0"]["units"] == {"text": {"input": 12, "output": 4}}

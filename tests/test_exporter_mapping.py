@@ -12,6 +12,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 from otlp_support import otlp_json
+
+from payi_otel import attributes as A
 from payi_otel.exporters import (
     OtlpDecodeError,
     SpanView,
@@ -22,8 +24,6 @@ from payi_otel.exporters import (
     render_single,
     spans_from_otlp_request,
 )
-
-from payi_otel import attributes as A
 
 BASE = {
     A.GEN_AI_OPERATION_NAME: "chat",
@@ -45,7 +45,9 @@ def make_span():
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
 
-    def make(attributes, status=None, start_ns=1_700_000_000_123_456_789, duration_ns=250_000_000, name="chat gpt-4o-mini"):
+    def make(
+        attributes, status=None, start_ns=1_700_000_000_123_456_789, duration_ns=250_000_000, name="chat gpt-4o-mini"
+    ):
         span = tracer.start_span(name, attributes=attributes, start_time=start_ns)
         if status is not None:
             span.set_status(status)
@@ -82,7 +84,10 @@ def test_readable_span_otlp_protobuf_and_otlp_json_give_identical_events(make_sp
         make_span({"http.request.method": "GET"}),  # not GenAI
     ]
     from_sdk = [event_from_span(s) for s in spans]
-    from_proto = [event_from_view(v) for v in spans_from_otlp_request(encode_spans(spans).SerializeToString(), "application/x-protobuf")]
+    from_proto = [
+        event_from_view(v)
+        for v in spans_from_otlp_request(encode_spans(spans).SerializeToString(), "application/x-protobuf")
+    ]
     body = json.dumps(otlp_json(spans)).encode()
     from_json = [event_from_view(v) for v in spans_from_otlp_request(body, "application/json; charset=utf-8")]
     from_dict = [event_from_view(v) for v in spans_from_otlp_request(otlp_json(spans))]
@@ -100,11 +105,37 @@ def test_readable_span_otlp_protobuf_and_otlp_json_give_identical_events(make_sp
     [
         (b"{not json", "application/json", "not valid OTLP/JSON"),
         (b"[]", "application/json", "an object with 'resourceSpans'"),
-        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "application/json", "spans\\[0\\].startTimeUnixNano"),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
+            "application/json",
+            "spans\\[0\\].startTimeUnixNano",
+        ),
         (b"\xff\xff\xff", "application/x-protobuf", "not a valid OTLP protobuf"),
         (b"x", "text/plain", "Content-Type 'text/plain'"),
-        (json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "attributes": [
-            {"key": A.GEN_AI_OPERATION_NAME, "value": {"stringValue": "chat"}}]}]}]}]}).encode(), "application/json", "span.traceId"),
+        (
+            json.dumps(
+                {
+                    "resourceSpans": [
+                        {
+                            "scopeSpans": [
+                                {
+                                    "spans": [
+                                        {
+                                            "traceId": "zz",
+                                            "attributes": [
+                                                {"key": A.GEN_AI_OPERATION_NAME, "value": {"stringValue": "chat"}}
+                                            ],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ).encode(),
+            "application/json",
+            "span.traceId",
+        ),
     ],
 )
 def test_bad_otlp_bodies_raise_a_clear_error(body, content_type, message):
@@ -139,7 +170,18 @@ def test_latency_and_ttft_attributes_win_over_duration(make_span):
 
 @pytest.mark.parametrize(
     "unit",
-    ["text", "text_cache_read", "text_cache_write", "text_cache_write_1h", "reasoning", "audio", "vision", "image", "web_search_request", "text_large_context"],
+    [
+        "text",
+        "text_cache_read",
+        "text_cache_write",
+        "text_cache_write_1h",
+        "reasoning",
+        "audio",
+        "vision",
+        "image",
+        "web_search_request",
+        "text_large_context",
+    ],
 )
 def test_every_unit_type_is_carried(make_span, unit):
     attrs = {k: v for k, v in BASE.items() if not k.startswith("payi.units.")}
@@ -151,7 +193,11 @@ def test_every_unit_type_is_carried(make_span, unit):
 def test_units_with_one_direction_get_zero_for_the_other(make_span):
     attrs = {**BASE, "payi.units.reasoning.output": 20, "payi.units.text_cache_read.input": 30}
     units = event_from_span(make_span(attrs))["units"]
-    assert units == {"text": {"input": 70, "output": 30}, "reasoning": {"input": 0, "output": 20}, "text_cache_read": {"input": 30, "output": 0}}
+    assert units == {
+        "text": {"input": 70, "output": 30},
+        "reasoning": {"input": 0, "output": 20},
+        "text_cache_read": {"input": 30, "output": 0},
+    }
 
 
 def test_foreign_span_units_come_from_semconv_token_counts(make_span):
@@ -172,7 +218,11 @@ def test_foreign_span_units_come_from_semconv_token_counts(make_span):
     assert event["category"] == "system.openai"
     assert event["resource"] == "gpt-4o"
     assert event["provider_response_id"] == "chatcmpl-9"
-    assert event["units"] == {"text": {"input": 70, "output": 30}, "text_cache_read": {"input": 30, "output": 0}, "reasoning": {"input": 0, "output": 20}}
+    assert event["units"] == {
+        "text": {"input": 70, "output": 30},
+        "text_cache_read": {"input": 30, "output": 0},
+        "reasoning": {"input": 0, "output": 20},
+    }
     assert "properties" not in event
 
 
@@ -188,11 +238,20 @@ def test_older_semconv_spellings_are_read(make_span):
     }
     event = event_from_span(make_span(attrs))
     assert event["category"] == "system.anthropic"
-    assert event["units"] == {"text": {"input": 60, "output": 9}, "text_cache_read": {"input": 20, "output": 0}, "text_cache_write": {"input": 40, "output": 0}}
+    assert event["units"] == {
+        "text": {"input": 60, "output": 9},
+        "text_cache_read": {"input": 20, "output": 0},
+        "text_cache_write": {"input": 40, "output": 0},
+    }
 
 
 def test_category_from_provider_name_when_span_has_no_payi_category(make_span):
-    attrs = {A.GEN_AI_OPERATION_NAME: "embeddings", A.GEN_AI_PROVIDER_NAME: "azure.ai.openai", A.GEN_AI_REQUEST_MODEL: "emb", A.GEN_AI_USAGE_INPUT_TOKENS: 8}
+    attrs = {
+        A.GEN_AI_OPERATION_NAME: "embeddings",
+        A.GEN_AI_PROVIDER_NAME: "azure.ai.openai",
+        A.GEN_AI_REQUEST_MODEL: "emb",
+        A.GEN_AI_USAGE_INPUT_TOKENS: 8,
+    }
     event = event_from_span(make_span(attrs))
     assert event["category"] == "system.azureopenai"
     assert event["units"] == {"text": {"input": 8, "output": 0}}
@@ -231,7 +290,11 @@ def test_failure_with_provider_status_keeps_that_status(make_span):
 
 
 def test_failure_without_status_is_299_with_failure_properties(make_span):
-    attrs = {k: v for k, v in BASE.items() if k not in (A.PAYI_HTTP_STATUS_CODE, A.PAYI_PROVIDER_RESPONSE_ID) and not k.startswith("payi.units.")}
+    attrs = {
+        k: v
+        for k, v in BASE.items()
+        if k not in (A.PAYI_HTTP_STATUS_CODE, A.PAYI_PROVIDER_RESPONSE_ID) and not k.startswith("payi.units.")
+    }
     attrs[A.ERROR_TYPE] = "openai.APITimeoutError"
     attrs[A.PAYI_FAILURE_DESCRIPTION] = "request=POST https://api.openai.com/v1/chat/completions"
     attrs[A.PAYI_USAGE_COMPLETE] = False
@@ -340,7 +403,13 @@ def test_bulk_form_keeps_attribution_in_the_body_with_bulk_names(make_span):
 
 
 def test_price_as_replaces_category_and_resource_and_keeps_the_originals(make_span):
-    attrs = {**BASE, A.PAYI_CATEGORY: "system.azureopenai", A.PAYI_RESOURCE: "my-deploy", A.PAYI_PRICE_AS_CATEGORY: "system.openai", A.PAYI_PRICE_AS_RESOURCE: "gpt-4o"}
+    attrs = {
+        **BASE,
+        A.PAYI_CATEGORY: "system.azureopenai",
+        A.PAYI_RESOURCE: "my-deploy",
+        A.PAYI_PRICE_AS_CATEGORY: "system.openai",
+        A.PAYI_PRICE_AS_RESOURCE: "gpt-4o",
+    }
     event = event_from_span(make_span(attrs))
     assert event["category"] == "system.openai"
     assert event["resource"] == "gpt-4o"
@@ -351,8 +420,13 @@ def test_price_as_replaces_category_and_resource_and_keeps_the_originals(make_sp
 def test_function_calls_from_json(make_span):
     calls = [{"name": "get_weather", "arguments": '{"city": "x"}'}, {"name": "noop"}, {"bad": 1}]
     event = event_from_span(make_span({**BASE, A.PAYI_FUNCTION_CALLS: json.dumps(calls)}))
-    assert event["provider_response_function_calls"] == [{"name": "get_weather", "arguments": '{"city": "x"}'}, {"name": "noop", "arguments": None}]
-    assert "provider_response_function_calls" not in event_from_span(make_span({**BASE, A.PAYI_FUNCTION_CALLS: "{broken"}))
+    assert event["provider_response_function_calls"] == [
+        {"name": "get_weather", "arguments": '{"city": "x"}'},
+        {"name": "noop", "arguments": None},
+    ]
+    assert "provider_response_function_calls" not in event_from_span(
+        make_span({**BASE, A.PAYI_FUNCTION_CALLS: "{broken"})
+    )
 
 
 # --- message content -------------------------------------------------------------------------
@@ -434,7 +508,9 @@ def test_unrelated_attributes_change_no_event_in_any_form(make_span, genai):
 
 
 def test_otlp_views_keep_only_attributes_the_mapping_reads(make_span):
-    span = make_span({**UNRELATED, **BASE, A.ERROR_TYPE: "x.Y", A.HTTP_RESPONSE_STATUS_CODE: 500, "llm.usage.prompt_tokens": 3})
+    span = make_span(
+        {**UNRELATED, **BASE, A.ERROR_TYPE: "x.Y", A.HTTP_RESPONSE_STATUS_CODE: 500, "llm.usage.prompt_tokens": 3}
+    )
     proto_body = encode_spans([span]).SerializeToString()
     for view in (
         spans_from_otlp_request(proto_body, "application/x-protobuf")[0],
@@ -442,7 +518,13 @@ def test_otlp_views_keep_only_attributes_the_mapping_reads(make_span):
         spans_from_otlp_request(otlp_json([span]))[0],
     ):
         # names of the attribute contract stay (server.* among them), other namespaces go
-        kept = set(BASE) | {A.ERROR_TYPE, A.HTTP_RESPONSE_STATUS_CODE, "llm.usage.prompt_tokens", A.SERVER_ADDRESS, A.SERVER_PORT}
+        kept = set(BASE) | {
+            A.ERROR_TYPE,
+            A.HTTP_RESPONSE_STATUS_CODE,
+            "llm.usage.prompt_tokens",
+            A.SERVER_ADDRESS,
+            A.SERVER_PORT,
+        }
         assert set(view.attributes) == kept
 
 
@@ -453,8 +535,14 @@ def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
         {"key": "payi.request_properties.i_num", "value": {"intValue": 12}},
         {"key": "payi.request_properties.b", "value": {"boolValue": False}},
         {"key": "payi.request_properties.d", "value": {"doubleValue": 0.5}},
-        {"key": "payi.request_properties.a", "value": {"arrayValue": {"values": [{"stringValue": "p"}, {"intValue": "2"}]}}},
-        {"key": "payi.request_properties.kv", "value": {"kvlistValue": {"values": [{"key": "k", "value": {"boolValue": True}}]}}},
+        {
+            "key": "payi.request_properties.a",
+            "value": {"arrayValue": {"values": [{"stringValue": "p"}, {"intValue": "2"}]}},
+        },
+        {
+            "key": "payi.request_properties.kv",
+            "value": {"kvlistValue": {"values": [{"key": "k", "value": {"boolValue": True}}]}},
+        },
         {"key": "payi.request_properties.bytes", "value": {"bytesValue": "AAE="}},
         {"key": "payi.request_properties.empty", "value": {}},
         {"key": A.GEN_AI_OPERATION_NAME, "value": {"stringValue": "chat"}},
@@ -472,7 +560,12 @@ def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
     assert view.attributes["payi.request_properties.a"] == ("p", 2)
     assert view.attributes["payi.request_properties.kv"] == '{"k": true}'
     assert view.attributes["payi.request_properties.empty"] is None
-    assert (view.start_ns, view.end_ns, view.is_error, view.status_message) == (1_700_000_000_000_000_000, 1_700_000_000_500_000_000, True, "boom")
+    assert (view.start_ns, view.end_ns, view.is_error, view.status_message) == (
+        1_700_000_000_000_000_000,
+        1_700_000_000_500_000_000,
+        True,
+        "boom",
+    )
     assert view.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert event_from_view(view)["properties"]["b"] == "False"
 
@@ -480,6 +573,7 @@ def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
 def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
     from payi_otel.exporters.otlp_proto import view_from_otlp_proto
 
     values = {
@@ -497,7 +591,13 @@ def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
     request = ExportTraceServiceRequest()
     spans = request.resource_spans.add().scope_spans.add().spans
     for n in range(2):  # the second span decodes its values from what the first one left known
-        span = spans.add(name="chat", trace_id=bytes(range(16)), span_id=bytes(range(8)), start_time_unix_nano=10 + n, end_time_unix_nano=20)
+        span = spans.add(
+            name="chat",
+            trace_id=bytes(range(16)),
+            span_id=bytes(range(8)),
+            start_time_unix_nano=10 + n,
+            end_time_unix_nano=20,
+        )
         span.status.code = 2
         span.status.message = "boom"
         span.attributes.add(key=A.GEN_AI_OPERATION_NAME, value=AnyValue(string_value="chat"))
@@ -513,7 +613,12 @@ def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
     assert attributes["payi.request_properties.bytes"] == "0001"
     assert attributes["payi.request_properties.unset"] is None
     assert "http.request.method" not in attributes
-    assert (views[1].is_error, views[1].status_message, views[1].start_ns, views[1].span_id) == (True, "boom", 11, 0x0001020304050607)
+    assert (views[1].is_error, views[1].status_message, views[1].start_ns, views[1].span_id) == (
+        True,
+        "boom",
+        11,
+        0x0001020304050607,
+    )
 
 
 def test_otlp_protobuf_attributes_split_at_the_wire_decode_as_the_span_message_does():
@@ -523,11 +628,20 @@ def test_otlp_protobuf_attributes_split_at_the_wire_decode_as_the_span_message_d
 
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
     from payi_otel.exporters.otlp_proto import view_from_otlp_proto
 
     rng = random.Random(14)
     ints = [0, 1, 127, 128, 2**63 - 1, -1, -(2**63), -128, *(rng.randint(-(2**63), 2**63 - 1) for _ in range(200))]
-    strings = ["", "é", "x" * 125, "x" * 126, "x" * 127, "€" * 60, *(f"chatcmpl-{rng.getrandbits(64):x}" for _ in range(50))]
+    strings = [
+        "",
+        "é",
+        "x" * 125,
+        "x" * 126,
+        "x" * 127,
+        "€" * 60,
+        *(f"chatcmpl-{rng.getrandbits(64):x}" for _ in range(50)),
+    ]
     request = ExportTraceServiceRequest()
     spans = request.resource_spans.add().scope_spans.add().spans
     for n, value in enumerate([*(AnyValue(int_value=i) for i in ints), *(AnyValue(string_value=s) for s in strings)]):
@@ -652,14 +766,18 @@ def test_totals_and_cache_reads_give_the_units_of_the_general_usage_rule():
     checked = 0
     for combo in itertools.product(values, repeat=3):
         for spelled in itertools.product((0, 1), repeat=3):
-            attrs = {names[which]: v for names, which, v in zip(spellings, spelled, combo, strict=True) if v is not None}
+            attrs = {
+                names[which]: v for names, which, v in zip(spellings, spelled, combo, strict=True) if v is not None
+            }
             attrs[A.GEN_AI_OPERATION_NAME] = "chat"
             attrs[A.GEN_AI_PROVIDER_NAME] = "openai"
 
             def count(value):
                 return None if value is None or value == "x" else int(value)
 
-            usage = Usage(input_tokens=count(combo[0]), output_tokens=count(combo[1]), cache_read_tokens=count(combo[2]) or 0)
+            usage = Usage(
+                input_tokens=count(combo[0]), output_tokens=count(combo[1]), cache_read_tokens=count(combo[2]) or 0
+            )
             expected = to_units(usage)
             event = _event(attrs)
             assert event["units"] == expected, attrs

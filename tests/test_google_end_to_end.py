@@ -16,10 +16,10 @@ from genai_prices import calc_price
 from google.genai import errors
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from payi_otel.exporters import PayiSpanExporter
 from service_support import running_service, stored_requests
 
 from payi_otel import track_context
+from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.google_genai import GoogleGenAIInstrumentor
 from payi_otel.testing.replay import Cassette, Interaction
 

@@ -1,7 +1,7 @@
 """Google GenAI behaviour beyond the replay of each recording: one span per billed request (automatic
 function calling, chats), the span current while a lazy stream sends its request, every stream lifecycle
 ending the span once, errors re-raised unchanged, per-modality and long-context units, no Pillow needed."""
-# ruff: noqa: F811 - pytest fixtures are imported by name and requested as parameters
+
 
 from __future__ import annotations
 

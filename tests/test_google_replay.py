@@ -6,7 +6,7 @@ finish reasons, function calls, statuses) are computed here from the recorded bo
 of the instrumentation's extractors. Calls that are not billed (token counting, caches, file search
 stores, uploads) must produce no span of ours.
 """
-# ruff: noqa: F811 - pytest fixtures are imported by name and requested as parameters
+
 
 from __future__ import annotations
 

@@ -16,17 +16,26 @@ from pathlib import Path
 
 import openai
 import pytest
+from _openai_helpers import (  # noqa: F401 - fixtures
+    CASSETTES,
+    HTTP_LIBRARY,
+    Telemetry,
+    client_for,
+    http,
+    instrumented,
+    payi_event,
+    surface,
+    telemetry,
+    usage_complete,
+)  # fmt: skip
+from openai.resources.chat.completions import Completions
 from pydantic import BaseModel
 
-from _openai_helpers import (  # noqa: F401 - fixtures
-    CASSETTES, HTTP_LIBRARY, Telemetry, client_for, http, instrumented, payi_event, surface, telemetry, usage_complete,
-)  # fmt: skip
 from payi_otel import attributes as A
 from payi_otel import track_context
 from payi_otel.call_metrics import DURATION_BUCKETS, TOKEN_BUCKETS
 from payi_otel.instrumentation.openai import OpenAIInstrumentor, parse_azure_deployments
 from payi_otel.testing.replay import Cassette
-from openai.resources.chat.completions import Completions
 
 OTEL = CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai"
 TRACELOOP = CASSETTES / "traceloop__openllmetry"
@@ -49,7 +58,9 @@ def sent_json(client) -> dict:
 def with_instrumentation(**kwargs):
     telemetry = Telemetry()
     instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, **kwargs)
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, **kwargs
+    )
     return telemetry, instrumentor
 
 
@@ -87,9 +98,9 @@ def test_explicit_stream_options_are_respected(options, sent, visible, instrumen
 def test_include_usage_injection_can_be_turned_off(how, monkeypatch):
     if how == "env":
         monkeypatch.setenv("PAYI_OPENAI_INJECT_STREAM_USAGE", "false")
-        telemetry, instrumentor = with_instrumentation()
+        _telemetry, instrumentor = with_instrumentation()
     else:
-        telemetry, instrumentor = with_instrumentation(inject_stream_usage=False)
+        _telemetry, instrumentor = with_instrumentation(inject_stream_usage=False)
     try:
         client = replay(STREAM)
         chunks = list(client.chat.completions.create(stream=True, model="gpt-4", messages=MESSAGES))
@@ -103,8 +114,13 @@ def test_include_usage_injection_can_be_turned_off(how, monkeypatch):
 def test_include_usage_only_for_azure_versions_that_accept_it(api_version, injected, instrumented):
     recorded = Cassette.load(TRACELOOP / "azure/test_chat_streaming.yaml").interactions[0]
     transport = Cassette([recorded]).transport(HTTP_LIBRARY)
-    client = openai.AzureOpenAI(api_key="k", api_version=api_version, azure_endpoint="https://traceloop-stg.openai.azure.com",
-                                azure_deployment="openllmetry-testing", http_client=http.Client(transport=transport))  # fmt: skip
+    client = openai.AzureOpenAI(
+        api_key="k",
+        api_version=api_version,
+        azure_endpoint="https://traceloop-stg.openai.azure.com",
+        azure_deployment="openllmetry-testing",
+        http_client=http.Client(transport=transport),
+    )
     client.payi_transport = transport
     list(client.chat.completions.create(model="openllmetry-testing", messages=MESSAGES, stream=True))
     assert ("stream_options" in sent_json(client)) is injected
@@ -137,7 +153,7 @@ def test_bad_environment_setting_is_logged_naming_the_variable_and_instrumentati
 
 
 def test_bad_keyword_setting_raises_naming_it():
-    with pytest.raises(ValueError, match="inject_stream_usage.*true or false"):
+    with pytest.raises(ValueError, match=r"inject_stream_usage.*true or false"):
         OpenAIInstrumentor().instrument(inject_stream_usage="maybe")
     OpenAIInstrumentor().uninstrument()
 
@@ -227,7 +243,7 @@ def test_azure_resource_falls_back_to_response_model(instrumented):
 
 @pytest.mark.parametrize("bad", ["dep", "dep=", "=model", "a=b,,c"])
 def test_bad_azure_mapping_names_the_variable(bad):
-    with pytest.raises(ValueError, match="PAYI_AZURE_DEPLOYMENTS.*deployment=model"):
+    with pytest.raises(ValueError, match=r"PAYI_AZURE_DEPLOYMENTS.*deployment=model"):
         parse_azure_deployments(bad)
 
 

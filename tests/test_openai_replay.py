@@ -13,7 +13,6 @@ from typing import Any
 
 import openai
 import pytest
-
 from _openai_helpers import (  # noqa: F401 - fixtures
     SUPPORTED_PATH,
     call_kwargs,
@@ -23,9 +22,10 @@ from _openai_helpers import (  # noqa: F401 - fixtures
     instrumented,
     method_for,
     payi_event,
-    usage_complete,
     telemetry,
+    usage_complete,
 )
+
 from payi_otel import attributes as A
 from payi_otel.testing.replay import Cassette, Interaction
 
@@ -227,10 +227,12 @@ def _run(case: Case, is_async: bool) -> tuple[Any, list[Any] | None, BaseExcepti
 def test_replayed_interaction(case: Case, is_async: bool, instrumented):
     interaction = case.interaction
     kind = endpoint(interaction)
-    result, chunks, error = _run(case, is_async)
+    _result, chunks, error = _run(case, is_async)
     span = instrumented.one_span()
     attrs = span.attributes
-    azure = bool(SUPPORTED_PATH.match(interaction.path).group("dep") or SUPPORTED_PATH.match(interaction.path).group("azv1"))
+    azure = bool(
+        SUPPORTED_PATH.match(interaction.path).group("dep") or SUPPORTED_PATH.match(interaction.path).group("azv1")
+    )
     assert attrs[A.GEN_AI_PROVIDER_NAME] == ("azure.ai.openai" if azure else "openai")
     event = payi_event(span)
     assert event["category"] == ("system.azureopenai" if azure else "system.openai")

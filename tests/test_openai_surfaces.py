@@ -7,10 +7,17 @@ import json
 
 import openai
 import pytest
-
 from _openai_helpers import (  # noqa: F401 - fixtures
-    CASSETTES, client_for, http, instrumented, payi_event, surface, telemetry, usage_complete,
+    CASSETTES,
+    client_for,
+    http,
+    instrumented,
+    payi_event,
+    surface,
+    telemetry,
+    usage_complete,
 )  # fmt: skip
+
 from payi_otel import attributes as A
 from payi_otel.testing.replay import Cassette
 
@@ -20,8 +27,9 @@ RESPONSES_STREAM = Cassette.load(
 CHAT_STREAM = Cassette.load(
     CASSETTES / "open-telemetry__opentelemetry-python-contrib/openai/test_chat_completion_streaming.yaml"
 ).interactions[0]
+_FINISH_REASONS = "traceloop__openllmetry/openai/TestCompletionsFinishReasons"
 LEGACY_STREAM = Cassette.load(
-    CASSETTES / "traceloop__openllmetry/openai/TestCompletionsFinishReasons.test_completions_streaming_sets_top_level_finish_reasons.yaml"
+    CASSETTES / f"{_FINISH_REASONS}.test_completions_streaming_sets_top_level_finish_reasons.yaml"
 ).interactions[0]
 MESSAGES = [{"role": "user", "content": "Say this is a test"}]
 

@@ -24,8 +24,8 @@ from service_support import running_service, stored_requests
 from test_end_to_end import CHAT, MESSAGES, STREAM, openai_client, recorded, recorded_usage, response_id, text_units
 
 from payi_otel import attributes as A
-from payi_otel import protocol as P
 from payi_otel import cli, track_context
+from payi_otel import protocol as P
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

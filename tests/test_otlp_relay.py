@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from otlp_apps import RESOURCE, otlp_app
-from payi_otel.exporters import PayiSpanExporter
 from service_support import running_service, stored_requests
 from test_end_to_end import (
     CHAT,
@@ -33,6 +32,7 @@ from test_end_to_end import (
 )
 
 from payi_otel import track_context
+from payi_otel.exporters import PayiSpanExporter
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 from payi_otel.relay import create_relay_app
 from payi_otel.service.server import AppThread, ServiceThread

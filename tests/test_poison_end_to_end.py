@@ -10,12 +10,12 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from payi_otel.exporters import PayiSpanExporter
-from payi_otel.exporters.spool import Spool
 from service_support import running_service, stored_requests
 
 from payi_otel import attributes as A
 from payi_otel import protocol as P
+from payi_otel.exporters import PayiSpanExporter
+from payi_otel.exporters.spool import Spool
 
 FAST = dict(retry_initial_backoff=0.02, retry_max_backoff=0.2, timeout=5.0, shutdown_timeout=5.0)
 

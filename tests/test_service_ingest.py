@@ -144,7 +144,9 @@ def test_dedupe_by_provider_response_id_per_category(client):
 
 
 def test_failures_are_stored_with_failure_property(client, svc):
-    r = client.post("/api/v1/ingest", json={"category": "system.openai", "resource": "gpt-4o", "units": {}, "http_status_code": 429})
+    r = client.post(
+        "/api/v1/ingest", json={"category": "system.openai", "resource": "gpt-4o", "units": {}, "http_status_code": 429}
+    )
     rid = r.json()["request_id"]
     r2 = client.post(
         "/api/v1/ingest",
@@ -170,14 +172,39 @@ def test_failures_are_stored_with_failure_property(client, svc):
         (b'{"category": "", "units": {}}', {}, "invalid_field_value", ["category"]),
         (b'{"category": "system.openai", "units": {}, "colour": 1}', {}, "unknown_field", ["colour"]),
         (b'{"category": "system.openai", "units": {"text": {"input": -1}}}', {}, "invalid_units", ["units.text.input"]),
-        (b'{"category": "system.openai", "units": {"text": {"inputs": 1}}}', {}, "unknown_field", ["units.text.inputs"]),
+        (
+            b'{"category": "system.openai", "units": {"text": {"inputs": 1}}}',
+            {},
+            "unknown_field",
+            ["units.text.inputs"],
+        ),
         (b'{"category": "system.openai", "units": {"text": 5}}', {}, "invalid_units", ["units.text"]),
         (b'{"category": "system.openai", "units": {}}', {"xProxy-User-ID": "jane doe"}, "invalid_user_id", ["spaces"]),
-        (b'{"category": "system.openai", "units": {}}', {"xProxy-Request-Tags": "ok,no way"}, "invalid_tags", ["no way"]),
-        (b'{"category": "system.openai", "units": {}}', {"xProxy-UseCase-Name": "has space"}, "invalid_use_case_name", ["64"]),
+        (
+            b'{"category": "system.openai", "units": {}}',
+            {"xProxy-Request-Tags": "ok,no way"},
+            "invalid_tags",
+            ["no way"],
+        ),
+        (
+            b'{"category": "system.openai", "units": {}}',
+            {"xProxy-UseCase-Name": "has space"},
+            "invalid_use_case_name",
+            ["64"],
+        ),
         (b'{"category": "system.openai", "units": {}}', {"xProxy-UseCase-Name": "x" * 65}, "invalid_use_case_name", []),
-        (b'{"category": "system.openai", "units": {}}', {"xProxy-UseCase-ID": "abc"}, "header_is_missing", ["xProxy-UseCase-Name"]),
-        (b'{"category": "system.openai", "units": {}}', {"xProxy-UseCase-Name": "u", "xProxy-UseCase-Version": "v2"}, "invalid_use_case_version", ["integer"]),
+        (
+            b'{"category": "system.openai", "units": {}}',
+            {"xProxy-UseCase-ID": "abc"},
+            "header_is_missing",
+            ["xProxy-UseCase-Name"],
+        ),
+        (
+            b'{"category": "system.openai", "units": {}}',
+            {"xProxy-UseCase-Name": "u", "xProxy-UseCase-Version": "v2"},
+            "invalid_use_case_version",
+            ["integer"],
+        ),
         (b'{"category": "system.openai", "units": {}}', {"xProxy-Limit-IDs": "lim-1"}, "invalid_limit_ids", ["lim-1"]),
         (b'{"category": "system.openai", "units": {}}', {"xProxy-Limit-IDs": "a,a"}, "duplicate_limit_id", []),
     ],
@@ -223,7 +250,13 @@ def test_request_tags_header_is_kept(client):
 
 def test_bulk_stores_good_items_and_reports_bad_ones(client):
     items = [
-        {**GPT4O, "user_id": "bulk-user", "use_case_name": "bulk", "request_tags": ["t1"], "provider_response_id": "b-1"},
+        {
+            **GPT4O,
+            "user_id": "bulk-user",
+            "use_case_name": "bulk",
+            "request_tags": ["t1"],
+            "provider_response_id": "b-1",
+        },
         {**GPT4O, "user_id": "has space"},
         {"units": {}},
         {**GPT4O, "limit_ids": ["nope"]},
@@ -237,14 +270,24 @@ def test_bulk_stores_good_items_and_reports_bad_ones(client):
     assert body["total_count"] == 7 and body["ingest_count"] == 1 and body["duplicate_count"] == 1
     assert body["error_count"] == body["item_error_count"] == 5
     codes = {e["item_index"]: e["xproxy_result"]["xproxy_error"]["code"] for e in body["errors"]}
-    assert codes == {1: "invalid_user_id", 2: "required_field_missing", 3: "invalid_limit_ids", 5: "unknown_field", 6: "invalid_json"}
+    assert codes == {
+        1: "invalid_user_id",
+        2: "required_field_missing",
+        3: "invalid_limit_ids",
+        5: "unknown_field",
+        6: "invalid_json",
+    }
     stored = client.get("/api/v1/requests/provider/system.openai/b-1/result").json()["xproxy_result"]
     assert stored["user_id"] == "bulk-user" and stored["use_case_name"] == "bulk" and stored["request_tags"] == ["t1"]
 
 
 def test_bulk_body_must_be_an_array(client):
     assert_error(client.post("/api/v1/ingest/bulk", json={"events": []}), 400, "invalid_json", "array")
-    assert_error(client.post("/api/v1/ingest/bulk", content=b"[", headers={"content-type": "application/json"}), 400, "invalid_json")
+    assert_error(
+        client.post("/api/v1/ingest/bulk", content=b"[", headers={"content-type": "application/json"}),
+        400,
+        "invalid_json",
+    )
 
 
 def test_openapi_describes_the_api(svc):
@@ -333,7 +376,13 @@ def test_stored_result_is_the_one_answered_at_ingest(client):
 
 
 def test_bulk_of_valid_items_dedupes_within_the_body_and_stores_each_like_single_ingest(client):
-    item = {**GPT4O, "use_case_name": "bulk_ok", "user_id": "bu", "request_tags": ["x"], "provider_response_id": "bok-1"}
+    item = {
+        **GPT4O,
+        "use_case_name": "bulk_ok",
+        "user_id": "bu",
+        "request_tags": ["x"],
+        "provider_response_id": "bok-1",
+    }
     items = [item, {**item, "provider_response_id": "bok-2", "user_id": "bv"}, item]
     body = client.post("/api/v1/ingest/bulk", json=items).json()
     assert (body["total_count"], body["ingest_count"], body["duplicate_count"], body["error_count"]) == (3, 2, 1, 0)

@@ -16,9 +16,9 @@ def test_properties_merge_and_null_deletes(tmp_path):
     with running_service(tmp_path) as svc, httpx.Client(
         base_url=svc.base_url, headers={"xProxy-api-key": svc.api_key}
     ) as c:
-        rid = c.post("/api/v1/ingest", json={**GPT4O, "properties": {"a": "1", "b": "2"}, "provider_response_id": "p/1"}).json()[
-            "request_id"
-        ]
+        rid = c.post(
+            "/api/v1/ingest", json={**GPT4O, "properties": {"a": "1", "b": "2"}, "provider_response_id": "p/1"}
+        ).json()["request_id"]
         r = c.put(f"/api/v1/requests/{rid}/properties", json={"properties": {"b": None, "c": "3"}})
         assert r.status_code == 200 and r.json() == {"request_id": rid}
         # the provider form addresses the same request; '/' in the provider id is percent-encoded
@@ -73,8 +73,12 @@ def test_official_payi_client_works_against_the_service(tmp_path):
 
         bulk = client.ingest.bulk(
             events=[
-                {"category": "system.anthropic", "resource": "claude-3-5-sonnet", "units": {"text": {"input": 10, "output": 5}},
-                 "user_id": "u-2"},
+                {
+                    "category": "system.anthropic",
+                    "resource": "claude-3-5-sonnet",
+                    "units": {"text": {"input": 10, "output": 5}},
+                    "user_id": "u-2",
+                },
                 {"category": "system.openai", "units": {}, "user_id": "bad user"},
             ]
         )

@@ -9,8 +9,8 @@ import json
 
 import openai
 import pytest
-
 from _openai_helpers import CASSETTES, Telemetry, client_for, payi_event, usage_complete
+
 from payi_otel import attributes as A
 from payi_otel.instrumentation.openai import OpenAIInstrumentor
 from payi_otel.testing.replay import Cassette
@@ -55,11 +55,10 @@ def sync_close(client):
 
 def sync_with_raises(client):
     seen = []
-    with pytest.raises(KeyError, match="boom"):
-        with client.chat.completions.create(stream=True, **REQUEST) as stream:
-            assert isinstance(stream, openai.Stream)
-            seen.append(next(stream))
-            raise KeyError("boom")
+    with pytest.raises(KeyError, match="boom"), client.chat.completions.create(stream=True, **REQUEST) as stream:
+        assert isinstance(stream, openai.Stream)
+        seen.append(next(stream))
+        raise KeyError("boom")
     return seen
 
 

@@ -14,8 +14,8 @@ from _openai_helpers import Telemetry
 
 from payi_otel import attributes as A
 from payi_otel.core import CallRecord, SpanCore
-from payi_otel.testing.replay import Cassette
 from payi_otel.stream import AsyncStreamManagerProxy, AsyncStreamProxy, StreamManagerProxy, StreamProxy
+from payi_otel.testing.replay import Cassette
 
 CASSETTE, RECORDED = load("test_anthropic_message_stream_manager_legacy")
 REQUEST = {k: v for k, v in RECORDED.request_body.items() if k != "stream"}

@@ -9,7 +9,6 @@ The openai SDK in the app is real; only its HTTP transport replays recorded traf
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from service_support import running_service, stored_requests
 
 CASSETTES = Path(__file__).parent / "cassettes"

@@ -150,8 +150,8 @@ def event_cost(streams: int) -> dict:
 
     from payi_otel.core import CallRecord, SpanCore
     from payi_otel.instrumentation.anthropic._streams import MessageEvents
-    from payi_otel.testing.replay import Cassette
     from payi_otel.stream import StreamProxy
+    from payi_otel.testing.replay import Cassette
 
     _, recorded = load("test_anthropic_tools_streaming_legacy")
     request = {k: v for k, v in recorded.request_body.items() if k != "stream"}

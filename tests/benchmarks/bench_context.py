@@ -28,12 +28,19 @@ def main() -> None:
     set_global_defaults(use_case_name="bench", limit_ids=["org"], request_properties={"team": "a"})
     rows = []
     rows.append(("current_business_context()+span_attributes, globals only", best_ns(read, 200_000)))
-    with track_context(use_case_name="outer", user_id="jane", limit_ids=["daily"]):
-        with track_context(use_case_step="s1", request_properties={"k": "v"}):
-            rows.append(("current_business_context()+span_attributes, 2 nested scopes", best_ns(read, 200_000)))
-            set_global_defaults(use_case_name="bench", limit_ids=["org2"])
-            rows.append(("  same, first read after globals changed (re-merge)", best_ns(lambda: (set_global_defaults(use_case_name="bench"), read()), 20_000)
-                         - best_ns(lambda: set_global_defaults(use_case_name="bench"), 20_000)))
+    with (
+        track_context(use_case_name="outer", user_id="jane", limit_ids=["daily"]),
+        track_context(use_case_step="s1", request_properties={"k": "v"}),
+    ):
+        rows.append(("current_business_context()+span_attributes, 2 nested scopes", best_ns(read, 200_000)))
+        set_global_defaults(use_case_name="bench", limit_ids=["org2"])
+        rows.append(
+            (
+                "  same, first read after globals changed (re-merge)",
+                best_ns(lambda: (set_global_defaults(use_case_name="bench"), read()), 20_000)
+                - best_ns(lambda: set_global_defaults(use_case_name="bench"), 20_000),
+            )
+        )
 
     scope = track_context(user_id="jane", limit_ids=["daily"])
 
@@ -61,7 +68,9 @@ def main() -> None:
     rows.append(("@track sync call overhead", best_ns(tracked, 100_000) - best_ns(plain, 100_000)))
 
     parent = current_business_context()
-    rows.append(("merge(parent, user_id=...) (per-call header layer)", best_ns(lambda: merge(parent, user_id="bob"), 100_000)))
+    rows.append(
+        ("merge(parent, user_id=...) (per-call header layer)", best_ns(lambda: merge(parent, user_id="bob"), 100_000))
+    )
 
     async def amain() -> float:
         loop = asyncio.get_running_loop()

@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fault-injecting ingest server, helpers
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from exporter_fault_server import FaultServer
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otlp_support import otlp_json
 
-from exporter_fault_server import FaultServer  # noqa: E402
-from otlp_support import otlp_json  # noqa: E402
-from payi_otel import attributes as A  # noqa: E402
-from payi_otel.exporters import (  # noqa: E402
+from payi_otel import attributes as A
+from payi_otel.exporters import (
     PayiSpanExporter,
     event_from_span,
     events_from_otlp_request,
@@ -134,7 +134,7 @@ def otlp_json_body(spans) -> bytes:
 
 def rate(label: str, count: int, seconds: float, target: int | None = None) -> None:
     per_s = count / seconds
-    verdict = "" if target is None else ("  (target >= %d: %s)" % (target, "met" if per_s >= target else "MISSED"))
+    verdict = "" if target is None else f"  (target >= {target}: {'met' if per_s >= target else 'MISSED'})"
     print(f"{label:<58} {per_s:>12,.0f} /s{verdict}")
 
 
@@ -177,7 +177,9 @@ def bench_delivery(m: int) -> None:
     for mode in ("single", "bulk"):
         server = FaultServer().start()
         with tempfile.TemporaryDirectory() as spool:
-            exporter = PayiSpanExporter(base_url=server.url, api_key="k", ingest_mode=mode, spool_dir=spool, batch_size=100)
+            exporter = PayiSpanExporter(
+                base_url=server.url, api_key="k", ingest_mode=mode, spool_dir=spool, batch_size=100
+            )
             t = time.perf_counter()
             slowest = 0.0
             for start in range(0, m, 512):

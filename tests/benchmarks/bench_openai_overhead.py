@@ -93,7 +93,13 @@ def _sse(chunks: int) -> bytes:
     events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
     events += [{**base, "choices": [{"index": 0, "delta": {"content": " tok"}}]} for _ in range(chunks)]
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    events.append({**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}})
+    events.append(
+        {
+            **base,
+            "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks},
+        }
+    )
     return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
@@ -259,8 +265,8 @@ def paired_overhead(setup: Any, instrumented: Any, bare: Any, calls: int, mode: 
         "calls": pairs * BATCH * 2,
         "cpu_us": statistics.median(cpu["on"]) * us,
         "cpu_min_us": min(cpu["on"]) * us,
-        "added_cpu_us": statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"])) * us,
-        "added_wall_us": statistics.median(a - b for a, b in zip(wall["on"], wall["off"])) * us,
+        "added_cpu_us": statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)) * us,
+        "added_wall_us": statistics.median(a - b for a, b in zip(wall["on"], wall["off"], strict=True)) * us,
         "wall_us": statistics.median(wall["on"]) * us,
     }
 
@@ -329,10 +335,10 @@ def chunk_cost(streams: int, chunks: int) -> dict:
     iterated bare and through the instrumentation's stream proxy and chat handler (span ended at
     exhaustion, so finalization is included, amortized). Removes the SDK's SSE parsing from the
     figure, which otherwise hides a sub-microsecond difference in noise."""
+    from openai.types.chat import ChatCompletionChunk
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
-    from openai.types.chat import ChatCompletionChunk
 
     from payi_otel.core import CallRecord, SpanCore
     from payi_otel.instrumentation.openai._streams import ChatStream
@@ -351,7 +357,9 @@ def chunk_cost(streams: int, chunks: int) -> dict:
         def __iter__(self):
             return self
 
-    core = SpanCore(tracer_provider=TracerProvider(), meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    core = SpanCore(
+        tracer_provider=TracerProvider(), meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()])
+    )
 
     def bare():
         for _ in Source():
@@ -393,7 +401,9 @@ def ensure_official_venv(
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         print(f"official: reusing throwaway venv {venv}")
         return python
-    print(f"official: creating throwaway venv {venv} for {' '.join(requirements)} (kept out of the project environment)")
+    print(
+        f"official: creating throwaway venv {venv} for {' '.join(requirements)} (kept out of the project environment)"
+    )
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
         site = sysconfig.get_paths()["purelib"]
@@ -494,7 +504,10 @@ def main() -> None:
         call_overhead(python, modes, args.calls, args.rounds, telemetry)
 
     for telemetry in (("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)):
-        print(f"\nPython function calls added per non-streaming call [{telemetry}] (deterministic; split by switching metrics, then spans, off):")
+        print(
+            f"\nPython function calls added per non-streaming call [{telemetry}]"
+            " (deterministic; split by switching metrics, then spans, off):"
+        )
         counted = {m: run(python, m, 0, "pycalls", 0, telemetry) for m in modes if m != "bare"}
         for m, r in counted.items():
             parts = ", ".join(f"{k} {v:+d}" for k, v in r.get("by", {}).items())
@@ -520,7 +533,7 @@ def main() -> None:
 
     # Memory.
     mem = run(python, "ours", args.memory_calls, "memory", 0)["rss_mb"]
-    first, last = list(mem.values())[0], list(mem.values())[-1]
+    first, last = next(iter(mem.values())), list(mem.values())[-1]
     print(f"\nRSS with ours over {args.memory_calls} calls (MB at call count): {mem}")
     print(f"  growth after the first fifth: {last - first:+.1f} MB ({'flat' if last - first < 5 else 'GROWING'})")
 

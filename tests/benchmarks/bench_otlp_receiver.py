@@ -35,8 +35,8 @@ from bench_exporter import (
     typical_attributes,
 )
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from payi_otel.exporters import events_from_otlp_request, spans_from_otlp_request
 
+from payi_otel.exporters import events_from_otlp_request, spans_from_otlp_request
 from payi_otel.service.server import ServiceThread
 
 FILTER_TARGET = 200_000

@@ -244,7 +244,10 @@ def main() -> None:
             now = time.perf_counter()
             segment = (n - last[0]) / (now - last[1]) if now > last[1] else float("nan")
             last[:] = [n, now]
-            print(f"  after {n:>9,} events: {rss_mb(proc.pid):.1f} MB; {segment:,.0f} events/s since the last line", flush=True)
+            print(
+                f"  after {n:>9,} events: {rss_mb(proc.pid):.1f} MB; {segment:,.0f} events/s since the last line",
+                flush=True,
+            )
 
         rate = asyncio.run(bulk_ingest(ports, key, memory_events, 1000, 2 * args.instances, on_progress=progress))
         print(f"  final: {rss_mb(proc.pid):.1f} MB; sustained bulk rate {rate:,.0f} events/s")
