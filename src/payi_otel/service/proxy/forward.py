@@ -206,19 +206,30 @@ class Proxy:
         try:
             content = b"".join([chunk async for chunk in chunks(response, decode or _raw)])
         except UPSTREAM_ERRORS as exc:
+            await response.aclose()
             await self._record(pending, CallResult(), 502, failure=f"upstream answer broken: {type(exc).__name__}")
             raise PayiApiError(
                 502, "provider_error", f"the upstream {base} broke off its answer: {type(exc).__name__}"
             ) from None
         except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
             await self._release(pending)
             raise
-        finally:
-            await response.aclose()
-        if decode is None:  # an encoding the proxy cannot read: the body goes back as it came
-            await self._record(pending, CallResult(), response.status)
-            return _Answer(content, response.status, headers)
-        return await self._answer(pending, provider, response.status, content, headers)
+        try:
+            if decode is None:  # an encoding the proxy cannot read: the body goes back as it came
+                await self._record(pending, CallResult(), response.status)
+                answer = _Answer(content, response.status, headers)
+            else:
+                answer = await self._answer(pending, provider, response.status, content, headers)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            raise
+        # the body is read: the connection goes back to the pool once the caller has the answer (the
+        # pool's bookkeeping is not on the caller's path)
+        answer.upstream = response
+        return answer
 
     def _admit(self, pending: _Call) -> dict[str, Any] | None:
         """On the writer thread: check the headers, then reserve the worst case against the block
@@ -243,7 +254,7 @@ class Proxy:
     # --- 3: answer ------------------------------------------------------------------------------
     async def _answer(
         self, pending: _Call, provider: Provider, status: int, content: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> ASGIApp:
+    ) -> _Answer:
         document = json_data(content)
         if status < 300:
             read = provider.result(pending.call, document) if document is not None else CallResult()
@@ -375,17 +386,24 @@ class Proxy:
 
 
 class _Answer:
-    """A whole answer: the body with its length, the provider's headers kept (repeated ones too)."""
+    """A whole answer: the body with its length, the provider's headers kept (repeated ones too); the
+    upstream response it came from is closed once it is sent."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "status", "upstream")
 
     def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.body, self.status, self.headers = body, status, headers
+        self.upstream: httpcore.Response | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+        try:
+            headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
+            await send({"type": "http.response.start", "status": self.status, "headers": headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            if self.upstream is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.upstream.aclose()
 
 
 def _streamed(body: AsyncIterator[bytes], status: int, headers: list[tuple[bytes, bytes]]) -> StreamingResponse:
