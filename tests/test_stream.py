@@ -192,6 +192,51 @@ def test_async_paths(tel):
     assert len(tel.spans()) == 4
 
 
+class Collecting(Handler):
+    """Looks at chunks until the first that is not "meta...", then hands the proxy ``list.append`` (a C
+    method returning None) for the rest: every later chunk is still passed, and collected, once."""
+
+    def __init__(self, call):
+        super().__init__(call)
+        self.seen = []
+        self.use = None
+
+    def bind(self, use):
+        self.use = use
+
+    def on_chunk(self, chunk):
+        self.seen.append(chunk)
+        if not str(chunk).startswith("meta"):
+            self.call.first_token()
+            self.use(self.seen.append)
+        return True
+
+    def on_end(self, call, outcome, error):
+        self.tokens = len(self.seen)
+        super().on_end(call, outcome, error)
+
+
+@pytest.mark.parametrize("cls", [StreamProxy, AsyncStreamProxy])
+def test_handler_can_hand_the_proxy_a_cheaper_reader(tel, cls):
+    items = ["meta", "a", "b", "hidden", "c"]
+    core = SpanCore(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider)
+    call = core.start(CallRecord(provider="p", operation="chat", category="c", request_model="m", stream=True))
+    handler = Collecting(call)
+    if cls is StreamProxy:
+        got = list(cls(Source(items), call, handler))
+    else:
+
+        async def read():
+            return [c async for c in cls(AsyncSource(items), call, handler)]
+
+        got = asyncio.run(read())
+    assert got == items  # after the swap nothing is hidden: None passes the chunk on
+    assert handler.seen == items and handler.ends == ["completed"]
+    span = tel.one_span()
+    assert span.attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] == len(items)
+    assert A.PAYI_TIME_TO_FIRST_TOKEN_MS in span.attributes
+
+
 # --- what the core does for every provider that follows -------------------------------------------
 def start_call(tel):
     core = SpanCore(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider)

@@ -48,10 +48,15 @@ else:
 
 
 class StreamHandler(Protocol):
-    """Provider-specific hooks. Both must be cheap and must not raise (errors are swallowed)."""
+    """Provider-specific hooks. Both must be cheap and must not raise (errors are swallowed).
 
-    def on_chunk(self, chunk: Any) -> bool:
-        """Look at one chunk; return False to hide it from the caller (e.g. an injected usage chunk).
+    A handler may also define ``bind(use)``: it is called once, when the stream is proxied, with a function
+    that replaces the ``on_chunk`` the proxy calls for the chunks that follow (for a handler whose work per
+    chunk shrinks once it has seen some chunk, e.g. the first token: no flag tested per chunk after it)."""
+
+    def on_chunk(self, chunk: Any) -> object:
+        """Look at one chunk; return False to hide it from the caller (e.g. an injected usage chunk); any
+        other result (None included) passes it on, so a C method such as ``list.append`` can serve.
 
         Call ``call.first_token()`` on the first chunk that counts as output."""
 
@@ -84,11 +89,18 @@ class _Tracker:
     def __init__(self, call: Call, handler: StreamHandler, source: Any) -> None:
         self.call = call
         self.handler = handler
-        self.on_chunk = handler.on_chunk
+        self.on_chunk: Callable[[Any], object] = handler.on_chunk
         self.source = source
         self.next: Any = None  # the source's reader, resolved at the first read
         self.context = call.context
         self.done = False
+        bind = getattr(handler, "bind", None)
+        if bind is not None:
+            bind(self.use)
+
+    def use(self, on_chunk: Callable[[Any], object]) -> None:
+        """The handler's reader for the chunks that follow (see :class:`StreamHandler`)."""
+        self.on_chunk = on_chunk
 
     def finish(self, outcome: str, error: BaseException | None = None) -> None:
         """End the stream's span, exactly once."""
@@ -124,7 +136,7 @@ class _Tracker:
             finally:
                 leave(token)  # across the await: checked
             try:
-                if self.on_chunk(chunk):
+                if self.on_chunk(chunk) is not False:
                     return chunk
             except Exception:
                 logger.debug("stream chunk processing failed", exc_info=True)
@@ -168,9 +180,8 @@ class StreamProxy(_StreamBookkeeping):
     def __next__(self) -> Any:
         # The tracker's step, inlined: one Python call per chunk fewer.
         t = self._self_t
-        enter, leave = _enter, _leave_sync
         while True:
-            token = enter(t.context)
+            token = _enter(t.context)
             try:
                 chunk = (t.next or t.first_sync)()
             except StopIteration:
@@ -180,9 +191,9 @@ class StreamProxy(_StreamBookkeeping):
                 t.finish(ERROR, exc)
                 raise
             finally:
-                leave(token)
+                _leave_sync(token)
             try:
-                if t.on_chunk(chunk):
+                if t.on_chunk(chunk) is not False:
                     return chunk
             except Exception:
                 logger.debug("stream chunk processing failed", exc_info=True)

@@ -6,6 +6,7 @@ Every reader works on SDK objects and on plain dicts, and never raises on a miss
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import COMPLETED, ERROR, Call, CallRecord
@@ -133,24 +134,32 @@ def error_info(exc: BaseException) -> tuple[int | None, str | None]:
 
 
 class GenerateStream:
-    """Stream handler of ``generate_content_stream``: every chunk is a full response object."""
+    """Stream handler of ``generate_content_stream``: every chunk is a full response object, kept as it
+    comes (read once at the end). Until the first chunk with output the handler also looks for it; after
+    it, the stream proxy appends the chunks itself (:meth:`bind`)."""
 
-    __slots__ = ("call", "responses", "state", "waiting")
+    __slots__ = ("call", "responses", "state", "use")
 
     def __init__(self, call: Call) -> None:
         self.call = call
         self.state = ResponseState()
         self.responses = self.state.responses
-        self.waiting = True  # for the first chunk of output
+        self.use: Callable[[Callable[[Any], object]], None] | None = None
+
+    def bind(self, use: Callable[[Callable[[Any], object]], None]) -> None:
+        self.use = use
 
     def on_chunk(self, chunk: Any) -> bool:
         self.responses.append(chunk)
-        if self.waiting and getattr(chunk, "candidates", None):  # output, not a usage-only chunk
-            self.waiting = False
+        if getattr(chunk, "candidates", None):  # output, not a usage-only chunk
             self.call.first_token()
+            use, self.use = self.use, None  # (the reference back to the proxy's tracker is dropped)
+            if use is not None:
+                use(self.responses.append)
         return True
 
     def on_end(self, call: Call, outcome: str, error: BaseException | None) -> None:
+        self.use = None
         rec = call.record
         rec.stream_outcome = outcome
         self.state.fill(rec)
