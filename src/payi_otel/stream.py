@@ -146,6 +146,8 @@ class _Tracker:
 class _StreamBookkeeping(_ProxyBase):
     """What the sync and async proxies share: the tracker and the non-iteration endings."""
 
+    __slots__ = ("_self_t",)
+
     def __init__(self, wrapped: Any, call: Call, handler: StreamHandler) -> None:
         super().__init__(wrapped)
         self._self_t = _Tracker(call, handler, wrapped)
@@ -171,6 +173,11 @@ class _StreamBookkeeping(_ProxyBase):
             tracker.finish(ABANDONED)
 
 
+# The tracker of a proxy, read through its slot's descriptor: ``proxy._self_t`` goes through the proxy's
+# attribute hook (a wrapt proxy type defines ``__getattr__``), several times the cost, on every chunk.
+_tracker: Callable[[_StreamBookkeeping], _Tracker] = _StreamBookkeeping.__dict__["_self_t"].__get__
+
+
 class StreamProxy(_StreamBookkeeping):
     """Proxy for a synchronous stream (iterable, optionally ``close()`` and context manager)."""
 
@@ -179,7 +186,7 @@ class StreamProxy(_StreamBookkeeping):
 
     def __next__(self) -> Any:
         # The tracker's step, inlined: one Python call per chunk fewer.
-        t = self._self_t
+        t = _tracker(self)
         while True:
             token = _enter(t.context)
             try:
@@ -227,7 +234,7 @@ class AsyncStreamProxy(_StreamBookkeeping):
         return self
 
     def __anext__(self) -> Any:
-        return self._self_t.astep()
+        return _tracker(self).astep()
 
     async def _payi_close_inner(self, *names: str) -> Any:
         try:
