@@ -160,7 +160,8 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     units: dict[str, dict[str, int]] = {}
     properties: dict[str, str] = {}
     use_case_properties: dict[str, str] = {}
-    for key in attrs.keys() - _PLAIN_KEYS:  # in C: only prefixed keys (and keys never seen before) remain
+    # in C: only prefixed keys (and keys never seen before) remain; ``keys() - set`` would walk all of _PLAIN_KEYS
+    for key in set(attrs).difference(_PLAIN_KEYS):
         how = _collected(key)
         if how is None:
             if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:

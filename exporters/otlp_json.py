@@ -2,8 +2,10 @@
 
 Raw bodies decode with msgspec (installed with the ``service`` extra) straight into untracked
 structs, each span's ``attributes`` left as raw JSON: a span whose raw attributes contain none of
-the GenAI markers (``"gen_ai.``, ``"llm.``, ``"payi.``) is skipped without decoding them. Without
-msgspec the standard library parser is used.
+the GenAI markers (``"gen_ai.``, ``"llm.``, ``"payi.``) is skipped without decoding them. A GenAI
+span's attributes are split into their encoded ``KeyValue`` objects, and each distinct encoding is
+decoded once and remembered, as the protobuf decoder does (:mod:`.otlp_proto`). Without msgspec the
+standard library parser is used.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .views import GENAI_MARKERS, NO_RESOURCE, OtlpDecodeError, SpanView, is_mapped_attribute, kvlist_json
+from .views import (
+    GENAI_MARKERS,
+    NO_RESOURCE,
+    OtlpDecodeError,
+    SpanView,
+    is_mapped_attribute,
+    kvlist_json,
+    remember,
+)
 from .views import resource_properties as _resource_properties
 
 try:  # typed OTLP/JSON decoding straight into compact objects; installed with the service extra
@@ -173,6 +183,7 @@ if msgspec is not None:
     # strict=False: int64 values arrive as decimal strings and must decode to ints.
     _JSON_DECODER = msgspec.json.Decoder(_JsonRequest, strict=False)
     _ATTRIBUTES_DECODER = msgspec.json.Decoder(list[_JsonKeyValue], strict=False)
+    _VALUE_DECODER = msgspec.json.Decoder(_JsonAnyValue | None, strict=False)
 
 
 def _struct_value(value: Any) -> Any:
@@ -194,38 +205,95 @@ def _struct_value(value: Any) -> Any:
     return value.bytesValue
 
 
-_mapped_keys: dict[str, bool] = {}  # attribute key -> whether the mapping reads it
-_MAPPED_KEYS_MAX = 8192
+# --- a GenAI span's attributes: each encoded attribute decoded once, then remembered -------------
+#
+# Encoded attributes repeat across spans (operation, provider, model, user, token counts). An
+# attribute list in the compact form OTLP exporters write, ``[{"key":"K","value":V},...]``, is split
+# in C at each ``},{"key":"`` (a sequence no JSON string can hold: its quote would be escaped) into
+# ``K","value":V`` pieces, and each distinct piece is decoded once into its ``(key, value)`` pair,
+# or into "not read by the mapping", and remembered: building a span's attribute dict is then one
+# lookup per attribute, in C. A new piece is split into its key and value, each remembered on its
+# own; ints and plain strings are read directly, other values with msgspec, and every value must be
+# exactly one JSON value, so the pieces rebuild the list exactly. A list in any other form (spaces,
+# other key order, escapes in a key, extra fields) decodes in full with msgspec, which also names
+# the field of a bad value.
+
+_LIST_START = b'[{"key":"'
+_BETWEEN = b'},{"key":"'
+_LIST_END = b"}]"
+_VALUE_START = b'","value":'
+_STRING_START = b'{"stringValue":"'
+_INT_START = b'{"intValue":"'
+_VALUE_END = b'"}'
 
 
-def _view_from_struct(span: Any, resource: Mapping[str, str]) -> SpanView:
-    attributes: dict[str, Any] = {}
-    mapped_keys = _mapped_keys
-    for kv in _ATTRIBUTES_DECODER.decode(span.attributes):
-        key = kv.key
-        mapped = mapped_keys.get(key)
-        if mapped is None:
-            mapped = is_mapped_attribute(key)
-            if len(mapped_keys) < _MAPPED_KEYS_MAX:
-                mapped_keys[key] = mapped
-        if mapped:
-            value = kv.value
-            if value is None:
-                attributes[key] = None
-                continue
-            found: Any = value.stringValue  # the common kinds first, in _struct_value's order
-            if found is None:
-                found = value.intValue
-                if found is None:
-                    found = _struct_value(value)
-            attributes[key] = found
+def _decode_value(raw: bytes) -> Any:
+    """The value of an encoded OTLP/JSON ``AnyValue``; raises ``ValueError`` unless ``raw`` is exactly one."""
+    inner = raw[16:-2] if raw.startswith(_STRING_START) else raw[13:-2] if raw.startswith(_INT_START) else None
+    if inner is not None and raw.endswith(_VALUE_END) and b'"' not in inner and b"\\" not in inner:
+        if raw[2] == 0x73:  # "s": a string without escapes (invalid UTF-8 raises)
+            return inner.decode()
+        if inner.isdigit() or (inner[:1] == b"-" and inner[1:].isdigit()):  # int64 as a decimal string
+            return int(inner)
+    return _struct_value(_VALUE_DECODER.decode(raw))
+
+
+class _JsonKeys(dict[bytes, "str | None"]):
+    """Encoded attribute key (no escapes) -> the key, or ``None`` for a key the mapping never reads."""
+
+    def __missing__(self, raw: bytes) -> str | None:
+        key = raw.decode()
+        return remember(self, raw, key if is_mapped_attribute(key) else None)
+
+
+class _JsonValues(dict[bytes, Any]):
+    """Encoded OTLP/JSON ``AnyValue`` -> its value."""
+
+    def __missing__(self, raw: bytes) -> Any:
+        return remember(self, raw, _decode_value(raw))
+
+
+_keys = _JsonKeys()
+_values = _JsonValues()
+
+
+class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
+    """Piece ``K","value":V`` of a compact attribute list -> ``(key, value)``, or ``None`` for a key the
+    mapping never reads. Raises ``ValueError`` for a piece of any other form."""
+
+    def __missing__(self, piece: bytes) -> tuple[str, Any] | None:
+        end = piece.find(b'"')
+        if end < 0 or not piece.startswith(_VALUE_START, end) or b"\\" in piece[:end]:
+            raise ValueError("not a compact OTLP/JSON attribute")
+        key = _keys[piece[:end]]
+        value = piece[end + 10 :]
+        if key is None:
+            _decode_value(value)  # one value, not a piece of a larger structure
+            return remember(self, piece, None)
+        return remember(self, piece, (key, _values[value]))
+
+
+_key_values = _JsonKeyValues()
+
+
+def _attributes(raw: bytes) -> dict[str, Any]:
+    """The attributes the mapping reads from a span's encoded attribute list."""
+    if raw.startswith(_LIST_START) and raw.endswith(_LIST_END):
+        try:
+            return dict(filter(None, map(_key_values.__getitem__, raw[9:-2].split(_BETWEEN))))
+        except ValueError:
+            pass  # not the compact form throughout: decoded in full (which names a bad field)
+    return {kv.key: _struct_value(kv.value) for kv in _ATTRIBUTES_DECODER.decode(raw) if is_mapped_attribute(kv.key)}
+
+
+def _view_from_struct(span: Any, raw_attributes: bytes, resource: Mapping[str, str]) -> SpanView:
     status = span.status
     start = span.startTimeUnixNano
     return SpanView(
         span.name,
         start,
         span.endTimeUnixNano or start,
-        attributes,
+        _attributes(raw_attributes),
         status is not None and _error_status(status.code),
         (status.message or None) if status is not None else None,
         _hex_id(span.traceId, "traceId"),
@@ -252,7 +320,7 @@ def _struct_spans(request: Any) -> list[SpanView]:
                 if first in raw or second in raw or third in raw:  # the receiver's hot loop
                     if resource is None:
                         resource = _struct_resource(resource_spans.resource)
-                    views.append(_view_from_struct(span, resource))
+                    views.append(_view_from_struct(span, raw, resource))
     return views
 
 

@@ -19,7 +19,7 @@ that each do as little as the next one needs:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -35,12 +35,12 @@ from .views import (
     SpanView,
     is_mapped_attribute,
     kvlist_json,
+    remember,
     resource_properties,
 )
 
 __all__ = ["decode_proto", "view_from_otlp_proto"]
 
-T = TypeVar("T")
 _PROTO_SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value"})
 _ERROR = ProtoStatus.STATUS_CODE_ERROR
 
@@ -146,24 +146,12 @@ def _lean_schema() -> dict[str, Any]:
 _LEAN = _lean_schema()
 _LeanKeyValue, _LeanSpan, _LeanRequest = _LEAN["KeyValue"], _LEAN["Span"], _LEAN["ExportTraceServiceRequest"]
 _LeanAnyValue = _LEAN["AnyValue"]
-_CACHE_SIZE = 65_536  # entries of each cache; with _CACHE_MAX_BYTES, at most ~12 MiB each
-_CACHE_MAX_BYTES = 160  # message content and other long attributes are decoded every time
-
-
-def _remember(cache: dict[bytes, T], raw: bytes, decoded: T) -> T:
-    if len(raw) <= _CACHE_MAX_BYTES:
-        if len(cache) >= _CACHE_SIZE:  # ids and other one-off values: start over
-            cache.clear()
-        cache[raw] = decoded
-    return decoded
-
-
 class _Keys(dict[bytes, "str | None"]):
     """Encoded attribute key -> the key, or ``None`` for a key the mapping never reads."""
 
     def __missing__(self, raw: bytes) -> str | None:
         key = raw.decode()
-        return _remember(self, raw, key if is_mapped_attribute(key) else None)
+        return remember(self, raw, key if is_mapped_attribute(key) else None)
 
 
 class _Values(dict[bytes, Any]):
@@ -184,7 +172,7 @@ class _Values(dict[bytes, Any]):
                 value = _lean_value(_LeanAnyValue.FromString(raw))
         else:
             value = _lean_value(_LeanAnyValue.FromString(raw))
-        return _remember(self, raw, value)
+        return remember(self, raw, value)
 
 
 _keys = _Keys()
@@ -210,11 +198,7 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
         else:  # anything else the protobuf way
             kv = _LeanKeyValue.FromString(raw)
             pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
-        if size <= _CACHE_MAX_BYTES:
-            if len(self) >= _CACHE_SIZE:  # ids and other one-off values: start over
-                self.clear()
-            self[raw] = pair
-        return pair
+        return remember(self, raw, pair)
 
 
 _key_values = _KeyValues()
@@ -234,7 +218,7 @@ class _Statuses(dict[bytes, tuple[bool, "str | None"]]):
 
     def __missing__(self, raw: bytes) -> tuple[bool, str | None]:
         status = ProtoStatus.FromString(raw)
-        return _remember(self, raw, (status.code == _ERROR, status.message or None))
+        return remember(self, raw, (status.code == _ERROR, status.message or None))
 
 
 _statuses = _Statuses()

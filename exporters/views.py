@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.trace import StatusCode
 
@@ -33,6 +33,7 @@ __all__ = [
     "SpanView",
     "gc_paused",
     "is_mapped_attribute",
+    "remember",
     "resource_properties",
     "view_from_readable_span",
 ]
@@ -80,6 +81,25 @@ MAPPED_NAMES = frozenset(
 def is_mapped_attribute(key: str) -> bool:
     """Whether the mapping can read attribute ``key``; OTLP decoders drop the others."""
     return key.startswith(_MAPPED_NAMESPACES) or key in MAPPED_NAMES
+
+
+T = TypeVar("T")
+CACHE_SIZE = 65_536  # entries of each wire cache; with CACHE_MAX_BYTES, at most ~12 MiB each
+CACHE_MAX_BYTES = 160  # message content and other long attributes are decoded every time
+
+
+def remember(cache: dict[bytes, T], raw: bytes, decoded: T) -> T:
+    """Keep ``decoded`` as what the encoding ``raw`` decodes to in an OTLP decoder's cache.
+
+    Encoded attributes repeat across spans (operation, provider, model, user, token counts), so
+    decoders remember them by their bytes. Long encodings are not kept, and a full cache (ids and
+    other one-off values filled it) starts over.
+    """
+    if len(raw) <= CACHE_MAX_BYTES:
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[raw] = decoded
+    return decoded
 
 
 @contextmanager

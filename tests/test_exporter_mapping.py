@@ -570,6 +570,86 @@ def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
     assert event_from_view(view)["properties"]["b"] == "False"
 
 
+# Encoded attributes in the compact form OTLP/JSON exporters write, with values of every kind.
+_COMPACT_JSON_ATTRIBUTES = (
+    b'{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}',
+    b'{"key":"gen_ai.provider.name","value":{"stringValue":"openai"}}',
+    b'{"key":"payi.request_properties.compact","value":{"stringValue":"x"}}',
+    b'{"key":"payi.request_properties.escaped_value","value":{"stringValue":"q\\"uote\\u00e9\\\\"}}',
+    '{"key":"payi.request_properties.utf8","value":{"stringValue":"h\u00e9llo \u2603"}}'.encode(),
+    b'{"key":"payi.request_properties.negative","value":{"intValue":"-7"}}',
+    b'{"key":"payi.request_properties.int64","value":{"intValue":"-9223372036854775808"}}',
+    b'{"key":"payi.request_properties.number","value":{"intValue":8}}',
+    b'{"key":"payi.request_properties.double","value":{"doubleValue":1.5}}',
+    b'{"key":"payi.request_properties.two_kinds","value":{"stringValue":"s","intValue":"3"}}',
+    b'{"key":"payi.request_properties.array","value":{"arrayValue":{"values":[{"stringValue":"a"},{"intValue":"2"}]}}}',
+    b'{"key":"payi.request_properties.null","value":null}',
+    b'{"key":"payi.request_properties.empty_string","value":{"stringValue":""}}',
+    b'{"key":"gen_ai.usage.input_tokens","value":{"intValue":"12"}}',
+    b'{"key":"http.route","value":{"stringValue":"/tickets/{id}"}}',
+    b'{"key":"app.flag","value":{"boolValue":true}}',
+)
+# Other spellings: each makes its whole list decode the general way.
+_OTHER_JSON_ATTRIBUTES = (
+    b'{ "key" : "payi.request_properties.spaced", "value" : { "stringValue" : "y" } }',
+    b'{"value":{"intValue":"5"},"key":"payi.request_properties.value_first"}',
+    b'{"key":"payi.request_properties.\\u0065scaped_key","value":{"stringValue":"z"}}',
+    b'{"key":"payi.request_properties.more_fields","value":{"stringValue":"v"},"other":[{"a":"1"},{"key":"b"}]}',
+    b'{"key":"payi.request_properties.no_value"}',
+    # key-value lists nest attributes: those inside are the value, never attributes of the span
+    b'{"key":"app.context","value":{"kvlistValue":{"values":[{"key":"a","value":{"stringValue":"1"}},'
+    b'{"key":"gen_ai.request.model","value":{"stringValue":"nested"}},{"key":"b","value":{"intValue":"2"}}]}}}',
+)
+
+
+def _json_request(*attribute_lists: tuple[bytes, ...]) -> bytes:
+    spans = b",".join(
+        b'{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b716920333%d","attributes":[%s]}'
+        % (n, b",".join(attributes))
+        for n, attributes in enumerate(attribute_lists)
+    )
+    return b'{"resourceSpans":[{"scopeSpans":[{"spans":[%s]}]}]}' % spans
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        _COMPACT_JSON_ATTRIBUTES,
+        _COMPACT_JSON_ATTRIBUTES + _OTHER_JSON_ATTRIBUTES,
+        *((*_COMPACT_JSON_ATTRIBUTES[:3], other, *_COMPACT_JSON_ATTRIBUTES[3:]) for other in _OTHER_JSON_ATTRIBUTES),
+    ],
+)
+def test_otlp_json_attributes_decode_as_the_parsed_form_does_however_they_are_spelled(attributes):
+    body = _json_request(attributes, attributes)  # the second span decodes from what the first one left known
+    from_body = spans_from_otlp_request(body, "application/json")
+    from_dict = spans_from_otlp_request(json.loads(body))  # the standard library's reading: the reference
+    assert len(from_body) == 2
+    assert [v.attributes for v in from_body] == [v.attributes for v in from_dict]
+    decoded = from_body[1].attributes
+    assert decoded["payi.request_properties.escaped_value"] == 'q"uote\u00e9\\'
+    assert decoded["payi.request_properties.int64"] == -(2**63)
+    assert decoded["payi.request_properties.array"] == ("a", 2)
+    assert "http.route" not in decoded and "app.flag" not in decoded and "app.context" not in decoded
+    assert A.GEN_AI_REQUEST_MODEL not in decoded
+
+
+@pytest.mark.parametrize(
+    "attribute, message",
+    [
+        (b'{"key":"gen_ai.usage.input_tokens","value":{"intValue":"many"}}', "intValue"),
+        (b'{"key":"gen_ai.usage.input_tokens","value":{"stringValue":5}}', "stringValue"),
+        (b'{"key":"gen_ai.usage.input_tokens","value":[1]}', "value"),
+        (b'{"key":7,"value":{"stringValue":"x"}}', "key"),
+        (b'{"key":"http.route","value":{"stringValue":"\xff"}}', "UTF-8|utf-8|invalid"),
+        (b'{"key":"http.route","value":[1]}', "value"),
+    ],
+)
+def test_a_bad_otlp_json_attribute_value_is_a_clear_error(attribute, message):
+    body = _json_request((b'{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}', attribute))
+    with pytest.raises(OtlpDecodeError, match=message):
+        spans_from_otlp_request(body, "application/json")
+
+
 def test_otlp_protobuf_values_of_every_kind_decode_as_the_span_message_does():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
