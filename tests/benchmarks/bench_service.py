@@ -7,8 +7,9 @@ asyncio HTTP/1.1 keep-alive client (so the client is not what is measured).
     .venv/bin/python tests/benchmarks/bench_service.py            # full: 1M events for the memory run
     .venv/bin/python tests/benchmarks/bench_service.py --quick    # fewer events, shorter runs
 
-On PostgreSQL: ``--database-url postgresql://...`` (default ``$PAYI_OTEL_DATABASE_URL``; the database should be
-empty), and ``--instances 2`` runs two service processes on it, the clients' connections spread over both.
+On PostgreSQL: ``--database-url postgresql://...`` (default ``$PAYI_OTEL_DATABASE_URL``; each run creates an
+application of its own, so a database may be used again), and ``--instances 2`` runs two service processes on
+it, the clients' connections spread over both.
 """
 
 from __future__ import annotations
@@ -179,6 +180,17 @@ async def create_limits(ports: list[int], key: str) -> None:
         c.close()
 
 
+def create_application(env: dict[str, str], data_dir: str) -> str:
+    """A new application for this run (its limits and requests start empty, also on a database used before:
+    the default application's key file is written only by the instance that created it); returns its key."""
+    name = f"bench-{os.getpid()}-{time.time_ns()}"
+    created = subprocess.run(
+        [sys.executable, "-m", "payi_otel.cli", "apps", "create", name, "--group", "bench", "--data-dir", data_dir],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    return created.stdout.strip()
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -216,7 +228,7 @@ def main() -> None:
             assert "listening" in line, line
             print(f"startup of instance {i} (process start -> listening): {startup * 1000:.0f} ms")
         print(f"store: {'PostgreSQL' if args.database_url else 'SQLite'}, {args.instances} instance(s)")
-        key = (Path(data_dir) / "0" / "default-api-key").read_text().strip()
+        key = create_application(env, f"{data_dir}/0")
         proc = procs[0]
         if uvloop is not None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
