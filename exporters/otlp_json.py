@@ -17,6 +17,7 @@ from typing import Any
 from .views import (
     GENAI_MARKERS,
     NO_RESOURCE,
+    MappedKeys,
     OtlpDecodeError,
     SpanView,
     is_mapped_attribute,
@@ -238,14 +239,6 @@ def _decode_value(raw: bytes) -> Any:
     return _struct_value(_VALUE_DECODER.decode(raw))
 
 
-class _JsonKeys(dict[bytes, "str | None"]):
-    """Encoded attribute key (no escapes) -> the key, or ``None`` for a key the mapping never reads."""
-
-    def __missing__(self, raw: bytes) -> str | None:
-        key = raw.decode()
-        return remember(self, raw, key if is_mapped_attribute(key) else None)
-
-
 class _JsonValues(dict[bytes, Any]):
     """Encoded OTLP/JSON ``AnyValue`` -> its value."""
 
@@ -253,7 +246,7 @@ class _JsonValues(dict[bytes, Any]):
         return remember(self, raw, _decode_value(raw))
 
 
-_keys = _JsonKeys()
+_keys = MappedKeys()
 _values = _JsonValues()
 
 

@@ -31,6 +31,7 @@ from payi_otel import attributes as A
 from .views import (
     GENAI_MARKERS,
     NO_RESOURCE,
+    MappedKeys,
     OtlpDecodeError,
     SpanView,
     is_mapped_attribute,
@@ -146,12 +147,6 @@ def _lean_schema() -> dict[str, Any]:
 _LEAN = _lean_schema()
 _LeanKeyValue, _LeanSpan, _LeanRequest = _LEAN["KeyValue"], _LEAN["Span"], _LEAN["ExportTraceServiceRequest"]
 _LeanAnyValue = _LEAN["AnyValue"]
-class _Keys(dict[bytes, "str | None"]):
-    """Encoded attribute key -> the key, or ``None`` for a key the mapping never reads."""
-
-    def __missing__(self, raw: bytes) -> str | None:
-        key = raw.decode()
-        return remember(self, raw, key if is_mapped_attribute(key) else None)
 
 
 class _Values(dict[bytes, Any]):
@@ -175,7 +170,7 @@ class _Values(dict[bytes, Any]):
         return remember(self, raw, value)
 
 
-_keys = _Keys()
+_keys = MappedKeys()
 _values = _Values()
 
 

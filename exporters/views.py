@@ -29,6 +29,7 @@ __all__ = [
     "GENAI_MARKERS",
     "MAPPED_NAMES",
     "NO_RESOURCE",
+    "MappedKeys",
     "OtlpDecodeError",
     "SpanView",
     "gc_paused",
@@ -100,6 +101,15 @@ def remember(cache: dict[bytes, T], raw: bytes, decoded: T) -> T:
             cache.clear()
         cache[raw] = decoded
     return decoded
+
+
+class MappedKeys(dict[bytes, "str | None"]):
+    """An OTLP decoder's cache: encoded attribute key (UTF-8, no escapes) -> the key, or ``None`` for a
+    key the mapping never reads."""
+
+    def __missing__(self, raw: bytes) -> str | None:
+        key = raw.decode()
+        return remember(self, raw, key if is_mapped_attribute(key) else None)
 
 
 @contextmanager
