@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import sys
 
@@ -156,6 +157,49 @@ def test_garbage_collected(tel):
     gc.collect()
     assert handler.ends == ["abandoned"]
     assert len(tel.spans()) == 1
+
+
+def test_an_iterator_of_the_stream_keeps_it_alive(tel):
+    proxy, handler = make(tel, Source(["a", "b", "c"]))
+    it = iter(proxy)
+    del proxy
+    gc.collect()
+    assert next(it) == "a" and handler.ends == []  # not abandoned while an iterator of it is held
+    del it
+    gc.collect()
+    assert handler.ends == ["abandoned"]
+
+
+def test_leaving_a_loop_leaves_the_stream_where_it_was(tel):
+    proxy, handler = make(tel, Source(["a", "b", "c", "d"]))
+    for chunk in proxy:
+        assert chunk == "a"
+        break
+    assert handler.ends == []
+    assert next(proxy) == "b"  # as the SDK's own iterators: reading goes on from the next chunk
+    assert list(proxy) == ["c", "d"]
+    assert handler.ends == ["completed"]
+    with pytest.raises(StopIteration):
+        next(proxy)
+    assert handler.ends == ["completed"]
+
+
+def test_reads_see_the_callers_contextvars(tel):
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    def source():
+        for item in ("a", "b"):
+            seen.append((var.get(), trace.get_current_span()))
+            yield item
+
+    call = start_call(tel)
+    token = var.set("caller")
+    try:
+        assert list(StreamProxy(source(), call, Handler(call))) == ["a", "b"]
+    finally:
+        var.reset(token)
+    assert seen == [("caller", call.span)] * 2
 
 
 def test_no_context_attached_while_caller_holds_stream(tel):

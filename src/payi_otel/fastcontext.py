@@ -12,7 +12,7 @@ context OpenTelemetry sees as current is the one set here, and a reset restores 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar, Token, copy_context
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -21,7 +21,16 @@ from opentelemetry.instrumentation import utils as instrumentation_utils
 from opentelemetry.trace import Span, set_span_in_context
 from opentelemetry.trace import propagation as trace_propagation
 
-__all__ = ["enter", "get_current", "get_value", "instrumentation_enabled", "leave", "leave_sync", "with_span"]
+__all__ = [
+    "enter",
+    "get_current",
+    "get_value",
+    "instrumentation_enabled",
+    "leave",
+    "leave_sync",
+    "runner",
+    "with_span",
+]
 
 
 def _context_var() -> ContextVar[Context] | None:
@@ -74,6 +83,30 @@ def _with_span(span: Span, context: Context) -> Context:
 with_span: Callable[[Span, Context], Context] = _with_span if isinstance(_SPAN_KEY, str) else set_span_in_context
 
 
+def _runner(context: Context) -> Callable[..., Any]:
+    own = copy_context()
+    own.run(_VAR.set, context)  # type: ignore[union-attr]  # only installed when _VAR is set
+    return own.run
+
+
+def _runner_api(context: Context) -> Callable[..., Any]:
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        token = otel_context.attach(context)
+        try:
+            return fn(*args)
+        finally:
+            otel_context.detach(token)
+
+    return run
+
+
+# ``runner(context)(fn)`` calls ``fn()`` with ``context`` current, for code that does so again and again (each read
+# of a stream). With the standard runtime it is ``contextvars.Context.run`` of a context of its own: a copy of the
+# caller's contextvars, taken when ``runner`` is called, with ``context`` current in it. Entering and leaving that
+# costs next to nothing, where setting and resetting the variable costs two copies of its mapping. ``fn`` sees the
+# contextvars as they were when ``runner`` was called (OpenTelemetry's: ``context``), and what ``fn`` sets stays in
+# that copy. The copy can be entered by one thread at a time (``RuntimeError`` otherwise), as a generator.
+runner: Callable[[Context], Callable[..., Any]]
 enter: Callable[[Context], Token[Context]]
 leave: Callable[[Token[Context]], None]
 # ``leave`` for a token entered in the same synchronous stretch of code (no ``await``, no ``yield`` between),
@@ -83,6 +116,7 @@ get_current: Callable[[], Context]
 get_value: Callable[[str], Any]
 instrumentation_enabled: Callable[[], bool]  # False inside OpenTelemetry's suppress_instrumentation()
 if _VAR is not None:
+    runner = _runner
     enter = _VAR.set  # make ``context`` current; returns the token that restores the previous one
     leave = _leave_checked
     leave_sync = _VAR.reset
@@ -92,6 +126,7 @@ if _VAR is not None:
         _instrumentation_enabled if _SUPPRESS_PLAIN is not None else instrumentation_utils.is_instrumentation_enabled
     )
 else:  # pragma: no cover - depends on OTEL_PYTHON_CONTEXT
+    runner = _runner_api
     enter = otel_context.attach
     leave = leave_sync = otel_context.detach
     get_current = otel_context.get_current

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +35,7 @@ from opentelemetry import context as otel_context
 from payi_otel.core import ABANDONED, CLOSED_EARLY, COMPLETED, ERROR, Call
 from payi_otel.fastcontext import enter as _enter
 from payi_otel.fastcontext import leave as _leave
-from payi_otel.fastcontext import leave_sync as _leave_sync
+from payi_otel.fastcontext import runner as _runner
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,11 @@ def _async_next(source: Any) -> Any:
 class _Tracker:
     """Per-stream bookkeeping, on a plain slotted object (proxy attribute access is slow on the hot path).
 
-    Per chunk: one ``ContextVar`` set and reset around the read (the call's context, built once), the read
-    through a method bound once, and the handler's ``on_chunk``; nothing is allocated."""
+    Per chunk: the read through a method bound once, with the call's context current (synchronous streams:
+    entering a context of the stream's own; asynchronous ones: one ``ContextVar`` set and reset around the
+    read, which spans an ``await``), and the handler's ``on_chunk``."""
 
-    __slots__ = ("call", "context", "done", "handler", "next", "on_chunk", "source")
+    __slots__ = ("call", "context", "done", "handler", "next", "on_chunk", "run", "source")
 
     def __init__(self, call: Call, handler: StreamHandler, source: Any) -> None:
         self.call = call
@@ -93,6 +94,7 @@ class _Tracker:
         self.source = source
         self.next: Any = None  # the source's reader, resolved at the first read
         self.context = call.context
+        self.run: Callable[..., Any] | None = None  # a synchronous stream's runner, made at its first read
         self.done = False
         bind = getattr(handler, "bind", None)
         if bind is not None:
@@ -178,33 +180,47 @@ class _StreamBookkeeping(_ProxyBase):
 _tracker: Callable[[_StreamBookkeeping], _Tracker] = _StreamBookkeeping.__dict__["_self_t"].__get__
 
 
+def _chunks(proxy: StreamProxy, t: _Tracker) -> Iterator[Any]:
+    """What iterating a synchronous stream proxy yields: each chunk read with the call's context current,
+    shown to the handler, then passed on. A generator: resuming one per chunk costs a fraction of a Python
+    ``__next__`` reached through the proxy type's slot. It holds ``proxy``, so the stream lives as long as
+    an iterator of it (``it = iter(stream)``); leaving it (``break``) leaves the stream open, as for the
+    SDK's own iterators: a later ``for`` or ``next()`` goes on from the next chunk.
+
+    Each read runs in the stream's own copy of the caller's contextvars, with the call's context current
+    (:func:`payi_otel.fastcontext.runner`, taken at the first read): the span is current only inside the
+    read, and entering the copy costs next to nothing, where setting and resetting the context around each
+    read would cost about as much as everything else here."""
+    run = t.run
+    if run is None:
+        run = t.run = _runner(t.context)
+    while True:
+        try:
+            chunk = run(t.next or t.first_sync)
+        except StopIteration:
+            t.finish(COMPLETED)
+            return
+        except BaseException as exc:
+            t.finish(ERROR, exc)
+            raise
+        try:
+            if t.on_chunk(chunk) is False:
+                continue
+        except Exception:
+            logger.debug("stream chunk processing failed", exc_info=True)
+        yield chunk
+
+
 class StreamProxy(_StreamBookkeeping):
     """Proxy for a synchronous stream (iterable, optionally ``close()`` and context manager)."""
 
-    def __iter__(self) -> StreamProxy:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        return _chunks(self, _tracker(self))
 
     def __next__(self) -> Any:
-        # The tracker's step, inlined: one Python call per chunk fewer.
-        t = _tracker(self)
-        while True:
-            token = _enter(t.context)
-            try:
-                chunk = (t.next or t.first_sync)()
-            except StopIteration:
-                t.finish(COMPLETED)
-                raise
-            except BaseException as exc:
-                t.finish(ERROR, exc)
-                raise
-            finally:
-                _leave_sync(token)
-            try:
-                if t.on_chunk(chunk) is not False:
-                    return chunk
-            except Exception:
-                logger.debug("stream chunk processing failed", exc_info=True)
-                return chunk
+        for chunk in _chunks(self, _tracker(self)):
+            return chunk
+        raise StopIteration
 
     def close(self) -> Any:
         try:
