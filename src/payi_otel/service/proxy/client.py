@@ -4,19 +4,13 @@ httpcore is the transport under httpx; used directly, a forwarded call skips htt
 response models, cookie jar, redirect and auth layers (about half a millisecond per call on a
 loopback upstream). Nothing of the client's environment applies (no ``HTTP(S)_PROXY``), no cookie is
 kept between callers, redirects are answered to the caller as they are.
-
-httpcore writes a request's head and its body separately; the connections here hold what is written
-until the response is read, so a request leaves in one write (one system call, one segment or TLS
-record when it fits, and the upstream reads it whole instead of waking up for each part).
 """
 
 from __future__ import annotations
 
 import functools
-import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import httpcore
 
@@ -60,71 +54,6 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class _CoalescingStream(httpcore.AsyncNetworkStream):
-    """A connection whose writes wait for the next read (or TLS start, or close) and then leave as one."""
-
-    __slots__ = ("_pending", "_stream", "_timeout")
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-        self._pending: list[bytes] = []
-        self._timeout: float | None = None
-
-    async def _flush(self) -> None:
-        if self._pending:
-            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-            self._pending.clear()
-            await self._stream.write(data, self._timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if buffer:
-            self._pending.append(buffer)
-            self._timeout = timeout
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        await self._flush()
-        return await self._stream.read(max_bytes, timeout)
-
-    async def aclose(self) -> None:
-        self._pending.clear()  # a request not sent when its connection closes is not sent
-        await self._stream.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        await self._flush()
-        return _CoalescingStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _CoalescingBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's asyncio backend, its connections made :class:`_CoalescingStream`."""
-
-    def __init__(self) -> None:
-        self._backend = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _CoalescingStream(stream)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        return _CoalescingStream(await self._backend.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
 class UpstreamClient:
     """One pool of kept-alive connections to the upstreams, made at the first call (TLS setup slows
     the service's start-up)."""
@@ -135,9 +64,7 @@ class UpstreamClient:
     @property
     def pool(self) -> httpcore.AsyncConnectionPool:
         if self._pool is None:
-            self._pool = httpcore.AsyncConnectionPool(
-                max_connections=256, max_keepalive_connections=64, network_backend=_CoalescingBackend()
-            )
+            self._pool = httpcore.AsyncConnectionPool(max_connections=256, max_keepalive_connections=64)
         return self._pool
 
     async def send(
