@@ -9,6 +9,11 @@ is being written queue up and share the next commit. Nothing is acknowledged bef
 Writes of the same kind that arrived together can also be handed over as one batch
 (:meth:`GroupCommitter.run_batched`): single-ingest events are then checked, priced, counted in
 their limits and inserted together, as the items of a bulk body are.
+
+A small write on a latency-sensitive path (a proxied call's record) may be run on the calling thread
+instead (:meth:`GroupCommitter.run` with ``inline=True``) when nothing else is queued or being
+written and the store is local (SQLite): it is then committed alone, without waking the writer
+thread and being woken in turn, and the same guarantee holds (the caller goes on after commit).
 """
 
 from __future__ import annotations
@@ -26,14 +31,18 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741  # an item of a batch
 # A batch handler: the items of one batch -> per item, its result or the exception that refuses it.
 BatchHandler = Callable[[list[Any]], Sequence[Any]]
-_Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, bool, Any]
+_Outcome = tuple["_Job", bool, Any]  # the job, whether it succeeded, its result or exception
 
 
 class _Job:
     __slots__ = ("future", "handler", "item", "loop")
 
     def __init__(
-        self, handler: BatchHandler | None, item: Any, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+        self,
+        handler: BatchHandler | None,
+        item: Any,
+        future: asyncio.Future[Any] | None = None,  # None: run inline, its caller waits on no future
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.handler = handler  # None: ``item`` is a callable run alone
         self.item = item
@@ -42,8 +51,9 @@ class _Job:
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
-    for future, _, ok, value in outcomes:
-        if future.done():  # the caller went away (client disconnected)
+    for job, ok, value in outcomes:
+        future = job.future
+        if future is None or future.done():  # the caller went away (client disconnected)
             continue
         if ok:
             future.set_result(value)
@@ -57,13 +67,38 @@ class GroupCommitter:
         self._jobs: list[_Job] = []
         self._cond = threading.Condition()
         self._closed = False
+        # held while a transaction is written, by the writer thread or by a caller running inline
+        self._writing = threading.Lock()
+        self._inline_allowed = store.database_url is None  # PostgreSQL: round trips stay off the caller
         self._thread = threading.Thread(target=self._write_loop, name="payi-otel-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, work: Callable[[], T]) -> T:
-        """Run ``work()`` (synchronous store calls) in the shared transaction; return after commit."""
+    async def run(self, work: Callable[[], T], *, inline: bool = False) -> T:
+        """Run ``work()`` (synchronous store calls) in the shared transaction; return after commit.
+
+        ``inline``: when no other write is queued or being written (and the store is SQLite), run it
+        right here, in a transaction of its own, committed before this returns (keep such work small:
+        the caller's thread is busy meanwhile)."""
+        if inline and self._inline_allowed:
+            job = self._claim_inline(work)
+            if job is not None:
+                try:
+                    [(_, ok, value)] = self._transact([job])
+                finally:
+                    self._writing.release()
+                if not ok:
+                    raise value
+                ran: T = value
+                return ran
         result: T = await self._submit(None, work)
         return result
+
+    def _claim_inline(self, work: Callable[[], Any]) -> _Job | None:
+        """A job to run on the calling thread, holding ``_writing``; None when the writer has work."""
+        with self._cond:
+            if self._jobs or self._closed or not self._writing.acquire(blocking=False):
+                return None
+        return _Job(None, work)
 
     async def run_batched(self, handler: Callable[[list[I]], Sequence[T | Exception]], item: I) -> T:
         """Hand ``item`` to ``handler`` together with the other items queued for it; return its
@@ -97,9 +132,19 @@ class GroupCommitter:
                 jobs, self._jobs = self._jobs, []
             if not jobs:
                 return  # closed and drained
-            self._write(jobs)
+            with self._writing:
+                outcomes = self._transact(jobs)
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+            for outcome in outcomes:
+                loop = outcome[0].loop
+                assert loop is not None
+                by_loop.setdefault(loop, []).append(outcome)
+            for loop, settled in by_loop.items():  # one wake-up per event loop, not one per caller
+                with contextlib.suppress(RuntimeError):  # that event loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(_settle, settled)
 
-    def _write(self, jobs: list[_Job]) -> None:
+    def _transact(self, jobs: list[_Job]) -> list[_Outcome]:
+        """Run ``jobs`` in one transaction and commit it; each job's outcome (all failed if the commit did)."""
         outcomes: list[_Outcome] = []
         batches: dict[BatchHandler, list[_Job]] = {}
         try:
@@ -109,9 +154,9 @@ class GroupCommitter:
                     batches.setdefault(job.handler, []).append(job)
                     continue
                 try:
-                    outcomes.append((job.future, job.loop, True, self._store.unit_of_work(job.item)))
+                    outcomes.append((job, True, self._store.unit_of_work(job.item)))
                 except Exception as exc:  # its savepoint was rolled back; the others are unaffected
-                    outcomes.append((job.future, job.loop, False, exc))
+                    outcomes.append((job, False, exc))
             for handler, batch in batches.items():
                 items = [job.item for job in batch]
                 try:  # run again as a whole if it met another instance's concurrent write (PostgreSQL)
@@ -119,14 +164,9 @@ class GroupCommitter:
                 except Exception as exc:  # the batch's savepoint was rolled back: each of its callers is told
                     results = [exc] * len(batch)
                 for job, result in zip(batch, results, strict=True):
-                    outcomes.append((job.future, job.loop, not isinstance(result, Exception), result))
+                    outcomes.append((job, not isinstance(result, Exception), result))
             self._store.commit()
         except Exception as exc:  # e.g. disk full: nobody is told "stored"
             self._store.rollback()
-            outcomes = [(job.future, job.loop, False, exc) for job in jobs]
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-        for outcome in outcomes:
-            by_loop.setdefault(outcome[1], []).append(outcome)
-        for loop, settled in by_loop.items():  # one wake-up per event loop, not one per caller
-            with contextlib.suppress(RuntimeError):  # that event loop is closed: nobody waits any more
-                loop.call_soon_threadsafe(_settle, settled)
+            outcomes = [(job, False, exc) for job in jobs]
+        return outcomes

@@ -181,7 +181,7 @@ class Proxy:
             raise bad_request("invalid_field_value", f"{where}: {first['msg']}") from None
         pending = _Call(application, attr, call, event, base)
         if attr.limit_ids:
-            admission = await self.svc.committer.run(lambda: self._admit(pending))
+            admission = await self.svc.committer.run(lambda: self._admit(pending), inline=True)
             if admission is not None:
                 return json_response(admission, 400)
         else:
@@ -372,7 +372,7 @@ class Proxy:
             result: dict[str, Any] = body["xproxy_result"]
             return result
 
-        pending.recorded = await self.svc.committer.run(work)
+        pending.recorded = await self.svc.committer.run(work, inline=True)
         pending.reservation_id = None
         return pending.recorded
 
@@ -382,7 +382,7 @@ class Proxy:
             return
         pending.reservation_id = None
         with anyio.CancelScope(shield=True):
-            await self.svc.committer.run(lambda: self.svc.store.release_reservation(app.id, reservation))
+            await self.svc.committer.run(lambda: self.svc.store.release_reservation(app.id, reservation), inline=True)
 
 
 class _Answer:

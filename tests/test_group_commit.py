@@ -1,0 +1,108 @@
+"""The group committer on a real SQLite store: a write run inline (on the caller's thread, when the
+writer is idle) is committed before it returns, goes through the writer thread when the writer has
+work, and a failing one raises to its caller and leaves the store as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from payi_otel.service.commit import GroupCommitter
+from payi_otel.service.store import Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path)
+    yield store
+    store.close()
+
+
+def _create_definition(store: Store, app_id: int, name: str):
+    def work():
+        return store.create_definition(app_id, name, f"{name} description", None, None, 1), threading.get_ident()
+
+    return work
+
+
+def _committed_names(store: Store, app_id: int) -> list[str]:
+    """What another thread reads: committed data only."""
+    seen: list[list[str]] = []
+    reader = threading.Thread(
+        target=lambda: seen.append(
+            [d.name for d in store.list_definitions(app_id, name=None, ascending=True, after=None, count=10)]
+        )
+    )
+    reader.start()
+    reader.join(10)
+    return seen[0]
+
+
+def test_an_idle_writer_lets_an_inline_write_run_and_commit_on_the_callers_thread(store):
+    app, _ = store.create_application("default", "default")
+    committer = GroupCommitter(store)
+    try:
+
+        async def scenario():
+            created, thread = await committer.run(_create_definition(store, app.id, "inline"), inline=True)
+            assert thread == threading.get_ident()
+            assert _committed_names(store, app.id) == ["inline"]  # committed before run() returned
+            assert created.name == "inline"
+            _, thread = await committer.run(_create_definition(store, app.id, "queued"))
+            assert thread != threading.get_ident()  # without inline=True: on the writer thread
+
+        asyncio.run(scenario())
+        assert _committed_names(store, app.id) == ["inline", "queued"]
+    finally:
+        committer.close()
+
+
+def test_an_inline_write_waits_its_turn_on_the_writer_when_the_writer_is_busy(store):
+    app, _ = store.create_application("default", "default")
+    committer = GroupCommitter(store)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold():  # the writer thread is inside a transaction until released
+        busy.set()
+        release.wait(10)
+
+    try:
+
+        async def scenario():
+            holding = asyncio.ensure_future(committer.run(hold))
+            await asyncio.to_thread(busy.wait, 10)
+            later = asyncio.ensure_future(committer.run(_create_definition(store, app.id, "after"), inline=True))
+            await asyncio.sleep(0.05)
+            assert not later.done()  # not run beside the open transaction
+            release.set()
+            await holding
+            _, thread = await later
+            assert thread != threading.get_ident()
+
+        asyncio.run(scenario())
+        assert _committed_names(store, app.id) == ["after"]
+    finally:
+        release.set()
+        committer.close()
+
+
+def test_a_failing_inline_write_raises_to_its_caller_and_leaves_the_store_as_it_was(store):
+    app, _ = store.create_application("default", "default")
+    committer = GroupCommitter(store)
+
+    try:
+
+        async def scenario():
+            await committer.run(_create_definition(store, app.id, "first"), inline=True)
+            with pytest.raises(StoreError) as raised:  # the name is taken
+                await committer.run(_create_definition(store, app.id, "first"), inline=True)
+            assert "first" in str(raised.value)
+            assert not store.in_write()  # no transaction left open on this thread
+            await committer.run(_create_definition(store, app.id, "second"), inline=True)
+
+        asyncio.run(scenario())
+        assert _committed_names(store, app.id) == ["first", "second"]
+    finally:
+        committer.close()
