@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from payi_otel.service.store import Store
+from payi_otel.service.store import Store, UnitUndone
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741  # an item of a batch
@@ -143,6 +143,13 @@ class GroupCommitter:
                 with contextlib.suppress(RuntimeError):  # that event loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_settle, settled)
 
+    def _run_batch(self, handler: BatchHandler, batch: list[_Job], *, last: bool) -> Sequence[Any]:
+        """Per job of ``batch``, its result or the exception that refuses it (``last``: see Store.unit_of_work)."""
+        try:  # run again as a whole if it met another instance's concurrent write (PostgreSQL)
+            return self._store.unit_of_work(partial(handler, [job.item for job in batch]), last=last)
+        except Exception as exc:  # the batch's savepoint was rolled back: each of its callers is told
+            return [exc] * len(batch)
+
     def _transact(self, jobs: list[_Job]) -> list[_Outcome]:
         """Run ``jobs`` in one transaction and commit it; each job's outcome (all failed if the commit did)."""
         outcomes: list[_Outcome] = []
@@ -157,15 +164,17 @@ class GroupCommitter:
                     outcomes.append((job, True, self._store.unit_of_work(job.item)))
                 except Exception as exc:  # its savepoint was rolled back; the others are unaffected
                     outcomes.append((job, False, exc))
-            for handler, batch in batches.items():
-                items = [job.item for job in batch]
-                try:  # run again as a whole if it met another instance's concurrent write (PostgreSQL)
-                    results = self._store.unit_of_work(partial(handler, items))
-                except Exception as exc:  # the batch's savepoint was rolled back: each of its callers is told
-                    results = [exc] * len(batch)
-                for job, result in zip(batch, results, strict=True):
+            handlers = list(batches)
+            ran = [self._run_batch(handler, batches[handler], last=i == len(handlers) - 1)
+                   for i, handler in enumerate(handlers)]
+            try:
+                self._store.commit()
+            except UnitUndone:  # the last batch's inserts met another instance's write: run it again on its own
+                ran[-1] = self._run_batch(handlers[-1], batches[handlers[-1]], last=False)
+                self._store.commit()
+            for handler, results in zip(handlers, ran, strict=True):
+                for job, result in zip(batches[handler], results, strict=True):
                     outcomes.append((job, not isinstance(result, Exception), result))
-            self._store.commit()
         except Exception as exc:  # e.g. disk full: nobody is told "stored"
             self._store.rollback()
             outcomes = [(job, False, exc) for job in jobs]

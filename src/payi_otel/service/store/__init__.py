@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from payi_otel.service.store.apps import AppsStore
 from payi_otel.service.store.catalog import CatalogStore, ResourceVersion
-from payi_otel.service.store.connection import WAL_RESTART_FRAMES
+from payi_otel.service.store.connection import UnitUndone
 from payi_otel.service.store.ingest import IngestStore, StoredKeys
 from payi_otel.service.store.kpis import KpiRecord, KpisStore
 from payi_otel.service.store.limits import HistoryRecord, LimitRecord
@@ -35,6 +35,7 @@ from payi_otel.service.store.records import (
 from payi_otel.service.store.reports import MULTI_VALUED, REPORT_DIMENSIONS, STATUSES, ReportQuery, ReportsStore
 from payi_otel.service.store.reservations import Admission, ReservationsStore
 from payi_otel.service.store.schema import SCHEMA_VERSION
+from payi_otel.service.store.sqlite_file import WAL_RESTART_FRAMES
 from payi_otel.service.store.use_cases import DefinitionRecord, InstanceRecord
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "StoreError",
     "StoredKeys",
     "StoredRequest",
+    "UnitUndone",
     "new_id",
     "now_ms",
 ]

@@ -20,8 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from payi_otel.service.store.records import DB_FILE, NoStoreError, StoreError
+from payi_otel.service.store.records import DB_FILE, StoreError
 from payi_otel.service.store.schema import create_or_migrate
+from payi_otel.service.store.sqlite_file import (
+    DIR_MODE,
+    WAL_RESTART_FRAMES,
+    checkpoint_thread,
+    open_data_dir,
+)
 
 if TYPE_CHECKING:
     from payi_otel.service.store.postgres import PgConnection, PgReaders
@@ -30,7 +36,13 @@ DATABASE_URL_ENV = "PAYI_OTEL_DATABASE_URL"
 T = TypeVar("T")
 _RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
 _GENERATION = "SELECT generation FROM cache_generation"
+_LAST_UNIT = "last_unit"  # PostgreSQL: the savepoint of a unit whose inserts travel with the COMMIT
 COPY_FROM_ROWS = 64  # PostgreSQL: inserts of this many rows or more go by COPY (fewer: one pipelined statement each)
+
+
+class UnitUndone(Exception):
+    """The unit of work run with ``last=True`` met another instance's concurrent write in the COMMIT its inserts
+    travelled with: that unit alone was undone, the transaction stays open. Run it again, then commit."""
 
 
 class Cursor(Protocol):
@@ -64,37 +76,6 @@ def database_errors() -> tuple[type[Exception], ...]:
         return (sqlite3.Error, OSError)
     return (sqlite3.Error, psycopg.Error, OSError)
 
-WAL_RESTART_FRAMES = 16384  # about 64 MiB of WAL: past it the log is started over (see start_background_checkpoints)
-DIR_MODE = 0o700  # the data holds prompts, responses and key digests: owner only
-FILE_MODE = 0o600
-
-
-def no_data_message(data_dir: str | os.PathLike[str]) -> str:
-    return f"no service data in {data_dir}; start `payi-otel serve` or pass --data-dir"
-
-
-def _open_data_dir(data_dir: Path, create: bool) -> Path:
-    """The data directory (created 0700 when ``create``) and its database file (created 0600).
-
-    SQLite gives the WAL and shared-memory files the database file's mode, so they are 0600 too;
-    files of an older version are tightened when opened.
-    """
-    path = data_dir / DB_FILE
-    if data_dir.exists() and not data_dir.is_dir():
-        raise StoreError("is a file, not a directory")
-    if not path.exists():
-        if not create:
-            raise NoStoreError(no_data_message(data_dir))
-        data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
-    with contextlib.suppress(PermissionError):
-        os.chmod(data_dir, DIR_MODE)
-        for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(data_dir / name, FILE_MODE)
-    return path
-
-
 class StoreBase:
     """The connection and transaction handling every area of the store builds on.
 
@@ -123,11 +104,13 @@ class StoreBase:
         self._reader_lock = threading.Lock()
         self._depth = 0
         self._writer_thread: int | None = None  # the thread that opened the writer's current transaction
+        self._inserts_with_commit = False  # PostgreSQL: inserts wait for the COMMIT (see unit_of_work)
+        self._last_unit_open = False  # PostgreSQL: a unit's inserts wait for the COMMIT, in savepoint _LAST_UNIT
         if self.database_url is not None:
             self._open_postgres(self.database_url, create)
             return
         self.location = str(self.path)
-        self.path = _open_data_dir(self.data_dir, create)
+        self.path = open_data_dir(self.data_dir, create)
         self._sqlite = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         self._conn: Connection = self._sqlite
         # Lookups made while a write transaction is open elsewhere (authentication, request
@@ -202,13 +185,35 @@ class StoreBase:
             if self._generation_due:  # the pipeline that carried it failed: ask on its own
                 self._check_cached()
 
-    def unit_of_work(self, work: Callable[[], T]) -> T:
+    def unit_of_work(self, work: Callable[[], T], *, last: bool = False) -> T:
         """Run ``work()`` (store calls that write through :meth:`transaction`) inside the open transaction.
 
         On PostgreSQL a unit that met another instance's concurrent write (the same dedupe key
         committed first, a deadlock) was undone by its savepoint: it is run again and then sees
         that write. (No savepoint of its own here: each costs a round trip to the server.)
+
+        ``last``: nothing but :meth:`commit` follows. On PostgreSQL the unit's inserts then travel with the
+        COMMIT, one round trip fewer; should they meet another instance's concurrent write there,
+        :meth:`commit` undoes this unit alone and raises :class:`UnitUndone` (run it again, then commit).
         """
+        if not last or self._pg is None:
+            return self._run_unit(work)
+        with self._lock:
+            self._pg.defer(f"SAVEPOINT {_LAST_UNIT}")  # sent with its first statement, as BEGIN is
+            self._inserts_with_commit = True
+            try:
+                result = self._run_unit(work)
+            except BaseException:
+                if not self._pg.failed:
+                    self._pg.defer(f"RELEASE {_LAST_UNIT}")
+                raise
+            finally:
+                self._inserts_with_commit = False
+            self._pg.defer(f"RELEASE {_LAST_UNIT}")
+            self._last_unit_open = True
+            return result
+
+    def _run_unit(self, work: Callable[[], T]) -> T:
         for attempt in range(_RETRIES):
             try:
                 return work()
@@ -218,33 +223,19 @@ class StoreBase:
         raise AssertionError("unreachable")
 
     def start_background_checkpoints(self, interval: float = 1.0, restart_frames: int = WAL_RESTART_FRAMES) -> None:
-        """Move WAL checkpoints (which fsync the database file) off the serving thread.
-
-        The serving connection stops auto-checkpointing; a thread with its own connection runs a
-        PASSIVE checkpoint every ``interval`` seconds, which never blocks writers. Under constant
-        writes such a checkpoint never catches up with the last frames, and SQLite starts the log
-        over only once every frame is back in the database, so the WAL would grow without bound.
-        Once it passes ``restart_frames`` the thread asks the writer to copy the few frames
-        written since its last pass right after its next commit (see :meth:`commit`); the next
-        write transaction then starts the log over (and truncates the file to the size limit).
-        """
+        """SQLite: move WAL checkpoints (which fsync the database file) off the serving thread (see
+        :func:`.sqlite_file.checkpoint_thread`); after the writer's next commit it copies the few frames
+        written since the thread's last pass (see :meth:`commit`). PostgreSQL checkpoints on its own."""
         if self._pg is not None:
-            return  # PostgreSQL checkpoints on its own
+            return
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn.execute(f"PRAGMA journal_size_limit={restart_frames * 4096}")
-
-        def loop() -> None:
-            conn = sqlite3.connect(self.path, timeout=10.0)
-            try:
-                while not self._stop_checkpoints.wait(interval):
-                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames > restart_frames:
-                        self._wal_restart_due = True
-            finally:
-                conn.close()
-
-        self._checkpointer = threading.Thread(target=loop, name="payi-otel-checkpoint", daemon=True)
+        self._checkpointer = checkpoint_thread(self.path, interval, restart_frames, self._stop_checkpoints,
+                                               self._restart_due)
         self._checkpointer.start()
+
+    def _restart_due(self) -> None:
+        self._wal_restart_due = True
 
     def close(self) -> None:
         self._stop_checkpoints.set()
@@ -319,7 +310,12 @@ class StoreBase:
             self._pg.copy_rows(table, columns, rows)
             return
         marks = ", ".join("?" * len(columns))
-        self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        if self._pg is not None and self._inserts_with_commit:  # see unit_of_work
+            for row in rows:
+                self._pg.defer(sql, row)
+            return
+        self._conn.executemany(sql, rows)
 
     def query_each(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
         """The rows of each query, in the open transaction; PostgreSQL sends them all in one pipeline (one
@@ -363,7 +359,16 @@ class StoreBase:
         with self._lock:
             if self._pg is not None and self._pg.failed:  # PostgreSQL would answer COMMIT with a rollback
                 raise StoreError("the transaction failed and was not committed", "unexpected_error")
-            self._conn.execute("COMMIT")
+            last_unit, self._last_unit_open = self._last_unit_open, False
+            try:
+                self._conn.execute("COMMIT")
+            except Exception:  # PostgreSQL: an insert sent with the COMMIT (see unit_of_work) failed, e.g. a conflict
+                if not last_unit or self._pg is None or not self._pg.failed:
+                    raise
+                self._conn.execute(f"ROLLBACK TO {_LAST_UNIT}")  # the transaction is usable again, without that unit
+                self._control(f"RELEASE {_LAST_UNIT}")
+                self._forget_cached()
+                raise UnitUndone from None
             if self._wal_restart_due:
                 self._wal_restart_due = False
                 # the commit above stands whatever happens here; the next pass retries
@@ -372,6 +377,7 @@ class StoreBase:
 
     def rollback(self) -> None:
         with self._lock:
+            self._last_unit_open = False
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             self._forget_cached()
