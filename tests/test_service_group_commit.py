@@ -4,6 +4,7 @@ copy another instance wrote but has not committed yet is stored once and counted
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -12,11 +13,13 @@ import pytest
 
 from payi_otel.service.attribution import Attribution
 from payi_otel.service.commit import GroupCommitter
+from payi_otel.service.errors import PayiApiError
 from payi_otel.service.ingest import Ingestor
 from payi_otel.service.models import IngestRequest
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.store import Store, now_ms
+from payi_otel.service.store import ResourceVersion, Store, now_ms
 
+TEST_DATABASE_URL_ENV = "PAYI_OTEL_TEST_DATABASE_URL"  # set by make test-postgres (see conftest.py)
 EVENT = {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 1200, "output": 400}}}
 
 
@@ -76,5 +79,92 @@ def test_an_event_racing_another_instances_uncommitted_copy_is_stored_and_counte
         assert first.read_one("SELECT count(*) FROM requests", ()) == (1,)
     finally:
         committer.close()
+        first.close()
+        second.close()
+
+
+def test_a_batch_with_an_event_naming_an_unknown_limit_answers_each_event_and_counts_the_others_once(tmp_path):
+    """Single events that arrived together: the limits they name are checked as they are counted; an unknown
+    one has the batch run again with the checks first, which refuses that event alone and counts the rest once."""
+    store = Store(tmp_path)
+    try:
+        app, _ = store.create_application("default", "default")
+        store.create_limit(
+            app.id, limit_id="budget", limit_name="budget", max_=100.0, limit_type="allow", threshold=0.8,
+            properties=None, reset_schedule=None, now_ms=now_ms(),
+        )
+        ingestor = Ingestor(store, Pricer())
+        event = IngestRequest.model_validate(EVENT)
+        store.begin()
+        earlier = store.unit_of_work(
+            lambda: ingestor.ingest_events([(app, event, Attribution(limit_ids=["budget"], dedupe_id="seen"))])
+        )[0]
+        store.commit()
+        assert isinstance(earlier, dict)
+        batch = [
+            (app, event, Attribution(limit_ids=["budget"])),
+            (app, event, Attribution(limit_ids=["budget", "nope"])),
+            (app, event, Attribution(limit_ids=["budget"], dedupe_id="seen")),
+            (app, event, Attribution(limit_ids=["budget"])),
+        ]
+        store.begin()
+        answers = store.unit_of_work(lambda: ingestor.ingest_events(batch), last=True)
+        store.commit()
+
+        stored, refused, duplicate, also_stored = answers
+        assert isinstance(refused, PayiApiError) and refused.code == "invalid_limit_ids"
+        assert isinstance(duplicate, dict) and duplicate["request_id"] == earlier["request_id"]
+        assert duplicate["xproxy_result"]["duplicate_request"] is True
+        cost = earlier["xproxy_result"]["cost"]["total"]["base"]
+        for answer in (stored, also_stored):
+            assert isinstance(answer, dict) and answer["xproxy_result"]["duplicate_request"] is False
+            assert answer["xproxy_result"]["cost"]["total"]["base"] == pytest.approx(cost)
+        limit = store.limit(app.id, "budget")
+        assert limit is not None
+        assert limit.requests["total"] == 3
+        assert limit.cost_total == pytest.approx(3 * cost)
+        assert store.read_one("SELECT count(*) FROM requests", ()) == (3,)
+    finally:
+        store.close()
+
+
+@pytest.mark.skipif(not os.environ.get(TEST_DATABASE_URL_ENV), reason="instances share a database on PostgreSQL only")
+def test_a_custom_price_another_instance_changed_prices_the_next_batch(tmp_path):
+    """The instance priced a batch with its cached custom price before the cache generation arrived with the
+    batch's limit update; another instance's new price version had bumped it, so the batch runs again."""
+    first, second = Store(tmp_path), Store(tmp_path)
+    try:
+        app, _ = first.create_application("default", "default")
+        first.create_limit(
+            app.id, limit_id="budget", limit_name="budget", max_=1e9, limit_type="allow", threshold=0.8,
+            properties=None, reset_schedule=None, now_ms=now_ms(),
+        )
+        start = now_ms() - 60_000
+
+        def price_version(resource_id: str, input_price: float, start_ms: int) -> ResourceVersion:
+            units: dict[str, dict[str, float | None]] = {"text": {"input_price": input_price, "output_price": 0.0}}
+            return ResourceVersion(resource_id, "custom.bench", "model", None, units, None, None, None, start_ms)
+
+        second.create_resource_version(price_version("v1", 0.001, start), now_ms())
+        event = IngestRequest.model_validate(
+            {"category": "custom.bench", "resource": "model", "units": {"text": {"input": 1000, "output": 0}}}
+        )
+        ingestor = Ingestor(first, Pricer())
+
+        def ingest_one() -> dict[str, Any]:
+            first.begin()
+            answer = first.unit_of_work(
+                lambda: ingestor.ingest_events([(app, event, Attribution(limit_ids=["budget"]))]), last=True
+            )[0]
+            first.commit()
+            assert isinstance(answer, dict)
+            return answer
+
+        assert ingest_one()["xproxy_result"]["cost"]["total"]["base"] == pytest.approx(1.0)
+        second.create_resource_version(price_version("v2", 0.002, start + 1), now_ms())  # in force from now on
+        assert ingest_one()["xproxy_result"]["cost"]["total"]["base"] == pytest.approx(2.0)
+        limit = first.limit(app.id, "budget")
+        assert limit is not None and limit.cost_total == pytest.approx(3.0) and limit.requests["total"] == 2
+    finally:
         first.close()
         second.close()

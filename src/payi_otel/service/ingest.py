@@ -9,7 +9,8 @@ attribution by :mod:`.attribution`, limits by :mod:`.limit_accounting`; answers 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -30,7 +31,16 @@ from payi_otel.service.ingest_results import Stored, iso_timestamp, response_bod
 from payi_otel.service.limit_accounting import LimitEntry, account_limits, check_limit_ids
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer, PriceResult, price_custom
-from payi_otel.service.store import Application, Store, StoredKeys, StoredRequest, StoreError, new_id, now_ms
+from payi_otel.service.store import (
+    Application,
+    CheckFirst,
+    Store,
+    StoredKeys,
+    StoredRequest,
+    StoreError,
+    new_id,
+    now_ms,
+)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE.total_seconds() * 1000
@@ -64,7 +74,11 @@ class Ingestor:
         self, app: Application, attr: Attribution, names: dict[str, str], batch: _Batch | None = None
     ) -> None:
         check_attribution_rules(attr, names)
-        if attr.limit_ids:
+        if attr.limit_ids and batch is not None and batch.unchecked is not None:
+            allowed = attr.block_limits_allowed or self.block_limits  # checked as they are counted
+            for lid in attr.limit_ids:
+                batch.unchecked[lid] = batch.unchecked.get(lid, True) and allowed
+        elif attr.limit_ids:
             check_limit_ids(
                 self.store, app, attr.limit_ids, names["limit_ids"], int(self.clock() * 1000),
                 batch.known_limits if batch is not None else None,
@@ -98,31 +112,55 @@ class Ingestor:
             by_app.setdefault(app.id, []).append(index)
         with self.store.transaction():
             for indexes in by_app.values():
-                app = events[indexes[0]][0]
-                batch = _Batch(now_ms())
-                batch.stored = self._stored_keys(
-                    app, ((events[i][1].category, events[i][1].provider_response_id, events[i][2].dedupe_id)
-                          for i in indexes)
-                )
-                placed: dict[int, tuple[Any, ...] | StoredRequest | str] = {}
-                for index in indexes:
-                    _, event, attr = events[index]
-                    try:
-                        placed[index] = self._prepare(app, event, attr, HEADER_NAMES, batch)
-                    except PayiApiError as exc:
-                        answers[index] = exc
-                self._account_limits(app, batch)
-                self.store.add_requests(batch.rows, batch.new_instances)
-                rows = {row[0]: row for row in batch.rows}  # with their limit states now
-                for index, outcome in placed.items():
-                    if isinstance(outcome, StoredRequest):
-                        answers[index] = response_body(outcome, duplicate=True)
-                    else:  # a new row, or (a request id) a repeat of an earlier event of the batch
-                        row = rows[outcome if isinstance(outcome, str) else outcome[0]]
-                        answers[index] = response_body(
-                            StoredRequest.from_request_row(row), duplicate=isinstance(outcome, str)
-                        )
+                batch_events = [events[i] for i in indexes]
+                try:  # the limits named are checked by the updates that count them (a savepoint undoes those)
+                    with self.store.transaction():
+                        placed = self._ingest_batch(batch_events, check_limits=False)
+                except CheckFirst:  # one was not countable as it stood: each event is checked first
+                    placed = self._ingest_batch(batch_events, check_limits=True)
+                for index, answer in zip(indexes, placed, strict=True):
+                    answers[index] = answer
         assert all(answer is not None for answer in answers)  # every event was placed or refused
+        return cast(list[dict[str, Any] | PayiApiError], answers)
+
+    def _ingest_batch(
+        self, events: list[tuple[Application, IngestRequest, Attribution]], *, check_limits: bool
+    ) -> list[dict[str, Any] | PayiApiError]:
+        """Store single events of one application as one batch; per event, its answer or its error.
+
+        Without ``check_limits`` the limit ids are not checked before pricing but by the updates that count
+        them, and cached data (custom prices, use cases) is used before the cache generation arrives with
+        those updates (on PostgreSQL two round trips fewer): :class:`CheckFirst` is raised when that could
+        answer differently (a limit id unknown, blocking or due for a reset; an event naming limits refused
+        for another reason, which the limit check might have refused first; stale cached data)."""
+        app = events[0][0]
+        answers: list[dict[str, Any] | PayiApiError | None] = [None] * len(events)
+        batch = _Batch(now_ms())
+        if not check_limits:
+            batch.unchecked = {}
+        batch.stored = self.store.stored_keys(
+            app.id, ((event.category, event.provider_response_id, attr.dedupe_id) for _, event, attr in events)
+        )
+        placed: dict[int, tuple[Any, ...] | StoredRequest | str] = {}
+        with nullcontext() if check_limits else self.store.cache_checked_later():
+            for index, (_, event, attr) in enumerate(events):
+                try:
+                    placed[index] = self._prepare(app, event, attr, HEADER_NAMES, batch)
+                except PayiApiError as exc:
+                    if not check_limits and attr.limit_ids:
+                        raise CheckFirst from None
+                    answers[index] = exc
+            self._account_limits(app, batch)
+            if not self.store.cache_was_current():  # priced with custom prices another instance has changed
+                raise CheckFirst
+        self.store.add_requests(batch.rows, batch.new_instances)
+        rows = {row[0]: row for row in batch.rows}  # with their limit states now
+        for index, outcome in placed.items():
+            if isinstance(outcome, StoredRequest):
+                answers[index] = response_body(outcome, duplicate=True)
+            else:  # a new row, or (a request id) a repeat of an earlier event of the batch
+                row = rows[outcome if isinstance(outcome, str) else outcome[0]]
+                answers[index] = response_body(StoredRequest.from_request_row(row), duplicate=isinstance(outcome, str))
         return cast(list[dict[str, Any] | PayiApiError], answers)
 
     def ingest_bulk(self, app: Application, items: list[BulkIngestRequest | PayiApiError]) -> dict[str, Any]:
@@ -166,8 +204,8 @@ class Ingestor:
         with self.store.transaction():
             batch = _Batch(ingest_ms or now_ms())
             if not replaces:  # a replacing item is looked up after the request it replaces is removed
-                batch.stored = self._stored_keys(
-                    app, ((item.category, item.provider_response_id, item.dedupe_id)
+                batch.stored = self.store.stored_keys(
+                    app.id, ((item.category, item.provider_response_id, item.dedupe_id)
                           for item in items if not isinstance(item, PayiApiError))
                 )
             outcomes: list[Stored | PayiApiError] = []
@@ -200,26 +238,10 @@ class Ingestor:
             self.store.add_requests(batch.rows, batch.new_instances)
         return outcomes
 
-    def _stored_keys(
-        self, app: Application, keys: Iterable[tuple[str, str | None, str | None]]
-    ) -> StoredKeys | None:
-        """The stored requests the batch's events (category, provider response id, dedupe id) could
-        duplicate, in one lookup; None when no event carries an id."""
-        provider_keys: set[tuple[str, str]] = set()
-        dedupe_ids: set[str] = set()
-        for category, provider_id, dedupe_id in keys:
-            if provider_id is not None:
-                provider_keys.add((category, provider_id))
-            if dedupe_id:
-                dedupe_ids.add(dedupe_id)
-        if not (provider_keys or dedupe_ids):
-            return None
-        return self.store.stored_keys(app.id, provider_keys, dedupe_ids)
-
     def _account_limits(self, app: Application, batch: _Batch) -> None:
         for reservation in batch.reservations:  # the calls ended: their real cost is counted below
             self.store.release_reservation(app.id, reservation)
-        account_limits(self.store, app, batch.rows, batch.limit_entries, int(self.clock() * 1000))
+        account_limits(self.store, app, batch.rows, batch.limit_entries, int(self.clock() * 1000), batch.unchecked)
 
     def _event_time(self, event: IngestRequest, batch: _Batch) -> tuple[int, datetime]:
         if event.event_timestamp is None:
@@ -380,6 +402,8 @@ class _Batch:
     known_limits: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # checked: id -> (type, next reset)
     reservations: list[str] = field(default_factory=list)  # held by the batch's calls, released at its end
     stored: StoredKeys | None = None  # the stored requests its events could duplicate, looked up at its start
+    # limit ids named but not checked (-> whether every event naming it may count in a block limit), or None
+    unchecked: dict[str, bool] | None = None
 
     def __post_init__(self) -> None:
         self.ingest_time = datetime.fromtimestamp(self.ingest_ms / 1000, UTC)

@@ -13,7 +13,7 @@ import orjson
 
 from payi_otel import protocol as P
 from payi_otel.service.errors import bad_request
-from payi_otel.service.store import REQUEST_COLUMNS, Application, Store
+from payi_otel.service.store import REQUEST_COLUMNS, Application, CheckFirst, Store
 
 _LISTED_IDS = 5  # limit ids an error message names (the rest are counted)
 _LIMIT_STATES = REQUEST_COLUMNS.index("limit_states")
@@ -54,13 +54,21 @@ def check_limit_ids(
 
 
 def account_limits(
-    store: Store, app: Application, rows: list[tuple[Any, ...]], entries: list[LimitEntry], now_ms: int
+    store: Store,
+    app: Application,
+    rows: list[tuple[Any, ...]],
+    entries: list[LimitEntry],
+    now_ms: int,
+    unchecked: dict[str, bool] | None = None,
 ) -> None:
-    """Count the batch's requests in the limits they name and set each request row's per-limit states."""
+    """Count the batch's requests in the limits they name and set each request row's per-limit states.
+    ``unchecked``: the limit ids named were not checked (see ``Store.account_limits_batch``)."""
     if not entries:
+        if unchecked:  # named only by events that were not counted (duplicates): checked on their own
+            raise CheckFirst
         return
     requests = [(ids, cost, failed, rows[i][0]) for i, ids, cost, failed in entries]
-    states = store.account_limits_batch(app.id, requests, {"application": app.name}, now_ms)
+    states = store.account_limits_batch(app.id, requests, {"application": app.name}, now_ms, unchecked)
     for (i, *_), limit_states in zip(entries, states, strict=True):
         row = rows[i]
         encoded = orjson.dumps(limit_states).decode() if limit_states else None

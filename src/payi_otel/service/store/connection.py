@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from payi_otel.service.store.cache import GENERATION, CacheGenerations
 from payi_otel.service.store.records import DB_FILE, StoreError
 from payi_otel.service.store.schema import create_or_migrate
 from payi_otel.service.store.sqlite_file import (
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 DATABASE_URL_ENV = "PAYI_OTEL_DATABASE_URL"
 T = TypeVar("T")
 _RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
-_GENERATION = "SELECT generation FROM cache_generation"
 _LAST_UNIT = "last_unit"  # PostgreSQL: the savepoint of a unit whose inserts travel with the COMMIT
 COPY_FROM_ROWS = 64  # PostgreSQL: inserts of this many rows or more go by COPY (fewer: one pipelined statement each)
 
@@ -76,7 +76,7 @@ def database_errors() -> tuple[type[Exception], ...]:
         return (sqlite3.Error, OSError)
     return (sqlite3.Error, psycopg.Error, OSError)
 
-class StoreBase:
+class StoreBase(CacheGenerations):
     """The connection and transaction handling every area of the store builds on.
 
     ``create=False`` (the CLI's reading commands) refuses a directory without a store instead of
@@ -88,6 +88,7 @@ class StoreBase:
     ) -> None:
         """``database_url`` (default ``$PAYI_OTEL_DATABASE_URL``): a ``postgresql://`` URL selects PostgreSQL;
         without one the store is the SQLite file of ``data_dir``."""
+        super().__init__()
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILE
         self.database_url = resolve_database_url(database_url)
@@ -95,8 +96,6 @@ class StoreBase:
         self._retryable: tuple[type[Exception], ...] = ()
         self._pg: PgConnection | None = None
         self._pg_readers: PgReaders | None = None
-        self._generation = -1  # PostgreSQL: the cache generation the cached data belongs to
-        self._generation_due = False  # PostgreSQL: asked for with the next statement (see _cache_usable)
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._wal_restart_due = False
@@ -145,45 +144,6 @@ class StoreBase:
             self._pg.close()
             raise
         self._pg_readers = postgres.PgReaders(url)
-
-    def _forget_cached(self) -> None:
-        """Drop what areas cache from the database; called on every rollback (it may undo their writes)."""
-
-    def _cached_data_changed(self) -> None:
-        """Called (inside the writing transaction) by areas that change data they cache.
-
-        On PostgreSQL other instances cache it too: the change bumps a generation they check (see
-        :meth:`_check_cached`), so they drop their copy before they next use it.
-        """
-        if self._pg is not None:
-            self._generation = self._conn.execute(
-                "UPDATE cache_generation SET generation = generation + 1 RETURNING generation"
-            ).fetchone()[0]
-
-    def _check_cached(self) -> None:
-        """PostgreSQL: drop cached data another instance changed since it was read (one small query)."""
-        if self._pg is None:
-            return
-        with self._lock:
-            self._generation_read(self._conn.execute(_GENERATION).fetchall())
-
-    def _generation_read(self, rows: list[tuple[Any, ...]]) -> None:
-        self._generation_due = False
-        generation = rows[0][0]
-        if generation != self._generation:
-            self._forget_cached()
-            self._generation = generation
-
-    def _cache_usable(self) -> None:
-        """Called by areas before they use what they cache, in a group commit's transaction: on PostgreSQL
-        its begin asked for the generation together with the transaction's first statement (no round trip
-        of its own); if that has not been sent yet, it is now."""
-        if self._pg is None or not self._generation_due:
-            return
-        with self._lock:
-            self._pg.flush()
-            if self._generation_due:  # the pipeline that carried it failed: ask on its own
-                self._check_cached()
 
     def unit_of_work(self, work: Callable[[], T], *, last: bool = False) -> T:
         """Run ``work()`` (store calls that write through :meth:`transaction`) inside the open transaction.
@@ -312,8 +272,7 @@ class StoreBase:
         marks = ", ".join("?" * len(columns))
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
         if self._pg is not None and self._inserts_with_commit:  # see unit_of_work
-            for row in rows:
-                self._pg.defer(sql, row)
+            self._pg.defer_many(sql, rows)
             return
         self._conn.executemany(sql, rows)
 
@@ -352,7 +311,7 @@ class StoreBase:
             self._control("BEGIN IMMEDIATE")
             if self._pg is not None:  # answered with the transaction's first statement (see _cache_usable)
                 self._generation_due = True
-                self._pg.defer(_GENERATION, (), self._generation_read)
+                self._pg.defer(GENERATION, (), self._generation_read)
             self._writer_thread = threading.get_ident()
 
     def commit(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,22 +50,29 @@ class IngestStore(RequestsStore):
         return found
 
     def stored_keys(
-        self, application_id: int, provider_keys: Collection[tuple[str, str]], dedupe_ids: Collection[str]
-    ) -> StoredKeys:
-        """The stored requests of this application with any of these (category, provider response id) keys
-        or dedupe ids. Each is the lookup :meth:`find_duplicate` makes (by unique index), but PostgreSQL
-        gets them all in one round trip instead of one each."""
-        provider_keys, dedupe_ids = list(provider_keys), list(dedupe_ids)
+        self, application_id: int, keys: Iterable[tuple[str, str | None, str | None]]
+    ) -> StoredKeys | None:
+        """The stored requests of this application that events with these keys (category, provider response
+        id, dedupe id) could duplicate; None when no event carries an id. Each is the lookup
+        :meth:`find_duplicate` makes (by unique index), but PostgreSQL gets them all in one round trip
+        instead of one each."""
+        provider_keys: set[tuple[str, str]] = set()
+        dedupe_ids: set[str] = set()
+        for category, provider_id, dedupe_id in keys:
+            if provider_id is not None:
+                provider_keys.add((category, provider_id))
+            if dedupe_id:
+                dedupe_ids.add(dedupe_id)
+        if not (provider_keys or dedupe_ids):
+            return None
+        by_key, by_id = list(provider_keys), list(dedupe_ids)
         found = self.query_each(
-            [(RESULT_BY_PROVIDER_ID, (application_id, category, provider_id))
-             for category, provider_id in provider_keys]
-            + [(RESULT_BY_DEDUPE_ID, (application_id, dedupe_id)) for dedupe_id in dedupe_ids]
+            [(RESULT_BY_PROVIDER_ID, (application_id, category, provider_id)) for category, provider_id in by_key]
+            + [(RESULT_BY_DEDUPE_ID, (application_id, dedupe_id)) for dedupe_id in by_id]
         )
         stored = [StoredRequest.from_row(rows[0]) if rows else None for rows in found]
-        by_provider = {key: hit for key, hit in zip(provider_keys, stored, strict=False) if hit is not None}
-        by_dedupe = {
-            key: hit for key, hit in zip(dedupe_ids, stored[len(provider_keys) :], strict=True) if hit is not None
-        }
+        by_provider = {key: hit for key, hit in zip(by_key, stored, strict=False) if hit is not None}
+        by_dedupe = {key: hit for key, hit in zip(by_id, stored[len(by_key) :], strict=True) if hit is not None}
         return StoredKeys(by_provider, by_dedupe)
 
     def remember_resource_version(self, version: dict[str, Any], category: str, resource: str | None) -> None:

@@ -14,14 +14,14 @@ from typing import Any
 import orjson
 
 from payi_otel.service.store.limits import LimitDefinitionsStore, limit_state
-from payi_otel.service.store.records import dumps
+from payi_otel.service.store.records import CheckFirst, dumps
 
 _ADD_BATCH = """
 UPDATE limits SET
     cost_input = cost_input + ?1, cost_output = cost_output + ?2, cost_total = cost_total + ?3,
     req_total = req_total + ?4, req_failed = req_failed + ?5
 WHERE application_id = ?6 AND limit_id IN ({ids})
-RETURNING limit_id, cost_total, max, threshold, alerted
+RETURNING limit_id, cost_total, max, threshold, alerted, limit_type, next_reset_ms
 """
 # One request on its own: its state decided in the same statement (?4 = 1 when it failed).
 _ADD_ONE = """
@@ -33,7 +33,7 @@ UPDATE limits SET
         + CAST(?4 = 0 AND cost_total + ?3 <= max AND cost_total + ?3 >= max * threshold AS INTEGER),
     req_ok = req_ok + CAST(?4 = 0 AND cost_total + ?3 < max * threshold AS INTEGER)
 WHERE application_id = ?5 AND limit_id IN ({ids})
-RETURNING limit_id, cost_total, max, threshold, alerted
+RETURNING limit_id, cost_total, max, threshold, alerted, limit_type, next_reset_ms
 """
 _COUNT_BATCH = """
 UPDATE limits SET req_ok = req_ok + ?1, req_exceeded = req_exceeded + ?2, req_overrun = req_overrun + ?3
@@ -90,12 +90,18 @@ class LimitsStore(LimitDefinitionsStore):
         entries: list[tuple[list[str], tuple[float, float, float], bool, str]],
         alert_context: dict[str, Any],
         now_ms: int,
+        unchecked: dict[str, bool] | None = None,
     ) -> list[dict[str, str]]:
         """Count requests ``(limit ids, (input, output, total) cost, failed, request id)`` in their limits, in
         order; returns each request's limit states. Two atomic updates per limit, whatever the number of
         requests (one for all the limits a lone request names): the sums first (returning the new total, so
         the total before is known under the row's lock), then the counts by state, each request's state read
-        from the running total."""
+        from the running total.
+
+        ``unchecked`` (limit id -> whether it may be a block limit): the limit ids the batch's events named were
+        not checked (:meth:`check_limit_ids` costs a round trip on PostgreSQL); the updates check them as they
+        count. Unless each is a limit of the application, counted here, allowed to block if it blocks, and has
+        no reset due, :class:`CheckFirst` is raised (the updates are the caller's to undo)."""
         by_limit: dict[str, list[int]] = {}
         for k, (ids, _, _, _) in enumerate(entries):
             for lid in ids:
@@ -121,7 +127,14 @@ class LimitsStore(LimitDefinitionsStore):
             marks = ", ".join(f"?{first_id + i}" for i in range(len(lids)))
             head = (*sums, failed, application_id) if single else (*sums, len(ks_key), failed, application_id)
             for row in self._conn.execute((_ADD_ONE if single else _ADD_BATCH).format(ids=marks), (*head, *lids)):
-                rows[row[0]] = (ks_key, sums, single, *row[1:])
+                lid, kind, due = row[0], row[5], row[6]
+                rows[lid] = (ks_key, sums, single, *row[1:5])
+                if unchecked is not None and (
+                    (kind == "block" and not unchecked.get(lid, False)) or (due is not None and due <= now_ms)
+                ):
+                    raise CheckFirst
+        if unchecked is not None and not rows.keys() >= unchecked.keys():  # unknown, or named only by duplicates
+            raise CheckFirst
         for lid in by_limit:
             found = rows.get(lid)
             if found is None:

@@ -63,14 +63,19 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
         self._pgconn = conn.pgconn  # its transaction status is asked on every read of ingest: no wrapper per call
-        self._deferred: list[tuple[str, Sequence[Any], RowsCallback | None]] = []
+        # (query, parameters, on_rows, many: run once per row of parameters) sent with the next statement
+        self._deferred: list[tuple[str, Sequence[Any], RowsCallback | None, bool]] = []
 
     def defer(self, sql: str, params: Sequence[Any] = (), on_rows: RowsCallback | None = None) -> None:
         """Send ``sql`` together with the next statement, in one pipeline: one round trip to the server
         instead of two. For statements whose answer nobody waits for (BEGIN, SAVEPOINT, RELEASE, an update
         of counters), or a query whose rows go to ``on_rows`` once they arrive. An error of either is raised
         by that next statement."""
-        self._deferred.append((*self._args(sql, params), on_rows))
+        self._deferred.append((*self._args(sql, params), on_rows, False))
+
+    def defer_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """As :meth:`defer`, for a statement run once per row (an insert of rows)."""
+        self._deferred.append((*self._rows_args(sql, rows), None, True))
 
     @contextmanager
     def _sending_deferred(self) -> Iterator[None]:
@@ -78,7 +83,10 @@ class PgConnection:
         deferred, self._deferred = self._deferred, []
         answered = []
         with self.raw.pipeline():
-            for query, args, on_rows in deferred:
+            for query, args, on_rows, many in deferred:
+                if many:
+                    self.raw.cursor().executemany(query, args)
+                    continue
                 cursor = self.raw.execute(query, args)
                 if on_rows is not None:
                     answered.append((cursor, on_rows))
@@ -99,6 +107,13 @@ class PgConnection:
             params = [params[i] for i in order]
         return query, params
 
+    @staticmethod
+    def _rows_args(sql: str, rows: Sequence[Sequence[Any]]) -> tuple[str, Sequence[Sequence[Any]]]:
+        query, order = postgres_sql(sql)
+        if order is not None:
+            rows = [[row[i] for i in order] for row in rows]
+        return query, rows
+
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         query, args = self._args(sql, params)
         if not self._deferred:
@@ -110,9 +125,7 @@ class PgConnection:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> psycopg.Cursor[Any]:
         if len(rows) == 1:  # one round trip, where a pipeline takes two
             return self.execute(sql, rows[0])
-        query, order = postgres_sql(sql)
-        if order is not None:
-            rows = [[row[i] for i in order] for row in rows]
+        query, rows = self._rows_args(sql, rows)
         cursor = self.raw.cursor()
         with self._sending_deferred():
             cursor.executemany(query, rows)

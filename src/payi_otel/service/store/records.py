@@ -36,6 +36,12 @@ class StoreError(Exception):
         self.code = code
 
 
+class CheckFirst(Exception):  # not an error: the work is run again
+    """Work done ahead of its checks (limits counted without a check, cached data used before the cache
+    generation was known) would not stand them: the caller undoes it (a savepoint) and runs it again with
+    the checks first."""
+
+
 class NoStoreError(StoreError):
     """The data directory holds no store (and was not to get one)."""
 
