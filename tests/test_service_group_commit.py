@@ -17,7 +17,7 @@ from payi_otel.service.errors import PayiApiError
 from payi_otel.service.ingest import Ingestor
 from payi_otel.service.models import IngestRequest
 from payi_otel.service.pricing import Pricer
-from payi_otel.service.store import ResourceVersion, Store, now_ms
+from payi_otel.service.store import Application, ResourceVersion, Store, now_ms
 
 TEST_DATABASE_URL_ENV = "PAYI_OTEL_TEST_DATABASE_URL"  # set by make test-postgres (see conftest.py)
 EVENT = {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 1200, "output": 400}}}
@@ -37,15 +37,21 @@ def _wait_until_blocked_by_another_transaction(store: Store) -> None:
             time.sleep(0.01)
 
 
+def _application_with_budget(store: Store, max_: float = 100.0) -> Application:
+    """Application ``default`` with an allow limit ``budget``."""
+    app, _ = store.create_application("default", "default")
+    store.create_limit(
+        app.id, limit_id="budget", limit_name="budget", max_=max_, limit_type="allow", threshold=0.8,
+        properties=None, reset_schedule=None, now_ms=now_ms(),
+    )
+    return app
+
+
 def test_an_event_racing_another_instances_uncommitted_copy_is_stored_and_counted_once(tmp_path):
     first, second = Store(tmp_path), Store(tmp_path)  # two instances on one database (SQLite: one file)
     committer = GroupCommitter(first)
     try:
-        app, _ = first.create_application("default", "default")
-        first.create_limit(
-            app.id, limit_id="budget", limit_name="budget", max_=100.0, limit_type="allow", threshold=0.8,
-            properties=None, reset_schedule=None, now_ms=now_ms(),
-        )
+        app = _application_with_budget(first)
         event = IngestRequest.model_validate(EVENT)
         attr = Attribution(limit_ids=["budget"], dedupe_id="call-1")
 
@@ -88,11 +94,7 @@ def test_a_batch_with_an_event_naming_an_unknown_limit_answers_each_event_and_co
     one has the batch run again with the checks first, which refuses that event alone and counts the rest once."""
     store = Store(tmp_path)
     try:
-        app, _ = store.create_application("default", "default")
-        store.create_limit(
-            app.id, limit_id="budget", limit_name="budget", max_=100.0, limit_type="allow", threshold=0.8,
-            properties=None, reset_schedule=None, now_ms=now_ms(),
-        )
+        app = _application_with_budget(store)
         ingestor = Ingestor(store, Pricer())
         event = IngestRequest.model_validate(EVENT)
         store.begin()
@@ -134,11 +136,7 @@ def test_a_custom_price_another_instance_changed_prices_the_next_batch(tmp_path)
     batch's limit update; another instance's new price version had bumped it, so the batch runs again."""
     first, second = Store(tmp_path), Store(tmp_path)
     try:
-        app, _ = first.create_application("default", "default")
-        first.create_limit(
-            app.id, limit_id="budget", limit_name="budget", max_=1e9, limit_type="allow", threshold=0.8,
-            properties=None, reset_schedule=None, now_ms=now_ms(),
-        )
+        app = _application_with_budget(first, 1e9)
         start = now_ms() - 60_000
 
         def price_version(resource_id: str, input_price: float, start_ms: int) -> ResourceVersion:
