@@ -53,66 +53,69 @@ def resource_model(model: str | None) -> str | None:
 class ResponseState:
     """What the responses of one call said: ids, model, usage, finish reasons, function calls.
 
-    A non-streamed call adds one response; a stream adds every chunk. Adding only keeps the chunk (the
-    caller holds it anyway); :meth:`fill` reads them once at the end: the first response id and model
-    version, the last ``usage_metadata``, the last finish reason of each candidate, and every function
-    call in order."""
+    A non-streamed call adds one response; a stream adds every chunk, read as it is added (the first
+    response id and model version, the last ``usage_metadata``, the last finish reason of each candidate,
+    every function call in order), so that no chunk is kept: keeping a stream's chunks until its end costs
+    the caller several microseconds per chunk (the memory and the garbage collector's work of the SDK's
+    objects, which it frees as it goes otherwise); :meth:`fill` writes them into the record."""
 
-    __slots__ = ("responses",)
+    __slots__ = ("added", "finish", "model_version", "response_id", "tool_calls", "usage")
 
     def __init__(self) -> None:
-        self.responses: list[Any] = []
+        self.added = False
+        self.response_id: Any = None
+        self.model_version: Any = None
+        self.usage: Any = None
+        self.finish: dict[int, str] = {}
+        self.tool_calls: list[dict[str, str]] = []
 
     def add(self, response: Any) -> bool:
-        self.responses.append(response)
-        return True
+        if not self.added:
+            self.added = True
+            self.response_id = _g(response, "response_id")
+            self.model_version = _g(response, "model_version")
+        return self.read(response)
 
-    def _usage_metadata(self) -> Any:
-        for response in reversed(self.responses):
-            usage = getattr(response, "usage_metadata", None)
+    def read(self, response: Any) -> bool:
+        """:meth:`add` after the first response (a stream proxy calls it for each chunk)."""
+        try:  # plain attribute reads (about half the cost of getattr with a default), of fields the SDK's
+            usage = response.usage_metadata  # types have in every release
             if usage is not None:
-                return usage
-        return None
-
-    def _outputs(self) -> tuple[dict[int, str], list[dict[str, str]]]:
-        """Finish reasons by candidate and function calls, read from the SDK's response objects. A stream's
-        every part of every chunk is looked at here, once: plain attribute reads (about half the cost of
-        ``getattr`` with a default), every field read being one the SDK's types have in every release."""
-        finish: dict[int, str] = {}
-        tool_calls: list[dict[str, str]] = []
-        try:
-            for response in self.responses:
-                candidates = response.candidates
-                if not candidates:
-                    continue
-                for position, candidate in enumerate(candidates):
+                self.usage = usage
+            candidates = response.candidates
+            if candidates:
+                for candidate in candidates:
                     reason = candidate.finish_reason
                     if reason is not None:
                         index = candidate.index  # none when Vertex AI sends a candidate alone: its position
-                        finish[index if isinstance(index, int) else position] = _enum_name(reason) or ""
+                        if not isinstance(index, int):
+                            index = next(i for i, c in enumerate(candidates) if c is candidate)
+                        self.finish[index] = _enum_name(reason) or ""
                     content = candidate.content
                     if content is not None:
                         for part in content.parts or ():
                             fc = part.function_call
                             if fc is not None:
-                                name = getattr(fc, "name", None) or ""
-                                tool_calls.append({"name": name, "arguments": _arguments(getattr(fc, "args", None))})
+                                self._tool_call(fc)
         except AttributeError:  # not the SDK's response objects
             logger.debug("unexpected google-genai response shape", exc_info=True)
-        return finish, tool_calls
+        return True
+
+    def _tool_call(self, fc: Any) -> None:
+        name = getattr(fc, "name", None) or ""
+        self.tool_calls.append({"name": name, "arguments": _arguments(getattr(fc, "args", None))})
 
     def fill(self, rec: CallRecord) -> None:
-        first = self.responses[0] if self.responses else None
-        rec.response_id = _g(first, "response_id") or None
-        rec.response_model = _g(first, "model_version") or None
+        rec.response_id = self.response_id or None
+        rec.response_model = self.model_version or None
         model = resource_model(rec.response_model or rec.request_model)
         rec.resource = f"google.{model}" if model else None
-        rec.usage = usage_from_metadata(self._usage_metadata(), model)
-        finish, tool_calls = self._outputs()
+        rec.usage = usage_from_metadata(self.usage, model)
+        finish = self.finish
         if finish:
             rec.finish_reasons = [finish[k] for k in sorted(finish) if finish[k]]
-        if tool_calls:
-            rec.tool_calls = tool_calls
+        if self.tool_calls:
+            rec.tool_calls = self.tool_calls
 
 
 def read_generate(rec: CallRecord, result: Any) -> None:
@@ -147,28 +150,35 @@ def error_info(exc: BaseException) -> tuple[int | None, str | None]:
 
 
 class GenerateStream:
-    """Stream handler of ``generate_content_stream``: every chunk is a full response object, kept as it
-    comes (read once at the end). Until the first chunk with output the handler also looks for it; after
-    it, the stream proxy appends the chunks itself (:meth:`bind`)."""
+    """Stream handler of ``generate_content_stream``: every chunk is a full response object, read as it
+    comes (:class:`ResponseState`) and kept only when the content is captured. Until the first chunk with
+    output the handler also looks for it; after it, the stream proxy calls the reader itself (:meth:`bind`)."""
 
-    __slots__ = ("call", "responses", "state", "use")
+    __slots__ = ("call", "kept", "read", "state", "use")
 
     def __init__(self, call: Call) -> None:
         self.call = call
         self.state = ResponseState()
-        self.responses = self.state.responses
+        self.kept: list[Any] = []  # the chunks, when their content is captured
+        self.read: Callable[[Any], object] = self._read_and_keep if call.capture_content else self.state.read
         self.use: Callable[[Callable[[Any], object]], None] | None = None
 
     def bind(self, use: Callable[[Callable[[Any], object]], None]) -> None:
         self.use = use
 
+    def _read_and_keep(self, chunk: Any) -> bool:
+        self.kept.append(chunk)
+        return self.state.read(chunk)
+
     def on_chunk(self, chunk: Any) -> bool:
-        self.responses.append(chunk)
+        if self.call.capture_content:
+            self.kept.append(chunk)
+        self.state.add(chunk)
         if getattr(chunk, "candidates", None):  # output, not a usage-only chunk
             self.call.first_token()
             use, self.use = self.use, None  # (the reference back to the proxy's tracker is dropped)
             if use is not None:
-                use(self.responses.append)
+                use(self.read)
         return True
 
     def on_end(self, call: Call, outcome: str, error: BaseException | None) -> None:
@@ -177,7 +187,7 @@ class GenerateStream:
         rec.stream_outcome = outcome
         self.state.fill(rec)
         if call.capture_content:
-            rec.output_messages = output_messages(self.responses)
+            rec.output_messages = output_messages(self.kept)
         if rec.usage is None:
             rec.usage_incomplete_reason = (
                 _NO_USAGE_IN_STREAM if outcome == COMPLETED else f"stream ended before usage was reported ({outcome})"
