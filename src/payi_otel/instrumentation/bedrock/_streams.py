@@ -2,13 +2,10 @@
 
 Both plug into the one stream proxy (:mod:`payi_otel.stream`), which ends the span exactly once
 however the caller leaves the stream (exhausted, ``break`` + ``close()``, error, garbage collection).
-While the stream is read a handler only marks the first token and keeps each event (the proxy then
-appends them itself: no Python code of ours runs per event); the events are read when the stream
-ends, whatever the ending, in order:
+The handlers only look at events:
 
 * ConverseStream events are dicts (``messageStart``, ``contentBlockDelta``, ``messageStop``,
-  ``metadata``); usage and the guardrail trace are in ``metadata``, the last event. Text deltas are
-  passed over unless a tool-use block is open.
+  ``metadata``); usage and the guardrail trace are in ``metadata``, the last event.
 * InvokeModelWithResponseStream events are ``{"chunk": {"bytes": b"<model JSON>"}}``. Decoding every
   chunk would cost microseconds per event, so the first chunk is always decoded (an Anthropic
   ``message_start`` carries the input tokens, a Titan stream may be a single chunk) and tells the
@@ -19,9 +16,6 @@ ends, whatever the ending, in order:
     other chunk (block starts and stops, tool-input deltas, the stop reason, the final counts) is decoded;
   - other families: only a chunk whose bytes mention ``invocationMetrics`` (the final billed counts and
     guardrail traces) is decoded.
-
-The events read are the objects the caller was handed: a caller that changes one in place before the
-stream ends changes what is read.
 
 Tool calls are recorded per content block, in block order; streamed arguments are written like the
 non-streamed response's (compact JSON; what arrived when it does not parse).
@@ -34,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-from collections.abc import Callable
 from typing import Any
 
 from payi_otel.core import COMPLETED, ERROR, Call
@@ -50,8 +42,6 @@ from ._usage import (
     guardrail_trace,
     mark_large_context,
 )
-
-logger = logging.getLogger(__name__)
 
 _NO_USAGE_COMPLETED = "stream ended without a usage event"
 # Keys of the chunk that carries a stream's final counts: the billed metrics, Nova's metadata, Titan's
@@ -75,24 +65,10 @@ def _tool_call(name: str, arguments: str) -> dict[str, str]:
 class _BedrockStream:
     """What both stream kinds share: usage, guardrails, the ending."""
 
-    __slots__ = (
-        "call",
-        "events",
-        "final",
-        "first",
-        "guardrail",
-        "open_tool",
-        "reasons",
-        "resource",
-        "tools",
-        "usage",
-        "use",
-    )
+    __slots__ = ("call", "final", "first", "guardrail", "open_tool", "reasons", "resource", "tools", "usage")
 
     def __init__(self, call: Call, resource: str | None) -> None:
         self.call = call
-        self.events: list[Any] = []  # every event, read at the end
-        self.use: Callable[[Callable[[Any], object]], None] | None = None
         self.resource = resource  # the priced model (its long-context threshold)
         self.first = True
         self.usage: Usage | None = None
@@ -102,16 +78,6 @@ class _BedrockStream:
         self.tools: dict[int, list[str]] = {}  # content block index -> [name, arguments so far]
         self.open_tool: Any = None  # index of the tool-use block being streamed
 
-    def bind(self, use: Callable[[Callable[[Any], object]], None]) -> None:
-        self.use = use
-
-    def _first_token(self) -> None:
-        """The first output: mark it, and hand the proxy the list's own ``append`` for what follows."""
-        self.call.first_token()
-        use, self.use = self.use, None  # (the reference back to the proxy's tracker is dropped)
-        if use is not None:
-            use(self.events.append)
-
     def _open(self, index: Any) -> None:
         """A tool-use block starts: its chunks must be read."""
         self.open_tool = index
@@ -119,17 +85,7 @@ class _BedrockStream:
     def _close(self) -> None:
         self.open_tool = None
 
-    def _read_events(self) -> None:
-        """Read the kept events (each kind its own way)."""
-        raise NotImplementedError
-
     def on_end(self, call: Call, outcome: str, error: BaseException | None) -> None:
-        self.use = None
-        try:
-            self._read_events()
-        except Exception:  # best effort: what was read so far is recorded
-            logger.debug("could not read a Bedrock stream's events", exc_info=True)
-        self.events = []
         rec = call.record
         rec.stream_outcome = outcome
         usage = self.usage
@@ -151,6 +107,7 @@ class _BedrockStream:
             fail(call, error)
         else:
             call.end()
+
 
     def _converse_content(self, event: dict[str, Any]) -> None:
         """Tool uses and the stop reason of a Converse-shaped event (``converse_stream``, Nova invoke)."""
@@ -182,25 +139,21 @@ class ConverseStream(_BedrockStream):
     __slots__ = ()
 
     def on_chunk(self, event: Any) -> bool:
-        """Until the first text delta (the first token); the proxy appends the events after it itself."""
-        self.events.append(event)
         if "contentBlockDelta" in event:
-            self._first_token()
-        return True
-
-    def _read_events(self) -> None:
-        for event in self.events:
-            if "contentBlockDelta" in event:
-                if self.open_tool is not None:
-                    self._converse_content(event)
-            elif "metadata" in event:
-                metadata = event["metadata"]
-                usage = converse_usage(metadata.get("usage"))
-                if usage is not None:
-                    self.usage, self.final = usage, True
-                self.guardrail = guardrail_trace(metadata)
-            else:
+            if self.first:
+                self.first = False
+                self.call.first_token()
+            if self.open_tool is not None:
                 self._converse_content(event)
+        elif "metadata" in event:
+            metadata = event["metadata"]
+            usage = converse_usage(metadata.get("usage"))
+            if usage is not None:
+                self.usage, self.final = usage, True
+            self.guardrail = guardrail_trace(metadata)
+        else:
+            self._converse_content(event)
+        return True
 
 
 class InvokeStream(_BedrockStream):
@@ -214,31 +167,26 @@ class InvokeStream(_BedrockStream):
         self.skip: Any = None  # what is passed over unread now: shape_skip, or nothing while a tool block is open
 
     def on_chunk(self, event: Any) -> bool:
-        """The first event is the first token; the proxy appends the events after it itself."""
-        self.events.append(event)
-        self._first_token()
+        chunk = event.get("chunk")
+        if chunk is None:
+            return True
+        data = chunk.get("bytes")
+        skip = self.skip
+        if skip is not None:  # messages-shaped: one prefix test per text chunk
+            if not data.startswith(skip):
+                self._absorb(data)
+        elif self.first:
+            self.first = False
+            self.call.first_token()
+            doc = self._absorb(data)
+            if doc is not None:
+                if doc.get("type") == "message_start":
+                    self.shape_skip = self.skip = _ANTHROPIC_SKIP
+                elif "messageStart" in doc:
+                    self.shape_skip = self.skip = _CONVERSE_SKIP
+        elif data is not None and data.rfind(b"nvocationMetrics") >= 0:  # not `in`: bytes.__contains__
+            self._absorb(data)  # first tries the needle as an int, a caught TypeError per chunk
         return True
-
-    def _read_events(self) -> None:
-        for event in self.events:
-            chunk = event.get("chunk")
-            if chunk is None:
-                continue
-            data = chunk.get("bytes")
-            skip = self.skip
-            if skip is not None:  # messages-shaped: one prefix test per text chunk
-                if not data.startswith(skip):
-                    self._absorb(data)
-            elif self.first:
-                self.first = False
-                doc = self._absorb(data)
-                if doc is not None:
-                    if doc.get("type") == "message_start":
-                        self.shape_skip = self.skip = _ANTHROPIC_SKIP
-                    elif "messageStart" in doc:
-                        self.shape_skip = self.skip = _CONVERSE_SKIP
-            elif data is not None and data.rfind(b"nvocationMetrics") >= 0:  # not `in`: bytes.__contains__
-                self._absorb(data)  # first tries the needle as an int, a caught TypeError per chunk
 
     def _open(self, index: Any) -> None:
         self.open_tool = index
