@@ -126,3 +126,41 @@ def test_nothing_is_created_inside_suppress_instrumentation():
         assert len(telemetry.spans()) == 2
     finally:
         instrumentor.uninstrument()
+
+
+class _Resource:
+    def fetch(self) -> str:
+        return "fetched"
+
+
+def test_deferred_rows_are_wrapped_at_their_first_use_and_only_while_instrumented():
+    """A row behind a FirstUse (the SDK hooks only some calls need) is left alone until needed, then wrapped in
+    every live instrumentor that has it, at once in one instrumented later, and never after uninstrument."""
+    from payi_otel.instrumentation._wrapping import FirstUse, Target, WrapSet
+
+    seen: list[str] = []
+
+    def hook(wrapped, instance, args, kwargs):
+        seen.append("hook")
+        return wrapped(*args, **kwargs)
+
+    first = FirstUse()
+    row = [Target(__name__, "_Resource", "fetch", hook, raw=True, on_first_use=first)]
+    early, gone = WrapSet(), WrapSet()
+    early.wrap(row)
+    gone.wrap(row)
+    gone.unwrap()  # uninstrumented before the first use: nothing of it may appear later
+    assert _Resource().fetch() == "fetched" and seen == []
+    assert not isinstance(vars(_Resource)["fetch"], wrapt.FunctionWrapper)
+    first.need()
+    assert isinstance(vars(_Resource)["fetch"], wrapt.FunctionWrapper)
+    assert _Resource().fetch() == "fetched" and seen == ["hook"]
+    late = WrapSet()
+    late.wrap(row)  # already needed: wrapped at once (beneath ours, which stays the only active layer)
+    assert early.wrapped and not late.wrapped  # one layer of ours per method, as with eager rows
+    early.unwrap()
+    assert not isinstance(vars(_Resource)["fetch"], wrapt.FunctionWrapper)
+    late.wrap(row)
+    assert _Resource().fetch() == "fetched" and seen == ["hook", "hook"]
+    late.unwrap()
+    assert _Resource().fetch() == "fetched" and seen == ["hook", "hook"]

@@ -4,7 +4,8 @@ An instrumented call in proxy mode carries :data:`~payi_otel.proxy_mode.ROUTE_HE
 base for the provider) among its headers. The SDK's ``BaseClient._build_request`` is wrapped: such a
 request is built for ``<route><the provider path and query>`` instead, with the client's own
 endpoint in ``xProxy-Provider-BaseUri``, and the internal header taken off. Every other request is
-built as the SDK builds it.
+built as the SDK builds it. ``_build_request`` is wrapped when the first call is proxied (until then no
+request needs it).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Any
 
 from payi_otel.core import CallRecord
 from payi_otel.instrumentation._enforce import check_limits, request_size
-from payi_otel.instrumentation._wrapping import Target
+from payi_otel.instrumentation._wrapping import FirstUse, Target
 from payi_otel.proxy_mode import PROVIDER_BASE_URI, ROUTE_HEADER, active, call_headers
+
+# The first proxied call: the SDKs' ``_build_request`` is wrapped from then on.
+PROXIED = FirstUse()
 
 
 def before_provider_call(rec: CallRecord, kwargs: dict[str, Any], route: str | None) -> dict[str, Any]:
@@ -42,6 +46,7 @@ def through_proxy(rec: CallRecord, kwargs: dict[str, Any], route: str) -> dict[s
         return kwargs
     if headers is None:
         return kwargs
+    PROXIED.need()  # the route is read where the request is built
     rec.proxied = True
     given = kwargs.get("extra_headers")
     return {**kwargs, "extra_headers": {**(given if isinstance(given, Mapping) else {}), **headers}}
@@ -76,4 +81,6 @@ def build_request_hook(wrapped: Any, instance: Any, args: tuple[Any, ...], kwarg
 
 def route_target(sdk: str) -> Target:
     """The wrap-table row of ``<sdk>._base_client.BaseClient._build_request``."""
-    return Target(f"{sdk}._base_client", "BaseClient", "_build_request", build_request_hook, raw=True)
+    return Target(
+        f"{sdk}._base_client", "BaseClient", "_build_request", build_request_hook, raw=True, on_first_use=PROXIED
+    )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from payi_otel.core import Call, CallRecord
-from payi_otel.instrumentation._wrapping import Target
+from payi_otel.instrumentation._wrapping import FirstUse, Target
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def _abandoned(op: RawReader, call: Call) -> None:
 
 class RawResponses:
     """The raw responses of one SDK package (``"anthropic"``): a call whose result is a raw response ends
-    when the caller parses it (a stream is then proxied), closes it, or drops it unread."""
+    when the caller parses it (a stream is then proxied), closes it, or drops it unread. The SDK's parse
+    and close are wrapped when the first such response is kept for later (until then no call needs them)."""
 
     def __init__(self, package: str) -> None:
         self.package = package
@@ -121,6 +122,7 @@ class RawResponses:
             with contextlib.suppress(ImportError, AttributeError):  # anthropic 2.x has no _legacy_response
                 types.append(getattr(importlib.import_module(f"{package}.{module}"), name))
         self.types = tuple(types)
+        self.first_use = FirstUse()
 
     def adopt(self, op: RawReader, call: Call, raw: Any) -> Any:
         """``raw`` is what the wrapped method returned; returns it unchanged."""
@@ -139,6 +141,7 @@ class RawResponses:
                     op.read(call.record, parsed, call.capture_content)
             op.end(call)
             return raw
+        self.first_use.need()  # parse and close are wrapped before the caller can reach them
         self.pending[raw] = _Pending(op, call)
         weakref.finalize(raw, _abandoned, op, call)
         return raw
@@ -167,13 +170,16 @@ class RawResponses:
         return wrapped(*args, **kwargs)
 
     def targets(self) -> list[Target]:
-        p = self.package
+        p, parse, close = self.package, self._parse_hook, self._close_hook
         return [
-            Target(f"{p}._legacy_response", "LegacyAPIResponse", "_parse", self._parse_hook, raw=True),
-            Target(f"{p}._response", "APIResponse", "_parse", self._parse_hook, raw=True),
-            Target(f"{p}._response", "AsyncAPIResponse", "_parse", self._parse_hook, raw=True),
-            Target(f"{p}._response", "APIResponse", "close", self._close_hook, raw=True),
-            Target(f"{p}._response", "AsyncAPIResponse", "close", self._close_hook, raw=True),
+            Target(module, cls, method, hook, raw=True, on_first_use=self.first_use)
+            for module, cls, method, hook in (
+                (f"{p}._legacy_response", "LegacyAPIResponse", "_parse", parse),
+                (f"{p}._response", "APIResponse", "_parse", parse),
+                (f"{p}._response", "AsyncAPIResponse", "_parse", parse),
+                (f"{p}._response", "APIResponse", "close", close),
+                (f"{p}._response", "AsyncAPIResponse", "close", close),
+            )
         ]
 
 

@@ -10,6 +10,10 @@ One wrapper function serves sync and async methods: the async variant differs on
 original (and, when the operation has one, its async after-call step ``afinish``, for what can only be
 read by awaiting, such as a response body), and both share :func:`_begin` / :func:`_done` / :func:`_failed`.
 
+A row may be deferred (``on_first_use``, a :class:`FirstUse`): a hook inside the SDK that only some calls
+need (the route of proxied requests, the parsing of raw responses) is wrapped the first time such a call
+happens, so the calls that never need it do not pay for a wrapper they pass straight through.
+
 Other instrumentations (OpenTelemetry's openai-v2, OpenLLMetry, ...) wrap the same methods with wrapt.
 Load order never matters: ours recognise only themselves (a marker on our wrapper functions) and always
 sit directly around the SDK's own method, beneath any wrapper found there or added later
@@ -20,9 +24,11 @@ OpenTelemetry's ``suppress_instrumentation`` our wrappers call straight through.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,6 +81,37 @@ class Operation(Protocol):
         """Record the result and end (or hand over to a stream proxy); returns what the caller gets."""
 
 
+class FirstUse:
+    """The moment some calls first need deferred wrap-table rows (see :class:`Target`): :meth:`need` wraps
+    them, once, in every instrumentor whose table has them; later instrumentors wrap them at once."""
+
+    def __init__(self) -> None:
+        self.needed = False  # read without the lock on the hot path: set once, never unset
+        self._lock = threading.Lock()
+        self._installers: list[tuple[object, Callable[[], None]]] = []
+
+    def need(self) -> None:
+        """Called before the first call that needs the rows (cheap once they are wrapped)."""
+        if self.needed:
+            return
+        with self._lock:
+            installers, self._installers = self._installers, []
+            self.needed = True
+        for _, install in installers:
+            install()
+
+    def _add(self, owner: object, install: Callable[[], None]) -> None:
+        with self._lock:
+            if not self.needed:
+                self._installers.append((owner, install))
+                return
+        install()
+
+    def _forget(self, owner: object) -> None:
+        with self._lock:
+            self._installers = [(o, i) for o, i in self._installers if o is not owner]
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     module: str
@@ -84,6 +121,7 @@ class Target:
     since: str | None = None  # first SDK version with this surface (inclusive)
     until: str | None = None  # first SDK version without it (exclusive)
     raw: bool = False  # operation is already a wrapt wrapper(wrapped, instance, args, kwargs)
+    on_first_use: FirstUse | None = None  # wrapped only once some call needs it (FirstUse.need)
 
 
 def _version_ok(version: str | None, since: str | None, until: str | None) -> bool:
@@ -140,6 +178,7 @@ class WrapSet:
     def __init__(self) -> None:
         self.active = False
         self.wrapped: list[tuple[type, str]] = []
+        self.deferred: set[FirstUse] = set()
 
     def _wrapper(self, op: Operation, is_async: bool) -> Callable[..., Any]:
         def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
@@ -210,37 +249,50 @@ class WrapSet:
         return self._mark(gated)
 
     def wrap(self, targets: list[Target], sdk_version: str | None = None) -> None:
-        """Wrap every target present in the installed SDK; skip the others."""
+        """Wrap every target present in the installed SDK; skip the others. Deferred targets are wrapped
+        when their :class:`FirstUse` is first needed (at once if it already was)."""
         self.active = True
         for t in targets:
             if not _version_ok(sdk_version, t.since, t.until):
                 continue
-            try:
-                module = importlib.import_module(t.module)
-                owner = getattr(module, t.cls)
-                original = inspect.getattr_static(owner, t.method)
-            except (ImportError, AttributeError):
-                logger.debug("skipping %s.%s.%s: not in this SDK version", t.module, t.cls, t.method)
-                continue
-            chain = _chain(original)
-            if any(_owner_of(p) is self or getattr(_owner_of(p), "active", False) for p in chain):
-                continue  # ours already (a re-export of the same class, or instrumented twice)
-            innermost = chain[-1].__wrapped__ if chain else original
-            function = innermost.__func__ if isinstance(innermost, (staticmethod, classmethod)) else innermost
-            if t.raw:
-                wrapper = self._gated(t.operation)
+            if t.on_first_use is not None:
+                self.deferred.add(t.on_first_use)
+                t.on_first_use._add(self, functools.partial(self._wrap_target, t))
             else:
-                wrapper = self._wrapper(t.operation, inspect.iscoroutinefunction(inspect.unwrap(function)))
-            if chain:  # another instrumentation's wrapper is there: ours goes beneath it, around the SDK's method
-                chain[-1].__wrapped__ = wrapt.FunctionWrapper(innermost, wrapper)
-            else:
-                wrapt.wrap_function_wrapper(owner, t.method, wrapper)
-            self.wrapped.append((owner, t.method))
+                self._wrap_target(t)
+
+    def _wrap_target(self, t: Target) -> None:
+        if not self.active:  # uninstrumented before the deferred row was needed
+            return
+        try:
+            module = importlib.import_module(t.module)
+            owner = getattr(module, t.cls)
+            original = inspect.getattr_static(owner, t.method)
+        except (ImportError, AttributeError):
+            logger.debug("skipping %s.%s.%s: not in this SDK version", t.module, t.cls, t.method)
+            return
+        chain = _chain(original)
+        if any(_owner_of(p) is self or getattr(_owner_of(p), "active", False) for p in chain):
+            return  # ours already (a re-export of the same class, or instrumented twice)
+        innermost = chain[-1].__wrapped__ if chain else original
+        function = innermost.__func__ if isinstance(innermost, (staticmethod, classmethod)) else innermost
+        if t.raw:
+            wrapper = self._gated(t.operation)
+        else:
+            wrapper = self._wrapper(t.operation, inspect.iscoroutinefunction(inspect.unwrap(function)))
+        if chain:  # another instrumentation's wrapper is there: ours goes beneath it, around the SDK's method
+            chain[-1].__wrapped__ = wrapt.FunctionWrapper(innermost, wrapper)
+        else:
+            wrapt.wrap_function_wrapper(owner, t.method, wrapper)
+        self.wrapped.append((owner, t.method))
 
     def unwrap(self) -> None:
         """Remove our wrappers, wherever they sit among other instrumentations' wrappers; wrappers of
         ours already captured elsewhere become pass-throughs."""
         self.active = False
+        for first_use in self.deferred:
+            first_use._forget(self)
+        self.deferred.clear()
         for owner, method in self.wrapped:
             try:
                 chain = _chain(inspect.getattr_static(owner, method))
@@ -259,4 +311,4 @@ class WrapSet:
         self.wrapped.clear()
 
 
-__all__ = ["Operation", "Target", "WrapSet"]
+__all__ = ["FirstUse", "Operation", "Target", "WrapSet"]
