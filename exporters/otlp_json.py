@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .views import (
+    CACHE_MAX_BYTES,
+    CACHE_SIZE,
     GENAI_MARKERS,
     NO_RESOURCE,
     MappedKeys,
@@ -228,19 +230,29 @@ _INT_START = b'{"intValue":"'
 _VALUE_END = b'"}'
 
 
-def _decode_value(raw: bytes) -> Any:
-    """The value of an encoded OTLP/JSON ``AnyValue``; raises ``ValueError`` unless ``raw`` is exactly one."""
+_NOT_PLAIN = object()
+
+
+def _plain_value(raw: bytes) -> Any:
+    """The value of an encoded ``AnyValue`` that is a string without escapes or an int64 (the values that
+    differ from span to span: ids, counts), read directly; :data:`_NOT_PLAIN` for any other."""
     inner = raw[16:-2] if raw.startswith(_STRING_START) else raw[13:-2] if raw.startswith(_INT_START) else None
     if inner is not None and raw.endswith(_VALUE_END) and b'"' not in inner and b"\\" not in inner:
         if raw[2] == 0x73:  # "s": a string without escapes (invalid UTF-8 raises)
             return inner.decode()
         if inner.isdigit() or (inner[:1] == b"-" and inner[1:].isdigit()):  # int64 as a decimal string
             return int(inner)
-    return _struct_value(_VALUE_DECODER.decode(raw))
+    return _NOT_PLAIN
+
+
+def _decode_value(raw: bytes) -> Any:
+    """The value of an encoded OTLP/JSON ``AnyValue``; raises ``ValueError`` unless ``raw`` is exactly one."""
+    value = _plain_value(raw)
+    return _struct_value(_VALUE_DECODER.decode(raw)) if value is _NOT_PLAIN else value
 
 
 class _JsonValues(dict[bytes, Any]):
-    """Encoded OTLP/JSON ``AnyValue`` -> its value."""
+    """Encoded OTLP/JSON ``AnyValue`` other than a plain string or int -> its value."""
 
     def __missing__(self, raw: bytes) -> Any:
         return remember(self, raw, _decode_value(raw))
@@ -248,6 +260,8 @@ class _JsonValues(dict[bytes, Any]):
 
 _keys = MappedKeys()
 _values = _JsonValues()
+_MAX_BYTES = CACHE_MAX_BYTES
+_MAX_ENTRIES = CACHE_SIZE
 
 
 class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
@@ -256,14 +270,21 @@ class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
 
     def __missing__(self, piece: bytes) -> tuple[str, Any] | None:
         end = piece.find(b'"')
-        if end < 0 or not piece.startswith(_VALUE_START, end) or b"\\" in piece[:end]:
+        if end < 0 or not piece.startswith(_VALUE_START, end) or piece.find(b"\\", 0, end) >= 0:
             raise ValueError("not a compact OTLP/JSON attribute")
         key = _keys[piece[:end]]
-        value = piece[end + 10 :]
+        raw = piece[end + 10 :]
+        pair: tuple[str, Any] | None = None
         if key is None:
-            _decode_value(value)  # one value, not a piece of a larger structure
-            return remember(self, piece, None)
-        return remember(self, piece, (key, _values[value]))
+            _decode_value(raw)  # one value, not a piece of a larger structure
+        else:
+            value = _plain_value(raw)  # a new id or count: read directly, not remembered on its own
+            pair = (key, _values[raw] if value is _NOT_PLAIN else value)
+        if len(piece) <= _MAX_BYTES:  # as remember() does, inline: this runs for every new attribute
+            if len(self) >= _MAX_ENTRIES:
+                self.clear()
+            self[piece] = pair
+        return pair
 
 
 _key_values = _JsonKeyValues()

@@ -29,6 +29,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from payi_otel import attributes as A
 
 from .views import (
+    CACHE_MAX_BYTES,
+    CACHE_SIZE,
     GENAI_MARKERS,
     NO_RESOURCE,
     MappedKeys,
@@ -149,37 +151,47 @@ _LeanKeyValue, _LeanSpan, _LeanRequest = _LEAN["KeyValue"], _LEAN["Span"], _LEAN
 _LeanAnyValue = _LEAN["AnyValue"]
 
 
+def _varint(raw: bytes, start: int) -> int | None:
+    """The int64 of the varint that fills ``raw`` from ``start`` to its end, or ``None`` if it does not."""
+    size = len(raw) - start
+    if size == 1:
+        value = raw[start]
+        return value if value < 0x80 else None
+    if not 1 < size <= 10 or raw[-1] >= 0x80:
+        return None
+    value = 0
+    for shift in range(0, 7 * (size - 1), 7):
+        byte = raw[start]
+        if byte < 0x80:
+            return None
+        value |= (byte & 0x7F) << shift
+        start += 1
+    value |= raw[-1] << (7 * (size - 1))
+    if value >= 1 << 64:  # more than 64 bits
+        return None
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 class _Values(dict[bytes, Any]):
-    """Encoded ``AnyValue`` -> its value. Token counts, models, users... repeat across attributes and spans."""
+    """Encoded ``AnyValue`` (other than a short string or an int) -> its value."""
 
     def __missing__(self, raw: bytes) -> Any:
-        size = len(raw)
-        tag = raw[0] if size else 0
-        if tag == 0x0A and size > 1 and raw[1] == size - 2:  # a string shorter than 128 bytes (an id)
-            value: Any = raw[2:].decode()
-        elif tag == 0x18 and 2 <= size <= 11 and raw[-1] < 0x80 and all(b & 0x80 for b in raw[1:-1]):
-            value = 0  # an int: one varint (negative ones in ten bytes)
-            for shift, byte in enumerate(raw[1:]):
-                value |= (byte & 0x7F) << (7 * shift)
-            if value >= 1 << 63:
-                value -= 1 << 64
-            if value >= 1 << 63:  # more than 64 bits: let protobuf judge
-                value = _lean_value(_LeanAnyValue.FromString(raw))
-        else:
-            value = _lean_value(_LeanAnyValue.FromString(raw))
-        return remember(self, raw, value)
+        return remember(self, raw, _lean_value(_LeanAnyValue.FromString(raw)))
 
 
 _keys = MappedKeys()
 _values = _Values()
+_MAX_BYTES = CACHE_MAX_BYTES
+_MAX_ENTRIES = CACHE_SIZE
 
 
 class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
     """Encoded ``KeyValue`` -> ``(key, value)``, or ``None`` for a key the mapping never reads.
 
     An attribute seen before is one lookup. A new one (its value differs: a token count, an id) is
-    split at the wire level into its key and value bytes, each looked up in its own cache, so its
-    value is decoded only when the key is read and that value was not seen before.
+    split at the wire level into its key and value bytes; the key is looked up in its own cache, and
+    the value is decoded only when the key is read: a short string or an int straight from the wire
+    (the values that differ from span to span), anything else through its own cache.
     """
 
     def __missing__(self, raw: bytes) -> tuple[str, Any] | None:
@@ -189,11 +201,28 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
         end = raw[1] + 2 if size > 2 and raw[0] == 0x0A else size
         if end + 2 <= size and raw[1] < 0x80 and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
             key = _keys[raw[2:end]]
-            pair = None if key is None else (key, _values[raw[end + 2 :]])
+            if key is None:
+                pair = None
+            else:
+                start = end + 2  # the encoded AnyValue
+                tag = raw[start] if start < size else 0
+                value: Any = None
+                # a string shorter than 128 bytes, or an int
+                if tag == 0x0A and start + 1 < size and raw[start + 1] == size - start - 2:
+                    value = raw[start + 2 :].decode()
+                elif tag == 0x18:
+                    value = _varint(raw, start + 1)
+                if value is None:
+                    value = _values[raw[start:]]
+                pair = (key, value)
         else:  # anything else the protobuf way
             kv = _LeanKeyValue.FromString(raw)
             pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
-        return remember(self, raw, pair)
+        if size <= _MAX_BYTES:  # as remember() does, inline: this runs for every new attribute
+            if len(self) >= _MAX_ENTRIES:
+                self.clear()
+            self[raw] = pair
+        return pair
 
 
 _key_values = _KeyValues()
