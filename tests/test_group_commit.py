@@ -5,6 +5,7 @@ work, and a failing one raises to its caller and leaves the store as it was."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 
 import pytest
@@ -105,4 +106,41 @@ def test_a_failing_inline_write_raises_to_its_caller_and_leaves_the_store_as_it_
         asyncio.run(scenario())
         assert _committed_names(store, app.id) == ["first", "second"]
     finally:
+        committer.close()
+
+
+def test_an_inline_write_never_waits_on_the_event_loop_for_another_process_holding_the_write_lock(store):
+    app, _ = store.create_application("default", "default")
+    committer = GroupCommitter(store)
+    other = sqlite3.connect(store.path, isolation_level=None)  # as the CLI's own connection would
+    other.execute("BEGIN IMMEDIATE")
+    try:
+
+        async def scenario():
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticking = asyncio.ensure_future(tick())
+            await asyncio.sleep(0)
+            later = asyncio.ensure_future(committer.run(_create_definition(store, app.id, "after"), inline=True))
+            await asyncio.sleep(0.3)
+            assert not later.done()  # the write lock is still held elsewhere
+            assert ticks >= 10  # and the event loop went on meanwhile
+            other.execute("COMMIT")
+            _, thread = await later
+            assert thread != threading.get_ident()  # it waited on the writer thread
+            ticking.cancel()
+
+        asyncio.run(scenario())
+        assert _committed_names(store, app.id) == ["after"]
+        assert not store.in_write()
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
         committer.close()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from payi_otel.service.store import Store, UnitUndone
+from payi_otel.service.store import Store, StoreBusy, UnitUndone
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741  # an item of a batch
@@ -81,11 +81,9 @@ class GroupCommitter:
         the caller's thread is busy meanwhile)."""
         if inline and self._inline_allowed:
             job = self._claim_inline(work)
-            if job is not None:
-                try:
-                    [(_, ok, value)] = self._transact([job])
-                finally:
-                    self._writing.release()
+            outcome = None if job is None else self._run_inline(job)
+            if outcome is not None:
+                _, ok, value = outcome
                 if not ok:
                     raise value
                 ran: T = value
@@ -99,6 +97,20 @@ class GroupCommitter:
             if self._jobs or self._closed or not self._writing.acquire(blocking=False):
                 return None
         return _Job(None, work)
+
+    def _run_inline(self, job: _Job) -> _Outcome | None:
+        """Run ``job`` on this thread, holding ``_writing``; None when another process (the CLI) holds the
+        database's write lock: the event loop never waits for it (nor fsyncs: a due WAL restart waits too),
+        the writer thread does."""
+        try:
+            self._store.begin(wait=False)
+        except StoreBusy:
+            return None
+        else:
+            [outcome] = self._transact([job], begun=True)
+            return outcome
+        finally:
+            self._writing.release()
 
     async def run_batched(self, handler: Callable[[list[I]], Sequence[T | Exception]], item: I) -> T:
         """Hand ``item`` to ``handler`` together with the other items queued for it; return its
@@ -150,12 +162,14 @@ class GroupCommitter:
         except Exception as exc:  # the batch's savepoint was rolled back: each of its callers is told
             return [exc] * len(batch)
 
-    def _transact(self, jobs: list[_Job]) -> list[_Outcome]:
-        """Run ``jobs`` in one transaction and commit it; each job's outcome (all failed if the commit did)."""
+    def _transact(self, jobs: list[_Job], begun: bool = False) -> list[_Outcome]:
+        """Run ``jobs`` in one transaction and commit it; each job's outcome (all failed if the commit did).
+        ``begun``: run inline, in the transaction the caller opened (committed without a WAL restart)."""
         outcomes: list[_Outcome] = []
         batches: dict[BatchHandler, list[_Job]] = {}
         try:
-            self._store.begin()
+            if not begun:
+                self._store.begin()
             for job in jobs:
                 if job.handler is not None:
                     batches.setdefault(job.handler, []).append(job)
@@ -168,7 +182,7 @@ class GroupCommitter:
             ran = [self._run_batch(handler, batches[handler], last=i == len(handlers) - 1)
                    for i, handler in enumerate(handlers)]
             try:
-                self._store.commit()
+                self._store.commit(checkpoint=not begun)
             except UnitUndone:  # the last batch's inserts met another instance's write: run it again on its own
                 ran[-1] = self._run_batch(handlers[-1], batches[handlers[-1]], last=False)
                 self._store.commit()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from payi_otel.service.store.apps import AppsStore
 from payi_otel.service.store.catalog import CatalogStore, ResourceVersion
-from payi_otel.service.store.connection import UnitUndone
+from payi_otel.service.store.connection import StoreBusy, UnitUndone
 from payi_otel.service.store.ingest import IngestStore, StoredKeys
 from payi_otel.service.store.kpis import KpiRecord, KpisStore
 from payi_otel.service.store.limits import HistoryRecord, LimitRecord
@@ -60,6 +60,7 @@ __all__ = [
     "ReportQuery",
     "ResourceVersion",
     "Store",
+    "StoreBusy",
     "StoreError",
     "StoredKeys",
     "StoredRequest",

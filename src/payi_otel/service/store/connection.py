@@ -35,9 +35,14 @@ if TYPE_CHECKING:
 
 DATABASE_URL_ENV = "PAYI_OTEL_DATABASE_URL"
 T = TypeVar("T")
+BUSY_TIMEOUT_MS = 10_000  # SQLite: how long a write waits for another process (the CLI) holding the write lock
 _RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
 _LAST_UNIT = "last_unit"  # PostgreSQL: the savepoint of a unit whose inserts travel with the COMMIT
 COPY_FROM_ROWS = 64  # PostgreSQL: inserts of this many rows or more go by COPY (fewer: one pipelined statement each)
+
+
+class StoreBusy(Exception):
+    """SQLite: the write lock is held by another process, and the caller chose not to wait for it."""
 
 
 class UnitUndone(Exception):
@@ -118,7 +123,7 @@ class StoreBase(CacheGenerations):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=10000")
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache: indexes stay hot as data grows
         self._conn.execute("PRAGMA temp_store=MEMORY")
         with self._lock:
@@ -305,16 +310,35 @@ class StoreBase(CacheGenerations):
             return rows
         return self.read_all(sql, params)
 
-    def begin(self) -> None:
-        """Open a transaction that several units of work share until :meth:`commit` (group commit)."""
+    def begin(self, wait: bool = True) -> None:
+        """Open a transaction that several units of work share until :meth:`commit` (group commit).
+
+        ``wait=False`` (SQLite): raise :class:`StoreBusy` at once, instead of waiting up to the busy
+        timeout, when another process (the CLI) holds the database's write lock."""
         with self._lock:
-            self._control("BEGIN IMMEDIATE")
+            if not wait and self._pg is None:
+                self._begin_now()
+            else:
+                self._control("BEGIN IMMEDIATE")
             if self._pg is not None:  # answered with the transaction's first statement (see _cache_usable)
                 self._generation_due = True
                 self._pg.defer(GENERATION, (), self._generation_read)
             self._writer_thread = threading.get_ident()
 
-    def commit(self) -> None:
+    def _begin_now(self) -> None:
+        self._conn.execute("PRAGMA busy_timeout=0")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise StoreBusy("another process holds the database's write lock") from exc
+            raise
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def commit(self, checkpoint: bool = True) -> None:
+        """Commit the open transaction; ``checkpoint=False`` leaves a due WAL restart (which fsyncs the
+        database file) to the next commit that allows it."""
         with self._lock:
             if self._pg is not None and self._pg.failed:  # PostgreSQL would answer COMMIT with a rollback
                 raise StoreError("the transaction failed and was not committed", "unexpected_error")
@@ -328,7 +352,7 @@ class StoreBase(CacheGenerations):
                 self._control(f"RELEASE {_LAST_UNIT}")
                 self._forget_cached()
                 raise UnitUndone from None
-            if self._wal_restart_due:
+            if self._wal_restart_due and checkpoint:
                 self._wal_restart_due = False
                 # the commit above stands whatever happens here; the next pass retries
                 with contextlib.suppress(sqlite3.Error):
