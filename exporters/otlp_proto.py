@@ -11,9 +11,10 @@ that each do as little as the next one needs:
    attributes repeat across spans (operation, provider, model, user, token counts), so each distinct
    encoding is decoded once into its ``(key, value)`` pair, or into "not read by the mapping", and
    remembered: building a span's attribute dict is then one lookup per attribute, in C. An encoding
-   not seen before (a new token count, an id) is split at the wire into its key and value bytes,
-   each remembered on its own: the value is decoded only for a key the mapping reads, and ints and
-   short strings are read straight from the wire. The span's status is remembered the same way.
+   not seen before (a new token count, an id) is split at the wire into its key and value bytes. The
+   key is remembered on its own; the value is decoded only for a key the mapping reads: ints and short
+   strings straight from the wire (they differ from span to span, so they are not remembered alone),
+   anything else through a cache of its own. The span's status is remembered the same way.
 """
 
 from __future__ import annotations
