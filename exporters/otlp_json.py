@@ -15,8 +15,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .views import (
-    CACHE_MAX_BYTES,
-    CACHE_SIZE,
     GENAI_MARKERS,
     NO_RESOURCE,
     MappedKeys,
@@ -260,8 +258,6 @@ class _JsonValues(dict[bytes, Any]):
 
 _keys = MappedKeys()
 _values = _JsonValues()
-_MAX_BYTES = CACHE_MAX_BYTES
-_MAX_ENTRIES = CACHE_SIZE
 
 
 class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
@@ -280,11 +276,7 @@ class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
         else:
             value = _plain_value(raw)  # a new id or count: read directly, not remembered on its own
             pair = (key, _values[raw] if value is _NOT_PLAIN else value)
-        if len(piece) <= _MAX_BYTES:  # as remember() does, inline: this runs for every new attribute
-            if len(self) >= _MAX_ENTRIES:
-                self.clear()
-            self[piece] = pair
-        return pair
+        return remember(self, piece, pair)
 
 
 _key_values = _JsonKeyValues()

@@ -30,8 +30,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from payi_otel import attributes as A
 
 from .views import (
-    CACHE_MAX_BYTES,
-    CACHE_SIZE,
     GENAI_MARKERS,
     NO_RESOURCE,
     MappedKeys,
@@ -182,8 +180,6 @@ class _Values(dict[bytes, Any]):
 
 _keys = MappedKeys()
 _values = _Values()
-_MAX_BYTES = CACHE_MAX_BYTES
-_MAX_ENTRIES = CACHE_SIZE
 
 
 class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
@@ -219,11 +215,7 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
         else:  # anything else the protobuf way
             kv = _LeanKeyValue.FromString(raw)
             pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
-        if size <= _MAX_BYTES:  # as remember() does, inline: this runs for every new attribute
-            if len(self) >= _MAX_ENTRIES:
-                self.clear()
-            self[raw] = pair
-        return pair
+        return remember(self, raw, pair)
 
 
 _key_values = _KeyValues()
