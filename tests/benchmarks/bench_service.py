@@ -105,7 +105,9 @@ async def on_connections(ports: list[int], key: str, clients: int, worker) -> fl
             c.close()
 
 
-async def single_throughput(ports: list[int], key: str, seconds: float, clients: int) -> float:
+async def single_throughput(
+    ports: list[int], key: str, seconds: float, clients: int, counted: list[int] | None = None
+) -> float:
     body = json.dumps(EVENT).encode()
     done = 0
     deadline = time.perf_counter() + seconds
@@ -118,10 +120,14 @@ async def single_throughput(ports: list[int], key: str, seconds: float, clients:
             done += 1
 
     elapsed = await on_connections(ports, key, clients, worker)
+    if counted is not None:
+        counted.append(done)
     return done / elapsed
 
 
-async def bulk_ingest(ports: list[int], key: str, total: int, batch: int, clients: int, on_progress=None) -> float:
+async def bulk_ingest(
+    ports: list[int], key: str, total: int, batch: int, clients: int, on_progress=None, counted: list[int] | None = None
+) -> float:
     body = json.dumps([{**BULK_EVENT, "limit_ids": [lim["limit_id"] for lim in LIMITS]}] * batch).encode()
     sent = 0
     next_report = [0]
@@ -137,6 +143,8 @@ async def bulk_ingest(ports: list[int], key: str, total: int, batch: int, client
                 on_progress(sent)
 
     elapsed = await on_connections(ports, key, clients, worker)
+    if counted is not None:
+        counted.append(sent)
     return sent / elapsed
 
 
@@ -191,6 +199,59 @@ def create_application(env: dict[str, str], data_dir: str) -> str:
     return created.stdout.strip()
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def database_pids(url: str | None) -> list[int]:
+    """The processes of a PostgreSQL server on this machine (its backends and background workers) as
+    ``pg_stat_activity`` lists them; none for SQLite or a remote server."""
+    if not url or not any(host in url for host in ("@127.0.0.1", "@localhost", "@[::1]")):
+        return []
+    import psycopg
+
+    with psycopg.connect(url) as pg:
+        return [pid for (pid,) in pg.execute("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")]
+
+
+class CpuMeter:
+    """CPU time the service processes, the database server and this client spend during a phase: per
+    event it is steadier than throughput on a shared machine (it does not count time spent waiting)."""
+
+    def __init__(self, service_pids: list[int], database_url: str | None) -> None:
+        self.service_pids = service_pids
+        self.database_url = database_url
+
+    def __enter__(self) -> CpuMeter:
+        self.db_pids = database_pids(self.database_url)
+        self.start = self._now()
+        return self
+
+    def _now(self) -> tuple[float, float, float]:
+        return (
+            sum(cpu_seconds(pid) for pid in self.service_pids),
+            sum(cpu_seconds(pid) for pid in self.db_pids),
+            time.process_time(),
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._now()
+        self.service, self.database, self.client = (b - a for a, b in zip(self.start, end, strict=True))
+
+    def per_event(self, events: float) -> str:
+        us = [1e6 * part / max(events, 1) for part in (self.service, self.database, self.client)]
+        database = f", database {us[1]:.0f}" if self.db_pids else ""
+        return f"CPU per event: service {us[0]:.0f} us{database}, client {us[2]:.0f} us"
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -203,6 +264,7 @@ def main() -> None:
     ap.add_argument("--database-url", default=os.environ.get("PAYI_OTEL_DATABASE_URL"),
                     help="PostgreSQL database to run on (default $PAYI_OTEL_DATABASE_URL; unset: SQLite)")
     ap.add_argument("--instances", type=int, default=1, help="service processes on the one database (PostgreSQL)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory run (throughput and latency only)")
     args = ap.parse_args()
     if args.instances > 1 and not args.database_url:
         ap.error("--instances above 1 needs --database-url (several instances share a PostgreSQL database)")
@@ -236,11 +298,18 @@ def main() -> None:
         asyncio.run(create_limits(ports, key))
         print(f"every event names {len(LIMITS)} limits")
         asyncio.run(single_throughput(ports, key, 1.0, 4))  # warm-up
-        rps = asyncio.run(single_throughput(ports, key, seconds, args.clients))
+        service_pids = [p.pid for p in procs]
+        counted: list[int] = []
+        with CpuMeter(service_pids, args.database_url) as cpu:
+            rps = asyncio.run(single_throughput(ports, key, seconds, args.clients, counted))
         print(f"single ingest: {rps:,.0f} events/s ({args.clients} keep-alive clients; target >= 2,000)")
+        print(f"  {cpu.per_event(counted[0])}")
 
-        bulk = asyncio.run(bulk_ingest(ports, key, 200_000 if not args.quick else 50_000, 1000, 2 * args.instances))
+        bulk_events = 200_000 if not args.quick else 50_000
+        with CpuMeter(service_pids, args.database_url) as cpu:
+            bulk = asyncio.run(bulk_ingest(ports, key, bulk_events, 1000, 2 * args.instances, counted=counted))
         print(f"bulk ingest: {bulk:,.0f} events/s (batches of 1000; target >= 10,000)")
+        print(f"  {cpu.per_event(counted[-1])}")
 
         lat = asyncio.run(fixed_rate_latency(ports, key, 500, seconds))
         print(
@@ -248,6 +317,8 @@ def main() -> None:
             f"p99 {pct(lat, 0.99) * 1000:.2f} ms, max {max(lat) * 1000:.2f} ms (target p99 < 20 ms)"
         )
 
+        if args.no_memory:
+            return
         print(f"memory while bulk-ingesting {memory_events:,} events (server RSS):")
         print(f"  before: {rss_mb(proc.pid):.1f} MB")
         last = [0, time.perf_counter()]
