@@ -56,14 +56,14 @@ def test_an_event_racing_another_instances_uncommitted_copy_is_stored_and_counte
         attr = Attribution(limit_ids=["budget"], dedupe_id="call-1")
 
         second.begin()  # the other instance's group commit: its copy of the event is written, not yet committed
-        held = second.unit_of_work(lambda: Ingestor(second, Pricer()).ingest_events([(app, event, attr)]))[0]
+        held = second.unit_of_work(lambda: Ingestor(second, Pricer()).ingest_events([(app, event, attr, None)]))[0]
         assert isinstance(held, dict)
         answered: list[Any] = []
 
         def ingest() -> None:
             try:
                 answered.append(asyncio.run(committer.run_batched(Ingestor(first, Pricer()).ingest_events,
-                                                                  (app, event, attr))))
+                                                                  (app, event, attr, None))))
             except Exception as exc:  # raised again on the test's thread
                 answered.append(exc)
 
@@ -99,15 +99,15 @@ def test_a_batch_with_an_event_naming_an_unknown_limit_answers_each_event_and_co
         event = IngestRequest.model_validate(EVENT)
         store.begin()
         earlier = store.unit_of_work(
-            lambda: ingestor.ingest_events([(app, event, Attribution(limit_ids=["budget"], dedupe_id="seen"))])
+            lambda: ingestor.ingest_events([(app, event, Attribution(limit_ids=["budget"], dedupe_id="seen"), None)])
         )[0]
         store.commit()
         assert isinstance(earlier, dict)
         batch = [
-            (app, event, Attribution(limit_ids=["budget"])),
-            (app, event, Attribution(limit_ids=["budget", "nope"])),
-            (app, event, Attribution(limit_ids=["budget"], dedupe_id="seen")),
-            (app, event, Attribution(limit_ids=["budget"])),
+            (app, event, Attribution(limit_ids=["budget"]), None),
+            (app, event, Attribution(limit_ids=["budget", "nope"]), None),
+            (app, event, Attribution(limit_ids=["budget"], dedupe_id="seen"), None),
+            (app, event, Attribution(limit_ids=["budget"]), None),
         ]
         store.begin()
         answers = store.unit_of_work(lambda: ingestor.ingest_events(batch), last=True)
@@ -152,7 +152,7 @@ def test_a_custom_price_another_instance_changed_prices_the_next_batch(tmp_path)
         def ingest_one() -> dict[str, Any]:
             first.begin()
             answer = first.unit_of_work(
-                lambda: ingestor.ingest_events([(app, event, Attribution(limit_ids=["budget"]))]), last=True
+                lambda: ingestor.ingest_events([(app, event, Attribution(limit_ids=["budget"]), None)]), last=True
             )[0]
             first.commit()
             assert isinstance(answer, dict)
@@ -163,6 +163,41 @@ def test_a_custom_price_another_instance_changed_prices_the_next_batch(tmp_path)
         assert ingest_one()["xproxy_result"]["cost"]["total"]["base"] == pytest.approx(2.0)
         limit = first.limit(app.id, "budget")
         assert limit is not None and limit.cost_total == pytest.approx(3.0) and limit.requests["total"] == 2
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_key_another_instance_rotated_is_refused_though_remembered(tmp_path):
+    """Single ingest takes a key it authenticated before from memory and confirms it in the write: once another
+    instance rotated it, its events are refused (401) and nothing of them is stored or counted, while the other
+    events of the batch are."""
+    first, second = Store(tmp_path), Store(tmp_path)  # two instances on one database
+    try:
+        app, rotated = first.create_application("default", "default")
+        first.create_limit(
+            app.id, limit_id="budget", limit_name="budget", max_=100.0, limit_type="allow", threshold=0.8,
+            properties=None, reset_schedule=None, now_ms=now_ms(),
+        )
+        kept = first.rotate_key("default", 2)
+        assert first.authenticate(rotated) == app and first.authenticate(kept) == app
+        second.rotate_key("default", 1)
+        remembered, still = first.known_key(rotated), first.known_key(kept)
+        assert remembered is not None and still is not None and remembered[0] == app  # not read again
+        event = IngestRequest.model_validate(EVENT)
+        batch = [(app, event, Attribution(limit_ids=["budget"]), remembered[1]),
+                 (app, event, Attribution(limit_ids=["budget"]), still[1])]
+        first.begin()
+        refused, stored = first.unit_of_work(lambda: Ingestor(first, Pricer()).ingest_events(batch), last=True)
+        first.commit()
+
+        assert isinstance(refused, PayiApiError) and (refused.status, refused.code) == (401, "invalid_api_key")
+        assert isinstance(stored, dict) and stored["xproxy_result"]["duplicate_request"] is False
+        assert first.read_one("SELECT count(*) FROM requests", ()) == (1,)
+        limit = first.limit(app.id, "budget")
+        assert limit is not None and limit.requests["total"] == 1
+        assert limit.cost_total == pytest.approx(stored["xproxy_result"]["cost"]["total"]["base"])
+        assert first.known_key(rotated) is None  # read from the database again next time (and refused there)
     finally:
         first.close()
         second.close()

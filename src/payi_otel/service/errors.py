@@ -32,6 +32,10 @@ def bad_request(code: str, message: str) -> PayiApiError:
     return PayiApiError(400, code, message)
 
 
+def invalid_api_key(header: str, problem: str = "does not hold a valid key") -> PayiApiError:
+    return PayiApiError(401, "invalid_api_key", f"the {header} header {problem}")
+
+
 def validation_error(exc: ValidationError) -> PayiApiError:
     """The first problem of a pydantic error as a Pay-i error naming the field and the rule."""
     return error_from_details(exc.errors(include_url=False)[0])

@@ -25,7 +25,7 @@ from payi_otel.service.attribution import (
     attribution_from_item,
     check_attribution_rules,
 )
-from payi_otel.service.errors import PayiApiError, bad_request
+from payi_otel.service.errors import PayiApiError, bad_request, invalid_api_key
 from payi_otel.service.ingest_bodies import YIELD_EVERY
 from payi_otel.service.ingest_results import Stored, iso_timestamp, response_body
 from payi_otel.service.limit_accounting import LimitEntry, account_limits, check_limit_ids
@@ -55,6 +55,9 @@ _PROVIDER_FIELDS = (
     "time_to_first_completion_token_ms",
 )
 _LOGGED_FIELDS = ("provider_request_json", "provider_response_json", "provider_request_reasoning_json")
+# A single-ingest event: its application, body and attribution, and the digest of the key it came with when that
+# key was authenticated from memory (the write confirms it, see AppsStore.known_key), else None.
+SingleEvent = tuple[Application, IngestRequest, Attribution, str | None]
 _MODEL_LIST_FIELDS = ("provider_request_headers", "provider_response_headers", "provider_response_function_calls")
 
 
@@ -91,14 +94,12 @@ class Ingestor:
 
     def ingest(self, app: Application, event: IngestRequest, attr: Attribution) -> dict[str, Any]:
         """Store one event (or recognise a duplicate) and return the IngestResponse body."""
-        answer = self.ingest_events([(app, event, attr)])[0]
+        answer = self.ingest_events([(app, event, attr, None)])[0]
         if isinstance(answer, PayiApiError):
             raise answer
         return answer
 
-    def ingest_events(
-        self, events: list[tuple[Application, IngestRequest, Attribution]]
-    ) -> list[dict[str, Any] | PayiApiError]:
+    def ingest_events(self, events: list[SingleEvent]) -> list[dict[str, Any] | PayiApiError]:
         """Store single-ingest events that arrived together; per event, its IngestResponse body or its error.
 
         The events of one application form one batch, as the items of a bulk body do: each is
@@ -108,7 +109,7 @@ class Ingestor:
         """
         answers: list[dict[str, Any] | PayiApiError | None] = [None] * len(events)
         by_app: dict[int, list[int]] = {}
-        for index, (app, _, _) in enumerate(events):
+        for index, (app, *_) in enumerate(events):
             by_app.setdefault(app.id, []).append(index)
         with self.store.transaction():
             for indexes in by_app.values():
@@ -123,27 +124,35 @@ class Ingestor:
         assert all(answer is not None for answer in answers)  # every event was placed or refused
         return cast(list[dict[str, Any] | PayiApiError], answers)
 
-    def _ingest_batch(
-        self, events: list[tuple[Application, IngestRequest, Attribution]], *, check_limits: bool
-    ) -> list[dict[str, Any] | PayiApiError]:
+    def _ingest_batch(self, events: list[SingleEvent], *, check_limits: bool) -> list[dict[str, Any] | PayiApiError]:
         """Store single events of one application as one batch; per event, its answer or its error.
 
         Without ``check_limits`` the limit ids are not checked before pricing but by the updates that count
         them, and cached data (custom prices, use cases) is used before the cache generation arrives with
         those updates (on PostgreSQL two round trips fewer): :class:`CheckFirst` is raised when that could
         answer differently (a limit id unknown, blocking or due for a reset; an event naming limits refused
-        for another reason, which the limit check might have refused first; stale cached data)."""
+        for another reason, which the limit check might have refused first; stale cached data; a key
+        authenticated from memory no longer in use). With ``check_limits`` such a key is refused first."""
         app = events[0][0]
         answers: list[dict[str, Any] | PayiApiError | None] = [None] * len(events)
+        digests = {digest for *_, digest in events if digest is not None}
+        keys_found = self.store.keys_in_use(app.id, digests) if digests else None  # asked with the next statement
+        if check_limits and keys_found is not None:
+            in_use = keys_found()
+            for index, (*_, digest) in enumerate(events):
+                if digest is not None and digest not in in_use:
+                    answers[index] = invalid_api_key(P.API_KEY)
         batch = _Batch(now_ms())
         if not check_limits:
             batch.unchecked = {}
         batch.stored = self.store.stored_keys(
-            app.id, ((event.category, event.provider_response_id, attr.dedupe_id) for _, event, attr in events)
+            app.id, ((event.category, event.provider_response_id, attr.dedupe_id) for _, event, attr, _ in events)
         )
         placed: dict[int, tuple[Any, ...] | StoredRequest | str] = {}
         with nullcontext() if check_limits else self.store.cache_checked_later():
-            for index, (_, event, attr) in enumerate(events):
+            for index, (_, event, attr, _) in enumerate(events):
+                if answers[index] is not None:
+                    continue  # its key is no longer in use
                 try:
                     placed[index] = self._prepare(app, event, attr, HEADER_NAMES, batch)
                 except PayiApiError as exc:
@@ -153,6 +162,8 @@ class Ingestor:
             self._account_limits(app, batch)
             if not self.store.cache_was_current():  # priced with custom prices another instance has changed
                 raise CheckFirst
+            if not check_limits and keys_found is not None and not keys_found() >= digests:
+                raise CheckFirst  # a key was rotated or removed: its events are refused
         self.store.add_requests(batch.rows, batch.new_instances)
         rows = {row[0]: row for row in batch.rows}  # with their limit states now
         for index, outcome in placed.items():

@@ -17,7 +17,7 @@ from payi_otel import protocol as P
 from payi_otel.service import models
 from payi_otel.service.admin import AdminGate
 from payi_otel.service.commit import GroupCommitter
-from payi_otel.service.errors import PayiApiError
+from payi_otel.service.errors import PayiApiError, invalid_api_key
 from payi_otel.service.ingest import Ingestor
 from payi_otel.service.ingest_results import iso_timestamp
 from payi_otel.service.store import Application, Store, StoreError, new_id
@@ -50,11 +50,20 @@ class Service:
     def authenticate_key(self, key: str | None) -> Application:
         """The application of an ``xProxy-api-key`` value, or the 401 error."""
         if not key:
-            raise PayiApiError(401, "invalid_api_key", f"the {API_KEY_HEADER} header is missing")
+            raise invalid_api_key(API_KEY_HEADER, "is missing")
         app_ = self.store.authenticate(key)
         if app_ is None:
-            raise PayiApiError(401, "invalid_api_key", f"the {API_KEY_HEADER} header does not hold a valid key")
+            raise invalid_api_key(API_KEY_HEADER)
         return app_
+
+    def authenticate_for_write(self, key: str | None) -> tuple[Application, str | None]:
+        """As :meth:`authenticate_key`, for a write that confirms the key in its own transaction: a key
+        authenticated before is not read again here; its digest is returned with its application, to be
+        confirmed (see :meth:`.store.apps.AppsStore.known_key`). None: authenticated now, from the database."""
+        known = self.store.known_key(key) if key else None
+        if known is not None:
+            return known
+        return self.authenticate_key(key), None
 
     def reader(self, request: Request) -> Application | None:
         """Whose data a request may read: None for an administrator (every application), else the

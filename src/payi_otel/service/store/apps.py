@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Any
 
 from payi_otel.service import keys
 from payi_otel.service.store.connection import StoreBase
 from payi_otel.service.store.records import Application, StoreError, now_ms
 
+_KNOWN_KEYS = 1024  # key digests remembered for writes that confirm them (see known_key); forgotten when full
+
 
 class AppsStore(StoreBase):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._known_keys: dict[str, Application] = {}  # key digest -> its application, as last read
+        super().__init__(*args, **kwargs)
+
     def create_application(self, name: str, group: str) -> tuple[Application, str]:
         """Create ``name`` in ``group`` (created if new); returns the application and its key (slot 1)."""
         with self.transaction() as c:
@@ -44,7 +51,9 @@ class AppsStore(StoreBase):
             raise StoreError(f"key slot must be one of {keys.KEY_SLOTS}, got {slot}")
         with self.transaction():
             app = self.application(name)
-            return self._set_key(app.id, slot)
+            key = self._set_key(app.id, slot)
+        self._known_keys.clear()
+        return key
 
     def application(self, name: str) -> Application:
         row = self._conn.execute(
@@ -92,4 +101,37 @@ class AppsStore(StoreBase):
         )
         if row is None or not keys.matches(key, row[3]):
             return None
-        return Application(row[0], row[1], row[2])
+        app = Application(row[0], row[1], row[2])
+        if len(self._known_keys) >= _KNOWN_KEYS:
+            self._known_keys.clear()
+        self._known_keys[digest] = app
+        return app
+
+    def known_key(self, key: str) -> tuple[Application, str] | None:
+        """The application ``key`` belonged to when last authenticated, and its digest; None when not known.
+
+        Without a read of the database: a write made for it must confirm the digest still belongs to the
+        application in its own transaction (:meth:`keys_in_use`) before it stores anything, so a key rotated
+        or removed (by any instance) is refused from the moment that change committed."""
+        digest = keys.hash_key(key)
+        app = self._known_keys.get(digest)
+        return None if app is None else (app, digest)
+
+    def keys_in_use(self, application_id: int, digests: Collection[str]) -> Callable[[], set[str]]:
+        """Which of ``digests`` are keys of the application, read in the open transaction; the answer is asked
+        for by calling the result (on PostgreSQL the query travels with the next statement: no round trip of
+        its own unless none follows). Digests found missing are forgotten by :meth:`known_key`."""
+        marks = ", ".join("?" * len(digests))
+        rows = self.query_later(
+            f"SELECT key_hash FROM api_keys WHERE application_id = ? AND key_hash IN ({marks})",
+            (application_id, *digests),
+        )
+
+        def found() -> set[str]:
+            in_use = {digest for (digest,) in rows()}
+            for digest in digests:
+                if digest not in in_use:
+                    self._known_keys.pop(digest, None)
+            return in_use
+
+        return found

@@ -296,6 +296,26 @@ class StoreBase(CacheGenerations):
         else:
             self._conn.execute(sql, params)
 
+    def query_later(self, sql: str, params: Sequence[Any]) -> Callable[[], list[tuple[Any, ...]]]:
+        """A read in the open transaction whose rows are asked for later, by calling the result: PostgreSQL
+        sends it with the next statement (when none went before the rows are asked for, it goes then)."""
+        if self._pg is None:
+            rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
+            return lambda: rows
+        pg = self._pg
+        arrived: list[list[tuple[Any, ...]]] = []
+        pg.defer(sql, params, arrived.append)
+
+        def result() -> list[tuple[Any, ...]]:
+            if not arrived:
+                with self._lock:
+                    pg.flush()
+                if not arrived:  # the pipeline that carried it failed before its answer: ask on its own
+                    arrived.append(self._conn.execute(sql, params).fetchall())
+            return arrived[0]
+
+        return result
+
     def in_write(self) -> bool:
         """Whether the calling thread is writing the writer connection's open transaction."""
         return self._writer_thread == threading.get_ident() and self._conn.in_transaction
