@@ -34,6 +34,7 @@ class SeenRequest:
     query: str
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    client: tuple[str, int] | None = None  # the caller's address and port: one per connection
 
 
 def sse_parts(body: bytes) -> list[bytes]:
@@ -93,7 +94,10 @@ class RecordedUpstream:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         with self._lock:
             self.requests.append(
-                SeenRequest(scope["method"], scope["path"], scope["query_string"].decode(), headers, body)
+                SeenRequest(
+                    scope["method"], scope["path"], scope["query_string"].decode(), headers, body,
+                    tuple(scope["client"]) if scope.get("client") else None,
+                )
             )
             interaction, status = (self.repeat, None) if self.repeat is not None else self._queue.popleft()
         assert interaction is not None

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpcore
 import orjson
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
@@ -36,7 +35,7 @@ from payi_otel.service.models import IngestRequest, IngestUnits
 from payi_otel.service.proxy import admission as admission_
 from payi_otel.service.proxy.admission import WorstCase
 from payi_otel.service.proxy.base import CallResult, Provider, ProxiedCall
-from payi_otel.service.proxy.client import UPSTREAM_ERRORS, UpstreamClient, chunks, decoder
+from payi_otel.service.proxy.client import UPSTREAM_ERRORS, Response, UpstreamClient, chunks, close, decoder
 from payi_otel.service.proxy.sse import EventSplitter, data_event, json_data, read_event, rewrite_event, with_member
 from payi_otel.service.proxy.upstreams import BASE_URI_HEADER, Upstreams
 from payi_otel.service.routes.common import Service, json_response
@@ -197,39 +196,29 @@ class Proxy:
         except BaseException:
             await self._release(pending)
             raise
-        decode = decoder(response.headers)
-        content_type = next((v for k, v in response.headers if k.lower() == b"content-type"), b"")
+        decode = decoder(response.raw_headers)
+        content_type = next((v for k, v in response.raw_headers if k.lower() == b"content-type"), b"")
         drop = _RESPONSE_DROP if decode is not None else _RESPONSE_DROP_RAW
-        headers = [(k, v) for k, v in response.headers if k.lower() not in drop]
+        headers = [(k, v) for k, v in response.raw_headers if k.lower() not in drop]
         if decode is not None and response.status < 300 and content_type.startswith(b"text/event-stream"):
             return _streamed(self._stream(pending, provider, response, decode), response.status, headers)
         try:
             content = b"".join([chunk async for chunk in chunks(response, decode or _raw)])
         except UPSTREAM_ERRORS as exc:
-            await response.aclose()
+            close(response)
             await self._record(pending, CallResult(), 502, failure=f"upstream answer broken: {type(exc).__name__}")
             raise PayiApiError(
                 502, "provider_error", f"the upstream {base} broke off its answer: {type(exc).__name__}"
             ) from None
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            close(response)
             await self._release(pending)
             raise
-        try:
-            if decode is None:  # an encoding the proxy cannot read: the body goes back as it came
-                await self._record(pending, CallResult(), response.status)
-                answer = _Answer(content, response.status, headers)
-            else:
-                answer = await self._answer(pending, provider, response.status, content, headers)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-            raise
-        # the body is read: the connection goes back to the pool once the caller has the answer (the
-        # pool's bookkeeping is not on the caller's path)
-        answer.upstream = response
-        return answer
+        close(response)  # read to its end: its connection is back in the pool
+        if decode is None:  # an encoding the proxy cannot read: the body goes back as it came
+            await self._record(pending, CallResult(), response.status)
+            return _Answer(content, response.status, headers)
+        return await self._answer(pending, provider, response.status, content, headers)
 
     def _admit(self, pending: _Call) -> dict[str, Any] | None:
         """On the writer thread: check the headers, then reserve the worst case against the block
@@ -272,7 +261,7 @@ class Proxy:
         return _Answer(content, status, headers)
 
     async def _stream(
-        self, pending: _Call, provider: Provider, response: httpcore.Response, decode: Callable[[bytes], bytes]
+        self, pending: _Call, provider: Provider, response: Response, decode: Callable[[bytes], bytes]
     ) -> AsyncIterator[bytes]:
         """The upstream's events as they arrive (those that arrive in one read are written at once). An
         event that may be the last one (its reader says so) waits for the next event; at the end it
@@ -326,8 +315,8 @@ class Proxy:
                 yield data_event({"xproxy_result": await self._record(pending, reader.result, response.status)})
             completed = True
         finally:
+            close(response)
             with anyio.CancelScope(shield=True):
-                await response.aclose()
                 if not completed and pending.recorded is None:
                     await self._record(pending, reader.result, CLIENT_CLOSED, failure="client closed the stream")
 
@@ -386,24 +375,17 @@ class Proxy:
 
 
 class _Answer:
-    """A whole answer: the body with its length, the provider's headers kept (repeated ones too); the
-    upstream response it came from is closed once it is sent."""
+    """A whole answer: the body with its length, the provider's headers kept (repeated ones too)."""
 
-    __slots__ = ("body", "headers", "status", "upstream")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.body, self.status, self.headers = body, status, headers
-        self.upstream: httpcore.Response | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
-            await send({"type": "http.response.start", "status": self.status, "headers": headers})
-            await send({"type": "http.response.body", "body": self.body})
-        finally:
-            if self.upstream is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.upstream.aclose()
+        headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def _streamed(body: AsyncIterator[bytes], status: int, headers: list[tuple[bytes, bytes]]) -> StreamingResponse:
