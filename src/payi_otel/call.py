@@ -21,6 +21,7 @@ from payi_otel import attributes as A
 from payi_otel import fastcontext, finished, messages
 from payi_otel.call_metrics import MetricKey
 from payi_otel.record import CallRecord, fq_name
+from payi_otel.span_attributes import set_attributes
 from payi_otel.units import Usage, to_units
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class Call:
                 if rec.status_code is None:
                     attrs[A.PAYI_FAILURE_DESCRIPTION] = message
             if recording:
-                span.set_attributes(attrs)
+                set_attributes(span, attrs)
                 if exc is not None:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, message))
