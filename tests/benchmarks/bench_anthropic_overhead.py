@@ -8,7 +8,7 @@ A real ``anthropic.Anthropic`` client whose transport answers every request with
 
 * ``bare``          the uninstrumented client (the SDK's own tracing off, as in every other mode)
 * ``floor``         one plain OpenTelemetry span around each call (the least any tracing can cost)
-* ``ours``          payi_otel's AnthropicInstrumentor
+* ``ours``          payi_otel's AnthropicInstrumentor, with the durable call journal (a Pay-i exporter in offline mode)
 * ``native``        the anthropic 2.x SDK's own spans (``open_telemetry`` client option)
 * ``openllmetry``   opentelemetry-instrumentation-anthropic (Traceloop)
 * ``openinference`` openinference-instrumentation-anthropic (Arize)
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from bench_bedrock_overhead import ensure_venv, measure_calls
 from bench_bedrock_overhead import run as run_worker
-from bench_openai_overhead import BATCH, _spread, _timed
+from bench_openai_overhead import BATCH, _spread, _timed, payi_journal
 
 VENV = Path("/tmp/payi-otel-bench-venv-anthropic")
 OTHERS = {
@@ -98,6 +98,7 @@ class _Setup:
             from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
 
             self.instrumentor = AnthropicInstrumentor()
+            self.payi = payi_journal()  # the durable call journal, as in every real setup
         elif mode == "openllmetry":
             from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor as Traceloop
 

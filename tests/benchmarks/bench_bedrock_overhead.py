@@ -7,7 +7,7 @@ event with a fixed Converse response (no network; signing, serialization and par
 
 * ``bare``        the uninstrumented client
 * ``floor``       one plain OpenTelemetry span around each call (the least any tracing can cost)
-* ``ours``        payi_otel's BedrockInstrumentor
+* ``ours``        payi_otel's BedrockInstrumentor, with the durable call journal (a Pay-i exporter in offline mode)
 * ``official``    opentelemetry-instrumentation-botocore (its Bedrock extension)
 * ``openllmetry`` opentelemetry-instrumentation-bedrock (Traceloop)
 
@@ -38,7 +38,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from bench_openai_overhead import BATCH, SETTLE, _own_venv, _spread, _timed
+from bench_openai_overhead import BATCH, SETTLE, _own_venv, _spread, _timed, payi_journal
 
 VENV = Path("/tmp/payi-otel-bench-venv-bedrock")
 OTHERS = {
@@ -99,6 +99,7 @@ class _Setup:
             from payi_otel.instrumentation.bedrock import BedrockInstrumentor
 
             self.instrumentor = BedrockInstrumentor()
+            self.payi = payi_journal()  # the durable call journal, as in every real setup
         elif mode == "official":
             from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 

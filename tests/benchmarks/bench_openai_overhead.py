@@ -110,6 +110,17 @@ def _rss_mb() -> float:
 
 
 # --- worker (one mode, one process) ---------------------------------------------------------------
+def payi_journal() -> Any:
+    """The durable call journal every call of ours is appended to before it returns (as with the Pay-i exporter in
+    any real setup): a Pay-i exporter in offline mode, whose events go to a file, off the measured thread."""
+    import tempfile
+
+    from payi_otel.exporters import PayiSpanExporter
+
+    spool = tempfile.mkdtemp(prefix="payi-bench-")
+    return PayiSpanExporter(offline_file=f"{spool}/events.jsonl", spool_dir=spool)
+
+
 class _Setup:
     """The telemetry, client and instrumentation switch of one worker process (identical for every mode)."""
 
@@ -147,16 +158,10 @@ class _Setup:
         self.instrumentor = None
         self.on = False
         if mode == "ours":
-            import tempfile
-
-            from payi_otel.exporters import PayiSpanExporter
             from payi_otel.instrumentation.openai import OpenAIInstrumentor
 
             self.instrumentor = OpenAIInstrumentor()
-            # The durable journal every call of ours is appended to before it returns (as with the Pay-i
-            # exporter in any real setup); its events go to an offline file, off the measured thread.
-            spool = tempfile.mkdtemp(prefix="payi-bench-")
-            self.payi = PayiSpanExporter(offline_file=f"{spool}/events.jsonl", spool_dir=spool)
+            self.payi = payi_journal()
         elif mode == "official":
             from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as Official
 
