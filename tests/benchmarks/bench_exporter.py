@@ -117,12 +117,13 @@ def foreign_attributes(i: int) -> dict:
     return attrs
 
 
-def make_spans(n: int, attributes=typical_attributes):
+def make_spans(n: int, attributes=typical_attributes, start: int = 0):
+    """``n`` finished SDK spans with ``attributes(i)`` for i from ``start``: new ids and timestamps each time."""
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("bench")
-    for i in range(n):
+    for i in range(start, start + n):
         tracer.start_span("chat gpt-4o-mini", attributes=attributes(i)).end()
     return list(memory.get_finished_spans())
 
