@@ -1,6 +1,7 @@
 """OTLP receiver figures: spans decoded and filtered per second, GenAI spans converted per second.
 
-Run: .venv/bin/python tests/benchmarks/bench_otlp_receiver.py [--spans N]
+Run: .venv/bin/python tests/benchmarks/bench_otlp_receiver.py [--spans N] [--runs R]
+     [--only filter|convert|same-body|service]
 Targets, on one core (thread CPU time, so other load on the machine distorts them little):
 
 * realistic traffic, 1 GenAI span in 20 (the rest HTTP, database and framework spans): at least
