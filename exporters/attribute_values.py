@@ -11,7 +11,17 @@ from typing import Any
 from payi_otel import attributes as A
 from payi_otel.units import Usage, to_units
 
-__all__ = ["OutputTools", "first", "flag", "function_calls", "integer", "semconv_units", "strings", "ttft_ms"]
+__all__ = [
+    "OTHER_COUNTS",
+    "OutputTools",
+    "first",
+    "flag",
+    "function_calls",
+    "integer",
+    "semconv_units",
+    "strings",
+    "ttft_ms",
+]
 
 
 def first(attrs: Mapping[str, Any], key: str) -> Any:
@@ -41,6 +51,8 @@ def strings(value: Any) -> list[str]:
         return []
     if isinstance(value, str):
         value = value.split(",")
+    elif not isinstance(value, (tuple, list)):  # one number, say: best effort, never an error
+        value = (value,)
     out = []
     for item in value:
         item = str(item).strip()
@@ -73,7 +85,7 @@ def _spellings(key: str) -> tuple[str, ...]:
 
 
 # Every attribute that reports a count beyond the input and output totals and cache reads, in every spelling.
-_OTHER_COUNTS = frozenset(
+OTHER_COUNTS = frozenset(
     {
         *_spellings(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS),
         A.ANTHROPIC_CACHE_WRITE_1H_TOKENS,
@@ -84,7 +96,7 @@ _OTHER_COUNTS = frozenset(
 
 def semconv_units(attrs: Mapping[str, Any], tools: OutputTools | None) -> dict[str, dict[str, int]]:
     """Pay-i units from the semantic-convention token counts (current and older spellings)."""
-    if (tools is None or not tools.web_searches) and attrs.keys().isdisjoint(_OTHER_COUNTS):
+    if (tools is None or not tools.web_searches) and attrs.keys().isdisjoint(OTHER_COUNTS):
         # input and output totals, maybe cache reads (most calls): :func:`to_units` of those, directly
         input_tokens = integer(first(attrs, A.GEN_AI_USAGE_INPUT_TOKENS))
         output_tokens = integer(first(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS))

@@ -33,8 +33,9 @@ from payi_otel import attributes as A
 from payi_otel import protocol as P
 
 from .attribute_values import OutputTools, first, flag, function_calls, integer, semconv_units, strings, ttft_ms
+from .key_plans import REQUEST_PROPERTY, UNITS, key_plan, read, simple_units, to_int
 from .otlp import spans_from_otlp_request
-from .views import MAPPED_NAMES, SpanView, gc_paused, view_from_readable_span
+from .views import SpanView, gc_paused, view_from_readable_span
 from .wire_forms import ATTRIBUTION_FIELDS, render_bulk_item, render_single
 
 __all__ = [
@@ -50,41 +51,6 @@ __all__ = [
 UNKNOWN_RESOURCE = "system.unknown_model"
 OPENAI_CATEGORY = A.PROVIDER_CATEGORIES["openai"]
 AZURE_CATEGORY = A.PROVIDER_CATEGORIES["azure.ai.openai"]
-
-# Span attribute -> event field of the attribution, by value kind.
-_ATTRIBUTION = [f for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION]
-_SCALAR_ATTRIBUTION = (
-    *((f.attribute, f.event_field) for f in _ATTRIBUTION if f.kind == P.STR),
-    (A.PAYI_INSTRUMENTED_MODULE, "instrumented_module"),
-)
-_LIST_ATTRIBUTION = tuple((f.attribute, f.event_field) for f in _ATTRIBUTION if f.kind == P.LIST)
-# Optional event fields copied as strings when the span has a non-empty value.
-_OPTIONAL_STRINGS = ((A.PAYI_PROVIDER_URI, "provider_uri"), (A.PAYI_RESERVATION_ID, "reservation_id"))
-
-_UNITS_PREFIX = A.PAYI_UNITS_PREFIX
-_REQ_PREFIX = A.PAYI_REQUEST_PROPERTIES_PREFIX
-_UC_PREFIX = A.PAYI_USE_CASE_PROPERTIES_PREFIX
-_COLLECTED_PREFIXES = (_UNITS_PREFIX, _REQ_PREFIX, _UC_PREFIX)
-_UNITS, _REQUEST_PROPERTY, _USE_CASE_PROPERTY = 0, 1, 2
-
-
-@functools.lru_cache(maxsize=4096)
-def _collected(key: str) -> tuple[int, str, str] | None:
-    """How the mapping collects attribute ``key`` by its prefix: ``(kind, name, direction)``, or ``None``."""
-    if key.startswith(_UNITS_PREFIX):
-        unit, _, direction = key[len(_UNITS_PREFIX) :].rpartition(".")
-        return (_UNITS, unit, direction) if unit and direction in ("input", "output") else None
-    if key.startswith(_REQ_PREFIX):
-        return _REQUEST_PROPERTY, key[len(_REQ_PREFIX) :], ""
-    if key.startswith(_UC_PREFIX):
-        return _USE_CASE_PROPERTY, key[len(_UC_PREFIX) :], ""
-    return None
-
-
-# Keys no prefix collects: the attributes the mapping reads by name, and others as they are seen.
-_PLAIN_KEYS = {name for name in MAPPED_NAMES if _collected(name) is None}
-_PLAIN_KEYS_MAX = 8192
-
 
 def event_id(view: SpanView) -> str:
     """``payi_<uuid>`` derived from the trace and span ids: stable for the same span."""
@@ -121,19 +87,6 @@ def _provider_category(provider: str, host: str | None) -> str | None:
     return category
 
 
-def _category(attrs: Mapping[str, Any]) -> str | None:
-    category = attrs.get(A.PAYI_CATEGORY)
-    if category:
-        return str(category)
-    if not _provider_call(attrs):
-        return None
-    provider = first(attrs, A.GEN_AI_PROVIDER_NAME)
-    if not isinstance(provider, str):
-        return None
-    host = attrs.get(A.SERVER_ADDRESS)
-    return _provider_category(provider, host if isinstance(host, str) else None)
-
-
 @functools.lru_cache(maxsize=512)
 def _iso_second(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -153,39 +106,51 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     """
     attrs = view.attributes
     get = attrs.get
-    category = _category(attrs)
-    if category is None or get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
+    plan = key_plan(attrs)
+    category = get(A.PAYI_CATEGORY)
+    if category:
+        category = str(category)
+    else:
+        operation = get(A.GEN_AI_OPERATION_NAME)
+        if not (operation in A.PROVIDER_CALL_OPERATIONS if operation is not None else _provider_call(attrs)):
+            return None
+        provider = read(attrs, plan.provider)
+        if not isinstance(provider, str):
+            return None
+        host = get(A.SERVER_ADDRESS)
+        category = _provider_category(provider, host if isinstance(host, str) else None)
+        if category is None:
+            return None
+    if get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
         return None
 
     units: dict[str, dict[str, int]] = {}
     properties: dict[str, str] = {}
     use_case_properties: dict[str, str] = {}
-    # in C: only prefixed keys (and keys never seen before) remain; ``keys() - set`` would walk all of _PLAIN_KEYS
-    for key in set(attrs).difference(_PLAIN_KEYS):
-        how = _collected(key)
-        if how is None:
-            if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
-                _PLAIN_KEYS.add(key)
-            continue
-        kind, name, direction = how
+    for key, kind, name, direction in plan.collected:
         value = attrs[key]
-        if kind == _UNITS:
-            count = integer(value)
+        if kind == UNITS:
+            count = to_int(value)
             if count is not None:
                 units.setdefault(name, {"input": 0, "output": 0})[direction] = count
-        elif kind == _REQUEST_PROPERTY:
+        elif kind == REQUEST_PROPERTY:
             properties[name] = str(value)
         else:
             use_case_properties[name] = str(value)
 
-    usage_complete = flag(get(A.PAYI_USAGE_COMPLETE))
+    usage_complete = get(A.PAYI_USAGE_COMPLETE)
+    if usage_complete is not None:
+        usage_complete = flag(usage_complete)
     incomplete_reason = get(A.PAYI_USAGE_INCOMPLETE_REASON)
     tools = None
     output_messages = get(A.GEN_AI_OUTPUT_MESSAGES)
-    if output_messages and A.PAYI_FUNCTION_CALLS not in attrs:  # a foreign span
+    if output_messages and not plan.function_calls:  # a foreign span
         tools = OutputTools(output_messages)
     if not units:
-        units = semconv_units(attrs, tools)
+        if plan.simple_usage and (tools is None or not tools.web_searches):
+            units = simple_units(attrs, plan)
+        else:
+            units = semconv_units(attrs, tools)
         if not units and usage_complete is None:
             usage_complete, incomplete_reason = False, incomplete_reason or "no usage reported"
     if usage_complete is False:
@@ -194,8 +159,8 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
 
     resource = (
         get(A.PAYI_RESOURCE)
-        or first(attrs, A.GEN_AI_REQUEST_MODEL)
-        or first(attrs, A.GEN_AI_RESPONSE_MODEL)
+        or read(attrs, plan.request_model)
+        or read(attrs, plan.response_model)
         or UNKNOWN_RESOURCE
     )
     price_as_category = get(A.PAYI_PRICE_AS_CATEGORY)
@@ -207,9 +172,9 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         properties["system.original_resource"] = str(resource)
         resource = price_as_resource
 
-    status = integer(get(A.PAYI_HTTP_STATUS_CODE))
+    status = to_int(get(A.PAYI_HTTP_STATUS_CODE))
     if status is None:
-        status = integer(get(A.HTTP_RESPONSE_STATUS_CODE))
+        status = to_int(get(A.HTTP_RESPONSE_STATUS_CODE))
     if status is None:
         error_type = get(A.ERROR_TYPE)
         if error_type or view.is_error:
@@ -221,7 +186,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         else:
             status = 200
 
-    latency = integer(get(A.PAYI_LATENCY_MS))
+    latency = to_int(get(A.PAYI_LATENCY_MS))
     if latency is None:
         latency = max(view.end_ns - view.start_ns, 0) // 1_000_000
 
@@ -234,16 +199,21 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         "http_status_code": status,
         "provider_response_id": str(get(A.PAYI_PROVIDER_RESPONSE_ID) or get(A.GEN_AI_RESPONSE_ID) or event_id(view)),
     }
-    ttft = ttft_ms(attrs)
-    if ttft is not None:
-        event["time_to_first_token_ms"] = ttft
-    for attr, field in _OPTIONAL_STRINGS:
+    if plan.ttft:
+        ttft = ttft_ms(attrs)
+        if ttft is not None:
+            event["time_to_first_token_ms"] = ttft
+    for attr, field in plan.optional_strings:
         value = get(attr)
         if value:
             event[field] = str(value)
-    calls = function_calls(get(A.PAYI_FUNCTION_CALLS)) if tools is None else tools.calls
-    if calls:
-        event["provider_response_function_calls"] = calls
+    if tools is not None:
+        if tools.calls:
+            event["provider_response_function_calls"] = tools.calls
+    elif plan.function_calls:
+        calls = function_calls(get(A.PAYI_FUNCTION_CALLS))
+        if calls:
+            event["provider_response_function_calls"] = calls
     if include_content:
         request_json = get(A.GEN_AI_INPUT_MESSAGES)
         if request_json:
@@ -257,14 +227,15 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     if use_case_properties:
         event["use_case_properties"] = _within_bounds(use_case_properties)
 
-    for attr, field in _SCALAR_ATTRIBUTION:
+    for attr, field in plan.scalar_attribution:
         value = get(attr)
         if value is not None and value != "":
             event[field] = str(value)
-    version = integer(get(A.PAYI_USE_CASE_VERSION))
-    if version is not None and 0 <= version <= P.MAX_USE_CASE_VERSION:  # out of range: the server refuses it
-        event["use_case_version"] = version
-    for attr, field in _LIST_ATTRIBUTION:
+    if plan.version:
+        version = integer(get(A.PAYI_USE_CASE_VERSION))
+        if version is not None and 0 <= version <= P.MAX_USE_CASE_VERSION:  # out of range: the server refuses it
+            event["use_case_version"] = version
+    for attr, field in plan.list_attribution:
         value = get(attr)
         if value:
             items = strings(value)

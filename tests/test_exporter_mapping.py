@@ -863,3 +863,10 @@ def test_totals_and_cache_reads_give_the_units_of_the_general_usage_rule():
             assert event["units"] == expected, attrs
             checked += 1
     assert checked == 7**3 * 8
+
+
+def test_a_single_number_as_limit_ids_is_read_as_one_id_not_an_error():
+    # another source may write one id as an int; the mapping is best effort and never fails a span for it
+    event = _event({**BASE, A.PAYI_LIMIT_IDS: 7, A.PAYI_REQUEST_TAGS: "a, b"})
+    assert event is not None
+    assert (event["limit_ids"], event["request_tags"]) == (["7"], ["a", "b"])
