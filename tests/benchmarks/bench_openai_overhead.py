@@ -113,11 +113,15 @@ def _rss_mb() -> float:
 def payi_journal() -> Any:
     """The durable call journal every call of ours is appended to before it returns (as with the Pay-i exporter in
     any real setup): a Pay-i exporter in offline mode, whose events go to a file, off the measured thread."""
+    import atexit
+    import shutil
     import tempfile
 
     from payi_otel.exporters import PayiSpanExporter
 
     spool = tempfile.mkdtemp(prefix="payi-bench-")
+    # Removed at exit, after the exporter's own shutdown (registered later, so run first).
+    atexit.register(shutil.rmtree, spool, ignore_errors=True)
     return PayiSpanExporter(offline_file=f"{spool}/events.jsonl", spool_dir=spool)
 
 
