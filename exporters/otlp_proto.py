@@ -207,8 +207,14 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
                 # a string shorter than 128 bytes, or an int
                 if tag == 0x0A and start + 1 < size and raw[start + 1] == size - start - 2:
                     value = raw[start + 2 :].decode()
-                elif tag == 0x18:
-                    value = _varint(raw, start + 1)
+                elif tag == 0x18:  # most counts fit in one or two varint bytes: read them here
+                    low = raw[start + 1] if start + 1 < size else 0x80
+                    if size - start == 2:
+                        value = low if low < 0x80 else None
+                    elif size - start == 3 and low >= 0x80 and raw[-1] < 0x80:
+                        value = (low & 0x7F) | (raw[-1] << 7)
+                    else:
+                        value = _varint(raw, start + 1)
                 if value is None:
                     value = _values[raw[start:]]
                 pair = (key, value)

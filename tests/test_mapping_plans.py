@@ -15,10 +15,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mapping_reference import reference_event_from_view
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from payi_otel import attributes as A
 from payi_otel.exporters import SpanView, event_from_view
 from payi_otel.exporters.otlp_json import _JsonKeyValues
+from payi_otel.exporters.otlp_proto import _KeyValues, view_from_otlp_proto
 
 # Every name the mapping reads, its older spellings, prefixed names (valid and not) and names it never reads.
 _NAMES = sorted(
@@ -173,7 +176,7 @@ def _outcome(convert: Any, view: SpanView, include_content: bool) -> tuple[str, 
         return "error", type(exc)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_views(), st.booleans())
 def test_planned_mapping_gives_the_plain_mappings_event(view: SpanView, include_content: bool) -> None:
     expected = _outcome(reference_event_from_view, view, include_content)
@@ -244,7 +247,56 @@ def _decoded(read: Any, piece: bytes) -> tuple[str, Any]:
         return "refused", None
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(_pieces())
 def test_one_match_reads_a_json_piece_as_the_general_split_does(piece: bytes) -> None:
     assert _decoded(_JsonKeyValues().__getitem__, piece) == _decoded(_JsonKeyValues()._split, piece)
+
+
+# --- OTLP protobuf attributes ---------------------------------------------------------------------
+
+_PROTO_KEYS = st.sampled_from(["gen_ai.usage.input_tokens", "payi.user_id", "llm.token_count.prompt", "http.route", ""])
+
+
+@st.composite
+def _proto_attributes(draw: st.DrawFn) -> bytes:
+    key = draw(st.one_of(_PROTO_KEYS, st.text(max_size=140)))
+    kind = draw(st.sampled_from(["int", "small-int", "string", "bool", "double", "array", "bytes", "empty"]))
+    value = AnyValue()
+    if kind == "int":
+        value.int_value = draw(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+    elif kind == "small-int":
+        value.int_value = draw(st.integers(min_value=0, max_value=20_000))
+    elif kind == "string":
+        value.string_value = draw(st.text(max_size=140))
+    elif kind == "bool":
+        value.bool_value = draw(st.booleans())
+    elif kind == "double":
+        value.double_value = draw(st.floats(allow_nan=False))
+    elif kind == "array":
+        value.array_value.values.add().string_value = draw(st.text(max_size=5))
+    elif kind == "bytes":
+        value.bytes_value = draw(st.binary(max_size=5))
+    if kind == "small-int" and draw(st.booleans()) and len(key.encode()) < 128:
+        # the same count in a varint one byte longer than needed (valid protobuf, unusual)
+        count = value.int_value
+        varint = bytearray()
+        while True:
+            varint.append((count & 0x7F) | 0x80)
+            count >>= 7
+            if not count:
+                break
+        varint.append(0)
+        encoded_key, encoded_value = key.encode(), b"\x18" + bytes(varint)
+        return b"\x0a" + bytes([len(encoded_key)]) + encoded_key + b"\x12" + bytes([len(encoded_value)]) + encoded_value
+    return KeyValue(key=key, value=value).SerializeToString()
+
+
+@settings(max_examples=500, deadline=None)
+@given(_proto_attributes())
+def test_a_new_protobuf_attribute_decodes_as_the_full_message_does(raw: bytes) -> None:
+    kv = KeyValue.FromString(raw)
+    expected = (kv.key, view_from_otlp_proto(Span(attributes=[kv])).attributes[kv.key]) if kv.key.startswith(
+        ("gen_ai.", "payi.", "llm.")
+    ) else None
+    assert _KeyValues()[raw] == expected
