@@ -95,18 +95,9 @@ OTHER_COUNTS = frozenset(
 
 
 def semconv_units(attrs: Mapping[str, Any], tools: OutputTools | None) -> dict[str, dict[str, int]]:
-    """Pay-i units from the semantic-convention token counts (current and older spellings)."""
-    if (tools is None or not tools.web_searches) and attrs.keys().isdisjoint(OTHER_COUNTS):
-        # input and output totals, maybe cache reads (most calls): :func:`to_units` of those, directly
-        input_tokens = integer(first(attrs, A.GEN_AI_USAGE_INPUT_TOKENS))
-        output_tokens = integer(first(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS))
-        cache_read = integer(first(attrs, A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0
-        units = {}
-        if input_tokens is not None or output_tokens is not None:
-            units["text"] = {"input": max((input_tokens or 0) - cache_read, 0), "output": max(output_tokens or 0, 0)}
-        if cache_read > 0:
-            units["text_cache_read"] = {"input": cache_read, "output": 0}
-        return units
+    """Pay-i units from the semantic-convention token counts (current and older spellings), through
+    :func:`~payi_otel.units.to_units`. (The mapping reads spans that report totals and cache reads at most
+    through :func:`.key_plans.simple_units`, which gives the same units directly.)"""
     cache_write = integer(first(attrs, A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0
     cache_write_1h = integer(attrs.get(A.ANTHROPIC_CACHE_WRITE_1H_TOKENS)) or 0  # the anthropic SDK's split
     usage = Usage(
