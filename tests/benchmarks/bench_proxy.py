@@ -1,13 +1,14 @@
 """Benchmark of the service's proxy: the latency it adds to a provider call against a local upstream.
 
 A recorded OpenAI chat completion (and a recorded stream) is served by a local upstream process; the
-same request is timed sequentially straight to the upstream and through `payi-otel serve` (a separate
-process), with and without a block limit (which adds the reservation before the call). Added latency
-is the difference of the percentiles. Target: < 2 ms at p50, < 10 ms at p99.
+same request is sent, one call at a time, straight to the upstream and through `payi-otel serve` (a
+separate process), with and without a block limit (which adds the reservation before the call). The
+three take turns call by call, so that a change of a shared machine's load hits them alike. Added
+latency is the difference of the percentiles. Target: < 2 ms at p50, < 10 ms at p99.
 
-Wall-clock percentiles on a small, shared machine move with its load; the CPU time the service process
-(all its threads) spends per proxied call, from /proc/<pid>/stat, moves much less and is printed beside
-them (Linux only).
+Wall-clock percentiles on a small, shared machine still move with its load; the CPU time the service
+process (all its threads) spends per proxied call, from /proc/<pid>/stat, moves much less and is
+printed beside them (Linux only): from just before a call to just before the service's next one.
 
     .venv/bin/python tests/benchmarks/bench_proxy.py [--calls 2000]
 """
@@ -52,22 +53,34 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def timings(
-    client: httpx.Client, url: str, body: dict[str, object], headers: dict[str, str], calls: int, pid: int
-) -> tuple[list[float], float | None]:
-    """Each call's wall-clock time (ms), and the CPU time process ``pid`` spent per call (ms)."""
-    out = []
+    client: httpx.Client, body: dict[str, object], series: dict[str, tuple[str, dict[str, str]]], calls: int,
+    service_pid: int, proxied: set[str],
+) -> dict[str, tuple[list[float], float | None]]:
+    """Per series (name -> url and headers), each call's wall-clock time (ms), the series taking turns; for
+    the ``proxied`` series, the CPU time the service spent per call (ms)."""
     for _ in range(calls // 10):  # warm-up
-        client.post(url, json=body, headers=headers).read()
-    cpu_before = cpu_seconds(pid)
+        for url, headers in series.values():
+            client.post(url, json=body, headers=headers).read()
+    times: dict[str, list[float]] = {name: [] for name in series}
+    cpu: dict[str, float] = dict.fromkeys(proxied, 0.0)
+    last: tuple[str, float | None] | None = None  # the last proxied series and the service's CPU time before it
     for _ in range(calls):
-        t0 = time.perf_counter()
-        response = client.post(url, json=body, headers=headers)
-        response.read()
-        out.append((time.perf_counter() - t0) * 1000)
-        assert response.status_code == 200, response.text
-    cpu_after = cpu_seconds(pid)
-    cpu = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) * 1000 / calls
-    return out, cpu
+        for name, (url, headers) in series.items():
+            if name in proxied:
+                now = cpu_seconds(service_pid)
+                if last is not None and now is not None and last[1] is not None:
+                    cpu[last[0]] += now - last[1]
+                last = (name, now)
+            t0 = time.perf_counter()
+            response = client.post(url, json=body, headers=headers)
+            response.read()
+            times[name].append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200, response.text
+    end = cpu_seconds(service_pid)
+    if last is not None and end is not None and last[1] is not None:
+        cpu[last[0]] += end - last[1]
+    known = end is not None
+    return {name: (times[name], cpu[name] * 1000 / calls if name in proxied and known else None) for name in series}
 
 
 def p(values: list[float], q: int) -> float:
@@ -99,19 +112,21 @@ def main() -> int:
                     ).json()["limit"]["limit_id"]
                     auth = {"authorization": "Bearer sk-bench"}
                     proxied = f"{base}/api/v1/proxy/openai/v1/chat/completions"
-                    direct, _ = timings(
-                        client, f"{upstream_url}/v1/chat/completions", body, auth, args.calls, upstream.pid
-                    )
-                    plain = timings(client, proxied, body, {**auth, "xProxy-api-key": key}, args.calls, service.pid)
-                    blocked = timings(
-                        client, proxied, body, {**auth, "xProxy-api-key": key, "xProxy-Limit-IDs": limit},
-                        args.calls, service.pid,
+                    series = {
+                        "direct": (f"{upstream_url}/v1/chat/completions", auth),
+                        "proxy": (proxied, {**auth, "xProxy-api-key": key}),
+                        "proxy + block limit": (proxied, {**auth, "xProxy-api-key": key, "xProxy-Limit-IDs": limit}),
+                    }
+                    measured = timings(
+                        client, body, series, args.calls, service.pid, {"proxy", "proxy + block limit"}
                     )
             finally:
                 for proc in (service, upstream):
                     proc.terminate()
                     proc.wait(10)
-            for label, (values, cpu) in (("proxy", plain), ("proxy + block limit", blocked)):
+            direct = measured["direct"][0]
+            for label in ("proxy", "proxy + block limit"):
+                values, cpu = measured[label]
                 results[f"{name}: {label}"] = {
                     "direct_p50_ms": round(p(direct, 50), 3), "direct_p99_ms": round(p(direct, 99), 3),
                     "added_p50_ms": round(p(values, 50) - p(direct, 50), 3),

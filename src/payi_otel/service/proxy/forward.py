@@ -15,16 +15,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import orjson
 from pydantic import ValidationError
-from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payi_otel import protocol as P
@@ -201,7 +201,7 @@ class Proxy:
         drop = _RESPONSE_DROP if decode is not None else _RESPONSE_DROP_RAW
         headers = [(k, v) for k, v in response.raw_headers if k.lower() not in drop]
         if decode is not None and response.status < 300 and content_type.startswith(b"text/event-stream"):
-            return _streamed(self._stream(pending, provider, response, decode), response.status, headers)
+            return _Streamed(self._stream(pending, provider, response, decode), response.status, headers)
         try:
             content = b"".join([chunk async for chunk in chunks(response, decode or _raw)])
         except UPSTREAM_ERRORS as exc:
@@ -262,7 +262,7 @@ class Proxy:
 
     async def _stream(
         self, pending: _Call, provider: Provider, response: Response, decode: Callable[[bytes], bytes]
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The upstream's events as they arrive (those that arrive in one read are written at once). An
         event that may be the last one (its reader says so) waits for the next event; at the end it
         carries ``xproxy_result`` (when no event could, ``xproxy_result`` comes in an event of its own
@@ -388,11 +388,33 @@ class _Answer:
         await send({"type": "http.response.body", "body": self.body})
 
 
-def _streamed(body: AsyncIterator[bytes], status: int, headers: list[tuple[bytes, bytes]]) -> StreamingResponse:
-    """A streamed answer with the provider's headers (Starlette stops it when the caller goes away)."""
-    response = StreamingResponse(body, status_code=status)
-    response.raw_headers = headers
-    return response
+class _Streamed:
+    """A streamed answer: the provider's status and headers, then each part of ``body`` as it comes. When the
+    caller goes away, ``body`` is cancelled where it waits (in a cancel scope: its shielded clean-up runs)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: AsyncGenerator[bytes, None], status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.body, self.status, self.headers = body, status, headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with anyio.CancelScope() as streaming:
+            watcher = asyncio.get_running_loop().create_task(_cancel_when_gone(receive, streaming))
+            try:
+                await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+                async for part in self.body:
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                watcher.cancel()
+                await self.body.aclose()
+
+
+async def _cancel_when_gone(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the caller disconnects (a request's body was read before its answer began)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 def _raw(data: bytes) -> bytes:
