@@ -35,6 +35,9 @@ class EventSplitter:
 
 def read_event(block: bytes) -> tuple[str | None, bytes | None]:
     """The ``event:`` name and the joined ``data:`` of one event (None when it has none)."""
+    body = block.rstrip(b"\r\n")
+    if body.startswith(b"data:") and b"\n" not in body and b"\r" not in body:  # one data line: most events
+        return None, body[6:] if body[5:6] == b" " else body[5:]
     name: str | None = None
     data: list[bytes] = []
     for line in _LINE.split(block):
