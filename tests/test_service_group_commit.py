@@ -201,3 +201,32 @@ def test_a_key_another_instance_rotated_is_refused_though_remembered(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.skipif(not os.environ.get(TEST_DATABASE_URL_ENV), reason="PostgreSQL's connection only")
+def test_a_statement_whose_turn_to_be_prepared_falls_in_an_aborted_pipeline_still_runs_after():
+    """A RELEASE sent with a duplicate insert that fails first (as the rows travel with the COMMIT) is skipped by
+    the server: it must not be taken for a statement prepared on the server, or its next run fails."""
+    from payi_otel.service.store import postgres
+
+    conn = postgres.PgConnection(postgres.connect(os.environ[TEST_DATABASE_URL_ENV]))
+    try:
+        conn.execute("CREATE TEMP TABLE seen (id integer PRIMARY KEY)")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO seen VALUES (?)", (1,))
+        conn.execute("SAVEPOINT s")
+        conn.execute("ROLLBACK TO s")  # run once before, as in a service that has undone a unit already
+        for _ in range(conn.raw.prepare_threshold or 0):  # psycopg prepares it at its next run
+            conn.execute("SAVEPOINT s")
+            conn.execute("RELEASE s")
+        conn.execute("SAVEPOINT s")
+        conn.defer("INSERT INTO seen VALUES (?)", (1,))
+        with pytest.raises(postgres.psycopg.errors.UniqueViolation):
+            conn.execute("RELEASE s")  # its turn to be prepared, in the pipeline the insert aborted
+        conn.execute("ROLLBACK TO s")
+        conn.execute("RELEASE s")
+        conn.execute("SAVEPOINT s")
+        conn.execute("RELEASE s")
+        assert conn.execute("SELECT count(*) FROM seen").fetchone() == (1,)
+    finally:
+        conn.close()

@@ -38,6 +38,16 @@ def display_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def _prepare(params: Sequence[Any]) -> bool | None:
+    """Whether psycopg may prepare a statement on the server (None: after a few runs, as it does by default).
+
+    Never one without parameters (BEGIN, SAVEPOINT, RELEASE, COMMIT, a counter's read: nothing to gain in
+    parsing them once). psycopg records a statement as prepared when it sends its preparation, without waiting
+    for the answer; in a pipeline that an earlier statement's error aborted (a duplicate insert sent with the
+    COMMIT) the server skips that preparation, and every later run of the statement would then fail."""
+    return None if params else False
+
+
 class _BoolAsInteger(Dumper):
     """Python booleans are stored as 0/1, as SQLite stores them (the schema has no boolean columns)."""
 
@@ -87,7 +97,7 @@ class PgConnection:
                 if many:
                     self.raw.cursor().executemany(query, args)
                     continue
-                cursor = self.raw.execute(query, args)
+                cursor = self.raw.execute(query, args, prepare=_prepare(args))
                 if on_rows is not None:
                     answered.append((cursor, on_rows))
             yield
@@ -117,9 +127,9 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         query, args = self._args(sql, params)
         if not self._deferred:
-            return self.raw.execute(query, args)
+            return self.raw.execute(query, args, prepare=_prepare(args))
         with self._sending_deferred():
-            cursor = self.raw.execute(query, args)
+            cursor = self.raw.execute(query, args, prepare=_prepare(args))
         return cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> psycopg.Cursor[Any]:
@@ -136,7 +146,8 @@ class PgConnection:
         if len(queries) == 1:
             return [self.execute(*queries[0]).fetchall()]
         with self._sending_deferred():
-            cursors = [self.raw.execute(*self._args(sql, params)) for sql, params in queries]
+            cursors = [self.raw.execute(query, args, prepare=_prepare(args))
+                       for query, args in (self._args(sql, params) for sql, params in queries)]
         return [cursor.fetchall() for cursor in cursors]
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
