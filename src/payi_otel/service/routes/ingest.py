@@ -47,10 +47,16 @@ async def ingest_single(
     svc: Service, headers: Mapping[str, str], content_type: str | None, query_id: str | None, body: bytes
 ) -> dict[str, Any]:
     """The answer to ``POST /api/v1/ingest``; ``headers``: the ``xproxy-*`` headers, names lower-cased."""
-    application, unconfirmed_key = svc.authenticate_for_write(headers.get(_API_KEY))
-    require_json(content_type)
-    event = await _parse(parse_single, body)
-    attr = attribution_from_headers(headers, query_id)
+    key = headers.get(_API_KEY)
+    application, unconfirmed_key = svc.authenticate_for_write(key)
+    try:
+        require_json(content_type)
+        event = await _parse(parse_single, body)
+        attr = attribution_from_headers(headers, query_id)
+    except PayiApiError:
+        if unconfirmed_key is not None:  # a key no longer in use is refused first, as it is without memory
+            svc.authenticate_key(key)
+        raise
     answer: dict[str, Any] = await svc.committer.run_batched(
         svc.ingestor.ingest_events, (application, event, attr, unconfirmed_key)
     )

@@ -100,6 +100,7 @@ class AppsStore(StoreBase):
             (digest,),
         )
         if row is None or not keys.matches(key, row[3]):
+            self._known_keys.pop(digest, None)
             return None
         app = Application(row[0], row[1], row[2])
         if len(self._known_keys) >= _KNOWN_KEYS:
