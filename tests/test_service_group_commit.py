@@ -230,3 +230,32 @@ def test_a_statement_whose_turn_to_be_prepared_falls_in_an_aborted_pipeline_stil
         assert conn.execute("SELECT count(*) FROM seen").fetchone() == (1,)
     finally:
         conn.close()
+
+
+@pytest.mark.skipif(not os.environ.get(TEST_DATABASE_URL_ENV), reason="PostgreSQL's connection only")
+def test_a_statement_with_parameters_prepared_in_an_aborted_pipeline_still_runs_after():
+    """A query with parameters whose turn to be prepared comes in a pipeline that a duplicate insert aborted: the
+    server skips that preparation, so the connection must not go on taking it for prepared."""
+    from payi_otel.service.store import postgres
+
+    conn = postgres.PgConnection(postgres.connect(os.environ[TEST_DATABASE_URL_ENV]))
+    count = "SELECT count(*) FROM seen WHERE id >= ?"
+    try:
+        conn.execute("CREATE TEMP TABLE seen (id integer PRIMARY KEY)")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO seen VALUES (?)", (1,))
+        conn.execute("SAVEPOINT s")
+        conn.execute("ROLLBACK TO s")  # run once before, as in a service that has undone a unit already
+        for _ in range(conn.raw.prepare_threshold or 0):  # psycopg prepares it at its next run
+            assert conn.execute(count, (0,)).fetchone() == (1,)
+        conn.execute("SAVEPOINT s")
+        conn.defer("INSERT INTO seen VALUES (?)", (1,))
+        conn.defer(count, (0,), lambda rows: None)  # its preparation travels in the pipeline the insert aborts
+        with pytest.raises(postgres.psycopg.errors.UniqueViolation):
+            conn.execute("RELEASE s")
+        conn.execute("ROLLBACK TO s")
+        assert conn.execute(count, (0,)).fetchone() == (1,)
+        assert conn.execute(count, (2,)).fetchone() == (0,)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

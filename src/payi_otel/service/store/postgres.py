@@ -48,6 +48,21 @@ def _prepare(params: Sequence[Any]) -> bool | None:
     return None if params else False
 
 
+def _forget_prepared(conn: psycopg.Connection[Any]) -> None:
+    """After a pipeline an error aborted: forget every statement prepared on the server.
+
+    psycopg records a statement as prepared when it sends the preparation, not when the server confirms it; in an
+    aborted pipeline the server skips what follows the error, a preparation too, and every later run of that
+    statement would fail ("prepared statement does not exist"). Its prepared-statement cache is cleared (psycopg
+    then sends ``DEALLOCATE ALL`` after the next statement), so statements are prepared again from scratch."""
+    manager = getattr(conn, "_prepared", None)
+    clear = getattr(manager, "clear", None)
+    if callable(clear):
+        clear()
+    else:  # a psycopg release with other internals: no more prepared statements on this connection
+        conn.prepare_threshold = None
+
+
 class _BoolAsInteger(Dumper):
     """Python booleans are stored as 0/1, as SQLite stores them (the schema has no boolean columns)."""
 
@@ -92,15 +107,19 @@ class PgConnection:
         """A pipeline that first sends what was deferred; deferred queries' rows are handed over after it."""
         deferred, self._deferred = self._deferred, []
         answered = []
-        with self.raw.pipeline():
-            for query, args, on_rows, many in deferred:
-                if many:
-                    self.raw.cursor().executemany(query, args)
-                    continue
-                cursor = self.raw.execute(query, args, prepare=_prepare(args))
-                if on_rows is not None:
-                    answered.append((cursor, on_rows))
-            yield
+        try:
+            with self.raw.pipeline():
+                for query, args, on_rows, many in deferred:
+                    if many:
+                        self.raw.cursor().executemany(query, args)
+                        continue
+                    cursor = self.raw.execute(query, args, prepare=_prepare(args))
+                    if on_rows is not None:
+                        answered.append((cursor, on_rows))
+                yield
+        except psycopg.Error:
+            _forget_prepared(self.raw)
+            raise
         for cursor, on_rows in answered:
             on_rows(cursor.fetchall())
 
