@@ -7,6 +7,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -203,59 +204,62 @@ def test_a_key_another_instance_rotated_is_refused_though_remembered(tmp_path):
         second.close()
 
 
-@pytest.mark.skipif(not os.environ.get(TEST_DATABASE_URL_ENV), reason="PostgreSQL's connection only")
-def test_a_statement_whose_turn_to_be_prepared_falls_in_an_aborted_pipeline_still_runs_after():
+@pytest.fixture
+def pg_unit_undone() -> Iterator[Any]:
+    """A PostgreSQL store connection in a transaction holding row 1 of a table ``seen``, which has undone a
+    savepoint ``s`` once already, as a service that has undone a unit has (psycopg clears its record of prepared
+    statements only at the first ROLLBACK it meets)."""
+    if not os.environ.get(TEST_DATABASE_URL_ENV):
+        pytest.skip("PostgreSQL's connection only")
+    from payi_otel.service.store import postgres
+
+    conn = postgres.PgConnection(postgres.connect(os.environ[TEST_DATABASE_URL_ENV]))
+    try:
+        conn.execute("CREATE TEMP TABLE seen (id integer PRIMARY KEY)")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO seen VALUES (?)", (1,))
+        conn.execute("SAVEPOINT s")
+        conn.execute("ROLLBACK TO s")
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_a_statement_whose_turn_to_be_prepared_falls_in_an_aborted_pipeline_still_runs_after(pg_unit_undone):
     """A RELEASE sent with a duplicate insert that fails first (as the rows travel with the COMMIT) is skipped by
     the server: it must not be taken for a statement prepared on the server, or its next run fails."""
     from payi_otel.service.store import postgres
 
-    conn = postgres.PgConnection(postgres.connect(os.environ[TEST_DATABASE_URL_ENV]))
-    try:
-        conn.execute("CREATE TEMP TABLE seen (id integer PRIMARY KEY)")
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO seen VALUES (?)", (1,))
-        conn.execute("SAVEPOINT s")
-        conn.execute("ROLLBACK TO s")  # run once before, as in a service that has undone a unit already
-        for _ in range(conn.raw.prepare_threshold or 0):  # psycopg prepares it at its next run
-            conn.execute("SAVEPOINT s")
-            conn.execute("RELEASE s")
-        conn.execute("SAVEPOINT s")
-        conn.defer("INSERT INTO seen VALUES (?)", (1,))
-        with pytest.raises(postgres.psycopg.errors.UniqueViolation):
-            conn.execute("RELEASE s")  # its turn to be prepared, in the pipeline the insert aborted
-        conn.execute("ROLLBACK TO s")
-        conn.execute("RELEASE s")
+    conn = pg_unit_undone
+    for _ in range(conn.raw.prepare_threshold or 0):  # psycopg prepares it at its next run
         conn.execute("SAVEPOINT s")
         conn.execute("RELEASE s")
-        assert conn.execute("SELECT count(*) FROM seen").fetchone() == (1,)
-    finally:
-        conn.close()
+    conn.execute("SAVEPOINT s")
+    conn.defer("INSERT INTO seen VALUES (?)", (1,))
+    with pytest.raises(postgres.psycopg.errors.UniqueViolation):
+        conn.execute("RELEASE s")  # its turn to be prepared, in the pipeline the insert aborted
+    conn.execute("ROLLBACK TO s")
+    conn.execute("RELEASE s")
+    conn.execute("SAVEPOINT s")
+    conn.execute("RELEASE s")
+    assert conn.execute("SELECT count(*) FROM seen").fetchone() == (1,)
 
 
-@pytest.mark.skipif(not os.environ.get(TEST_DATABASE_URL_ENV), reason="PostgreSQL's connection only")
-def test_a_statement_with_parameters_prepared_in_an_aborted_pipeline_still_runs_after():
+def test_a_statement_with_parameters_prepared_in_an_aborted_pipeline_still_runs_after(pg_unit_undone):
     """A query with parameters whose turn to be prepared comes in a pipeline that a duplicate insert aborted: the
     server skips that preparation, so the connection must not go on taking it for prepared."""
     from payi_otel.service.store import postgres
 
-    conn = postgres.PgConnection(postgres.connect(os.environ[TEST_DATABASE_URL_ENV]))
+    conn = pg_unit_undone
     count = "SELECT count(*) FROM seen WHERE id >= ?"
-    try:
-        conn.execute("CREATE TEMP TABLE seen (id integer PRIMARY KEY)")
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO seen VALUES (?)", (1,))
-        conn.execute("SAVEPOINT s")
-        conn.execute("ROLLBACK TO s")  # run once before, as in a service that has undone a unit already
-        for _ in range(conn.raw.prepare_threshold or 0):  # psycopg prepares it at its next run
-            assert conn.execute(count, (0,)).fetchone() == (1,)
-        conn.execute("SAVEPOINT s")
-        conn.defer("INSERT INTO seen VALUES (?)", (1,))
-        conn.defer(count, (0,), lambda rows: None)  # its preparation travels in the pipeline the insert aborts
-        with pytest.raises(postgres.psycopg.errors.UniqueViolation):
-            conn.execute("RELEASE s")
-        conn.execute("ROLLBACK TO s")
+    for _ in range(conn.raw.prepare_threshold or 0):  # psycopg prepares it at its next run
         assert conn.execute(count, (0,)).fetchone() == (1,)
-        assert conn.execute(count, (2,)).fetchone() == (0,)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    conn.execute("SAVEPOINT s")
+    conn.defer("INSERT INTO seen VALUES (?)", (1,))
+    conn.defer(count, (0,), lambda rows: None)  # its preparation travels in the pipeline the insert aborts
+    with pytest.raises(postgres.psycopg.errors.UniqueViolation):
+        conn.execute("RELEASE s")
+    conn.execute("ROLLBACK TO s")
+    assert conn.execute(count, (0,)).fetchone() == (1,)
+    assert conn.execute(count, (2,)).fetchone() == (0,)
+    conn.execute("COMMIT")
