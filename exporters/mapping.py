@@ -33,7 +33,7 @@ from payi_otel import attributes as A
 from payi_otel import protocol as P
 
 from .attribute_values import OutputTools, first, flag, function_calls, integer, semconv_units, strings, ttft_ms
-from .key_plans import REQUEST_PROPERTY, UNITS, key_plan, read, simple_units, to_int
+from .key_plans import REQUEST_PROPERTY, UNITS, KeyPlan, key_plan, read, simple_units, to_int
 from .otlp import spans_from_otlp_request
 from .views import SpanView, gc_paused, view_from_readable_span
 from .wire_forms import ATTRIBUTION_FIELDS, render_bulk_item, render_single
@@ -87,6 +87,19 @@ def _provider_category(provider: str, host: str | None) -> str | None:
     return category
 
 
+def _category(attrs: Mapping[str, Any], plan: KeyPlan) -> str | None:
+    category = attrs.get(A.PAYI_CATEGORY)
+    if category:
+        return str(category)
+    if not _provider_call(attrs):
+        return None
+    provider = read(attrs, plan.provider)
+    if not isinstance(provider, str):
+        return None
+    host = attrs.get(A.SERVER_ADDRESS)
+    return _provider_category(provider, host if isinstance(host, str) else None)
+
+
 @functools.lru_cache(maxsize=512)
 def _iso_second(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -107,21 +120,8 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     attrs = view.attributes
     get = attrs.get
     plan = key_plan(attrs)
-    category = get(A.PAYI_CATEGORY)
-    if category:
-        category = str(category)
-    else:
-        operation = get(A.GEN_AI_OPERATION_NAME)
-        if not (operation in A.PROVIDER_CALL_OPERATIONS if operation is not None else _provider_call(attrs)):
-            return None
-        provider = read(attrs, plan.provider)
-        if not isinstance(provider, str):
-            return None
-        host = get(A.SERVER_ADDRESS)
-        category = _provider_category(provider, host if isinstance(host, str) else None)
-        if category is None:
-            return None
-    if get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
+    category = _category(attrs, plan)
+    if category is None or get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
         return None
 
     units: dict[str, dict[str, int]] = {}
