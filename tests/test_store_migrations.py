@@ -100,6 +100,32 @@ def version_7_store(tmp_path: Path, unmigrated_schema: None) -> tuple[Path, str 
     return data_dir, url
 
 
+_PER_EVENT_REFERENCES = [("requests", "applications"), ("use_case_instances", "applications")]
+
+
+def _per_event_foreign_keys(data_dir: Path, url: str | None) -> list[tuple[str, str]]:
+    """The foreign keys of the tables ingest writes a row to per event: (table, referenced table)."""
+    if url is None:
+        return [(table, str(row[2])) for table, _ in _PER_EVENT_REFERENCES
+                for row in _read(data_dir, url, f"PRAGMA foreign_key_list({table})")]
+    return sorted(
+        (str(table), str(target)) for table, target in _read(
+            data_dir, url,
+            "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
+            " AND conrelid::regclass::text IN ('requests', 'use_case_instances')",
+        )
+    )
+
+
+def test_a_new_store_keeps_foreign_keys_per_event_on_sqlite_only(tmp_path: Path, unmigrated_schema: None) -> None:
+    """PostgreSQL: no foreign key check (a trigger and a row lock per inserted row) on the rows ingest writes."""
+    url = _database_url()
+    Store(tmp_path, database_url=url).close()
+    assert _per_event_foreign_keys(tmp_path, url) == ([] if url else _PER_EVENT_REFERENCES)
+    if url is not None:  # the versions 7 and 8 of the schema had them, as SQLite's has
+        assert _read(tmp_path, url, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'")[0][0] > 0
+
+
 def _check_migrated_and_kept(store: Store, data_dir: Path, url: str | None) -> None:
     assert _schema_versions(data_dir, url) == [SCHEMA_VERSION]
     app = store.application("default")
@@ -115,6 +141,7 @@ def _check_migrated_and_kept(store: Store, data_dir: Path, url: str | None) -> N
         assert found is not None and found.request_id == rid
         assert found.cost_total == pytest.approx(0.2)
     assert _read(data_dir, url, "SELECT count(*) FROM requests") == [(2,)]
+    assert _per_event_foreign_keys(data_dir, url) == ([] if url else _PER_EVENT_REFERENCES)
     # what version 8 added works on the kept data: the old limit takes a reservation of its remaining budget
     assert store.reserved_amount(app.id, "budget") == 0
     admitted = store.reserve(app.id, "call-1", ["budget"], 0.5, now_ms=3000, expires_ms=60_000)
