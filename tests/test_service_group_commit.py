@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -127,6 +128,45 @@ def test_a_batch_with_an_event_naming_an_unknown_limit_answers_each_event_and_co
         assert limit.requests["total"] == 3
         assert limit.cost_total == pytest.approx(3 * cost)
         assert store.read_one("SELECT count(*) FROM requests", ()) == (3,)
+    finally:
+        store.close()
+
+
+def test_a_failing_last_unit_is_undone_alone_and_the_transaction_commits_the_others(tmp_path):
+    """The unit run last (its inserts sent with the COMMIT on PostgreSQL): a savepoint it opens first is undone
+    alone when it fails (on PostgreSQL it is the unit's own savepoint, not a second one), the other units commit."""
+    store = Store(tmp_path)
+    try:
+        app = _application_with_budget(store)
+
+        def create(limit_id: str) -> None:
+            store.create_limit(app.id, limit_id=limit_id, limit_name=limit_id, max_=1.0, limit_type="allow",
+                               threshold=1.0, properties=None, reset_schedule=None, now_ms=now_ms())
+
+        def failing() -> None:  # as ingest does: the unit's writes in one savepoint
+            with store.transaction():
+                create("undone-outer")
+                with store.transaction():
+                    create("undone-nested")
+                raise RuntimeError("the unit fails after its writes")
+
+        def retried_then_stored() -> None:  # a first write undone by its savepoint, the unit goes on
+            with pytest.raises(RuntimeError), store.transaction():
+                create("undone-first")
+                raise RuntimeError("undone")
+            create("kept-last")
+
+        for last_work in (failing, retried_then_stored):
+            store.begin()
+            store.unit_of_work(partial(create, f"kept-before-{last_work.__name__}"))
+            if last_work is failing:
+                with pytest.raises(RuntimeError):
+                    store.unit_of_work(last_work, last=True)
+            else:
+                store.unit_of_work(last_work, last=True)
+            store.commit()
+        kept = {row[0] for row in store.read_all("SELECT limit_id FROM limits WHERE application_id = ?", (app.id,))}
+        assert kept == {"budget", "kept-before-failing", "kept-before-retried_then_stored", "kept-last"}
     finally:
         store.close()
 

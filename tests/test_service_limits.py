@@ -296,3 +296,19 @@ def test_bulk_counts_each_item_in_order_against_its_limits(client, payi):
         2, 1, 1, 1
     )
     assert totals.cost.total.base == pytest.approx(cost * 4, rel=1e-12)
+
+
+def test_a_batch_counts_requests_by_state_in_each_limit_it_names(client, payi):
+    """One body counted in three limits: two get the same counts by state (every request ok), the third others."""
+    cost = _cost(client.post("/api/v1/ingest", json=GPT4O).json())
+    tight = payi.limits.create(limit_name="tight", max=cost * 3.5, threshold=2.5 / 3.5).limit
+    roomy = [payi.limits.create(limit_name=f"roomy-{i}", max=cost * 100).limit for i in range(2)]
+    ids = [tight.limit_id, *(limit.limit_id for limit in roomy)]
+    items = [{**GPT4O, "limit_ids": ids}] * 4 + [{**GPT4O, "limit_ids": ids, "http_status_code": 503}]
+    assert client.post("/api/v1/ingest/bulk", json=items).json()["ingest_count"] == 5
+    for limit, expected in ((tight, (2, 1, 1, 1)), *((limit, (4, 0, 0, 1)) for limit in roomy)):
+        totals = payi.limits.retrieve(limit.limit_id).limit.totals
+        counts = (totals.requests.ok, totals.requests.exceeded, totals.requests.overrun, totals.requests.failed)
+        assert counts == expected, limit.limit_name
+        assert totals.requests.total == 5
+        assert totals.cost.total.base == pytest.approx(cost * 4, rel=1e-12)

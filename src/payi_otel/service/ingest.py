@@ -111,14 +111,16 @@ class Ingestor:
         by_app: dict[int, list[int]] = {}
         for index, (app, *_) in enumerate(events):
             by_app.setdefault(app.id, []).append(index)
-        with self.store.transaction():
+        # several applications' batches are written together or not at all; one batch is its own savepoint
+        with self.store.transaction() if len(by_app) > 1 else nullcontext():
             for indexes in by_app.values():
                 batch_events = [events[i] for i in indexes]
                 try:  # the limits named are checked by the updates that count them (a savepoint undoes those)
                     with self.store.transaction():
                         placed = self._ingest_batch(batch_events, check_limits=False)
                 except CheckFirst:  # one was not countable as it stood: each event is checked first
-                    placed = self._ingest_batch(batch_events, check_limits=True)
+                    with self.store.transaction():
+                        placed = self._ingest_batch(batch_events, check_limits=True)
                 for index, answer in zip(indexes, placed, strict=True):
                     answers[index] = answer
         assert all(answer is not None for answer in answers)  # every event was placed or refused

@@ -110,6 +110,7 @@ class StoreBase(CacheGenerations):
         self._writer_thread: int | None = None  # the thread that opened the writer's current transaction
         self._inserts_with_commit = False  # PostgreSQL: inserts wait for the COMMIT (see unit_of_work)
         self._last_unit_open = False  # PostgreSQL: a unit's inserts wait for the COMMIT, in savepoint _LAST_UNIT
+        self._unit_savepoint: str | None = None  # PostgreSQL: _LAST_UNIT, until the unit's first savepoint takes it
         if self.database_url is not None:
             self._open_postgres(self.database_url, create)
             return
@@ -166,14 +167,20 @@ class StoreBase(CacheGenerations):
         with self._lock:
             self._pg.defer(f"SAVEPOINT {_LAST_UNIT}")  # sent with its first statement, as BEGIN is
             self._inserts_with_commit = True
+
+            def attempt() -> T:
+                self._unit_savepoint = _LAST_UNIT  # the unit's first savepoint is this one (see transaction)
+                return work()
+
             try:
-                result = self._run_unit(work)
+                result = self._run_unit(attempt)
             except BaseException:
                 if not self._pg.failed:
                     self._pg.defer(f"RELEASE {_LAST_UNIT}")
                 raise
             finally:
                 self._inserts_with_commit = False
+                self._unit_savepoint = None
             self._pg.defer(f"RELEASE {_LAST_UNIT}")
             self._last_unit_open = True
             return result
@@ -406,16 +413,21 @@ class StoreBase(CacheGenerations):
                 self._conn.execute("COMMIT")
                 return
             self._depth += 1
-            name = f"sp{self._depth}"
-            self._control(f"SAVEPOINT {name}")
+            # the first savepoint of a unit run with last=True is the unit's own, set just before: no second one
+            name, self._unit_savepoint = self._unit_savepoint, None
+            if name is None:
+                name = f"sp{self._depth}"
+                self._control(f"SAVEPOINT {name}")
             try:
                 yield self._conn
             except BaseException:
                 self._forget_cached()
                 self._conn.execute(f"ROLLBACK TO {name}")
-                self._conn.execute(f"RELEASE {name}")
+                if name != _LAST_UNIT:  # the unit releases its own
+                    self._conn.execute(f"RELEASE {name}")
                 raise
             finally:
                 self._depth -= 1
-            self._control(f"RELEASE {name}")
+            if name != _LAST_UNIT:
+                self._control(f"RELEASE {name}")
 

@@ -37,7 +37,7 @@ RETURNING limit_id, cost_total, max, threshold, alerted, limit_type, next_reset_
 """
 _COUNT_BATCH = """
 UPDATE limits SET req_ok = req_ok + ?1, req_exceeded = req_exceeded + ?2, req_overrun = req_overrun + ?3
-WHERE application_id = ?4 AND limit_id = ?5
+WHERE application_id = ?4 AND limit_id IN ({ids})
 """
 ALERT_THRESHOLD, ALERT_MAX = 1, 2
 # Claim an alert: only the first update that finds the bit clear (and the crossing real) returns a row.
@@ -135,6 +135,7 @@ class LimitsStore(LimitDefinitionsStore):
                     raise CheckFirst
         if unchecked is not None and not rows.keys() >= unchecked.keys():  # unknown, or named only by duplicates
             raise CheckFirst
+        same_counts: dict[tuple[int, int, int], list[str]] = {}  # (ok, exceeded, overrun) -> limits given them
         for lid in by_limit:
             found = rows.get(lid)
             if found is None:
@@ -153,15 +154,18 @@ class LimitsStore(LimitDefinitionsStore):
                 states[k][lid] = state
                 counts[state] += 1
                 first_past.setdefault(state, request_id)
-            if not single:  # travels with the next statement (PostgreSQL): nothing waits for its answer
-                self.execute_later(
-                    _COUNT_BATCH, (counts["ok"], counts["exceeded"], counts["overrun"], application_id, lid)
-                )
+            if not single:
+                same_counts.setdefault((counts["ok"], counts["exceeded"], counts["overrun"]), []).append(lid)
             for bit, kind, state in ((ALERT_THRESHOLD, "threshold", "exceeded"), (ALERT_MAX, "max", "overrun")):
                 crossed_by = first_past.get(state) or (first_past.get("overrun") if state == "exceeded" else None)
                 if crossed_by is not None and not alerted & bit:
                     self._claim_alert(application_id, lid, bit, kind, {**alert_context, "request_id": crossed_by},
                                       now_ms)
+        # limits given the same counts (every request "ok" in each, most often) share one statement, which
+        # travels with the next one (PostgreSQL): nothing waits for its answer
+        for counts_by_state, lids in same_counts.items():
+            marks = ", ".join(f"?{5 + i}" for i in range(len(lids)))
+            self.execute_later(_COUNT_BATCH.format(ids=marks), (*counts_by_state, application_id, *lids))
         return states
 
     def _claim_alert(
