@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from payi_otel.service.store.cache import GENERATION, CacheGenerations
+from payi_otel.service.store.committed_reads import CommittedReads
 from payi_otel.service.store.records import DB_FILE, StoreError
 from payi_otel.service.store.schema import create_or_migrate
 from payi_otel.service.store.sqlite_file import (
@@ -81,7 +82,7 @@ def database_errors() -> tuple[type[Exception], ...]:
         return (sqlite3.Error, OSError)
     return (sqlite3.Error, psycopg.Error, OSError)
 
-class StoreBase(CacheGenerations):
+class StoreBase(CommittedReads, CacheGenerations):
     """The connection and transaction handling every area of the store builds on.
 
     ``create=False`` (the CLI's reading commands) refuses a directory without a store instead of
@@ -225,45 +226,6 @@ class StoreBase(CacheGenerations):
             return
         with self._reader_lock:
             self._reader.close()
-
-    def read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """One row of committed data, without waiting for a write in progress."""
-        if self._pg_readers is not None:
-            with self._pg_readers.connection() as conn:
-                found: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
-            return found
-        with self._reader_lock:
-            cursor = self._reader.execute(sql, params)
-            try:
-                row: tuple[Any, ...] | None = cursor.fetchone()
-            finally:
-                cursor.close()  # ends the read: an open one would keep the WAL from starting over
-        return row
-
-    def read_all(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
-        """Every row of committed data, without waiting for a write in progress."""
-        if self._pg_readers is not None:
-            with self._pg_readers.connection() as conn:
-                return conn.execute(sql, params).fetchall()
-        with self._reader_lock:
-            cursor = self._reader.execute(sql, params)
-            try:
-                rows: list[tuple[Any, ...]] = cursor.fetchall()
-            finally:
-                cursor.close()
-        return rows
-
-    def read_stream(self, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
-        """The rows of a long read (reports), one at a time, on a connection of its own."""
-        if self._pg_readers is not None:
-            with self._pg_readers.connection() as conn:
-                yield from conn.stream(sql, params)
-            return
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            yield from reader.execute(sql, params)
-        finally:
-            reader.close()
 
     def _control(self, sql: str) -> None:
         """A transaction control statement (BEGIN, SAVEPOINT, RELEASE). PostgreSQL sends it with the
