@@ -8,12 +8,15 @@ import logging
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import Span, SpanLimits, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span, SpanLimits, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import SpanKind
 
 from payi_otel import span_attributes
-from payi_otel.span_attributes import set_attributes
+from payi_otel.span_attributes import SpanStarter, set_attributes
 
 START = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini", "server.port": 443}
 RESPONSE = {
@@ -150,6 +153,96 @@ def test_the_direct_store_is_used_only_where_the_outcome_is_the_sdks(
 ) -> None:
     _, ours, _ = _pair(limits)
     before = dict(ours.attributes)
-    assert span_attributes._store(ours, attributes) is direct
+    assert span_attributes.store_attributes(ours, attributes) is direct
     if not direct:
         assert dict(ours.attributes) == before  # nothing written: the SDK's path decides
+
+
+# --- start attributes --------------------------------------------------------------------------------------------
+START_ATTRS = {**START, "payi.use_case_name": "u", "payi.request_tags": ["a", "b"], "gen_ai.request.temperature": 0.5}
+
+
+class _SeeingSampler(Sampler):
+    """A sampler that decides on attributes (keeps spans whose model is gpt-4o-mini) and remembers what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+        attributes: Any = None, links: Any = None, trace_state: Any = None,
+    ) -> SamplingResult:  # fmt: skip
+        self.seen.append(dict(attributes or {}))
+        keep = (attributes or {}).get("gen_ai.request.model") == "gpt-4o-mini"
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP, attributes)
+
+    def get_description(self) -> str:
+        return "seeing"
+
+
+class _SeeingProcessor(SpanProcessor):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.seen.append(dict(span.attributes or {}))
+
+
+def _started(provider: TracerProvider, exporter: InMemorySpanExporter, attributes: dict[str, Any]) -> tuple[Any, ...]:
+    """The same span started by SpanStarter and by the SDK; their exported (attributes, dropped)."""
+    tracer = provider.get_tracer("test")
+    starter = SpanStarter(tracer)
+    ctx = Context()
+    starter.start("ours", ctx, SpanKind.CLIENT, dict(attributes), 1).end()
+    tracer.start_span("sdk", ctx, SpanKind.CLIENT, dict(attributes), start_time=1).end()
+    return starter, _exported(exporter)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "limits"),
+    [
+        (None, None),
+        (sampling.ParentBasedTraceIdRatio(1.0), None),
+        (sampling.ALWAYS_ON, SpanLimits(max_span_attributes=3)),  # too many: the SDK's own path drops the oldest
+        (sampling.ALWAYS_ON, SpanLimits(max_span_attribute_length=2)),  # truncated by the SDK's own path
+    ],
+)
+def test_start_attributes_are_stored_as_the_sdk_stores_them(sampler: Any, limits: SpanLimits | None) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler, span_limits=limits or SpanLimits())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    starter, got = _started(provider, exporter, START_ATTRS)
+    assert starter._direct  # the SDK's sampler and processors: the attributes are stored after the start
+    assert got["ours"] == got["sdk"]
+    if limits is None:
+        assert got["ours"] == (list({**START_ATTRS, "payi.request_tags": ("a", "b")}.items()), 0)
+
+
+def test_a_sampler_of_its_own_sees_the_start_attributes() -> None:
+    exporter = InMemorySpanExporter()
+    sampler = _SeeingSampler()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    starter, got = _started(provider, exporter, START_ATTRS)
+    assert not starter._direct
+    assert sampler.seen == [START_ATTRS, START_ATTRS]
+    assert got["ours"] == got["sdk"]
+    _, got = _started(provider, exporter, {**START_ATTRS, "gen_ai.request.model": "other"})
+    assert list(got) == ["ours", "sdk"]  # the earlier two only: the sampler dropped both new spans
+
+
+def test_a_processor_of_its_own_sees_the_start_attributes_even_when_added_later() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    starter = SpanStarter(tracer)
+    starter.start("first", Context(), SpanKind.CLIENT, dict(START_ATTRS), 1).end()
+    assert starter._direct
+    seeing = _SeeingProcessor()
+    provider.add_span_processor(seeing)
+    starter.start("second", Context(), SpanKind.CLIENT, dict(START_ATTRS), 1).end()
+    assert not starter._direct
+    assert seeing.seen == [{**START_ATTRS, "payi.request_tags": ("a", "b")}]  # as the SDK stores them
+    got = _exported(exporter)
+    assert got["first"] == got["second"]

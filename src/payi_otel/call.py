@@ -21,7 +21,7 @@ from payi_otel import attributes as A
 from payi_otel import fastcontext, finished, messages
 from payi_otel.call_metrics import MetricKey
 from payi_otel.record import CallRecord, fq_name
-from payi_otel.span_attributes import set_attributes
+from payi_otel.span_attributes import DIRECT_SPAN, store_attributes
 from payi_otel.units import Usage, to_units
 
 if TYPE_CHECKING:
@@ -147,10 +147,11 @@ class Call:
     def _finish(self, exc: BaseException | None) -> None:
         end_ns = time_ns()
         rec = self.record
-        span = self.span
+        span: Any = self.span
         usage = rec.usage
         error_type = fq_name(exc) if exc is not None else None
-        recording = span.is_recording()
+        direct = type(span) is DIRECT_SPAN  # the SDK's span: its fields are read, not its properties
+        recording = span._end_time is None if direct else span.is_recording()
         sinks = finished.current_sinks  # read without a call or a lock
         message = None
         event_logger = self.core.event_logger
@@ -162,14 +163,43 @@ class Call:
                 if rec.status_code is None:
                     attrs[A.PAYI_FAILURE_DESCRIPTION] = message
             if recording:
-                set_attributes(span, attrs)
+                if not (direct and store_attributes(span, attrs)):
+                    span.set_attributes(attrs)
                 if exc is not None:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, message))
         if event_logger is not None:
             self._emit_details(event_logger, attrs)
         if sinks:  # before the span ends: a span exporter must find the call journaled
-            self._hand_over(sinks, attrs, end_ns, message, recording)
+            # The finished call, given to the cost-record sinks on this thread, before the caller continues.
+            if direct:
+                ctx, parent, resource = span._context, span._parent, span._resource
+            else:
+                ctx, parent = span.get_span_context(), getattr(span, "parent", None)
+                resource = getattr(span, "resource", None)
+            if resource is None:  # not sampled: the resource of the provider behind our tracer
+                tracer = self.core.tracer
+                resource = getattr(getattr(tracer, "_real_tracer", None) or tracer, "resource", None)
+            all_attrs = self.attributes
+            all_attrs.update(attrs)
+            done = finished.FinishedCall(
+                self.name,
+                self._t0,
+                end_ns,
+                all_attrs,
+                message is not None,
+                message,
+                ctx.trace_id or random.getrandbits(128),  # no SDK: still a stable id for this call's record
+                ctx.span_id or random.getrandbits(64),
+                recording,
+                parent.span_id if parent is not None else 0,
+                resource,
+            )
+            for sink in sinks:
+                try:
+                    sink(done)
+                except Exception:
+                    logger.exception("payi-otel: could not record the finished call %s", self.name)
         span.end(end_time=end_ns)  # the span's duration is the call's end-to-end latency
         key: MetricKey = (rec.operation, rec.provider, rec.request_model, rec.response_model, rec.server_address,
                           rec.server_port, error_type)  # fmt: skip
@@ -179,38 +209,6 @@ class Call:
             usage.input_tokens if usage is not None else None,
             usage.output_tokens if usage is not None else None,
         ))
-
-    def _hand_over(
-        self, sinks: tuple[finished.Sink, ...], attrs: dict[str, Any], end_ns: int, message: str | None, sampled: bool
-    ) -> None:
-        """Give the finished call to the cost-record sinks (on this thread, before the caller continues)."""
-        span = self.span
-        ctx = span.get_span_context()
-        parent = getattr(span, "parent", None)
-        resource = getattr(span, "resource", None)
-        if resource is None:  # not sampled: the resource of the provider behind our tracer
-            tracer = self.core.tracer
-            resource = getattr(getattr(tracer, "_real_tracer", None) or tracer, "resource", None)
-        all_attrs = self.attributes
-        all_attrs.update(attrs)
-        done = finished.FinishedCall(
-            self.name,
-            self._t0,
-            end_ns,
-            all_attrs,
-            message is not None,
-            message,
-            ctx.trace_id or random.getrandbits(128),  # no SDK: still a stable id for this call's record
-            ctx.span_id or random.getrandbits(64),
-            sampled,
-            parent.span_id if parent is not None else 0,
-            resource,
-        )
-        for sink in sinks:
-            try:
-                sink(done)
-            except Exception:
-                logger.exception("payi-otel: could not record the finished call %s", self.name)
 
     def _emit_details(self, event_logger: Logger, attrs: dict[str, Any]) -> None:
         """The ``gen_ai.client.inference.operation.details`` event: the call's attributes and its content."""

@@ -58,6 +58,7 @@ from payi_otel.record import (
     fq_name,
     no_error_info,
 )
+from payi_otel.span_attributes import SpanStarter
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class SpanCore:
     ) -> None:
         """``error_info`` is the provider's reader of an exception's HTTP status and provider request id."""
         self.tracer = trace.get_tracer(SCOPE_NAME, version, tracer_provider, schema_url=SCHEMA_URL)
+        self.starter = SpanStarter(self.tracer)
         ensure_processor(tracer_provider)  # business context on other instrumentations' GenAI spans
         meter = metrics.get_meter(SCOPE_NAME, version, meter_provider, schema_url=SCHEMA_URL)
         self.metrics = CallMetrics(meter)  # recorded off the caller's thread, exact at every collection
@@ -172,9 +174,7 @@ class SpanCore:
         t0 = time_ns()
         # The current context passed explicitly: the SDK reads it for the parent, the sampler and every span
         # processor, each time through the API otherwise.
-        span = self.tracer.start_span(
-            name, fastcontext.get_current(), kind=SpanKind.CLIENT, attributes=attrs, start_time=t0
-        )
+        span = self.starter.start(name, fastcontext.get_current(), SpanKind.CLIENT, attrs, t0)
         return Call(self, record, span, t0, name, attrs)  # the SDK copied attrs; the finished call reuses them
 
 

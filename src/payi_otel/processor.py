@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
 from payi_otel import context as business_context
+from payi_otel.span_attributes import quiet_on_start
 
 __all__ = ["BusinessContextSpanProcessor", "covered", "ensure_processor", "forget_processor"]
 
@@ -73,8 +74,11 @@ def covered(span_id: int) -> bool:
 
 
 def _is_ours(span: Any) -> bool:
-    scope = getattr(span, "instrumentation_scope", None)
-    return scope is not None and scope.name == SCOPE_NAME
+    try:  # the SDK span's own fields: no property call (this runs for every span)
+        return span._instrumentation_scope._name == SCOPE_NAME  # type: ignore[no-any-return]
+    except AttributeError:
+        scope = getattr(span, "instrumentation_scope", None)
+        return scope is not None and scope.name == SCOPE_NAME
 
 
 def _looks_genai(span: Any) -> bool:
@@ -88,7 +92,7 @@ class BusinessContextSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
             if _is_ours(span):
-                if span.parent is None:  # a root span of ours: no span of another instrumentation above it
+                if span._parent is None:  # a root span of ours: no span of another instrumentation above it
                     return
                 parent = trace.get_current_span(parent_context)
                 if parent.is_recording() and not _is_ours(parent) and _looks_genai(parent):
@@ -119,6 +123,7 @@ class BusinessContextSpanProcessor(SpanProcessor):
         return True
 
 
+quiet_on_start(BusinessContextSpanProcessor)  # it reads only the scope and the parent of our spans
 _added_lock = threading.Lock()
 
 
