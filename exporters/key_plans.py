@@ -10,7 +10,7 @@ the attributes a span has, each once. Pure, no I/O.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from payi_otel import attributes as A
@@ -141,9 +141,19 @@ def to_int(value: Any) -> int | None:
 def simple_units(attrs: Mapping[str, Any], plan: KeyPlan) -> dict[str, dict[str, int]]:
     """:func:`~.attribute_values.semconv_units` of a span that reports input and output totals and cache
     reads at most, with the spellings its plan found."""
-    input_tokens = to_int(read(attrs, plan.input_tokens))
-    output_tokens = to_int(read(attrs, plan.output_tokens))
-    cache_read = to_int(read(attrs, plan.cache_read)) or 0
+    get: Callable[[Any], Any] = attrs.get  # a plan's one spelling (a str, or None: absent) without a call
+    spelling = plan.input_tokens
+    input_tokens = get(spelling) if spelling.__class__ is not tuple else read(attrs, spelling)
+    spelling = plan.output_tokens
+    output_tokens = get(spelling) if spelling.__class__ is not tuple else read(attrs, spelling)
+    spelling = plan.cache_read
+    cache_read = get(spelling) if spelling.__class__ is not tuple else read(attrs, spelling)
+    if input_tokens.__class__ is not int:
+        input_tokens = to_int(input_tokens)
+    if output_tokens.__class__ is not int:
+        output_tokens = to_int(output_tokens)
+    if cache_read.__class__ is not int:
+        cache_read = to_int(cache_read) or 0
     units = {}
     if input_tokens is not None or output_tokens is not None:
         units["text"] = {"input": max((input_tokens or 0) - cache_read, 0), "output": max(output_tokens or 0, 0)}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,7 +93,8 @@ def _category(attrs: Mapping[str, Any], plan: KeyPlan) -> str | None:
         return str(category)
     if not _provider_call(attrs):
         return None
-    provider = read(attrs, plan.provider)
+    get: Callable[[Any], Any] = attrs.get  # a plan's one spelling (a str, or None: absent) without a call
+    provider = get(plan.provider) if plan.provider.__class__ is not tuple else read(attrs, plan.provider)
     if not isinstance(provider, str):
         return None
     host = attrs.get(A.SERVER_ADDRESS)
@@ -102,13 +103,8 @@ def _category(attrs: Mapping[str, Any], plan: KeyPlan) -> str | None:
 
 @functools.lru_cache(maxsize=512)
 def _iso_second(second: int) -> str:
+    """The ISO-8601 UTC second of an event timestamp (spans of one batch share their seconds)."""
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _iso(ns: int) -> str:
-    """ISO-8601 UTC with offset and microseconds (spans of one batch share their seconds)."""
-    second, rest = divmod(ns, 1_000_000_000)
-    return f"{_iso_second(second)}.{rest // 1000:06d}+00:00"
 
 
 def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str, Any] | None:
@@ -118,7 +114,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     when the span carries it and ``include_content`` is true.
     """
     attrs = view.attributes
-    get = attrs.get
+    get: Callable[[Any], Any] = attrs.get  # also given a plan's one spelling of an attribute (a str or None)
     plan = key_plan(attrs)
     category = _category(attrs, plan)
     if category is None or get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
@@ -130,7 +126,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     for key, kind, name, direction in plan.collected:
         value = attrs[key]
         if kind == UNITS:
-            count = to_int(value)
+            count = value if value.__class__ is int else to_int(value)
             if count is not None:
                 units.setdefault(name, {"input": 0, "output": 0})[direction] = count
         elif kind == REQUEST_PROPERTY:
@@ -139,7 +135,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
             use_case_properties[name] = str(value)
 
     usage_complete = get(A.PAYI_USAGE_COMPLETE)
-    if usage_complete is not None:
+    if usage_complete is not None and usage_complete.__class__ is not bool:
         usage_complete = flag(usage_complete)
     incomplete_reason = get(A.PAYI_USAGE_INCOMPLETE_REASON)
     tools = None
@@ -157,12 +153,14 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         properties[P.USAGE_INCOMPLETE] = "true"
         properties[P.USAGE_INCOMPLETE_REASON] = str(incomplete_reason or "usage not reported in full")
 
-    resource = (
-        get(A.PAYI_RESOURCE)
-        or read(attrs, plan.request_model)
-        or read(attrs, plan.response_model)
-        or UNKNOWN_RESOURCE
-    )
+    resource = get(A.PAYI_RESOURCE)
+    if not resource:
+        request_model, response_model = plan.request_model, plan.response_model
+        resource = (
+            (get(request_model) if request_model.__class__ is not tuple else read(attrs, request_model))
+            or (get(response_model) if response_model.__class__ is not tuple else read(attrs, response_model))
+            or UNKNOWN_RESOURCE
+        )
     price_as_category = get(A.PAYI_PRICE_AS_CATEGORY)
     if price_as_category and price_as_category != category:
         properties["system.original_category"] = category
@@ -172,9 +170,11 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         properties["system.original_resource"] = str(resource)
         resource = price_as_resource
 
-    status = to_int(get(A.PAYI_HTTP_STATUS_CODE))
-    if status is None:
-        status = to_int(get(A.HTTP_RESPONSE_STATUS_CODE))
+    status = get(A.PAYI_HTTP_STATUS_CODE)
+    if status.__class__ is not int:  # ints (nearly always) without a call
+        status = to_int(status)
+        if status is None:
+            status = to_int(get(A.HTTP_RESPONSE_STATUS_CODE))
     if status is None:
         error_type = get(A.ERROR_TYPE)
         if error_type or view.is_error:
@@ -186,21 +186,24 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         else:
             status = 200
 
-    latency = to_int(get(A.PAYI_LATENCY_MS))
-    if latency is None:
+    latency = get(A.PAYI_LATENCY_MS)
+    if latency.__class__ is not int and (latency := to_int(latency)) is None:
         latency = max(view.end_ns - view.start_ns, 0) // 1_000_000
+    second, rest = divmod(view.start_ns, 1_000_000_000)
 
     event: dict[str, Any] = {
         "category": category,
         "resource": str(resource),
         "units": units,
-        "event_timestamp": _iso(view.start_ns),
+        "event_timestamp": f"{_iso_second(second)}.{rest // 1000:06d}+00:00",  # ISO-8601 UTC, microseconds
         "end_to_end_latency_ms": latency,
         "http_status_code": status,
         "provider_response_id": str(get(A.PAYI_PROVIDER_RESPONSE_ID) or get(A.GEN_AI_RESPONSE_ID) or event_id(view)),
     }
     if plan.ttft:
-        ttft = ttft_ms(attrs)
+        ttft = get(A.PAYI_TIME_TO_FIRST_TOKEN_MS)
+        if ttft.__class__ is not int:
+            ttft = ttft_ms(attrs)
         if ttft is not None:
             event["time_to_first_token_ms"] = ttft
     for attr, field in plan.optional_strings:

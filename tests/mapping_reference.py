@@ -8,6 +8,7 @@ same rules over generated spans. A rule changed in the mapping is changed here t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from payi_otel import attributes as A
@@ -32,13 +33,18 @@ from payi_otel.exporters.key_plans import (
 )
 from payi_otel.exporters.mapping import (
     UNKNOWN_RESOURCE,
-    _iso,
     _provider_call,
     _provider_category,
     _within_bounds,
     event_id,
 )
 from payi_otel.exporters.views import SpanView
+
+
+def _iso(ns: int) -> str:
+    """ISO-8601 UTC with offset and microseconds."""
+    second, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1000:06d}+00:00"
 
 
 def _category(attrs: Mapping[str, Any]) -> str | None:
