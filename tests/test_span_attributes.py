@@ -246,3 +246,13 @@ def test_a_processor_of_its_own_sees_the_start_attributes_even_when_added_later(
     assert seeing.seen == [{**START_ATTRS, "payi.request_tags": ("a", "b")}]  # as the SDK stores them
     got = _exported(exporter)
     assert got["first"] == got["second"]
+
+
+def test_a_tracer_without_the_sdk_starts_its_own_spans() -> None:
+    from opentelemetry.trace import NonRecordingSpan, NoOpTracer
+
+    starter = SpanStarter(NoOpTracer())
+    for _ in range(2):  # decided once: no SDK behind a no-op tracer, ever
+        span = starter.start("ours", Context(), SpanKind.CLIENT, dict(START_ATTRS), 1)
+        assert isinstance(span, NonRecordingSpan)
+    assert starter._sdk is None

@@ -254,7 +254,7 @@ class Call:
         if rec.stream_outcome is not None:
             attrs[A.PAYI_STREAM_OUTCOME] = rec.stream_outcome
         reason = rec.usage_incomplete_reason
-        if usage is not None and usage.reported:
+        if usage is not None and (usage.input_tokens is not None or usage.reported):
             _usage_attributes(attrs, usage)
         elif reason is None:
             reason = _NO_USAGE

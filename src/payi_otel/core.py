@@ -162,7 +162,11 @@ class SpanCore:
         if record.top_p is not None:
             attrs[A.GEN_AI_REQUEST_TOP_P] = record.top_p
         try:
-            business = business_attributes(record.business_layer)
+            if record.business_layer is None:  # business_attributes(), inline for the common case
+                ctx = business_context.current_business_context()
+                business = ctx.span_attributes if ctx is not None else None
+            else:
+                business = business_attributes(record.business_layer)
         except Exception:  # a broken context must never break the call
             logger.debug("business context unavailable", exc_info=True)
             business = None

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import ProxyTracer, Span, SpanKind, Tracer
 
 __all__ = ["DIRECT_SPAN", "SpanStarter", "quiet_on_start", "set_attributes", "store_attributes"]
 
@@ -144,6 +144,9 @@ def _sampler_ignores_attributes(sampler: Any, depth: int = 0) -> bool:
     return False
 
 
+_NEVER = object()  # SpanStarter._sampler of a tracer that has no SDK tracer behind it, for good
+
+
 class SpanStarter:
     """Starts spans on one tracer, storing their start attributes directly when that changes nothing (module
     doc). What the tracer's pipeline allows is decided again whenever its sampler or processors change."""
@@ -162,7 +165,11 @@ class SpanStarter:
     def start(self, name: str, context: Context, kind: SpanKind, attributes: dict[str, Any], start_ns: int) -> Span:
         """``tracer.start_span(name, context, kind, attributes, start_time=start_ns)``, with the same outcome."""
         sdk = self._sdk
-        if sdk is None or sdk.sampler is not self._sampler or self._multi._span_processors is not self._processors:
+        if sdk is None:
+            if self._sampler is _NEVER:  # a tracer with no SDK behind it, for good
+                return self.tracer.start_span(name, context, kind=kind, attributes=attributes, start_time=start_ns)
+            sdk = self._decide()
+        elif sdk.sampler is not self._sampler or self._multi._span_processors is not self._processors:
             sdk = self._decide()
         if sdk is None or not self._direct:
             return self.tracer.start_span(name, context, kind=kind, attributes=attributes, start_time=start_ns)
@@ -189,6 +196,8 @@ class SpanStarter:
         processors = getattr(multi, "_span_processors", None)
         if DIRECT_SPAN is None or type(tracer) is not _SDKTracer or not isinstance(processors, tuple):
             self._sdk = None
+            if type(self.tracer) is not ProxyTracer:  # only the API's proxy tracer gets an SDK tracer later
+                self._sampler = _NEVER
             return None
         sampler = tracer.sampler
         self._direct = _sampler_ignores_attributes(sampler) and all(type(p) in _QUIET_PROCESSORS for p in processors)
