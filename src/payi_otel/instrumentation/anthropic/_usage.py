@@ -36,6 +36,27 @@ def g(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+_MISSING = object()
+
+
+def newer_field(obj: Any, name: str) -> Any:
+    """:func:`g` for a field that older SDK releases do not know and most responses lack (``iterations``).
+
+    An SDK model (pydantic 2) keeps its fields in ``__dict__`` and the ones its release does not know in
+    ``__pydantic_extra__``: both are read directly. ``getattr`` of a field the model lacks goes through
+    pydantic's ``__getattr__`` and a raised ``AttributeError`` (about 3 us on every call)."""
+    if obj is None or isinstance(obj, dict):
+        return g(obj, name)
+    extra: Any = getattr(obj, "__pydantic_extra__", _MISSING)
+    fields = getattr(obj, "__dict__", None)
+    if extra is _MISSING or fields is None:
+        return getattr(obj, name, None)
+    value = fields.get(name, _MISSING)
+    if value is not _MISSING:
+        return value
+    return extra.get(name) if extra else None
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -55,7 +76,7 @@ def usage_of(u: Any, threshold: int | None = None) -> Usage | None:
     the model's long-context threshold (None: priced flat)."""
     if u is None:
         return None
-    iterations = g(u, "iterations")
+    iterations = newer_field(u, "iterations")
     entries = [it for it in iterations if g(it, "type") not in _OTHER_MODEL_ITERATIONS] if iterations else [u]
     text_in = cache_read = write_5m = write_1h = output = 0
     largest_prompt = 0
@@ -82,7 +103,7 @@ def delta_usage(current: Usage | None, u: Any, threshold: int | None = None) -> 
     update = usage_of(u, threshold)
     if update is None:
         return current
-    if current is None or g(u, "iterations"):
+    if current is None or newer_field(u, "iterations"):
         return update
     current.merge(update)
     current.large_context = threshold is not None and (current.input_tokens or 0) > threshold
