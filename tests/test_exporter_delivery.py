@@ -540,10 +540,12 @@ def test_spool_files_are_private(server, spans, make_exporter, tmp_path):
     server.poison_ids = {"p-0"}
     exporter = make_exporter(base_url=server.url, retry_max_attempts=1)
     exporter.export(spans(["p-0"]))
-    assert wait_until(lambda: len(dead_letters(exporter)) == 1)
+    spool = exporter.spool.directory
+    # The sender writes the dead letter, then removes the poisoned batch: wait for both, so no file of that
+    # batch can vanish between the listing below and its stat.
+    assert wait_until(lambda: len(dead_letters(exporter)) == 1 and not list(spool.glob("batch-*")))
     server.stop()
     exporter.export(spans(ids("kept", 2)))
-    spool = exporter.spool.directory
     assert os.stat(spool).st_mode & 0o777 == 0o700
     files = list(spool.iterdir())
     assert any(f.name.startswith("batch-") for f in files)
