@@ -184,13 +184,7 @@ class WrapSet:
         def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: _Args, kwargs: _Kwargs) -> Any:
             if not self.active or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
-            try:  # _begin, inline: this runs for every call
-                call, kwargs = op.begin(instance, args, kwargs)
-            except LimitError:  # block-limit enforcement refused the call: the provider is not called
-                raise
-            except Exception:
-                logger.debug("instrumentation failed before the call; calling through", exc_info=True)
-                call = None
+            call, kwargs = _begin(op, instance, args, kwargs)
             if call is None:
                 return wrapped(*args, **kwargs)
             token = call.activate()

@@ -40,15 +40,15 @@ class ClientInfo:
 
 # SDK classes for isinstance checks, loaded by OpenAIInstrumentor._instrument (openai is installed then).
 _azure_classes: tuple[type, ...] = ()
-stream_types: tuple[type, ...] = ()  # read as ``_request.stream_types`` (set when instrumenting)
+_stream_types: tuple[type, ...] = ()
 
 
 def load_sdk_types() -> None:
-    global _azure_classes, stream_types
+    global _azure_classes, _stream_types
     from openai import AsyncAzureOpenAI, AsyncStream, AzureOpenAI, Stream
 
     _azure_classes = (AzureOpenAI, AsyncAzureOpenAI)
-    stream_types = (Stream, AsyncStream)
+    _stream_types = (Stream, AsyncStream)
 
 
 def is_azure(client: Any) -> bool:
@@ -57,7 +57,7 @@ def is_azure(client: Any) -> bool:
 
 
 def call_is_stream(result: Any) -> bool:
-    return isinstance(result, stream_types)
+    return isinstance(result, _stream_types)
 
 
 def with_include_usage(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
