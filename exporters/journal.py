@@ -1,29 +1,31 @@
 """The call journal: every finished provider call is on disk before control returns to the caller.
 
 The span core hands each finished call (:class:`payi_otel.finished.FinishedCall`) to
-:meth:`Journal.record` on the caller's thread. ``record`` appends one compact line (the call's span
-attributes, times, ids and status, JSON-encoded) to this process's journal segment with a single
-``write`` to a file opened ``O_APPEND``: once it returns, the record is in the OS page cache and
-survives a kill -9 of the process. Nothing else runs on the caller's thread.
+:meth:`Journal.record` on the caller's thread. ``record`` encodes the call (its span attributes,
+times, ids and status) as one compact JSON record and copies it into this process's current journal
+segment, a file mapped into memory (:mod:`.journal_segments`): once it returns, the record is in the
+OS page cache and survives a kill -9 of the process. The caller's thread makes no system call and
+never releases the GIL there; files are created, sized and pre-faulted by the background thread.
 
 A background thread (``payi-otel-journal``) turns the records into ingest events with the exporter's
 one pure mapping (:func:`~payi_otel.exporters.mapping.event_from_view`, over a view of the record),
-hands them to the exporter's sink (the spool, fsynced, or the offline file) and only then deletes the
-journal segment they came from. Segments are rotated for that: the writer switches to a fresh segment
-under a lock, so a segment being turned into events is never written again.
+hands them to the exporter's sink (the spool, fsynced, or the offline file) and only then marks them
+drained in the segment (a full segment, which the writers have left, is deleted instead). It also
+keeps a spare segment ready, so a writer that fills its segment switches to the next without waiting.
 
-A journal segment left by a process that died (its ``flock`` is free) is replayed by the next journal
-started on the same directory. A crash between spooling a segment's events and deleting the segment
-replays it once more; event ids are stable (the provider's response id, else derived from the trace
-and span ids), so the server's dedupe keeps one copy.
+A journal segment left by a process that died (its ``flock`` is free) is replayed from its drained
+mark by the next journal started on the same directory, and so are the ``.jsonl`` segments of earlier
+versions. A crash between spooling records and marking them drained replays them once more; event ids
+are stable (the provider's response id, else derived from the trace and span ids), so the server's
+dedupe keeps one copy.
 
-Layout in the spool directory: ``journal-<time_ns>-<pid>-<seq>.jsonl``, one record a line:
-``[name, start_ns, end_ns, trace_id_hex, span_id, is_error, status_message, attributes, parent_span_id,
-resource_properties]``.
+A forked child journals into segments of its own: its copy of the parent's segments is let go of
+(unmapped and closed in the child only), never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import itertools
@@ -32,12 +34,23 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from payi_otel.finished import FinishedCall
 
+from .journal_segments import (
+    HEADER_BYTES,
+    LEGACY_SUFFIX,
+    PREFIX,
+    RECORD,
+    RECORD_CHECK,
+    SUFFIX,
+    Segment,
+    read_views,
+)
 from .mapping import event_from_view
 from .views import SpanView, readable_resource
 
@@ -48,21 +61,18 @@ logger = logging.getLogger("payi_otel.exporters")
 try:  # the fast encoder when installed (called directly, no Python frame); the standard library's otherwise
     import orjson
 
-    _encode: Callable[[list[Any]], bytes] = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
+    _encode: Callable[[list[Any]], bytes] = orjson.dumps
 
 except ImportError:  # pragma: no cover - depends on the installation
-    _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+    _encode = functools.partial(
+        lambda encoder, record: encoder.encode(record).encode(),
+        json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str),
+    )
 
-    def _encode_std(record: list[Any]) -> bytes:
-        return (_json_encoder.encode(record) + "\n").encode()
-
-    _encode = _encode_std
-
-
-_PREFIX = "journal-"
-_SUFFIX = ".jsonl"
 _INTERVAL_S = 0.1  # records become events this often
 _ORPHAN_SCAN_S = 30.0  # look for segments of dead processes this often
+_pack_record = RECORD.pack
+_RECORD_BYTES = RECORD.size
 
 
 def _view(call: FinishedCall, resource: Any) -> SpanView:
@@ -78,11 +88,6 @@ def _view(call: FinishedCall, resource: Any) -> SpanView:
         call.parent_span_id,
         resource,
     )
-
-
-def _view_from_line(line: bytes) -> SpanView:
-    name, start, end, trace_hex, span_id, is_error, message, attrs, parent, resource = json.loads(line)
-    return SpanView(name, start, end, attrs, bool(is_error), message, int(trace_hex, 16), span_id, parent, resource)
 
 
 class Journal:
@@ -102,34 +107,73 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sink = sink
         self._include_content = include_content
-        self._seq = itertools.count()
-        self._lock = threading.Lock()  # the writers' lock: current segment and its records
-        self._drain_lock = threading.Lock()  # one drain at a time
-        self._fd, self._path = self._open_segment()
-        self._records: list[tuple[FinishedCall, Any]] = []
         self._resource: tuple[Any, Any] = (object(), None)  # (the last call's Resource, its properties)
         self._closed = False
+        self._start()
+        with self._lock:
+            self._switch(0)  # the first segment, and the thread (which replays what dead processes left)
+        _journals.add(self)
+
+    def _start(self) -> None:
+        """The writers' state and the background thread (again in a forked child)."""
+        self._seq = itertools.count()
+        self._lock = threading.Lock()  # the writers' lock: the segments, the write offset, the records
+        self._drain_lock = threading.Lock()  # one drain at a time
+        self._segment: Segment | None = None
+        self._mm: Any = None  # the current segment's mapping
+        self._pos = 0  # where the next record goes in it
+        self._limit = 0  # its size; 0 while there is none (a writer then takes the slow path)
+        self._full: list[Segment] = []  # segments the writers left, deleted once their records are drained
+        self._spare: Segment | None = None
+        self._records: list[tuple[FinishedCall, Any]] = []  # journaled, not yet events
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="payi-otel-journal", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     # -- the caller's thread ------------------------------------------------------------
 
     def record(self, call: FinishedCall) -> None:
-        """Append ``call`` to the journal (one ``write``; on disk in the page cache when this returns)."""
+        """Journal ``call`` (a copy into mapped pages; in the page cache when this returns)."""
         seen, resource = self._resource  # a provider's calls share one Resource: converted once
         if seen is not call.resource:
             resource = readable_resource(call.resource)
             self._resource = (call.resource, resource)  # one assignment: threads never see a torn pair
-        line = _encode(
+        payload = _encode(
             [call.name, call.start_ns, call.end_ns, f"{call.trace_id:032x}", call.span_id, call.is_error,
              call.status_message, call.attributes, call.parent_span_id, resource or {}]
         )  # fmt: skip
+        length = len(payload)
         with self._lock:
-            if self._closed:
-                return
-            os.write(self._fd, line)
+            start = self._pos
+            end = start + _RECORD_BYTES + length
+            if end > self._limit:  # the segment is full (or there is none: a forked child, a closed journal)
+                if not self._switch(_RECORD_BYTES + length):
+                    return
+                start = self._pos
+                end = start + _RECORD_BYTES + length
+            mm = self._mm
+            mm[start + _RECORD_BYTES : end] = payload
+            mm[start : start + _RECORD_BYTES] = _pack_record(length, length ^ RECORD_CHECK)  # last: the commit
+            self._pos = end
             self._records.append((call, resource))
+
+    def _switch(self, need: int) -> bool:
+        """Under the writers' lock: make room for a record of ``need`` bytes in a new segment (the spare
+        when there is one); False once the journal is closed."""
+        if self._closed:
+            return False
+        if self._thread is None:  # the first segment (of this process: also in a forked child)
+            self._thread = threading.Thread(target=self._run, name="payi-otel-journal", daemon=True)
+            self._thread.start()
+        spare, self._spare = self._spare, None
+        if spare is None or spare.size - HEADER_BYTES < need:
+            if spare is not None:
+                self._full.append(spare)
+            spare = Segment.create(self.directory, next(self._seq), need)
+        if self._segment is not None:
+            self._full.append(self._segment)
+        self._segment, self._mm, self._limit = spare, spare.mm, spare.size
+        self._pos = HEADER_BYTES
+        return True
 
     # -- background ---------------------------------------------------------------------
 
@@ -139,16 +183,23 @@ class Journal:
             self._drain()
 
     def close(self) -> None:
-        """Stop journaling: drain what is left into the sink and remove the (empty) segment."""
+        """Stop journaling: drain what is left into the sink and remove this process's segments."""
         self._stop.set()
-        self._thread.join(5.0)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
         with self._drain_lock:
+            with self._lock:  # no record after this one: the drain below has them all
+                self._closed = True
+                self._limit = 0
             self._drain()
             with self._lock:
-                self._closed = True
-                fd, path = self._fd, self._path
-            os.close(fd)
-            path.unlink(missing_ok=True)
+                segments = [s for s in (self._segment, self._spare, *self._full) if s is not None]
+                self._segment = self._spare = self._mm = None
+                self._full = []
+            for segment in segments:
+                segment.remove()
+        _journals.discard(self)
 
     def _run(self) -> None:
         next_scan = 0.0
@@ -156,6 +207,7 @@ class Journal:
             try:
                 with self._drain_lock:
                     self._drain()
+                self._prepare_spare()
                 if time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + _ORPHAN_SCAN_S
                     self._replay_orphans()
@@ -163,27 +215,28 @@ class Journal:
                 logger.exception("Pay-i exporter: could not turn journaled calls into events; retrying")
                 self._stop.wait(1.0)
 
-    def _open_segment(self) -> tuple[int, Path]:
-        """A new segment, created under a hidden name and locked before it becomes visible, so no other
-        process can take it for the journal of a dead process."""
-        name = f"{_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}{_SUFFIX}"
-        hidden = self.directory / f".{name}"
-        fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        path = self.directory / name
-        os.replace(hidden, path)
-        return fd, path
+    def _prepare_spare(self) -> None:
+        if self._spare is not None or self._closed:
+            return
+        spare = Segment.create(self.directory, next(self._seq))
+        with self._lock:
+            if self._spare is None and not self._closed:
+                self._spare, spare = spare, None  # type: ignore[assignment]
+        if spare is not None:
+            spare.remove()
 
     def _drain(self) -> None:
-        if not self._records or self._closed:
-            return
-        fd, path = self._open_segment()
         with self._lock:
-            old_fd, old_path, records = self._fd, self._path, self._records
-            self._fd, self._path, self._records = fd, path, []
+            if not self._records:
+                return
+            records, full, segment, pos = self._records, self._full, self._segment, self._pos
+            self._records, self._full = [], []
         self._store([_view(call, resource) for call, resource in records])
-        os.close(old_fd)
-        old_path.unlink(missing_ok=True)
+        for old in full:
+            old.remove()
+        with self._lock:  # a segment the writers left since is deleted by the next drain, with its last records
+            if segment is self._segment and segment is not None:
+                segment.mark_drained(pos)
 
     def _store(self, views: list[SpanView]) -> None:
         events = []
@@ -201,7 +254,7 @@ class Journal:
     def _replay_orphans(self) -> None:
         """Spool the records of segments whose process died (their lock is free)."""
         with os.scandir(self.directory) as it:
-            names = sorted(e.name for e in it if e.name.startswith(_PREFIX) and e.name.endswith(_SUFFIX))
+            names = sorted(e.name for e in it if e.name.startswith(PREFIX) and e.name.endswith((SUFFIX, LEGACY_SUFFIX)))
         for name in names:
             path = self.directory / name
             try:
@@ -215,16 +268,32 @@ class Journal:
                     continue  # a live process is writing it (this one included)
                 if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
                     continue
-                with os.fdopen(os.dup(fd), "rb") as fh:
-                    lines = fh.read().splitlines()
-                views = []
-                for line in lines:
-                    try:
-                        views.append(_view_from_line(line))
-                    except (ValueError, TypeError):
-                        logger.warning("Pay-i exporter: unreadable journal line in %s skipped", path)
+                try:
+                    views = read_views(path, fd)
+                except ValueError as exc:
+                    logger.warning("Pay-i exporter: %s left in place: %s", path, exc)
+                    continue
                 self._store(views)
-                logger.info("Pay-i exporter: replayed %d call(s) journaled by an earlier process", len(views))
+                if views:
+                    logger.info("Pay-i exporter: replayed %d call(s) journaled by an earlier process", len(views))
                 path.unlink(missing_ok=True)
             finally:
                 os.close(fd)
+
+    def _after_fork_in_child(self) -> None:
+        inherited = [s for s in (self._segment, self._spare, *self._full) if s is not None]
+        self._start()  # the parent's records are the parent's to drain
+        for segment in inherited:
+            with contextlib.suppress(OSError):
+                segment.release()
+
+
+_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for journal in list(_journals):
+        journal._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

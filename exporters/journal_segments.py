@@ -1,0 +1,159 @@
+"""Journal segments: the on-disk form of the call journal (:mod:`.journal`), written through ``mmap``.
+
+A segment is a file of fixed size (:data:`SEGMENT_BYTES`, more for one oversized record), created,
+``flock``-ed, allocated (``posix_fallocate``: a full disk is an error at creation, never a ``SIGBUS``
+on a later write) and pre-faulted by the journal's background thread, then mapped ``MAP_SHARED``. A
+writer copies a record into the mapped pages: no system call and no release of the GIL on the
+caller's thread. The pages are the file's page cache, so a record whose copy has finished survives a
+kill -9 of the process exactly as a ``write`` would.
+
+Layout (little-endian)::
+
+    header   8 bytes  MAGIC
+             8 bytes  u64 drained: records before this offset are already events in the sink
+    records  u32 length, u32 length ^ CHECK, then `length` bytes of JSON:
+             [name, start_ns, end_ns, trace_id_hex, span_id, is_error, status_message, attributes,
+              parent_span_id, resource_properties]
+    tail     zeros up to the end of the file
+
+A record's payload is copied first and its 8-byte header last, so a record torn by a kill has no
+header: the zeros where its header would be end the segment. A header whose check word does not
+match its length, a length that runs past the end of the file, or a payload that is not such a JSON
+array (a page lost by a power failure reads as zeros, never valid JSON) is never turned into an
+event: reading stops or skips it with a warning.
+
+Segments written by earlier versions (``*.jsonl``, one JSON array a line, appended with ``write``)
+are still read.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import mmap
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from .views import SpanView
+
+__all__ = [
+    "LEGACY_SUFFIX",
+    "PREFIX",
+    "RECORD",
+    "RECORD_CHECK",
+    "SEGMENT_BYTES",
+    "SUFFIX",
+    "Segment",
+    "read_views",
+]
+
+logger = logging.getLogger("payi_otel.exporters")
+
+PREFIX = "journal-"
+SUFFIX = ".seg"
+LEGACY_SUFFIX = ".jsonl"  # the write()-appended JSON Lines segments of earlier versions
+MAGIC = b"PAYIJRN1"
+_HEADER = struct.Struct("<8sQ")
+HEADER_BYTES = _HEADER.size
+_DRAINED = struct.Struct("<Q")
+RECORD = struct.Struct("<II")  # (length, length ^ RECORD_CHECK)
+RECORD_CHECK = 0x5A17C0DE
+SEGMENT_BYTES = 1 << 20
+_PAGE = mmap.PAGESIZE
+
+
+class Segment:
+    """One segment file of this process, mapped for writing and locked against replay by others."""
+
+    __slots__ = ("fd", "mm", "path", "size")
+
+    def __init__(self, fd: int, mm: mmap.mmap, path: Path, size: int) -> None:
+        self.fd, self.mm, self.path, self.size = fd, mm, path, size
+
+    @classmethod
+    def create(cls, directory: Path, seq: int, min_bytes: int = 0) -> Segment:
+        """A new, empty, pre-faulted segment. It is created under a hidden name and locked before it
+        becomes visible, so no other process can take it for the segment of a dead process."""
+        size = max(SEGMENT_BYTES, -(-(HEADER_BYTES + min_bytes) // _PAGE) * _PAGE)
+        name = f"{PREFIX}{time.time_ns():020d}-{os.getpid()}-{seq:06d}{SUFFIX}"
+        hidden = directory / f".{name}"
+        fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.posix_fallocate(fd, 0, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            for offset in range(_PAGE, size, _PAGE):  # write-fault every page now, not on a caller's thread
+                mm[offset] = 0
+            mm[:HEADER_BYTES] = _HEADER.pack(MAGIC, HEADER_BYTES)
+            path = directory / name
+            os.replace(hidden, path)
+        except BaseException:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
+            raise
+        return cls(fd, mm, path, size)
+
+    def mark_drained(self, offset: int) -> None:
+        """Records before ``offset`` are events in the sink: a replay starts there."""
+        self.mm[len(MAGIC) : HEADER_BYTES] = _DRAINED.pack(offset)
+
+    def remove(self) -> None:
+        """Unmap, unlock and delete the segment."""
+        self.path.unlink(missing_ok=True)
+        self.release()
+
+    def release(self) -> None:
+        """Unmap and close in this process only (a forked child lets go of its parent's segments)."""
+        self.mm.close()
+        os.close(self.fd)
+
+
+def _view(record: Any) -> SpanView:
+    name, start, end, trace_hex, span_id, is_error, message, attrs, parent, resource = record
+    if not (isinstance(name, str) and isinstance(attrs, dict) and isinstance(resource, dict)):
+        raise TypeError("not a journal record")
+    return SpanView(name, start, end, attrs, bool(is_error), message, int(trace_hex, 16), span_id, parent, resource)
+
+
+def _records(data: bytes, path: Path) -> list[bytes]:
+    """The complete records of a segment's bytes, from its drained offset on."""
+    if len(data) < HEADER_BYTES or data[: len(MAGIC)] != MAGIC:
+        if data.strip(b"\0"):
+            raise ValueError(f"{path.name} is not a journal segment")
+        return []  # created but never written (the process died while preparing it)
+    pos = _HEADER.unpack_from(data)[1]
+    if not HEADER_BYTES <= pos <= len(data):
+        logger.warning("Pay-i exporter: bad drained offset in %s; reading all its records", path)
+        pos = HEADER_BYTES
+    payloads = []
+    end_of_data = len(data)
+    while pos + RECORD.size <= end_of_data:
+        length, check = RECORD.unpack_from(data, pos)
+        if length == 0 and check == 0:
+            break  # the zero tail (or a record torn before its header was written)
+        start, end = pos + RECORD.size, pos + RECORD.size + length
+        if check != length ^ RECORD_CHECK or end > end_of_data:
+            logger.warning("Pay-i exporter: damaged journal record in %s at offset %d; the rest is skipped", path, pos)
+            break
+        payloads.append(data[start:end])
+        pos = end
+    return payloads
+
+
+def read_views(path: Path, fd: int) -> list[SpanView]:
+    """The records of the segment open as ``fd`` not yet drained into the sink, as span views; records
+    that cannot be read are skipped with a warning (never turned into a wrong event)."""
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        data = fh.read()
+    payloads = data.splitlines() if path.name.endswith(LEGACY_SUFFIX) else _records(data, path)
+    views = []
+    for payload in payloads:
+        try:
+            views.append(_view(json.loads(payload)))
+        except (ValueError, TypeError):
+            logger.warning("Pay-i exporter: unreadable journal record in %s skipped", path)
+    return views
