@@ -7,8 +7,11 @@ segment, a file mapped into memory (:mod:`.journal_segments`): once it returns, 
 OS page cache and survives a kill -9 of the process. The caller's thread makes no system call and
 never releases the GIL there; files are created, sized and pre-faulted by the background thread.
 
-A background thread (``payi-otel-journal``) turns the records into ingest events with the exporter's
-one pure mapping (:func:`~payi_otel.exporters.mapping.event_from_view`, over a view of the record),
+A background thread (``payi-otel-journal``) reads the new records back from the segments (the writers
+keep no object alive for it: the caller's objects are garbage as soon as the call returns), turns them
+into ingest events with the exporter's one pure mapping
+(:func:`~payi_otel.exporters.mapping.event_from_view`, over a view of the record, the same view a replay
+makes, so an event never depends on whether its process survived),
 hands them to the exporter's sink (the spool, fsynced, or the offline file) and only then marks them
 drained in the segment (a full segment, which the writers have left, is deleted instead). It also
 keeps a spare segment ready, so a writer that fills its segment switches to the next without waiting.
@@ -50,6 +53,7 @@ from .journal_segments import (
     SUFFIX,
     Segment,
     read_views,
+    views,
 )
 from .mapping import event_from_view
 from .views import SpanView, readable_resource
@@ -73,21 +77,6 @@ _INTERVAL_S = 0.1  # records become events this often
 _ORPHAN_SCAN_S = 30.0  # look for segments of dead processes this often
 _pack_record = RECORD.pack
 _RECORD_BYTES = RECORD.size
-
-
-def _view(call: FinishedCall, resource: Any) -> SpanView:
-    return SpanView(
-        call.name,
-        call.start_ns,
-        call.end_ns,
-        call.attributes,
-        call.is_error,
-        call.status_message,
-        call.trace_id,
-        call.span_id,
-        call.parent_span_id,
-        resource,
-    )
 
 
 class Journal:
@@ -125,7 +114,6 @@ class Journal:
         self._limit = 0  # its size; 0 while there is none (a writer then takes the slow path)
         self._full: list[Segment] = []  # segments the writers left, deleted once their records are drained
         self._spare: Segment | None = None
-        self._records: list[tuple[FinishedCall, Any]] = []  # journaled, not yet events
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -154,7 +142,6 @@ class Journal:
             mm[start + _RECORD_BYTES : end] = payload
             mm[start : start + _RECORD_BYTES] = _pack_record(length, length ^ RECORD_CHECK)  # last: the commit
             self._pos = end
-            self._records.append((call, resource))
 
     def _switch(self, need: int) -> bool:
         """Under the writers' lock: make room for a record of ``need`` bytes in a new segment (the spare
@@ -226,17 +213,19 @@ class Journal:
             spare.remove()
 
     def _drain(self) -> None:
+        """Turn the records journaled since the last drain into events: read back from the segments (so the
+        writers keep no object alive for it), handed to the sink, then marked drained or deleted."""
         with self._lock:
-            if not self._records:
-                return
-            records, full, segment, pos = self._records, self._full, self._segment, self._pos
-            self._records, self._full = [], []
-        self._store([_view(call, resource) for call, resource in records])
+            full, segment, pos = self._full, self._segment, self._pos
+            self._full = []
+        if segment is None or (segment.drained == pos and not full):
+            return
+        found = [payload for old in full for payload in old.undrained()]
+        found += segment.undrained(pos)
+        self._store(views(found, segment.path))
         for old in full:
             old.remove()
-        with self._lock:  # a segment the writers left since is deleted by the next drain, with its last records
-            if segment is self._segment and segment is not None:
-                segment.mark_drained(pos)
+        segment.mark_drained(pos)  # the writers only append after pos; a later drain reads on from here
 
     def _store(self, views: list[SpanView]) -> None:
         events = []

@@ -29,16 +29,22 @@ are still read.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .views import SpanView
+
+_decode: Callable[[bytes], Any]
+try:  # the fast decoder when installed; the standard library's otherwise
+    from orjson import loads as _decode
+except ImportError:  # pragma: no cover - depends on the installation
+    from json import loads as _decode
 
 __all__ = [
     "LEGACY_SUFFIX",
@@ -48,7 +54,10 @@ __all__ = [
     "SEGMENT_BYTES",
     "SUFFIX",
     "Segment",
+    "payloads",
     "read_views",
+    "view",
+    "views",
 ]
 
 logger = logging.getLogger("payi_otel.exporters")
@@ -69,10 +78,11 @@ _PAGE = mmap.PAGESIZE
 class Segment:
     """One segment file of this process, mapped for writing and locked against replay by others."""
 
-    __slots__ = ("fd", "mm", "path", "size")
+    __slots__ = ("drained", "fd", "mm", "path", "size")
 
     def __init__(self, fd: int, mm: mmap.mmap, path: Path, size: int) -> None:
         self.fd, self.mm, self.path, self.size = fd, mm, path, size
+        self.drained = HEADER_BYTES  # records before this offset are events in the sink
 
     @classmethod
     def create(cls, directory: Path, seq: int, min_bytes: int = 0) -> Segment:
@@ -97,9 +107,14 @@ class Segment:
             raise
         return cls(fd, mm, path, size)
 
+    def undrained(self, end: int | None = None) -> list[bytes]:
+        """The payloads of the records from the drained mark to ``end`` (all records when None)."""
+        return payloads(self.mm[self.drained : self.size if end is None else end], self.path)
+
     def mark_drained(self, offset: int) -> None:
         """Records before ``offset`` are events in the sink: a replay starts there."""
         self.mm[len(MAGIC) : HEADER_BYTES] = _DRAINED.pack(offset)
+        self.drained = offset
 
     def remove(self) -> None:
         """Unmap, unlock and delete the segment."""
@@ -112,48 +127,58 @@ class Segment:
         os.close(self.fd)
 
 
-def _view(record: Any) -> SpanView:
-    name, start, end, trace_hex, span_id, is_error, message, attrs, parent, resource = record
+def view(payload: bytes) -> SpanView:
+    """The span view of one record's payload; ValueError or TypeError when it is not a journal record."""
+    name, start, end, trace_hex, span_id, is_error, message, attrs, parent, resource = _decode(payload)
     if not (isinstance(name, str) and isinstance(attrs, dict) and isinstance(resource, dict)):
         raise TypeError("not a journal record")
     return SpanView(name, start, end, attrs, bool(is_error), message, int(trace_hex, 16), span_id, parent, resource)
 
 
-def _records(data: bytes, path: Path) -> list[bytes]:
-    """The complete records of a segment's bytes, from its drained offset on."""
-    if len(data) < HEADER_BYTES or data[: len(MAGIC)] != MAGIC:
-        if data.strip(b"\0"):
-            raise ValueError(f"{path.name} is not a journal segment")
-        return []  # created but never written (the process died while preparing it)
-    pos = _HEADER.unpack_from(data)[1]
-    if not HEADER_BYTES <= pos <= len(data):
-        logger.warning("Pay-i exporter: bad drained offset in %s; reading all its records", path)
-        pos = HEADER_BYTES
-    payloads = []
-    end_of_data = len(data)
+def payloads(data: bytes, path: Path) -> list[bytes]:
+    """The payloads of the complete records at the start of ``data``, up to the zero tail."""
+    found = []
+    pos, end_of_data = 0, len(data)
     while pos + RECORD.size <= end_of_data:
         length, check = RECORD.unpack_from(data, pos)
         if length == 0 and check == 0:
             break  # the zero tail (or a record torn before its header was written)
         start, end = pos + RECORD.size, pos + RECORD.size + length
         if check != length ^ RECORD_CHECK or end > end_of_data:
-            logger.warning("Pay-i exporter: damaged journal record in %s at offset %d; the rest is skipped", path, pos)
+            logger.warning("Pay-i exporter: damaged journal record in %s; the rest is skipped", path)
             break
-        payloads.append(data[start:end])
+        found.append(data[start:end])
         pos = end
-    return payloads
+    return found
+
+
+def _segment_payloads(data: bytes, path: Path) -> list[bytes]:
+    """The payloads of a segment file's records from its drained mark on."""
+    if len(data) < HEADER_BYTES or data[: len(MAGIC)] != MAGIC:
+        if data.strip(b"\0"):
+            raise ValueError(f"{path.name} is not a journal segment")
+        return []  # created but never written (the process died while preparing it)
+    drained = _HEADER.unpack_from(data)[1]
+    if not HEADER_BYTES <= drained <= len(data):
+        logger.warning("Pay-i exporter: bad drained offset in %s; reading all its records", path)
+        drained = HEADER_BYTES
+    return payloads(data[drained:], path)
+
+
+def views(found: list[bytes], path: Path) -> list[SpanView]:
+    """The span views of record payloads; one that cannot be read is skipped with a warning (never
+    turned into a wrong event)."""
+    result = []
+    for payload in found:
+        try:
+            result.append(view(payload))
+        except (ValueError, TypeError):
+            logger.warning("Pay-i exporter: unreadable journal record in %s skipped", path)
+    return result
 
 
 def read_views(path: Path, fd: int) -> list[SpanView]:
-    """The records of the segment open as ``fd`` not yet drained into the sink, as span views; records
-    that cannot be read are skipped with a warning (never turned into a wrong event)."""
+    """The records of the segment file open as ``fd`` not yet drained into the sink, as span views."""
     with os.fdopen(os.dup(fd), "rb") as fh:
         data = fh.read()
-    payloads = data.splitlines() if path.name.endswith(LEGACY_SUFFIX) else _records(data, path)
-    views = []
-    for payload in payloads:
-        try:
-            views.append(_view(json.loads(payload)))
-        except (ValueError, TypeError):
-            logger.warning("Pay-i exporter: unreadable journal record in %s skipped", path)
-    return views
+    return views(data.splitlines() if path.name.endswith(LEGACY_SUFFIX) else _segment_payloads(data, path), path)

@@ -34,6 +34,7 @@ def call(i: int, content: str = "") -> FinishedCall:
         "gen_ai.response.id": f"chatcmpl-{i}",
         "gen_ai.usage.input_tokens": 12 + i,
         "gen_ai.usage.output_tokens": 5,
+        "gen_ai.response.finish_reasons": ("stop",),  # a span's sequence: a tuple, read back as a list
         "server.address": "api.openai.com",
     }
     if content:
