@@ -97,6 +97,46 @@ def test_a_reset_due_while_stopped_is_applied_at_restart_and_before_new_spend(tm
         assert [x["totals"]["requests"]["total"] for x in hist] == [1, 1]
 
 
+class _ClockPassingMidnight(Clock):
+    """A clock that moves past midnight on its ``after``-th reading once armed (the ingest of a bulk body
+    reads it as it checks each item's limits)."""
+
+    def __init__(self, when: datetime, later: datetime) -> None:
+        super().__init__(when)
+        self.later = later.timestamp()
+        self.readings: int | None = None
+        self.after = 0
+
+    def arm(self, after: int) -> None:
+        self.readings, self.after = 0, after
+
+    def __call__(self) -> float:
+        if self.readings is not None:
+            self.readings += 1
+            if self.readings == self.after:
+                self.now = self.later
+        return self.now
+
+
+def test_a_reset_falling_due_within_a_bulk_body_is_applied(tmp_path):
+    # Every item names the same limit: its check is not repeated for each, but a reset due in between is applied.
+    clock = _ClockPassingMidnight(datetime(2026, 4, 7, 23, 59, tzinfo=UTC), datetime(2026, 4, 8, 0, 0, 1, tzinfo=UTC))
+    with running_service(tmp_path, clock=clock, reset_check_interval=3600) as svc:
+        h = {"xProxy-api-key": svc.api_key}
+        payi = Payi(api_key=svc.api_key, base_url=svc.base_url, max_retries=0)
+        limit = payi.limits.create(limit_name="d", max=10, extra_body={"reset_schedule": "daily"}).limit
+        clock.arm(after=10)
+        body = [{**GPT4O, "limit_ids": [limit.limit_id]}] * 40
+        answer = httpx.post(f"{svc.base_url}/api/v1/ingest/bulk", json=body, headers=h).json()
+        assert answer["ingest_count"] == 40 and clock.now == clock.later
+        after = payi.limits.retrieve(limit.limit_id).limit
+        hist = httpx.get(f"{svc.base_url}/api/v1/limits/{limit.limit_id}/history", headers=h).json()["items"]
+        assert [x["limit_reset_timestamp"] for x in hist] == ["2026-04-08T00:00:00Z"]
+        # a body's spend is counted at its end: all of it lands in the new period
+        assert hist[0]["totals"]["requests"]["total"] == 0 and after.totals.requests.total == 40
+        assert after.model_extra["next_reset_timestamp"] == "2026-04-09T00:00:00Z"
+
+
 def test_schedule_set_changed_and_removed_by_update(tmp_path):
     clock = Clock(datetime(2026, 5, 6, 8, 0, tzinfo=UTC))  # a Wednesday
     with running_service(tmp_path, clock=clock) as svc:

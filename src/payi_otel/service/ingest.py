@@ -26,9 +26,8 @@ from payi_otel.service.attribution import (
     check_attribution_rules,
 )
 from payi_otel.service.errors import PayiApiError, bad_request, invalid_api_key
-from payi_otel.service.ingest_bodies import YIELD_EVERY
 from payi_otel.service.ingest_results import Stored, iso_timestamp, response_body
-from payi_otel.service.limit_accounting import LimitEntry, account_limits, check_limit_ids
+from payi_otel.service.limit_accounting import LimitEntry, PassedChecks, account_limits, check_limit_ids
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
 from payi_otel.service.pricing import Pricer, PriceResult, price_custom
 from payi_otel.service.store import (
@@ -86,6 +85,7 @@ class Ingestor:
                 self.store, app, attr.limit_ids, names["limit_ids"], int(self.clock() * 1000),
                 batch.known_limits if batch is not None else None,
                 block_limits_allowed=attr.block_limits_allowed or self.block_limits,
+                passed=batch.passed_limits if batch is not None else None,
             )
 
     def check_headers(self, app: Application, attr: Attribution) -> None:
@@ -223,8 +223,6 @@ class Ingestor:
                 )
             outcomes: list[Stored | PayiApiError] = []
             for index, item in enumerate(items):
-                if index % YIELD_EVERY == YIELD_EVERY - 1:
-                    time.sleep(0)  # let the event loop's thread take the GIL now (a large bulk runs long)
                 try:
                     if isinstance(item, PayiApiError):
                         raise item  # rejected when parsed: reported like any other bad item
@@ -342,10 +340,11 @@ class Ingestor:
             properties[P.FAILURE] = f"http_status_{status}"
 
         provider_data = {}
-        for f in _PROVIDER_FIELDS:
-            value = getattr(event, f)
-            if value is not None:
-                provider_data[f] = value
+        if not event.model_fields_set.isdisjoint(_PROVIDER_FIELDS):  # most events carry none of them
+            for f in _PROVIDER_FIELDS:
+                value = getattr(event, f)
+                if value is not None:
+                    provider_data[f] = value
         if provider_data:
             if logging_disabled:
                 for f in _LOGGED_FIELDS:
@@ -413,6 +412,7 @@ class _Batch:
     dedupe_ids: dict[str, str] = field(default_factory=dict)  # -> request id
     limit_entries: list[LimitEntry] = field(default_factory=list)
     known_limits: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # checked: id -> (type, next reset)
+    passed_limits: PassedChecks = field(default_factory=dict)  # the limit id lists that passed their check
     reservations: list[str] = field(default_factory=list)  # held by the batch's calls, released at its end
     stored: StoredKeys | None = None  # the stored requests its events could duplicate, looked up at its start
     # limit ids named but not checked (-> whether every event naming it may count in a block limit), or None

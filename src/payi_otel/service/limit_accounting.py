@@ -7,6 +7,7 @@ per-limit states (``ok``, ``exceeded``, ``overrun``, ``failed``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -20,6 +21,8 @@ _LIMIT_STATES = REQUEST_COLUMNS.index("limit_states")
 
 # (row index, limit ids, (input, output, total) cost, failed) of a batch's rows that name limits
 LimitEntry = tuple[int, list[str], tuple[float, float, float], bool]
+# (limit ids named, whether block limits are allowed) -> the time (ms) until which that check stands
+PassedChecks = dict[tuple[tuple[str, ...], bool], float]
 
 
 def _listed(ids: list[str]) -> str:
@@ -36,9 +39,15 @@ def check_limit_ids(
     known: dict[str, tuple[str, int | None]] | None = None,
     *,
     block_limits_allowed: bool = False,
+    passed: PassedChecks | None = None,
 ) -> None:
     """Refuse limit ids that are not this application's limits, and block limits unless allowed
-    (applying resets due first). ``known`` keeps what earlier events of the same batch found."""
+    (applying resets due first). ``known`` keeps what earlier events of the same batch found; ``passed`` (with
+    ``known``) the id lists they named that passed, so that the same list is not checked again (the items of a
+    bulk body mostly name the same limits) until the first of its resets falls due."""
+    key = (tuple(limit_ids), block_limits_allowed)
+    if passed is not None and now_ms < passed.get(key, -1):
+        return
     unknown, blocking = store.check_limit_ids(app.id, limit_ids, now_ms, known)
     if unknown:
         raise bad_request(
@@ -51,6 +60,10 @@ def check_limit_ids(
             f"{field_name}: {_listed(blocking)} are block limits; block limits cannot be used for ingest"
             " requests (only allow limits)",
         )
+    if passed is not None and known is not None:
+        dues = [known[lid][1] for lid in limit_ids if lid in known]  # a limit reset just now is read again
+        if len(dues) == len(limit_ids):
+            passed[key] = min((due for due in dues if due is not None), default=math.inf)
 
 
 def account_limits(

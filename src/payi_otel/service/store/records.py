@@ -99,7 +99,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_VERSION = 0x7 << 76  # version 7, after the 48 bits of milliseconds
 _VARIANT = 0x8 << 60  # RFC 4122 variant bits (10) on top of the last 64 bits
+_RAND_B = (1 << 62) - 1
 
 
 def new_id() -> str:
@@ -108,7 +110,7 @@ def new_id() -> str:
     Ids identify, they are not secrets, so the fast non-cryptographic generator is enough.
     """
     rand = _random_bits(74)
-    h = f"{now_ms():012x}7{rand >> 62:03x}{_VARIANT | (rand & 0x3FFFFFFFFFFFFFFF):016x}"
+    h = f"{(time.time_ns() // 1_000_000) << 80 | _VERSION | (rand >> 62) << 64 | _VARIANT | (rand & _RAND_B):032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
