@@ -10,6 +10,7 @@ instance loses no event it acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -22,9 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from service_support import read_only_store
 
+from payi_otel.service.commit import GroupCommitter
+from payi_otel.service.store import Store
 from payi_otel.service.store.connection import resolve_database_url
 
 pytestmark = pytest.mark.skipif(
@@ -226,3 +230,30 @@ def test_sigkill_of_one_instance_under_load_loses_no_acknowledged_event(tmp_path
             stored = {r[0] for r in db.execute("SELECT request_id FROM requests").fetchall()}
         missing = set(acked) - stored
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged events were lost"
+
+
+def test_group_commit_answers_only_once_its_commit_is_flushed_to_the_wal(tmp_path):
+    # The group commit's transaction commits without waiting for the WAL flush (so the limits' row locks are
+    # released before it, not held through it while another instance waits for them); its callers must still be
+    # answered only once the flush is done.
+    store = Store(tmp_path)
+    committer = GroupCommitter(store)
+    try:
+        def unit() -> str:
+            with store.transaction() as c:
+                c.execute("INSERT INTO groups (name, created_ms) VALUES (?, ?)", ("flushed", 1))
+                lsn: str = c.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]  # before its COMMIT
+                return lsn
+
+        written = asyncio.run(committer.run(unit))
+        url = resolve_database_url()
+        assert url is not None
+        with psycopg.connect(url, autocommit=True) as monitor:
+            flushed = monitor.execute("SELECT pg_current_wal_flush_lsn() > %s::pg_lsn", (written,)).fetchone()[0]
+            assert flushed, "answered before the WAL holding its commit was flushed"
+            assert monitor.execute("SELECT count(*) FROM groups WHERE name = 'flushed'").fetchone()[0] == 1
+        with store.transaction() as c:  # only the group commit's transactions commit that way
+            assert c.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    finally:
+        committer.close()
+        store.close()

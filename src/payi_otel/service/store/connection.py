@@ -39,6 +39,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000  # SQLite: how long a write waits for another process (the CLI) holding the write lock
 _RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
 _LAST_UNIT = "last_unit"  # PostgreSQL: the savepoint of a unit whose inserts travel with the COMMIT
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"  # PostgreSQL: the group commit's (see begin)
 COPY_FROM_ROWS = 64  # PostgreSQL: inserts of this many rows or more go by COPY (fewer: one pipelined statement each)
 
 
@@ -112,6 +113,7 @@ class StoreBase(CommittedReads, CacheGenerations):
         self._inserts_with_commit = False  # PostgreSQL: inserts wait for the COMMIT (see unit_of_work)
         self._last_unit_open = False  # PostgreSQL: a unit's inserts wait for the COMMIT, in savepoint _LAST_UNIT
         self._unit_savepoint: str | None = None  # PostgreSQL: _LAST_UNIT, until the unit's first savepoint takes it
+        self._commit_before_flush = False  # PostgreSQL: the group commit's COMMIT is answered before its flush
         if self.database_url is not None:
             self._open_postgres(self.database_url, create)
             return
@@ -150,6 +152,8 @@ class StoreBase(CommittedReads, CacheGenerations):
         except BaseException:
             self._pg.close()
             raise
+        # a server that refuses the flush barrier: the group commit's COMMIT waits for the flush itself
+        self._commit_before_flush = self._pg.can_wait_for_flush()
         self._pg_readers = postgres.PgReaders(url)
 
     def unit_of_work(self, work: Callable[[], T], *, last: bool = False) -> T:
@@ -302,6 +306,10 @@ class StoreBase(CommittedReads, CacheGenerations):
     def begin(self, wait: bool = True) -> None:
         """Open a transaction that several units of work share until :meth:`commit` (group commit).
 
+        PostgreSQL: the limits a batch counts in stay locked until its COMMIT. Its COMMIT does not wait for the
+        WAL flush (another instance counting in the same limits would wait through it each time, the instances'
+        flushes never shared); :meth:`commit` waits for the flush after it, before any caller is answered.
+
         ``wait=False`` (SQLite): raise :class:`StoreBusy` at once, instead of waiting up to the busy
         timeout, when another process (the CLI) holds the database's write lock."""
         with self._lock:
@@ -312,6 +320,8 @@ class StoreBase(CommittedReads, CacheGenerations):
             if self._pg is not None:  # answered with the transaction's first statement (see _cache_usable)
                 self._generation_due = True
                 self._pg.defer(GENERATION, (), self._generation_read)
+                if self._commit_before_flush:  # its COMMIT releases the limits' row locks before the WAL flush
+                    self._pg.defer(_ASYNC_COMMIT)
             self._writer_thread = threading.get_ident()
 
     def _begin_now(self) -> None:
@@ -333,7 +343,10 @@ class StoreBase(CommittedReads, CacheGenerations):
                 raise StoreError("the transaction failed and was not committed", "unexpected_error")
             last_unit, self._last_unit_open = self._last_unit_open, False
             try:
-                self._conn.execute("COMMIT")
+                if self._pg is not None and self._commit_before_flush:
+                    self._pg.commit_then_flush()  # returns once the WAL holding this commit is on disk
+                else:
+                    self._conn.execute("COMMIT")
             except Exception:  # PostgreSQL: an insert sent with the COMMIT (see unit_of_work) failed, e.g. a conflict
                 if not last_unit or self._pg is None or not self._pg.failed:
                     raise

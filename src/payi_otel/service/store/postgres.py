@@ -26,6 +26,10 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 RETRYABLE = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 INTEGRITY_ERRORS = (psycopg.errors.IntegrityError,)
 DATABASE_ERRORS = (psycopg.Error,)
+# A statement run in a transaction of its own (autocommit) that writes to the WAL (an empty transactional message,
+# which any role may write and nothing applies): committing it waits for the WAL flush up to its commit record,
+# so for every transaction committed before it. (A transaction that writes nothing would not wait.)
+_FLUSH_BARRIER = "SELECT pg_logical_emit_message(true, 'payi-otel', '')"
 RowsCallback = Callable[[list[tuple[Any, ...]]], None]
 
 
@@ -159,6 +163,22 @@ class PgConnection:
         with self._sending_deferred():
             cursor.executemany(query, rows)
         return cursor
+
+    def commit_then_flush(self) -> None:
+        """``COMMIT`` the open transaction, then wait until the WAL is flushed past it (it may have committed
+        with ``synchronous_commit`` off): a transaction of its own that takes a transaction id commits after it,
+        durably, so its answer arrives once the WAL is on disk up to there. One round trip for both."""
+        with self._sending_deferred():
+            self.raw.execute("COMMIT", prepare=False)
+            self.raw.execute(_FLUSH_BARRIER, prepare=False)
+
+    def can_wait_for_flush(self) -> bool:
+        """Whether the server runs the statement :meth:`commit_then_flush` waits for the WAL flush with."""
+        try:
+            self.raw.execute(_FLUSH_BARRIER, prepare=False)
+        except psycopg.Error:
+            return False
+        return True
 
     def query_each(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
         """The rows of each query, all sent in one pipeline."""
