@@ -27,6 +27,7 @@ __all__ = [
     "KeyPlan",
     "collected",
     "key_plan",
+    "known_plan",
     "read",
     "simple_units",
     "to_int",
@@ -120,6 +121,9 @@ def read(attrs: Mapping[str, Any], spelling: str | tuple[str, ...] | None) -> An
 
 _plans: dict[tuple[str, ...], KeyPlan] = {}
 _PLANS_MAX = 1024
+# The plan already made for a tuple of keys, or None: a lookup without a Python call (the dict is cleared, never
+# replaced, so this stays bound to it).
+known_plan: Callable[[tuple[str, ...]], KeyPlan | None] = _plans.get
 
 
 def key_plan(attrs: Mapping[str, Any]) -> KeyPlan:
@@ -156,7 +160,9 @@ def simple_units(attrs: Mapping[str, Any], plan: KeyPlan) -> dict[str, dict[str,
         cache_read = to_int(cache_read) or 0
     units = {}
     if input_tokens is not None or output_tokens is not None:
-        units["text"] = {"input": max((input_tokens or 0) - cache_read, 0), "output": max(output_tokens or 0, 0)}
+        text_input = (input_tokens or 0) - cache_read  # max(..., 0) without a call
+        text_output = output_tokens or 0
+        units["text"] = {"input": text_input if text_input > 0 else 0, "output": text_output if text_output > 0 else 0}
     if cache_read > 0:
         units["text_cache_read"] = {"input": cache_read, "output": 0}
     return units

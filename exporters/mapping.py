@@ -33,7 +33,7 @@ from payi_otel import attributes as A
 from payi_otel import protocol as P
 
 from .attribute_values import OutputTools, first, flag, function_calls, integer, semconv_units, strings, ttft_ms
-from .key_plans import REQUEST_PROPERTY, UNITS, KeyPlan, key_plan, read, simple_units, to_int
+from .key_plans import REQUEST_PROPERTY, UNITS, KeyPlan, key_plan, known_plan, read, simple_units, to_int
 from .otlp import spans_from_otlp_request
 from .views import SpanView, gc_paused, view_from_readable_span
 from .wire_forms import ATTRIBUTION_FIELDS, render_bulk_item, render_single
@@ -115,7 +115,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     """
     attrs = view.attributes
     get: Callable[[Any], Any] = attrs.get  # also given a plan's one spelling of an attribute (a str or None)
-    plan = key_plan(attrs)
+    plan = known_plan(tuple(attrs)) or key_plan(attrs)  # a known key set without a call
     category = _category(attrs, plan)
     if category is None or get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
         return None
@@ -171,10 +171,12 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         resource = price_as_resource
 
     status = get(A.PAYI_HTTP_STATUS_CODE)
-    if status.__class__ is not int:  # ints (nearly always) without a call
-        status = to_int(status)
+    if status.__class__ is not int:  # ints (nearly always) and absent values without a call
+        status = None if status is None else to_int(status)
         if status is None:
-            status = to_int(get(A.HTTP_RESPONSE_STATUS_CODE))
+            status = get(A.HTTP_RESPONSE_STATUS_CODE)
+            if status is not None and status.__class__ is not int:
+                status = to_int(status)
     if status is None:
         error_type = get(A.ERROR_TYPE)
         if error_type or view.is_error:
@@ -187,7 +189,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
             status = 200
 
     latency = get(A.PAYI_LATENCY_MS)
-    if latency.__class__ is not int and (latency := to_int(latency)) is None:
+    if latency.__class__ is not int and (latency is None or (latency := to_int(latency)) is None):
         latency = max(view.end_ns - view.start_ns, 0) // 1_000_000
     second, rest = divmod(view.start_ns, 1_000_000_000)
 

@@ -309,6 +309,15 @@ def _attributes(raw: bytes) -> dict[str, Any]:
 def _view_from_struct(span: Any, raw_attributes: bytes, resource: Mapping[str, str]) -> SpanView:
     status = span.status
     start = span.startTimeUnixNano
+    trace_id, span_id, parent_id = span.traceId, span.spanId, span.parentSpanId
+    try:  # the ids without a call each (strings: msgspec typed them)
+        trace_id = int(trace_id, 16) if trace_id else 0
+        span_id = int(span_id, 16) if span_id else 0
+        parent_id = int(parent_id, 16) if parent_id else 0
+    except ValueError:  # _hex_id names the field
+        trace_id = _hex_id(span.traceId, "traceId")
+        span_id = _hex_id(span.spanId, "spanId")
+        parent_id = _hex_id(span.parentSpanId, "parentSpanId")
     return SpanView(
         span.name,
         start,
@@ -316,9 +325,9 @@ def _view_from_struct(span: Any, raw_attributes: bytes, resource: Mapping[str, s
         _attributes(raw_attributes),
         status is not None and _error_status(status.code),
         (status.message or None) if status is not None else None,
-        _hex_id(span.traceId, "traceId"),
-        _hex_id(span.spanId, "spanId"),
-        _hex_id(span.parentSpanId, "parentSpanId"),
+        trace_id,
+        span_id,
+        parent_id,
         resource,
     )
 
