@@ -68,11 +68,13 @@ class KeyPlan:
     __slots__ = (
         "cache_read",
         "collected",
+        "content",
         "function_calls",
         "input_tokens",
         "list_attribution",
         "optional_strings",
         "output_tokens",
+        "overrides",
         "provider",
         "request_model",
         "response_model",
@@ -96,6 +98,9 @@ class KeyPlan:
         self.ttft = A.PAYI_TIME_TO_FIRST_TOKEN_MS in present or A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK in present
         self.function_calls = A.PAYI_FUNCTION_CALLS in present
         self.version = A.PAYI_USE_CASE_VERSION in present
+        # attributes most spans lack, read only when the key set has one
+        self.content = A.GEN_AI_INPUT_MESSAGES in present or A.GEN_AI_OUTPUT_MESSAGES in present
+        self.overrides = not present.isdisjoint((A.PAYI_PROXIED, A.PAYI_PRICE_AS_CATEGORY, A.PAYI_PRICE_AS_RESOURCE))
         self.optional_strings = tuple(pair for pair in _OPTIONAL_STRINGS if pair[0] in present)
         self.scalar_attribution = tuple(pair for pair in SCALAR_ATTRIBUTION if pair[0] in present)
         self.list_attribution = tuple(pair for pair in LIST_ATTRIBUTION if pair[0] in present)

@@ -117,7 +117,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     get: Callable[[Any], Any] = attrs.get  # also given a plan's one spelling of an attribute (a str or None)
     plan = known_plan(tuple(attrs)) or key_plan(attrs)  # a known key set without a call
     category = _category(attrs, plan)
-    if category is None or get(A.PAYI_PROXIED) is True:  # a proxied call is stored by the proxy
+    if category is None or (plan.overrides and get(A.PAYI_PROXIED) is True):  # a proxied call is stored by the proxy
         return None
 
     units: dict[str, dict[str, int]] = {}
@@ -139,7 +139,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         usage_complete = flag(usage_complete)
     incomplete_reason = get(A.PAYI_USAGE_INCOMPLETE_REASON)
     tools = None
-    output_messages = get(A.GEN_AI_OUTPUT_MESSAGES)
+    output_messages = get(A.GEN_AI_OUTPUT_MESSAGES) if plan.content else None
     if output_messages and not plan.function_calls:  # a foreign span
         tools = OutputTools(output_messages)
     if not units:
@@ -161,14 +161,15 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
             or (get(response_model) if response_model.__class__ is not tuple else read(attrs, response_model))
             or UNKNOWN_RESOURCE
         )
-    price_as_category = get(A.PAYI_PRICE_AS_CATEGORY)
-    if price_as_category and price_as_category != category:
-        properties["system.original_category"] = category
-        category = str(price_as_category)
-    price_as_resource = get(A.PAYI_PRICE_AS_RESOURCE)
-    if price_as_resource and price_as_resource != resource:
-        properties["system.original_resource"] = str(resource)
-        resource = price_as_resource
+    if plan.overrides:
+        price_as_category = get(A.PAYI_PRICE_AS_CATEGORY)
+        if price_as_category and price_as_category != category:
+            properties["system.original_category"] = category
+            category = str(price_as_category)
+        price_as_resource = get(A.PAYI_PRICE_AS_RESOURCE)
+        if price_as_resource and price_as_resource != resource:
+            properties["system.original_resource"] = str(resource)
+            resource = price_as_resource
 
     status = get(A.PAYI_HTTP_STATUS_CODE)
     if status.__class__ is not int:  # ints (nearly always) and absent values without a call
@@ -219,7 +220,7 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         calls = function_calls(get(A.PAYI_FUNCTION_CALLS))
         if calls:
             event["provider_response_function_calls"] = calls
-    if include_content:
+    if include_content and plan.content:
         request_json = get(A.GEN_AI_INPUT_MESSAGES)
         if request_json:
             event["provider_request_json"] = str(request_json)
@@ -273,6 +274,8 @@ def events_from_otlp_request(
     spans that are not provider calls give no event.
     """
     with gc_paused():
-        views = spans_from_otlp_request(body, content_type)
-        events = [event_from_view(view, include_content=include_content) for view in views]
-    return [event for event in events if event is not None]
+        return [
+            event
+            for view in spans_from_otlp_request(body, content_type)
+            if (event := event_from_view(view, include_content=include_content)) is not None
+        ]

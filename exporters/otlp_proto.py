@@ -251,6 +251,7 @@ def _lean_span_view(raw: bytes, resource: Mapping[str, str]) -> SpanView:
     span = _LeanSpan.FromString(raw)
     is_error, message = _statuses[span.status]
     start = span.start_time_unix_nano
+    parent = span.parent_span_id  # empty for a root span
     return SpanView(
         span.name,
         start,
@@ -260,7 +261,7 @@ def _lean_span_view(raw: bytes, resource: Mapping[str, str]) -> SpanView:
         message,
         int.from_bytes(span.trace_id, "big"),
         int.from_bytes(span.span_id, "big"),
-        int.from_bytes(span.parent_span_id, "big"),
+        int.from_bytes(parent, "big") if parent else 0,
         resource,
     )
 
