@@ -1,8 +1,8 @@
 """Journal segments: the on-disk form of the call journal (:mod:`.journal`), written through ``mmap``.
 
 A segment is a file of fixed size (:data:`SEGMENT_BYTES`, more for one oversized record), created,
-``flock``-ed, allocated (``posix_fallocate``: a full disk is an error at creation, never a ``SIGBUS``
-on a later write) and pre-faulted by the journal's background thread, then mapped ``MAP_SHARED``. A
+``flock``-ed, allocated (``posix_fallocate`` where there is one: a full disk is an error at creation,
+never a ``SIGBUS`` on a later write) and pre-faulted by the journal's background thread, then mapped ``MAP_SHARED``. A
 writer copies a record into the mapped pages: no system call and no release of the GIL on the
 caller's thread. The pages are the file's page cache, so a record whose copy has finished survives a
 kill -9 of the process exactly as a ``write`` would.
@@ -73,6 +73,7 @@ RECORD = struct.Struct("<II")  # (length, length ^ RECORD_CHECK)
 RECORD_CHECK = 0x5A17C0DE
 SEGMENT_BYTES = 1 << 20
 _PAGE = mmap.PAGESIZE
+_fallocate = getattr(os, "posix_fallocate", None)
 
 
 class Segment:
@@ -94,7 +95,10 @@ class Segment:
         fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.posix_fallocate(fd, 0, size)
+            if _fallocate is not None:
+                _fallocate(fd, 0, size)
+            else:  # pragma: no cover - platforms without posix_fallocate (macOS): a sparse file
+                os.ftruncate(fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             for offset in range(_PAGE, size, _PAGE):  # write-fault every page now, not on a caller's thread
                 mm[offset] = 0
