@@ -463,3 +463,26 @@ def test_invoke_stream_left_inside_a_tool_call_keeps_what_arrived(path, bedrock)
     assert json.loads(span.attributes[A.PAYI_FUNCTION_CALLS]) == [{"name": _tool_name(payloads[start]),
                                                                     "arguments": arrived}]  # fmt: skip
     assert not usage_complete(payi_event(span))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (37, 37), (0, 0), (28.0, 28), ("12", 12), (" 7 ", 7), (True, None), (False, None), (None, None),
+    ("n/a", None), ([1], None),
+])  # fmt: skip
+def test_token_counts_accept_ints_floats_and_numeric_strings_only(value, expected):
+    from payi_otel.instrumentation.bedrock._usage import count, tokens
+
+    assert count(value) == expected
+    usage = tokens(value, 5)
+    assert usage is not None and usage.input_tokens == (expected or 0) and usage.output_tokens == 5
+    assert tokens(value, None) is None if expected is None else tokens(value, None).input_tokens == expected
+
+
+def test_token_counts_add_cache_reads_and_writes_to_the_input():
+    from payi_otel.instrumentation.bedrock._usage import tokens
+
+    plain = tokens(10, 4)
+    assert (plain.input_tokens, plain.output_tokens, plain.cache_read_tokens, plain.cache_write_tokens) == (10, 4, 0, 0)
+    cached = tokens("10", 4, 3, 5.0, 2)  # a header string, a float: read as counts too
+    assert (cached.input_tokens, cached.cache_read_tokens, cached.cache_write_tokens,
+            cached.cache_write_1h_tokens) == (18, 3, 3, 2)  # fmt: skip

@@ -34,8 +34,8 @@ logger = logging.getLogger("payi_otel.core")
 _NO_USAGE = "provider reported no usage"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every call (``json.dumps`` with options builds a new one each time); same output.
+_json = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _usage_attributes(attrs: dict[str, Any], usage: Usage) -> None:

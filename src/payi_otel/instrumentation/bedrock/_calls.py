@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from payi_otel.core import Call, CallRecord, SpanCore
+from payi_otel.enforcement import enabled as enforcement_enabled
 from payi_otel.instrumentation._enforce import check_limits, request_size
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
@@ -147,6 +148,10 @@ class BedrockCalls:
         self.core = core
         self.module_tag = module_tag
         self._endpoints: dict[str | None, _Endpoint] = {}
+        # botocore client class -> whether it is a bedrock-runtime client. botocore makes a class per client
+        # for one service model, so the class decides it: one dictionary lookup per call instead of three
+        # properties (emptied when full: a process that makes a client per request keeps the fast path).
+        self._runtime_classes: dict[type, bool] = {}
 
     def _endpoint(self, client: Any) -> _Endpoint:
         url = getattr(client.meta, "endpoint_url", None)
@@ -166,7 +171,13 @@ class BedrockCalls:
             operation, params = kwargs.get("operation_name", args[0] if args else None), kwargs.get("api_params")
         if operation not in OPERATIONS or not isinstance(params, dict):
             return None, kwargs  # another operation: one set lookup
-        if client.meta.service_model.service_name != SERVICE:
+        runtime = self._runtime_classes.get(type(client))
+        if runtime is None:
+            runtime = client.meta.service_model.service_name == SERVICE
+            if len(self._runtime_classes) >= 256:
+                self._runtime_classes.clear()
+            self._runtime_classes[type(client)] = runtime
+        if not runtime:
             return None, kwargs
         return self._start(client, operation, params), kwargs
 
@@ -196,7 +207,8 @@ class BedrockCalls:
                 rec.max_tokens = max_tokens
             rec.temperature = _number(config.get("temperature"))
             rec.top_p = _number(config.get("topP"))
-        check_limits(rec, lambda: (_input_bound(params), 0 if embeddings else _output_bound(operation, params)))
+        if enforcement_enabled():  # the bounds' closure only when limits are enforced
+            check_limits(rec, lambda: (_input_bound(params), 0 if embeddings else _output_bound(operation, params)))
         if self.core.capture_content:
             if operation in (CONVERSE, CONVERSE_STREAM):
                 rec.input_messages = _scrub({"system": params.get("system"), "messages": params.get("messages")})
@@ -238,8 +250,10 @@ class BedrockCalls:
     def _converse(self, call: Call, result: dict[str, Any]) -> None:
         rec = call.record
         usage = converse_usage(result.get("usage"))
-        rec.usage = _with_guardrails(usage, guardrail_trace(result))
-        mark_large_context(rec.usage, rec.resource)
+        if "trace" in result:  # guardrails ran (or a trace was asked for)
+            usage = _with_guardrails(usage, guardrail_trace(result))
+        rec.usage = usage
+        mark_large_context(usage, rec.resource)
         reason = result.get("stopReason")
         if isinstance(reason, str):
             rec.finish_reasons = [reason]

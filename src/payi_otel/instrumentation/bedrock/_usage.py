@@ -43,7 +43,10 @@ GUARDRAIL_UNITS = {
 
 def count(value: Any) -> int | None:
     """A token count as an int; Titan reports floats (``28.0``); anything else is None."""
-    if isinstance(value, bool):
+    cls = type(value)
+    if cls is int:  # the common case, first: one type test (bool is not int here)
+        return value  # type: ignore[no-any-return]
+    if value is None or cls is bool:
         return None
     if isinstance(value, int):
         return value
@@ -61,10 +64,17 @@ def tokens(
     input_tokens: Any, output_tokens: Any, cache_read: Any = 0, cache_write: Any = 0, cache_write_1h: Any = 0
 ) -> Usage | None:
     """Usage from Bedrock-style counts (input excludes cache); None when neither direction is known."""
-    inp, out = count(input_tokens), count(output_tokens)
+    # Plain ints (every JSON count) are taken as they are; count() reads the rest. A call each saved per
+    # count: this runs on the caller's thread for every call.
+    inp = input_tokens if type(input_tokens) is int else count(input_tokens)
+    out = output_tokens if type(output_tokens) is int else count(output_tokens)
     if inp is None and out is None:
         return None
-    read, write, write_1h = count(cache_read) or 0, count(cache_write) or 0, count(cache_write_1h) or 0
+    read = cache_read if type(cache_read) is int else count(cache_read) or 0
+    write = cache_write if type(cache_write) is int else count(cache_write) or 0
+    write_1h = cache_write_1h if type(cache_write_1h) is int else count(cache_write_1h) or 0
+    if not (read or write or write_1h):  # no prompt cache in play (most calls)
+        return Usage(inp or 0, out or 0)
     return Usage(
         input_tokens=(inp or 0) + read + write,
         output_tokens=out or 0,
