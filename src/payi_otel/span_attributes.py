@@ -64,15 +64,21 @@ def _is_direct(cls: type) -> bool:
     return direct
 
 
-def _cleaned(attributes: Mapping[str, Any]) -> list[tuple[str, Any]] | None:
-    """The (key, value) pairs as the SDK would store them, or None when a value needs the SDK's cleaning."""
-    items = []
+def _cleaned(attributes: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The attributes as the SDK would store them (``attributes`` itself when every value is already stored as
+    it is), or None when a value needs the SDK's cleaning."""
+    for value in attributes.values():
+        if type(value) not in _PLAIN:
+            break
+    else:
+        return attributes  # the common case: no copy
+    items = {}
     for key, value in attributes.items():
         cls = type(value)
         if cls in _PLAIN:
-            items.append((key, value))
+            items[key] = value
         elif cls is list and all(type(v) is str for v in value):
-            items.append((key, tuple(value)))
+            items[key] = tuple(value)
         else:
             return None
     return items
@@ -107,7 +113,7 @@ def store_attributes(span: Any, attributes: Mapping[str, Any]) -> bool:
         if maxlen is not None and len(values) + len(items) > maxlen:
             return False  # the SDK drops the oldest attributes to make room
         with store._lock:
-            for key, value in items:
+            for key, value in items.items():
                 if key in values:
                     del values[key]
                 values[key] = value
