@@ -222,7 +222,12 @@ class Journal:
             return
         found = [payload for old in full for payload in old.undrained()]
         found += segment.undrained(pos)
-        self._store(views(found, segment.path))
+        try:
+            self._store(views(found, segment.path))
+        except BaseException:  # the sink failed: the next drain retries these records, before any newer one
+            with self._lock:
+                self._full[:0] = full
+            raise
         for old in full:
             old.remove()
         segment.mark_drained(pos)  # the writers only append after pos; a later drain reads on from here

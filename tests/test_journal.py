@@ -292,3 +292,26 @@ def test_a_segment_created_but_never_written_is_removed(tmp_path, zeros):
     (spool / f"journal-{T0:020d}-1-000000.seg").write_bytes(bytes(zeros))
     assert replay(spool) == []
     assert segments(spool) == []
+
+
+def test_a_sink_that_fails_gets_the_same_records_again_and_none_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_segments, "SEGMENT_BYTES", 16 * 1024)
+    sink = Sink()
+    failures = [OSError("spool full")]
+
+    def flaky(events: list[dict[str, Any]]) -> None:
+        if failures:
+            raise failures.pop()
+        sink(events)
+
+    journal = Journal(tmp_path, flaky)
+    calls = [call(i) for i in range(300)]  # several segments
+    for c in calls:
+        journal.record(c)
+    with pytest.raises(OSError):
+        journal.flush()
+    assert len(segments(tmp_path)) > 3, "nothing deleted while the sink failed"
+    journal.flush()
+    assert by_id(sink.events) == by_id(expected(*calls))
+    journal.close()
+    assert len(sink.events) == 300 and segments(tmp_path) == []
