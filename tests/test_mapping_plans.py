@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mapping_reference import reference_event_from_view
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -22,6 +22,7 @@ from payi_otel import attributes as A
 from payi_otel.exporters import SpanView, event_from_view
 from payi_otel.exporters.otlp_json import _JsonKeyValues
 from payi_otel.exporters.otlp_proto import _KeyValues, view_from_otlp_proto
+from payi_otel.exporters.views import MAPPED_NAMES
 
 # Every name the mapping reads, its older spellings, prefixed names (valid and not) and names it never reads.
 _NAMES = sorted(
@@ -255,7 +256,9 @@ def test_one_match_reads_a_json_piece_as_the_general_split_does(piece: bytes) ->
 
 # --- OTLP protobuf attributes ---------------------------------------------------------------------
 
-_PROTO_KEYS = st.sampled_from(["gen_ai.usage.input_tokens", "payi.user_id", "llm.token_count.prompt", "http.route", ""])
+_PROTO_KEYS = st.sampled_from(
+    ["gen_ai.usage.input_tokens", "payi.user_id", "llm.token_count.prompt", "server.port", "http.route", ""]
+)
 
 
 @st.composite
@@ -294,9 +297,10 @@ def _proto_attributes(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=500, deadline=None)
 @given(_proto_attributes())
+# a name the mapping reads outside its namespaces (Hypothesis also draws string constants from the code under test)
+@example(KeyValue(key="server.port", value=AnyValue(int_value=0)).SerializeToString())
 def test_a_new_protobuf_attribute_decodes_as_the_full_message_does(raw: bytes) -> None:
     kv = KeyValue.FromString(raw)
-    expected = (kv.key, view_from_otlp_proto(Span(attributes=[kv])).attributes[kv.key]) if kv.key.startswith(
-        ("gen_ai.", "payi.", "llm.")
-    ) else None
+    read = kv.key.startswith(("gen_ai.", "payi.", "llm.")) or kv.key in MAPPED_NAMES
+    expected = (kv.key, view_from_otlp_proto(Span(attributes=[kv])).attributes[kv.key]) if read else None
     assert _KeyValues()[raw] == expected
