@@ -1,6 +1,7 @@
 """The group committer on a real SQLite store: a write run inline (on the caller's thread, when the
 writer is idle) is committed before it returns, goes through the writer thread when the writer has
-work, and a failing one raises to its caller and leaves the store as it was."""
+work, and a failing one raises to its caller and leaves the store as it was. A committer that gathers (the
+PostgreSQL default) waits for the callers of its previous batch, never for a lone caller or another kind of write."""
 
 from __future__ import annotations
 
@@ -139,3 +140,72 @@ def test_an_inline_write_never_waits_on_the_event_loop_for_another_process_holdi
         other.close()
     assert _committed_names(store, app.id) == ["after"]
     assert not store.in_write()
+
+
+def _batched_committer(store, gather_seconds: float):
+    """A committer gathering batched writes for up to ``gather_seconds``, and the sizes of the batches it ran."""
+    sizes: list[int] = []
+
+    def handler(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+
+    return GroupCommitter(store, gather_seconds=gather_seconds), handler, sizes
+
+
+async def _first_batch_of(committer, handler, size: int) -> None:
+    """A first group commit of ``size`` batched writes (queued while the writer is held)."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold():
+        busy.set()
+        release.wait(10)
+
+    holding = asyncio.ensure_future(committer.run(hold))
+    await asyncio.to_thread(busy.wait, 10)
+    batch = [asyncio.ensure_future(committer.run_batched(handler, i)) for i in range(size)]
+    await asyncio.sleep(0)  # queued behind the held transaction
+    release.set()
+    await holding
+    assert await asyncio.gather(*batch) == list(range(size))
+
+
+def test_the_writer_waits_for_the_callers_of_its_previous_batch_to_share_the_next_commit(store):
+    committer, handler, sizes = _batched_committer(store, gather_seconds=10.0)
+
+    async def scenario():
+        await _first_batch_of(committer, handler, 3)
+        first = asyncio.ensure_future(committer.run_batched(handler, 10))
+        await asyncio.sleep(0.1)
+        assert not first.done()  # the writer waits for the two others the previous batch had
+        rest = [asyncio.ensure_future(committer.run_batched(handler, i)) for i in (11, 12)]
+        assert await asyncio.wait_for(asyncio.gather(first, *rest), 5) == [10, 11, 12]  # not the whole 10 s
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        committer.close()
+    assert sizes == [3, 3]
+
+
+def test_a_lone_caller_and_a_write_of_another_kind_are_never_held_back_to_gather(store, app):
+    committer, handler, sizes = _batched_committer(store, gather_seconds=10.0)
+
+    async def scenario():
+        await asyncio.wait_for(committer.run_batched(handler, 1), 5)  # the previous commit carried one job
+        await asyncio.wait_for(committer.run_batched(handler, 2), 5)
+        await _first_batch_of(committer, handler, 3)
+        waiting = asyncio.ensure_future(committer.run_batched(handler, 10))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        # another kind of write wakes the writer at once, and the waiting write shares its commit
+        created, _ = await asyncio.wait_for(committer.run(_create_definition(store, app.id, "other")), 5)
+        assert created.name == "other"
+        assert await asyncio.wait_for(waiting, 5) == 10
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        committer.close()
+    assert sizes == [1, 1, 3, 1]
+

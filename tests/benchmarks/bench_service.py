@@ -265,6 +265,8 @@ def main() -> None:
                     help="PostgreSQL database to run on (default $PAYI_OTEL_DATABASE_URL; unset: SQLite)")
     ap.add_argument("--instances", type=int, default=1, help="service processes on the one database (PostgreSQL)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory run (throughput and latency only)")
+    ap.add_argument("--single-only", action="store_true",
+                    help="run the single-ingest throughput phase only (no bulk, latency or memory run)")
     args = ap.parse_args()
     if args.instances > 1 and not args.database_url:
         ap.error("--instances above 1 needs --database-url (several instances share a PostgreSQL database)")
@@ -304,6 +306,8 @@ def main() -> None:
             rps = asyncio.run(single_throughput(ports, key, seconds, args.clients, counted))
         print(f"single ingest: {rps:,.0f} events/s ({args.clients} keep-alive clients; target >= 2,000)")
         print(f"  {cpu.per_event(counted[0])}")
+        if args.single_only:
+            return
 
         bulk_events = 200_000 if not args.quick else 50_000
         with CpuMeter(service_pids, args.database_url) as cpu:

@@ -8,7 +8,9 @@ is being written queue up and share the next commit. Nothing is acknowledged bef
 
 Writes of the same kind that arrived together can also be handed over as one batch
 (:meth:`GroupCommitter.run_batched`): single-ingest events are then checked, priced, counted in
-their limits and inserted together, as the items of a bulk body are.
+their limits and inserted together, as the items of a bulk body are. On PostgreSQL, where each commit
+costs round trips whatever it carries, the writer waits a little (at most ``GATHER_SECONDS``) for the
+callers of its previous batch to come back before committing a smaller one (see ``_take_jobs``).
 
 A small write on a latency-sensitive path (a proxied call's record) may be run on the calling thread
 instead (:meth:`GroupCommitter.run` with ``inline=True``) when nothing else is queued or being
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -32,6 +35,9 @@ I = TypeVar("I")  # noqa: E741  # an item of a batch
 # A batch handler: the items of one batch -> per item, its result or the exception that refuses it.
 BatchHandler = Callable[[list[Any]], Sequence[Any]]
 _Outcome = tuple["_Job", bool, Any]  # the job, whether it succeeded, its result or exception
+# PostgreSQL: how long the writer waits, at most, for the callers of the previous group commit to come back (see
+# GroupCommitter._take_jobs).
+GATHER_SECONDS = 0.0005
 
 
 class _Job:
@@ -62,7 +68,9 @@ def _settle(outcomes: list[_Outcome]) -> None:
 
 
 class GroupCommitter:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, gather_seconds: float | None = None) -> None:
+        """``gather_seconds``: the longest the writer waits to gather callers (see :meth:`_take_jobs`); default
+        ``GATHER_SECONDS`` on PostgreSQL, 0 on SQLite (whose commit is cheap: no wait)."""
         self._store = store
         self._jobs: list[_Job] = []
         self._cond = threading.Condition()
@@ -70,6 +78,11 @@ class GroupCommitter:
         # held while a transaction is written, by the writer thread or by a caller running inline
         self._writing = threading.Lock()
         self._inline_allowed = store.database_url is None  # PostgreSQL: round trips stay off the caller
+        # PostgreSQL: each commit costs round trips and statements whatever it carries: gather (see _take_jobs)
+        if gather_seconds is None:
+            gather_seconds = 0.0 if store.database_url is None else GATHER_SECONDS
+        self._gather_seconds = gather_seconds
+        self._wake_at = 1  # jobs queued that wake the writer (more while it gathers)
         self._thread = threading.Thread(target=self._write_loop, name="payi-otel-writer", daemon=True)
         self._thread.start()
 
@@ -126,7 +139,8 @@ class GroupCommitter:
             if self._closed:
                 raise RuntimeError("the service is shutting down")
             self._jobs.append(_Job(handler, item, future, loop))  # type: ignore[arg-type]
-            self._cond.notify()
+            if handler is None or len(self._jobs) >= self._wake_at:  # only batched writes are gathered
+                self._cond.notify()
         return await future
 
     def close(self, timeout: float = 10.0) -> None:
@@ -136,12 +150,39 @@ class GroupCommitter:
             self._cond.notify()
         self._thread.join(timeout)
 
+    def _take_jobs(self, gather_to: int) -> list[_Job]:
+        """The jobs queued, once there is one. On PostgreSQL, while fewer than ``gather_to`` (the size of the
+        previous group commit, when it held only small writes handed over in batches) are queued, all of them
+        such writes, it first waits up to ``GATHER_SECONDS`` for more: the callers just answered are usually
+        sending their next write, which then shares this commit instead of paying for one of its own (each
+        commit costs the same round trips and statements whatever it carries). A lone caller (the previous
+        commit carried one job) never waits, nor does any other write (a bulk body, an admin change)."""
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            if self._gather_seconds and self._gathering(gather_to):
+                deadline = time.monotonic() + self._gather_seconds
+                self._wake_at = gather_to
+                try:
+                    while self._gathering(gather_to):  # a submit at gather_to (or of another write) wakes it
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                finally:
+                    self._wake_at = 1
+            jobs, self._jobs = self._jobs, []
+            return jobs
+
+    def _gathering(self, gather_to: int) -> bool:
+        return (len(self._jobs) < gather_to and not self._closed
+                and all(job.handler is not None for job in self._jobs))
+
     def _write_loop(self) -> None:
+        gather_to = 1
         while True:
-            with self._cond:
-                while not self._jobs and not self._closed:
-                    self._cond.wait()
-                jobs, self._jobs = self._jobs, []
+            jobs = self._take_jobs(gather_to)
+            gather_to = len(jobs) if all(job.handler is not None for job in jobs) else 1
             if not jobs:
                 return  # closed and drained
             with self._writing:
