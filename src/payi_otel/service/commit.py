@@ -37,7 +37,7 @@ BatchHandler = Callable[[list[Any]], Sequence[Any]]
 _Outcome = tuple["_Job", bool, Any]  # the job, whether it succeeded, its result or exception
 # PostgreSQL: how long the writer waits, at most, for the callers of the previous group commit to come back (see
 # GroupCommitter._take_jobs).
-GATHER_SECONDS = 0.0005
+GATHER_SECONDS = 0.001
 
 
 class _Job:
