@@ -220,17 +220,19 @@ class Journal:
             self._full = []
         if segment is None or (segment.drained == pos and not full):
             return
-        found = [payload for old in full for payload in old.undrained()]
-        found += segment.undrained(pos)
-        try:
-            self._store(views(found, segment.path))
-        except BaseException:  # the sink failed: the next drain retries these records, before any newer one
-            with self._lock:
-                self._full[:0] = full
-            raise
-        for old in full:
+        # One segment at a time: what a drain holds in memory is bounded by a segment, however far the
+        # writers got ahead (a whole backlog read at once would raise the process's memory for good).
+        for done, old in enumerate(full):
+            try:
+                self._store(views(old.undrained(), old.path))
+            except BaseException:  # the sink failed: the next drain retries these records, before any newer one
+                with self._lock:
+                    self._full[:0] = full[done:]
+                raise
             old.remove()
-        segment.mark_drained(pos)  # the writers only append after pos; a later drain reads on from here
+        if segment.drained != pos:
+            self._store(views(segment.undrained(pos), segment.path))
+            segment.mark_drained(pos)  # the writers only append after pos; a later drain reads on from here
 
     def _store(self, views: list[SpanView]) -> None:
         events = []

@@ -6,6 +6,7 @@ here), so every test checks that each call arrives exactly once and unchanged.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -315,3 +316,28 @@ def test_a_sink_that_fails_gets_the_same_records_again_and_none_twice(tmp_path, 
     assert by_id(sink.events) == by_id(expected(*calls))
     journal.close()
     assert len(sink.events) == 300 and segments(tmp_path) == []
+
+
+def test_a_backlog_is_handed_to_the_sink_one_segment_at_a_time(tmp_path, monkeypatch):
+    """However far the writers got ahead of the drain, a drain never holds more than a segment's records
+    (a whole backlog read at once would raise the process's memory for good)."""
+    monkeypatch.setattr(journal_segments, "SEGMENT_BYTES", 16 * 1024)
+    batches: list[int] = []
+    sink = Sink()
+
+    def counting(events: list[dict[str, Any]]) -> None:
+        batches.append(len(events))
+        sink(events)
+
+    journal = Journal(tmp_path, counting)
+    calls = [call(i) for i in range(400)]
+    for c in calls:
+        journal.record(c)
+    per_segment = []
+    for path in segments(tmp_path):
+        with contextlib.suppress(FileNotFoundError):  # a segment the background drain just finished
+            per_segment.append(len(journal_segments.payloads(path.read_bytes()[HEADER_BYTES:], path)))
+    journal.flush()
+    journal.close()
+    assert max(batches) <= max(per_segment) < 100, (batches, per_segment)
+    assert by_id(sink.events) == by_id(expected(*calls))
