@@ -30,6 +30,8 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.trace import ProxyTracer, Span, SpanKind, Tracer
 
+from payi_otel import span_start
+
 __all__ = ["DIRECT_SPAN", "SpanStarter", "quiet_on_start", "set_attributes", "store_attributes"]
 
 logger = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ class SpanStarter:
     """Starts spans on one tracer, storing their start attributes directly when that changes nothing (module
     doc). What the tracer's pipeline allows is decided again whenever its sampler or processors change."""
 
-    __slots__ = ("_direct", "_multi", "_processors", "_sampler", "_sdk", "tracer")
+    __slots__ = ("_decided", "_direct", "_multi", "_processors", "_sampler", "_sdk", "tracer")
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
@@ -167,6 +169,7 @@ class SpanStarter:
         self._multi: Any = None
         self._processors: Any = None
         self._direct = False
+        self._decided: Any = None  # the sampler's fixed decisions when span_start.start_span may start spans
 
     def start(self, name: str, context: Context, kind: SpanKind, attributes: dict[str, Any], start_ns: int) -> Span:
         """``tracer.start_span(name, context, kind, attributes, start_time=start_ns)``, with the same outcome."""
@@ -179,7 +182,10 @@ class SpanStarter:
             sdk = self._decide()
         if sdk is None or not self._direct:
             return self.tracer.start_span(name, context, kind=kind, attributes=attributes, start_time=start_ns)
-        span: Any = sdk.start_span(name, context, kind, None, start_time=start_ns)
+        decided = self._decided
+        span: Any = None if decided is None else span_start.start_span(sdk, decided, name, context, kind, start_ns)
+        if span is None:
+            span = sdk.start_span(name, context, kind, None, start_time=start_ns)
         if type(span) is DIRECT_SPAN:
             store = span._attributes
             if type(store) is BoundedAttributes and store.max_value_len is None and not store._dict and (
@@ -207,6 +213,7 @@ class SpanStarter:
             return None
         sampler = tracer.sampler
         self._direct = _sampler_ignores_attributes(sampler) and all(type(p) in _QUIET_PROCESSORS for p in processors)
+        self._decided = span_start.decisions(tracer) if self._direct else None
         self._sdk, self._sampler, self._multi, self._processors = tracer, sampler, multi, processors
         return tracer
 
