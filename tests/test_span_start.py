@@ -161,3 +161,36 @@ def test_an_sdk_release_not_checked_is_never_started_directly(monkeypatch: pytes
     provider, _ = _provider(sampling.DEFAULT_ON)
     monkeypatch.setattr(span_start, "_AVAILABLE", False)
     assert span_start.decisions(provider.get_tracer("payi_otel")) is None
+
+
+@checked
+@pytest.mark.parametrize("sampler", ["default", "always_off"])
+def test_the_sdks_own_span_metrics_count_the_same(monkeypatch: pytest.MonkeyPatch, sampler: str) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+
+    def counted(ours: bool) -> list[tuple[str, Any, Any]]:
+        reader = InMemoryMetricReader()
+        provider = TracerProvider(sampler=SAMPLERS[sampler], meter_provider=MeterProvider(metric_readers=[reader]))
+        tracer = provider.get_tracer("payi_otel")
+        for parent in (None, PARENTS["remote_sampled"], PARENTS["local_unsampled"]):
+            context, _ = _context(tracer, parent)
+            if ours:
+                span = SpanStarter(tracer).start("chat", context, SpanKind.CLIENT, dict(ATTRS), T0)
+            else:
+                span = tracer.start_span("chat", context, SpanKind.CLIENT, dict(ATTRS), start_time=T0)
+            if parent is None:
+                span.end()  # the others stay live
+        data = reader.get_metrics_data()
+        assert data is not None
+        return sorted(
+            (metric.name, sorted(point.attributes.items()), point.value)
+            for rm in data.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics
+            for point in metric.data.data_points
+        )  # fmt: skip
+
+    ours = counted(True)
+    assert ours == counted(False)
+    assert any(name == "otel.sdk.span.started" for name, _, _ in ours)

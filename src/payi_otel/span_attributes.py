@@ -115,10 +115,10 @@ def store_attributes(span: Any, attributes: Mapping[str, Any]) -> bool:
         if maxlen is not None and len(values) + len(items) > maxlen:
             return False  # the SDK drops the oldest attributes to make room
         with store._lock:
-            for key, value in items.items():
-                if key in values:
-                    del values[key]
-                values[key] = value
+            if not values.keys().isdisjoint(items):  # a key written again moves to the end
+                for key in items:
+                    values.pop(key, None)
+            values.update(items)
     return True
 
 
