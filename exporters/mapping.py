@@ -51,6 +51,7 @@ __all__ = [
 UNKNOWN_RESOURCE = "system.unknown_model"
 OPENAI_CATEGORY = A.PROVIDER_CATEGORIES["openai"]
 AZURE_CATEGORY = A.PROVIDER_CATEGORIES["azure.ai.openai"]
+_LIMIT = P.MAX_PROPERTY_VALUE_LENGTH
 
 def event_id(view: SpanView) -> str:
     """``payi_<uuid>`` derived from the trace and span ids: stable for the same span."""
@@ -88,16 +89,20 @@ def _provider_category(provider: str, host: str | None) -> str | None:
 
 
 def _category(attrs: Mapping[str, Any], plan: KeyPlan) -> str | None:
-    category = attrs.get(A.PAYI_CATEGORY)
+    get: Callable[[Any], Any] = attrs.get  # also given a plan's one spelling (a str, or None: absent)
+    category = get(A.PAYI_CATEGORY)
     if category:
         return str(category)
-    if not _provider_call(attrs):
+    operation = get(A.GEN_AI_OPERATION_NAME)  # _provider_call()'s first rule, without a call
+    if operation is not None:
+        if operation not in A.PROVIDER_CALL_OPERATIONS:
+            return None
+    elif not _provider_call(attrs):
         return None
-    get: Callable[[Any], Any] = attrs.get  # a plan's one spelling (a str, or None: absent) without a call
     provider = get(plan.provider) if plan.provider.__class__ is not tuple else read(attrs, plan.provider)
     if not isinstance(provider, str):
         return None
-    host = attrs.get(A.SERVER_ADDRESS)
+    host = get(A.SERVER_ADDRESS)
     return _provider_category(provider, host if isinstance(host, str) else None)
 
 
@@ -229,9 +234,13 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     if view.resource:  # service.name, ...: the span's own properties win
         properties = {**view.resource, **properties}
     if properties:
-        event["properties"] = _within_bounds(properties)
+        event["properties"] = properties if max(map(len, properties.values())) <= _LIMIT else _within_bounds(properties)
     if use_case_properties:
-        event["use_case_properties"] = _within_bounds(use_case_properties)
+        event["use_case_properties"] = (
+            use_case_properties
+            if max(map(len, use_case_properties.values())) <= _LIMIT
+            else _within_bounds(use_case_properties)
+        )
 
     for attr, field in plan.scalar_attribution:
         value = get(attr)

@@ -30,6 +30,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from payi_otel import attributes as A
 
 from .views import (
+    CACHE_MAX_BYTES,
+    CACHE_SIZE,
     GENAI_MARKERS,
     NO_RESOURCE,
     MappedKeys,
@@ -194,9 +196,11 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
     def __missing__(self, raw: bytes) -> tuple[str, Any] | None:
         # The encoding every OTLP exporter writes: the key (field 1) then the value (field 2), each
         # shorter than 128 bytes (one-byte lengths); the lengths must add up to the whole attribute.
+        # A miss is nearly always a new id or count, so this path is kept short: each step here costs
+        # about as much as the dictionary lookup of a hit.
         size = len(raw)
         end = raw[1] + 2 if size > 2 and raw[0] == 0x0A else size
-        if end + 2 <= size and raw[1] < 0x80 and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
+        if end + 2 <= size and end < 0x82 and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
             key = _keys[raw[2:end]]
             if key is None:
                 pair = None
@@ -204,14 +208,15 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
                 start = end + 2  # the encoded AnyValue
                 tag = raw[start] if start < size else 0
                 value: Any = None
-                # a string shorter than 128 bytes, or an int
-                if tag == 0x0A and start + 1 < size and raw[start + 1] == size - start - 2:
-                    value = raw[start + 2 :].decode()
+                if tag == 0x0A:  # a string shorter than 128 bytes
+                    if start + 1 < size and raw[start + 1] == size - start - 2:
+                        value = raw[start + 2 :].decode()
                 elif tag == 0x18:  # most counts fit in one or two varint bytes: read them here
-                    low = raw[start + 1] if start + 1 < size else 0x80
-                    if size - start == 2:
+                    rest = size - start
+                    low = raw[start + 1] if rest > 1 else 0x80
+                    if rest == 2:
                         value = low if low < 0x80 else None
-                    elif size - start == 3 and low >= 0x80 and raw[-1] < 0x80:
+                    elif rest == 3 and low >= 0x80 and raw[-1] < 0x80:
                         value = (low & 0x7F) | (raw[-1] << 7)
                     else:
                         value = _varint(raw, start + 1)
@@ -221,7 +226,11 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
         else:  # anything else the protobuf way
             kv = _LeanKeyValue.FromString(raw)
             pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
-        return remember(self, raw, pair)
+        if size <= CACHE_MAX_BYTES:  # remember(), without a call
+            if len(self) >= CACHE_SIZE:
+                self.clear()
+            self[raw] = pair
+        return pair
 
 
 _key_values = _KeyValues()
