@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from payi_otel.core import Call, CallRecord, SpanCore
 from payi_otel.enforcement import enabled as enforcement_enabled
 from payi_otel.instrumentation._enforce import check_limits, request_size
+from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
@@ -25,7 +26,7 @@ from ._body import Body, aread_body, read_body
 from ._errors import fail
 from ._resources import is_embedding_model, resolve
 from ._streams import ConverseStream, InvokeStream
-from ._usage import add_guardrail_units, body_usage, converse_usage, guardrail_trace, header_usage, mark_large_context
+from ._usage import add_guardrail_units, body_usage, converse_usage, guardrail_trace, header_usage
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,42 @@ OPERATIONS = frozenset({CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM})
 _NO_USAGE = "Bedrock reported no token counts (no X-Amzn-Bedrock-*-Token-Count headers, none in the body)"
 
 
-class _Endpoint:
-    __slots__ = ("address", "port", "uri")
+# The request side every call of one client, model and operation shares, as CallRecord's leading fields
+# (positionally: a call with a dozen keywords costs about three times as much). Keywords if the record's fields
+# ever stop starting with these.
+_REQUEST_FIELDS = ("provider", "operation", "category", "request_model", "response_model", "resource",
+                   "resource_scope", "server_address", "server_port", "provider_uri", "instrumented_module", "stream")
+_POSITIONAL = tuple(CallRecord.__dataclass_fields__)[: len(_REQUEST_FIELDS)] == _REQUEST_FIELDS
 
-    def __init__(self, url: str | None) -> None:
-        self.uri = url
+
+
+
+def _keyword_record(*fields: Any) -> CallRecord:  # pragma: no cover - only if the record's fields are reordered
+    return CallRecord(**dict(zip(_REQUEST_FIELDS, fields, strict=True)))
+
+
+_record: Callable[..., CallRecord] = CallRecord if _POSITIONAL else _keyword_record
+
+
+class _Request:
+    """What a call of ``operation`` on ``model`` through ``url`` knows before its parameters are read."""
+
+    __slots__ = ("embeddings", "fields", "operation", "threshold")
+
+    def __init__(self, url: str | None, model: str | None, operation: str, module_tag: str) -> None:
+        resource, scope = resolve(model) if model else (None, None)
+        self.operation = operation
+        self.embeddings = operation == INVOKE and resource is not None and is_embedding_model(resource)
+        self.threshold = long_context_threshold(resource)  # input tokens above which the prompt is large
         parts = urlsplit(url) if url else None
-        self.address = parts.hostname if parts else None
-        self.port = parts.port if parts else None
+        self.fields = (PROVIDER, "embeddings" if self.embeddings else "chat", CATEGORY, model, None, resource, scope,
+                       parts.hostname if parts else None, parts.port if parts else None, url, module_tag,
+                       operation in (CONVERSE_STREAM, INVOKE_STREAM))  # fmt: skip
+
+    def mark_large_context(self, usage: Usage | None) -> None:
+        threshold = self.threshold
+        if threshold is not None and usage is not None and (usage.input_tokens or 0) > threshold:
+            usage.large_context = True
 
 
 def _number(value: Any) -> float | None:
@@ -147,20 +176,12 @@ class BedrockCalls:
     def __init__(self, core: SpanCore, module_tag: str) -> None:
         self.core = core
         self.module_tag = module_tag
-        self._endpoints: dict[str | None, _Endpoint] = {}
+        # (endpoint url, model id, operation) -> the request side those calls share (emptied when full)
+        self._requests: dict[tuple[str | None, str | None, str], _Request] = {}
         # botocore client class -> whether it is a bedrock-runtime client. botocore makes a class per client
         # for one service model, so the class decides it: one dictionary lookup per call instead of three
         # properties (emptied when full: a process that makes a client per request keeps the fast path).
         self._runtime_classes: dict[type, bool] = {}
-
-    def _endpoint(self, client: Any) -> _Endpoint:
-        url = getattr(client.meta, "endpoint_url", None)
-        found = self._endpoints.get(url)
-        if found is None:
-            found = _Endpoint(url)
-            if len(self._endpoints) < 256:
-                self._endpoints[url] = found
-        return found
 
     # -- request side ---------------------------------------------------------------------------
     def begin(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any]]:
@@ -184,22 +205,14 @@ class BedrockCalls:
     def _start(self, client: Any, operation: str, params: Mapping[str, Any]) -> Call:
         model = params.get("modelId")
         model = model if isinstance(model, str) else None
-        resource, scope = resolve(model) if model else (None, None)
-        embeddings = operation == INVOKE and resource is not None and is_embedding_model(resource)
-        endpoint = self._endpoint(client)
-        rec = CallRecord(
-            provider=PROVIDER,
-            operation="embeddings" if embeddings else "chat",
-            category=CATEGORY,
-            request_model=model,
-            resource=resource,
-            resource_scope=scope,
-            server_address=endpoint.address,
-            server_port=endpoint.port,
-            provider_uri=endpoint.uri,
-            instrumented_module=self.module_tag,
-            stream=operation in (CONVERSE_STREAM, INVOKE_STREAM),
-        )
+        key = (getattr(client.meta, "endpoint_url", None), model, operation)
+        request = self._requests.get(key)
+        if request is None:
+            request = _Request(key[0], model, operation, self.module_tag)
+            if len(self._requests) >= 256:
+                self._requests.clear()
+            self._requests[key] = request
+        rec = _record(*request.fields)
         config = params.get("inferenceConfig")
         if isinstance(config, dict):
             max_tokens = config.get("maxTokens")
@@ -208,6 +221,7 @@ class BedrockCalls:
             rec.temperature = _number(config.get("temperature"))
             rec.top_p = _number(config.get("topP"))
         if enforcement_enabled():  # the bounds' closure only when limits are enforced
+            embeddings = request.embeddings
             check_limits(rec, lambda: (_input_bound(params), 0 if embeddings else _output_bound(operation, params)))
         if self.core.capture_content:
             if operation in (CONVERSE, CONVERSE_STREAM):
@@ -216,13 +230,13 @@ class BedrockCalls:
                 body = params.get("body")
                 rec.input_messages = body.decode("utf-8", "replace") if isinstance(body, bytes) else _scrub(body)
         call = self.core.start(rec)
-        call.data = operation
+        call.data = request
         return call
 
     # -- response side --------------------------------------------------------------------------
     async def afinish(self, call: Call, result: Any) -> Any:
         """aiobotocore: an ``invoke_model`` body can only be read by awaiting, so read it first."""
-        body = await aread_body(result) if call.data == INVOKE and isinstance(result, dict) else None
+        body = await aread_body(result) if call.data.operation == INVOKE and isinstance(result, dict) else None
         return self.finish(call, result, body)
 
     def finish(self, call: Call, result: Any, body: Body | None = None) -> Any:
@@ -231,11 +245,12 @@ class BedrockCalls:
         meta = result.get("ResponseMetadata") or {}
         rec.status_code = meta.get("HTTPStatusCode", 200)
         rec.response_id = meta.get("RequestId") or None
-        operation = call.data
+        request: _Request = call.data
+        operation = request.operation
         if operation == CONVERSE:
-            self._converse(call, result)
+            self._converse(call, request, result)
         elif operation == INVOKE:
-            self._invoke(call, result, meta.get("HTTPHeaders"), body)
+            self._invoke(call, request, result, meta.get("HTTPHeaders"), body)
         else:
             key = "stream" if operation == CONVERSE_STREAM else "body"
             stream = result.get(key)
@@ -247,23 +262,23 @@ class BedrockCalls:
             result[key] = proxy_cls(stream, call, handler_cls(call, rec.resource))
         return result
 
-    def _converse(self, call: Call, result: dict[str, Any]) -> None:
+    def _converse(self, call: Call, request: _Request, result: dict[str, Any]) -> None:
         rec = call.record
         usage = converse_usage(result.get("usage"))
         if "trace" in result:  # guardrails ran (or a trace was asked for)
             usage = _with_guardrails(usage, guardrail_trace(result))
         rec.usage = usage
-        mark_large_context(usage, rec.resource)
+        request.mark_large_context(usage)
         reason = result.get("stopReason")
         if isinstance(reason, str):
             rec.finish_reasons = [reason]
         message = (result.get("output") or {}).get("message") or {}
         rec.tool_calls = _message_tools(message.get("content")) or None
-        if call.capture_content:
+        if self.core.capture_content:
             rec.output_messages = [_scrub(message)]
         call.end()
 
-    def _invoke(self, call: Call, result: dict[str, Any], headers: Any, body: Body | None) -> None:
+    def _invoke(self, call: Call, request: _Request, result: dict[str, Any], headers: Any, body: Body | None) -> None:
         rec = call.record
         data, error = body if body is not None else read_body(result)
         doc: Any = None
@@ -276,7 +291,7 @@ class BedrockCalls:
         if usage is None:
             usage = body_usage(doc)
         rec.usage = _with_guardrails(usage, guardrail_trace(doc))
-        mark_large_context(rec.usage, rec.resource)
+        request.mark_large_context(rec.usage)
         if rec.usage is None or not rec.usage.reported:
             rec.usage_incomplete_reason = _NO_USAGE
         if isinstance(doc, dict):

@@ -70,9 +70,10 @@ def tokens(
     out = output_tokens if type(output_tokens) is int else count(output_tokens)
     if inp is None and out is None:
         return None
-    read = cache_read if type(cache_read) is int else count(cache_read) or 0
-    write = cache_write if type(cache_write) is int else count(cache_write) or 0
-    write_1h = cache_write_1h if type(cache_write_1h) is int else count(cache_write_1h) or 0
+    read = cache_read if type(cache_read) is int or cache_read is None else count(cache_read)
+    write = cache_write if type(cache_write) is int or cache_write is None else count(cache_write)
+    write_1h = cache_write_1h if type(cache_write_1h) is int or cache_write_1h is None else count(cache_write_1h)
+    read, write, write_1h = read or 0, write or 0, write_1h or 0
     if not (read or write or write_1h):  # no prompt cache in play (most calls)
         return Usage(inp or 0, out or 0)
     return Usage(
@@ -101,14 +102,18 @@ def converse_usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
     write_1h = 0
-    for detail in u.get("cacheDetails") or ():
-        if isinstance(detail, dict) and detail.get("ttl") == "1h":
-            write_1h += count(detail.get("inputTokens")) or 0
+    details = u.get("cacheDetails")
+    if details:
+        for detail in details:
+            if isinstance(detail, dict) and detail.get("ttl") == "1h":
+                write_1h += count(detail.get("inputTokens")) or 0
+    read = u.get("cacheReadInputTokens")
+    write = u.get("cacheWriteInputTokens")
     return tokens(
         u.get("inputTokens"),
         u.get("outputTokens"),
-        u.get("cacheReadInputTokens", u.get("cacheReadInputTokenCount")),
-        u.get("cacheWriteInputTokens", u.get("cacheWriteInputTokenCount")),
+        u.get("cacheReadInputTokenCount") if read is None else read,
+        u.get("cacheWriteInputTokenCount") if write is None else write,
         write_1h,
     )
 
