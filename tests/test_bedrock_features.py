@@ -486,3 +486,12 @@ def test_token_counts_add_cache_reads_and_writes_to_the_input():
     cached = tokens("10", 4, 3, 5.0, 2)  # a header string, a float: read as counts too
     assert (cached.input_tokens, cached.cache_read_tokens, cached.cache_write_tokens,
             cached.cache_write_1h_tokens) == (18, 3, 3, 2)  # fmt: skip
+
+
+def test_the_cached_request_side_fills_the_call_records_leading_fields_in_order():
+    """A Bedrock call builds its CallRecord positionally from the request side it shares with calls of the same
+    client, model and operation: the record's fields must start with exactly those names."""
+    from payi_otel.core import CallRecord
+    from payi_otel.instrumentation.bedrock._calls import REQUEST_FIELDS
+
+    assert tuple(CallRecord.__dataclass_fields__)[: len(REQUEST_FIELDS)] == REQUEST_FIELDS

@@ -109,6 +109,16 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _rss_split() -> str:
+    """Heap and file-backed resident memory (the journal's mapped segments are file pages), in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("RssAnon", "RssFile")}
+    except (OSError, ValueError):  # not Linux
+        return ""
+    return f"heap {kb.get('RssAnon', 0) / 1024:.0f} + file {kb.get('RssFile', 0) / 1024:.0f}"
+
+
 # --- worker (one mode, one process) ---------------------------------------------------------------
 def payi_journal() -> Any:
     """The durable call journal every call of ours is appended to before it returns (as with the Pay-i exporter in
@@ -235,12 +245,13 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "
     for _ in range(min(calls // 5, 1000)):
         instrumented()
     if scenario == "memory":
-        marks = {}
+        marks, split = {}, {}
         for i in range(1, calls + 1):
             instrumented()
             if i % (calls // 5) == 0:
                 marks[i] = round(_rss_mb(), 1)
-        return {"mode": mode, "rss_mb": marks}
+                split[i] = _rss_split()
+        return {"mode": mode, "rss_mb": marks, "split": split}
     return paired_overhead(setup, instrumented, bare, calls, mode)
 
 
@@ -541,9 +552,11 @@ def main() -> None:
           f" {_spread(iso_added, 3)} (target <= 1: {verdict})")
 
     # Memory.
-    mem = run(python, "ours", args.memory_calls, "memory", 0)["rss_mb"]
+    measured = run(python, "ours", args.memory_calls, "memory", 0)
+    mem = measured["rss_mb"]
     first, last = next(iter(mem.values())), list(mem.values())[-1]
     print(f"\nRSS with ours over {args.memory_calls} calls (MB at call count): {mem}")
+    print(f"  of which (MB): {measured['split']}")
     print(f"  growth after the first fifth: {last - first:+.1f} MB ({'flat' if last - first < 5 else 'GROWING'})")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,21 +43,10 @@ OPERATIONS = frozenset({CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM})
 _NO_USAGE = "Bedrock reported no token counts (no X-Amzn-Bedrock-*-Token-Count headers, none in the body)"
 
 
-# The request side every call of one client, model and operation shares, as CallRecord's leading fields
-# (positionally: a call with a dozen keywords costs about three times as much). Keywords if the record's fields
-# ever stop starting with these.
-_REQUEST_FIELDS = ("provider", "operation", "category", "request_model", "response_model", "resource",
-                   "resource_scope", "server_address", "server_port", "provider_uri", "instrumented_module", "stream")
-_POSITIONAL = tuple(CallRecord.__dataclass_fields__)[: len(_REQUEST_FIELDS)] == _REQUEST_FIELDS
-
-
-
-
-def _keyword_record(*fields: Any) -> CallRecord:  # pragma: no cover - only if the record's fields are reordered
-    return CallRecord(**dict(zip(_REQUEST_FIELDS, fields, strict=True)))
-
-
-_record: Callable[..., CallRecord] = CallRecord if _POSITIONAL else _keyword_record
+# The request side every call of one client, model and operation shares: CallRecord's leading fields, in this
+# order, passed positionally (a call with a dozen keywords costs about three times as much; a test checks the order).
+REQUEST_FIELDS = ("provider", "operation", "category", "request_model", "response_model", "resource",
+                  "resource_scope", "server_address", "server_port", "provider_uri", "instrumented_module", "stream")
 
 
 class _Request:
@@ -212,7 +201,7 @@ class BedrockCalls:
             if len(self._requests) >= 256:
                 self._requests.clear()
             self._requests[key] = request
-        rec = _record(*request.fields)
+        rec = CallRecord(*request.fields)
         config = params.get("inferenceConfig")
         if isinstance(config, dict):
             max_tokens = config.get("maxTokens")
