@@ -26,7 +26,14 @@ from ._body import Body, aread_body, read_body
 from ._errors import fail
 from ._resources import is_embedding_model, resolve
 from ._streams import ConverseStream, InvokeStream
-from ._usage import add_guardrail_units, body_usage, converse_usage, guardrail_trace, header_usage
+from ._usage import (
+    add_guardrail_units,
+    body_usage,
+    converse_usage,
+    guardrail_trace,
+    header_usage,
+    mark_large_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +70,6 @@ class _Request:
         self.fields = (PROVIDER, "embeddings" if self.embeddings else "chat", CATEGORY, model, None, resource, scope,
                        parts.hostname if parts else None, parts.port if parts else None, url, module_tag,
                        operation in (CONVERSE_STREAM, INVOKE_STREAM))  # fmt: skip
-
-    def mark_large_context(self, usage: Usage | None) -> None:
-        threshold = self.threshold
-        if threshold is not None and usage is not None and (usage.input_tokens or 0) > threshold:
-            usage.large_context = True
 
 
 def _number(value: Any) -> float | None:
@@ -257,7 +259,7 @@ class BedrockCalls:
         if "trace" in result:  # guardrails ran (or a trace was asked for)
             usage = _with_guardrails(usage, guardrail_trace(result))
         rec.usage = usage
-        request.mark_large_context(usage)
+        mark_large_context(usage, request.threshold)
         reason = result.get("stopReason")
         if isinstance(reason, str):
             rec.finish_reasons = [reason]
@@ -280,7 +282,7 @@ class BedrockCalls:
         if usage is None:
             usage = body_usage(doc)
         rec.usage = _with_guardrails(usage, guardrail_trace(doc))
-        request.mark_large_context(rec.usage)
+        mark_large_context(rec.usage, request.threshold)
         if rec.usage is None or not rec.usage.reported:
             rec.usage_incomplete_reason = _NO_USAGE
         if isinstance(doc, dict):

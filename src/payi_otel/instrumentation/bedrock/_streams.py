@@ -31,6 +31,7 @@ import json
 from typing import Any
 
 from payi_otel.core import COMPLETED, ERROR, Call
+from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.units import Usage
 
 from ._errors import fail
@@ -93,7 +94,7 @@ class _BedrockStream:
             if usage is None:
                 usage = Usage()
             add_guardrail_units(usage, self.guardrail)
-        mark_large_context(usage, self.resource)
+        mark_large_context(usage, long_context_threshold(self.resource))
         rec.usage = usage
         if not self.final:
             rec.usage_incomplete_reason = (

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from payi_otel.instrumentation._long_context import long_context_threshold
 from payi_otel.units import Usage
 
 HEADER_INPUT = "x-amzn-bedrock-input-token-count"
@@ -232,12 +231,11 @@ def guardrail_trace(body: Any) -> Any:
     return None
 
 
-def mark_large_context(usage: Usage | None, resource: str | None) -> None:
-    """Large context when the prompt (cache included) is above the model's long-context threshold."""
-    if usage is not None:
-        threshold = long_context_threshold(resource)
-        if threshold is not None and (usage.input_tokens or 0) > threshold:
-            usage.large_context = True
+def mark_large_context(usage: Usage | None, threshold: int | None) -> None:
+    """Large context when the prompt (cache included) is above ``threshold``, the model's long-context threshold
+    (:func:`~payi_otel.instrumentation._long_context.long_context_threshold`; None: the model has none)."""
+    if usage is not None and threshold is not None and (usage.input_tokens or 0) > threshold:
+        usage.large_context = True
 
 
 __all__ = [
