@@ -93,11 +93,7 @@ def _category(attrs: Mapping[str, Any], plan: KeyPlan) -> str | None:
     category = get(A.PAYI_CATEGORY)
     if category:
         return str(category)
-    operation = get(A.GEN_AI_OPERATION_NAME)  # _provider_call()'s first rule, without a call
-    if operation is not None:
-        if operation not in A.PROVIDER_CALL_OPERATIONS:
-            return None
-    elif not _provider_call(attrs):
+    if not _provider_call(attrs):
         return None
     provider = get(plan.provider) if plan.provider.__class__ is not tuple else read(attrs, plan.provider)
     if not isinstance(provider, str):
@@ -234,13 +230,9 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
     if view.resource:  # service.name, ...: the span's own properties win
         properties = {**view.resource, **properties}
     if properties:
-        event["properties"] = properties if max(map(len, properties.values())) <= _LIMIT else _within_bounds(properties)
+        event["properties"] = _within_bounds(properties)
     if use_case_properties:
-        event["use_case_properties"] = (
-            use_case_properties
-            if max(map(len, use_case_properties.values())) <= _LIMIT
-            else _within_bounds(use_case_properties)
-        )
+        event["use_case_properties"] = _within_bounds(use_case_properties)
 
     for attr, field in plan.scalar_attribution:
         value = get(attr)
@@ -262,7 +254,9 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
 def _within_bounds(properties: dict[str, str]) -> dict[str, str]:
     """Property values cut to the protocol's bound (e.g. a long failure description), so the server
     stores the event instead of refusing it."""
-    limit = P.MAX_PROPERTY_VALUE_LENGTH
+    limit = _LIMIT
+    if max(map(len, properties.values()), default=0) <= limit:  # nearly always: nothing to cut
+        return properties
     for key, value in properties.items():
         if len(value) > limit:
             properties[key] = value[: limit - 1] + "\u2026"

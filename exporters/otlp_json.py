@@ -16,8 +16,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .views import (
-    CACHE_MAX_BYTES,
-    CACHE_SIZE,
     GENAI_MARKERS,
     NO_RESOURCE,
     MappedKeys,
@@ -274,12 +272,7 @@ class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
         raw_key, string, number = match.groups()
         key = _keys[raw_key]
         value = string.decode() if string is not None else int(number)  # invalid UTF-8 raises
-        pair = None if key is None else (key, value)
-        if len(piece) <= CACHE_MAX_BYTES:  # remember(), without a call
-            if len(self) >= CACHE_SIZE:
-                self.clear()
-            self[piece] = pair
-        return pair
+        return remember(self, piece, None if key is None else (key, value))
 
     def _split(self, piece: bytes) -> tuple[str, Any] | None:
         end = piece.find(b'"')

@@ -30,8 +30,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from payi_otel import attributes as A
 
 from .views import (
-    CACHE_MAX_BYTES,
-    CACHE_SIZE,
     GENAI_MARKERS,
     NO_RESOURCE,
     MappedKeys,
@@ -226,11 +224,7 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
         else:  # anything else the protobuf way
             kv = _LeanKeyValue.FromString(raw)
             pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
-        if size <= CACHE_MAX_BYTES:  # remember(), without a call
-            if len(self) >= CACHE_SIZE:
-                self.clear()
-            self[raw] = pair
-        return pair
+        return remember(self, raw, pair)
 
 
 _key_values = _KeyValues()
