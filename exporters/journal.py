@@ -16,6 +16,12 @@ hands them to the exporter's sink (the spool, fsynced, or the offline file) and 
 drained in the segment (a full segment, which the writers have left, is deleted instead). It also
 keeps a spare segment ready, so a writer that fills its segment switches to the next without waiting.
 
+A process whose calls never release the GIL (responses served from memory, a CPU-bound loop) would
+starve that thread: each system call of the drain hands the GIL back and costs it a whole switch
+interval to regain. So a writer that leaves a segment while :data:`_BACKLOG_SEGMENTS` full segments
+already wait wakes the thread and lets it run, for at most :data:`_CATCH_UP_S` (once a segment, about
+1,500 calls, and only while the drain is behind): the backlog, and the process's memory, stay bounded.
+
 A journal segment left by a process that died (its ``flock`` is free) is replayed from its drained
 mark by the next journal started on the same directory, and so are the ``.jsonl`` segments of earlier
 versions. A crash between spooling records and marking them drained replays them once more; event ids
@@ -75,6 +81,8 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 _INTERVAL_S = 0.1  # records become events this often
 _ORPHAN_SCAN_S = 30.0  # look for segments of dead processes this often
+_BACKLOG_SEGMENTS = 2  # full segments waiting for the drain before a writer lets it catch up
+_CATCH_UP_S = 0.05  # the longest a writer waits for it (once a segment)
 _pack_record = RECORD.pack
 _RECORD_BYTES = RECORD.size
 
@@ -115,6 +123,8 @@ class Journal:
         self._full: list[Segment] = []  # segments the writers left, deleted once their records are drained
         self._spare: Segment | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by close and by a writer far ahead of the drain
+        self._drained = threading.Event()  # set after each drain
         self._thread: threading.Thread | None = None
 
     # -- the caller's thread ------------------------------------------------------------
@@ -138,10 +148,22 @@ class Journal:
                     return
                 start = self._pos
                 end = start + _RECORD_BYTES + length
+                behind = len(self._full) > _BACKLOG_SEGMENTS
+            else:
+                behind = False
             mm = self._mm
             mm[start + _RECORD_BYTES : end] = payload
             mm[start : start + _RECORD_BYTES] = _pack_record(length, length ^ RECORD_CHECK)  # last: the commit
             self._pos = end
+        if behind:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Wake the background thread and wait (GIL released) until it has drained, or for at most
+        :data:`_CATCH_UP_S`."""
+        self._drained.clear()
+        self._wake.set()
+        self._drained.wait(_CATCH_UP_S)
 
     def _switch(self, need: int) -> bool:
         """Under the writers' lock: make room for a record of ``need`` bytes in a new segment (the spare
@@ -172,6 +194,7 @@ class Journal:
     def close(self) -> None:
         """Stop journaling: drain what is left into the sink and remove this process's segments."""
         self._stop.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
@@ -190,17 +213,23 @@ class Journal:
 
     def _run(self) -> None:
         next_scan = 0.0
-        while not self._stop.wait(_INTERVAL_S):
+        while True:
+            self._wake.wait(_INTERVAL_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 with self._drain_lock:
                     self._drain()
+                self._drained.set()
                 self._prepare_spare()
                 if time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + _ORPHAN_SCAN_S
                     self._replay_orphans()
             except Exception:  # never let the thread die; the records stay journaled
                 logger.exception("Pay-i exporter: could not turn journaled calls into events; retrying")
-                self._stop.wait(1.0)
+                self._drained.set()  # a writer waiting for this drain goes on
+                self._wake.wait(1.0)  # a writer far ahead (once a segment) or close cuts the pause short
 
     def _prepare_spare(self) -> None:
         if self._spare is not None or self._closed:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from payi_otel.exporters import journal as journal_module
 from payi_otel.exporters import journal_segments
 from payi_otel.exporters.journal import Journal
 from payi_otel.exporters.journal_segments import HEADER_BYTES, RECORD
@@ -188,6 +190,8 @@ def test_a_record_with_a_lost_page_or_a_bad_header_never_becomes_an_event(tmp_pa
 
 
 def test_concurrent_writers_switch_segments_and_lose_nothing_when_killed(tmp_path, monkeypatch):
+    # the child's drain must not run: every record is replayed
+    monkeypatch.setattr(journal_module, "_BACKLOG_SEGMENTS", 10**6)
     monkeypatch.setattr(journal_segments, "SEGMENT_BYTES", 16 * 1024)  # a switch every few dozen records
     threads, per_thread = 8, 150
     calls = [call(t * 1000 + i) for t in range(threads) for i in range(per_thread)]
@@ -296,6 +300,7 @@ def test_a_segment_created_but_never_written_is_removed(tmp_path, zeros):
 
 
 def test_a_sink_that_fails_gets_the_same_records_again_and_none_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "_BACKLOG_SEGMENTS", 10**6)  # the writers get ahead of the failing drain
     monkeypatch.setattr(journal_segments, "SEGMENT_BYTES", 16 * 1024)
     sink = Sink()
     failures = [OSError("spool full")]
@@ -321,6 +326,7 @@ def test_a_sink_that_fails_gets_the_same_records_again_and_none_twice(tmp_path, 
 def test_a_backlog_is_handed_to_the_sink_one_segment_at_a_time(tmp_path, monkeypatch):
     """However far the writers got ahead of the drain, a drain never holds more than a segment's records
     (a whole backlog read at once would raise the process's memory for good)."""
+    monkeypatch.setattr(journal_module, "_BACKLOG_SEGMENTS", 10**6)  # the writers get ahead of the drain
     monkeypatch.setattr(journal_segments, "SEGMENT_BYTES", 16 * 1024)
     batches: list[int] = []
     sink = Sink()
@@ -340,4 +346,28 @@ def test_a_backlog_is_handed_to_the_sink_one_segment_at_a_time(tmp_path, monkeyp
     journal.flush()
     journal.close()
     assert max(batches) <= max(per_segment) < 100, (batches, per_segment)
+    assert by_id(sink.events) == by_id(expected(*calls))
+
+
+def test_a_writer_that_never_releases_the_gil_does_not_starve_the_drain(tmp_path, monkeypatch):
+    """Calls that never release the GIL (responses served from memory) would starve the drain thread, whose
+    every system call costs it a switch interval to win the GIL back: the backlog of full segments, and the
+    process's memory, would grow without bound. A writer far ahead lets the drain catch up instead."""
+    monkeypatch.setattr(journal_segments, "SEGMENT_BYTES", 16 * 1024)
+    sink = Sink()
+
+    def releasing(events: list[dict[str, Any]]) -> None:
+        for _ in events:  # a sink with a system call per event, as a file or socket write has
+            time.sleep(0)
+        sink(events)
+
+    journal = Journal(tmp_path, releasing)
+    calls = [call(i) for i in range(3000)]  # about 100 segments
+    backlog = []
+    for c in calls:  # pure Python between records: the GIL is never released here
+        journal.record(c)
+        backlog.append(len(journal._full))
+    journal.flush()
+    journal.close()
+    assert max(backlog) <= 4, f"full segments waiting for the drain reached {max(backlog)}"
     assert by_id(sink.events) == by_id(expected(*calls))
