@@ -1,6 +1,6 @@
 """Bedrock behaviour beyond the straight replay: body fallbacks per model family, the replayable
 invoke_model body, image bytes, stream lifecycles, errors, clients created before instrument(),
-business context, resources and their prices."""
+business context, resources and their prices, long-context pricing."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import boto3
 import botocore.exceptions
 import botocore.session
 import pytest
+from _anthropic_helpers import catalog_threshold
 from _bedrock_helpers import (  # noqa: F401 - fixtures
     CASSETTES,
     bedrock,
@@ -495,3 +496,48 @@ def test_the_cached_request_side_fills_the_call_records_leading_fields_in_order(
     from payi_otel.instrumentation.bedrock._calls import REQUEST_FIELDS
 
     assert tuple(CallRecord.__dataclass_fields__)[: len(REQUEST_FIELDS)] == REQUEST_FIELDS
+
+
+# --- long context: a prompt above the model's threshold is priced at long-context rates -----------------
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"  # priced per prompt size by the catalog
+
+
+def _as_sonnet(interaction: Interaction, operation: str, body: bytes, headers: tuple[tuple[str, str], ...]):
+    path = f"/model/{SONNET.replace(':', '%3A')}/{operation}"
+    return replace(interaction, path=path, uri=interaction.uri.split("/model/")[0] + path, body=body, headers=headers)
+
+
+@pytest.mark.parametrize("over", [False, True], ids=["at the threshold", "above it"])
+def test_converse_prompt_above_the_threshold_is_large_context(over, bedrock):
+    threshold = catalog_threshold("claude-sonnet-4-5")
+    assert threshold == 200_000
+    recorded = first(TRACELOOP / "test_meta_converse.yaml")
+    body = recorded.json()
+    # The prompt the threshold is compared with: input + cache reads + cache writes.
+    cache_read, cache_write = 150_000, 10_000
+    body["usage"] = {"inputTokens": threshold - cache_read - cache_write + over, "outputTokens": 30,
+                     "cacheReadInputTokens": cache_read, "cacheWriteInputTokens": cache_write}  # fmt: skip
+    interaction = _as_sonnet(recorded, "converse", json.dumps(body).encode(), recorded.headers)
+    response = run(interaction)
+    assert response["usage"] == body["usage"]  # the caller's response is untouched
+    suffix = "_large_context" if over else ""
+    event = payi_event(bedrock.one_span())
+    assert event["resource"] == "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert span_units(event) == {
+        f"text{suffix}.input": threshold - cache_read - cache_write + over,
+        f"text{suffix}.output": 30,
+        f"text_cache_read{suffix}.input": cache_read,
+        f"text_cache_write{suffix}.input": cache_write,
+    }
+
+
+def test_invoke_billed_counts_above_the_threshold_are_large_context(bedrock):
+    recorded = first(OTEL / "test_invoke_model_no_content[anthropic.claude].yaml")
+    headers = tuple(
+        (k, "250000" if k == "X-Amzn-Bedrock-Input-Token-Count" else v) for k, v in recorded.headers
+    )  # the billed counts in the headers decide, whatever the body says
+    interaction = _as_sonnet(recorded, "invoke", recorded.body, headers)
+    response = run(interaction)
+    assert json.loads(response["body"].read()) == recorded.json()
+    event = payi_event(bedrock.one_span())
+    assert span_units(event) == {"text_large_context.input": 250_000, "text_large_context.output": 10}
