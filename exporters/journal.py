@@ -5,7 +5,8 @@ The span core hands each finished call (:class:`payi_otel.finished.FinishedCall`
 times, ids and status) as one compact JSON record and copies it into this process's current journal
 segment, a file mapped into memory (:mod:`.journal_segments`): once it returns, the record is in the
 OS page cache and survives a kill -9 of the process. The caller's thread makes no system call and
-never releases the GIL there; files are created, sized and pre-faulted by the background thread.
+never releases the GIL there (but to let a starved drain catch up, see below); files are created, sized
+and pre-faulted by the background thread.
 
 A background thread (``payi-otel-journal``) reads the new records back from the segments (the writers
 keep no object alive for it: the caller's objects are garbage as soon as the call returns), turns them
