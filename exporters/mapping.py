@@ -53,6 +53,7 @@ OPENAI_CATEGORY = A.PROVIDER_CATEGORIES["openai"]
 AZURE_CATEGORY = A.PROVIDER_CATEGORIES["azure.ai.openai"]
 _LIMIT = P.MAX_PROPERTY_VALUE_LENGTH
 
+
 def event_id(view: SpanView) -> str:
     """``payi_<uuid>`` derived from the trace and span ids: stable for the same span."""
     digest = hashlib.blake2b(
@@ -199,7 +200,8 @@ def event_from_view(view: SpanView, *, include_content: bool = True) -> dict[str
         "category": category,
         "resource": str(resource),
         "units": units,
-        "event_timestamp": f"{_iso_second(second)}.{rest // 1000:06d}+00:00",  # ISO-8601 UTC, microseconds
+        # ISO-8601 UTC, microseconds (six digits: those of 1_000_000 + them, without a format spec to parse)
+        "event_timestamp": f"{_iso_second(second)}.{str(1_000_000 + rest // 1000)[1:]}+00:00",
         "end_to_end_latency_ms": latency,
         "http_status_code": status,
         "provider_response_id": str(get(A.PAYI_PROVIDER_RESPONSE_ID) or get(A.GEN_AI_RESPONSE_ID) or event_id(view)),
