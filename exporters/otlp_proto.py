@@ -14,7 +14,9 @@ that each do as little as the next one needs:
    not seen before (a new token count, an id) is split at the wire into its key and value bytes. The
    key is remembered on its own; the value is decoded only for a key the mapping reads: ints and short
    strings straight from the wire (they differ from span to span, so they are not remembered alone),
-   anything else through a cache of its own. The span's status is remembered the same way.
+   anything else through a cache of its own. A string or a two-byte count whose *head* (the bytes
+   before the string, or before a count's last byte) was seen before is read without splitting it
+   again: the head gives its key and layout. The span's status is remembered the same way.
 """
 
 from __future__ import annotations
@@ -199,6 +201,23 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
         # A miss is nearly always a new id or count, so this path is kept short: each step here costs
         # about as much as the dictionary lookup of a hit.
         size = len(raw)
+        # A new short string or two-byte count of a read key whose head (its first six bytes and the
+        # key's: tags, lengths, key, and a string's length or a count's low byte) was seen before, in
+        # an attribute of this size: the head gives the key and the layout, the rest is the value.
+        head = _heads.get(raw[: raw[1] + 6]) if size > 6 else None
+        if head is not None and head[1] == size:
+            low = head[2]
+            if low is None:
+                value: Any = raw[raw[1] + 6 :].decode()  # invalid UTF-8 raises, as below
+            else:
+                value = low | (raw[-1] << 7) if raw[-1] < 0x80 else None
+            if value is not None:
+                pair: tuple[str, Any] | None = (head[0], value)
+                if size <= CACHE_MAX_BYTES:  # remember(self, raw, pair) without the call
+                    if len(self) >= CACHE_SIZE:
+                        self.clear()
+                    self[raw] = pair
+                return pair
         end = raw[1] + 2 if size > 2 and raw[0] == 0x0A else size
         if end + 2 <= size and end < 0x82 and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
             key = _keys[raw[2:end]]
@@ -207,10 +226,11 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
             else:
                 start = end + 2  # the encoded AnyValue
                 tag = raw[start] if start < size else 0
-                value: Any = None
+                value = None
                 if tag == 0x0A:  # a string shorter than 128 bytes
                     if start + 1 < size and raw[start + 1] == size - start - 2:
                         value = raw[start + 2 :].decode()
+                        _remember_head(raw[: start + 2], key, size, None)
                 elif tag == 0x18:  # most counts fit in one or two varint bytes: read them here
                     rest = size - start
                     low = raw[start + 1] if rest > 1 else 0x80
@@ -218,6 +238,7 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
                         value = low if low < 0x80 else None
                     elif rest == 3 and low >= 0x80 and raw[-1] < 0x80:
                         value = (low & 0x7F) | (raw[-1] << 7)
+                        _remember_head(raw[: start + 2], key, size, low & 0x7F)
                     else:
                         value = _varint(raw, start + 1)
                 if value is None:
@@ -234,6 +255,16 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
 
 
 _key_values = _KeyValues()
+# Head of an attribute of a key the mapping reads holding a short string or a two-byte count ->
+# (key, the attribute's size, None for a string or the count's low seven bits): what _KeyValues
+# needs to read the next value of that key and layout without splitting it again.
+_heads: dict[bytes, tuple[str, int, int | None]] = {}
+
+
+def _remember_head(head: bytes, key: str, size: int, low: int | None) -> None:
+    if len(_heads) >= CACHE_SIZE:
+        _heads.clear()
+    _heads[head] = (key, size, low)
 
 
 def _lean_value(value: Any) -> Any:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mapping_reference import reference_event_from_view
@@ -304,3 +306,36 @@ def test_a_new_protobuf_attribute_decodes_as_the_full_message_does(raw: bytes) -
     read = kv.key.startswith(("gen_ai.", "payi.", "llm.")) or kv.key in MAPPED_NAMES
     expected = (kv.key, view_from_otlp_proto(Span(attributes=[kv])).attributes[kv.key]) if read else None
     assert _KeyValues()[raw] == expected
+
+
+def _proto_attribute(key: str, value: AnyValue) -> bytes:
+    return KeyValue(key=key, value=value).SerializeToString()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["gen_ai.response.id", "payi.request_properties.ticket", "gen_ai.usage.input_tokens"]),
+    st.lists(st.one_of(st.text(max_size=20), st.integers(min_value=0, max_value=2**14 + 5)), min_size=2, max_size=6),
+)
+def test_new_values_of_a_layout_seen_before_decode_as_the_full_message_does(key: str, values: list[Any]) -> None:
+    """A new string or two-byte count whose head (tags, lengths, key, a string's length or a count's low
+    byte) a previous attribute had is read from that head: the same pair the full message gives."""
+    twins = [value + 128 for value in values if isinstance(value, int)]  # a count with the same low byte
+    for value in [*values, *twins]:
+        any_value = AnyValue(string_value=value) if isinstance(value, str) else AnyValue(int_value=value)
+        raw = _proto_attribute(key, any_value)
+        assert _KeyValues()[raw] == (key, value)
+
+
+def test_a_layout_seen_before_still_refuses_what_the_full_decoding_refuses() -> None:
+    key = "gen_ai.response.id"
+    first = _proto_attribute(key, AnyValue(string_value="chatcmpl-0001"))
+    assert _KeyValues()[first] == (key, "chatcmpl-0001")
+    bad_utf8 = first[:-1] + b"\xff"  # same head and size, not UTF-8: refused as the first reading refuses it
+    with pytest.raises(UnicodeDecodeError):
+        _KeyValues()[bad_utf8]
+    count = _proto_attribute("gen_ai.usage.input_tokens", AnyValue(int_value=300))  # a two-byte varint
+    assert _KeyValues()[count] == ("gen_ai.usage.input_tokens", 300)
+    unended = count[:-1] + b"\x82"  # same head and size, the varint not ended: refused by the full decoding
+    with pytest.raises(DecodeError):
+        _KeyValues()[unended]
