@@ -268,7 +268,9 @@ class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
     mapping never reads. Raises ``ValueError`` for a piece of any other form."""
 
     def __missing__(self, piece: bytes) -> tuple[str, Any] | None:
-        match = _plain_piece(piece)  # most new pieces: a new id or count, read in one match
+        # most new pieces: a new id or count, read in one match (the backslash searched for apart: a
+        # class of one excluded byte is matched much faster than one of two)
+        match = _plain_piece(piece) if piece.find(b"\\") < 0 else None
         if match is None:
             return self._split(piece)
         raw_key, string, number = match.groups()
@@ -296,9 +298,9 @@ class _JsonKeyValues(dict[bytes, "tuple[str, Any] | None"]):
         return remember(self, piece, pair)
 
 
-# A piece whose key has no escape and whose value is a string without escapes or an int64 (as a decimal
-# string): what :meth:`_JsonKeyValues._split` reads directly, in one match.
-_plain_piece = re.compile(rb'([^"\\]+)","value":\{"(?:stringValue":"([^"\\]*)|intValue":"(-?[0-9]+))"\}').fullmatch
+# A piece without a backslash whose value is a string or an int64 (as a decimal string): what
+# :meth:`_JsonKeyValues._split` reads directly, in one match.
+_plain_piece = re.compile(rb'([^"]+)","value":\{"(?:stringValue":"([^"]*)|intValue":"(-?[0-9]+))"\}').fullmatch
 
 _key_values = _JsonKeyValues()
 
