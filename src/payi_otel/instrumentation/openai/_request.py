@@ -70,7 +70,13 @@ def with_include_usage(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return kwargs, False
 
 
+# Every request parameter :func:`request_params` reads: most calls set none of them.
+_PARAMS = frozenset({"max_completion_tokens", "max_tokens", "max_output_tokens", "temperature", "top_p"})
+
+
 def request_params(rec: CallRecord, kwargs: dict[str, Any]) -> None:
+    if _PARAMS.isdisjoint(kwargs):  # one test for the common case
+        return
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = kwargs.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
