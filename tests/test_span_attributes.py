@@ -59,7 +59,9 @@ def _compare(exporter: InMemorySpanExporter, ours: Any, sdk: Any, attributes: di
         {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.output_tokens": 5},  # a key again: moves to the end
         {"gen_ai.response.finish_reasons": []},
         {"payi.function_calls": [1, "a"]},  # not a list of str: the SDK cleans it
-        {"payi.thing": ("a", "b")},  # a tuple: the SDK's own path
+        {"payi.thing": ("a", "b")},  # a tuple of str: stored as it is (the SDK stores an equal tuple)
+        {"payi.thing": ("a", 1)},  # not a tuple of str: the SDK's own path
+        {"payi.thing": ()},
         {"payi.thing": None},
         {},
     ],
@@ -145,7 +147,9 @@ def test_other_sdk_internals_fall_back_to_the_public_method(monkeypatch: pytest.
         (SpanLimits(max_span_attributes=9), RESPONSE, True),
         (SpanLimits(max_span_attributes=8), RESPONSE, False),
         (SpanLimits(max_span_attribute_length=4), RESPONSE, False),
-        (None, {"payi.thing": ("a", "b")}, False),
+        (None, {"payi.thing": ("a", "b")}, True),  # a tuple of str: what the SDK stores
+        (None, {"payi.thing": ("a", 1)}, False),
+        (None, {"payi.thing": ()}, False),
     ],
 )
 def test_the_direct_store_is_used_only_where_the_outcome_is_the_sdks(

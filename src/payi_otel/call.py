@@ -245,8 +245,8 @@ class Call:
                 attrs[A.HTTP_RESPONSE_STATUS_CODE] = status
             elif status != 200 or failed:
                 attrs[A.PAYI_HTTP_STATUS_CODE] = status
-        if rec.finish_reasons:
-            attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = rec.finish_reasons
+        if rec.finish_reasons:  # a tuple: what the SDK stores, so the span takes it without a copy
+            attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(rec.finish_reasons)
         if rec.tool_calls:
             attrs[A.PAYI_FUNCTION_CALLS] = _json(rec.tool_calls)
         if self._ttft_ns is not None:

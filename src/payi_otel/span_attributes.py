@@ -3,8 +3,8 @@
 The OpenTelemetry SDK's ``Span.set_attributes`` checks and cleans every value (several Python calls per
 attribute: about 10,000 machine instructions for each one on CPython 3.11), which is most of what the
 response side of a call costs on the caller's thread. The values the span core writes are already what
-that cleaning produces (``str``, ``bool``, ``int``, ``float``, lists of ``str``, which the SDK stores as
-tuples), so :func:`set_attributes` stores them directly in the SDK span's attribute mapping, under the
+that cleaning produces (``str``, ``bool``, ``int``, ``float``, tuples of ``str``; lists of ``str``, which the SDK
+stores as tuples), so :func:`set_attributes` stores them directly in the SDK span's attribute mapping, under the
 same two locks and with the same rules (a key written again moves to the end; nothing on an ended span).
 
 It does so only when the outcome is identical to the SDK's own: an SDK span whose class does not override
@@ -37,6 +37,7 @@ __all__ = ["DIRECT_SPAN", "SpanStarter", "quiet_on_start", "set_attributes", "st
 logger = logging.getLogger(__name__)
 
 _PLAIN = frozenset({str, bool, int, float})
+_STR_ONLY = frozenset({str})
 
 try:
     from opentelemetry.attributes import BoundedAttributes
@@ -68,9 +69,10 @@ def _is_direct(cls: type) -> bool:
 
 def _cleaned(attributes: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The attributes as the SDK would store them (``attributes`` itself when every value is already stored as
-    it is), or None when a value needs the SDK's cleaning."""
+    it is: a plain value or a non-empty tuple of ``str``), or None when a value needs the SDK's cleaning."""
     for value in attributes.values():
-        if type(value) not in _PLAIN:
+        cls = type(value)
+        if cls not in _PLAIN and not (cls is tuple and value and _STR_ONLY.issuperset(map(type, value))):
             break
     else:
         return attributes  # the common case: no copy
@@ -79,7 +81,7 @@ def _cleaned(attributes: Mapping[str, Any]) -> Mapping[str, Any] | None:
         cls = type(value)
         if cls in _PLAIN:
             items[key] = value
-        elif cls is list and all(type(v) is str for v in value):
+        elif (cls is list or cls is tuple) and value and _STR_ONLY.issuperset(map(type, value)):
             items[key] = tuple(value)
         else:
             return None
