@@ -491,9 +491,10 @@ def test_token_counts_add_cache_reads_and_writes_to_the_input():
 
 def test_the_cached_request_side_fills_the_call_records_leading_fields_in_order():
     """A Bedrock call builds its CallRecord positionally from the request side it shares with calls of the same
-    client, model and operation: the record's fields must start with exactly those names."""
+    client, model and operation (OpenAI and Anthropic calls pass the same leading fields positionally too): the
+    record's fields must start with exactly those names."""
     from payi_otel.core import CallRecord
-    from payi_otel.instrumentation.bedrock._calls import REQUEST_FIELDS
+    from payi_otel.record import REQUEST_FIELDS
 
     assert tuple(CallRecord.__dataclass_fields__)[: len(REQUEST_FIELDS)] == REQUEST_FIELDS
 

@@ -101,19 +101,12 @@ class Operation:
             layer, remaining = split_proxy_headers(headers)
             if len(remaining) != len(headers):
                 kwargs = {**kwargs, "extra_headers": remaining}
-        rec = CallRecord(
-            provider=info.provider,
-            operation=self.operation,
-            category=info.category,
-            request_model=model,
-            resource=f"{info.prefix}{model}" if info.prefix and model else None,
-            server_address=info.address,
-            server_port=info.port,
-            provider_uri=info.uri,
-            instrumented_module=state.module_tag,
-            stream=stream,
-            business_layer=layer,
-        )
+        # CallRecord's leading fields, positionally (payi_otel.record.REQUEST_FIELDS)
+        rec = CallRecord(info.provider, self.operation, info.category, model, None,
+                         f"{info.prefix}{model}" if info.prefix and model else None, None, info.address, info.port,
+                         info.uri, state.module_tag, stream)  # fmt: skip
+        if layer is not None:
+            rec.business_layer = layer
         max_tokens = kwargs.get("max_tokens", kwargs.get("max_tokens_to_sample"))
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             rec.max_tokens = max_tokens

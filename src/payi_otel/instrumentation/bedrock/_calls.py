@@ -50,10 +50,8 @@ OPERATIONS = frozenset({CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM})
 _NO_USAGE = "Bedrock reported no token counts (no X-Amzn-Bedrock-*-Token-Count headers, none in the body)"
 
 
-# The request side every call of one client, model and operation shares: CallRecord's leading fields, in this
-# order, passed positionally (a call with a dozen keywords costs about three times as much; a test checks the order).
-REQUEST_FIELDS = ("provider", "operation", "category", "request_model", "response_model", "resource",
-                  "resource_scope", "server_address", "server_port", "provider_uri", "instrumented_module", "stream")
+# The request side every call of one client, model and operation shares: CallRecord's leading fields
+# (payi_otel.record.REQUEST_FIELDS), passed positionally.
 
 
 class _Request:

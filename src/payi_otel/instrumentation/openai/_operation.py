@@ -81,18 +81,11 @@ class OpenAIOperation:
             info.accepts_stream_options
         ):
             kwargs, hide = with_include_usage(kwargs)
-        rec = CallRecord(
-            provider=info.provider,
-            operation=self.operation,
-            category=info.category,
-            request_model=model,
-            server_address=info.address,
-            server_port=info.port,
-            provider_uri=info.uri,
-            instrumented_module=state.module_tag,
-            stream=stream,
-            business_layer=layer,
-        )
+        # CallRecord's leading fields, positionally (payi_otel.record.REQUEST_FIELDS)
+        rec = CallRecord(info.provider, self.operation, info.category, model, None, None, None, info.address,
+                         info.port, info.uri, state.module_tag, stream)  # fmt: skip
+        if layer is not None:
+            rec.business_layer = layer
         if info.provider == PROVIDER_AZURE and state.azure_deployments:
             rec.resource = state.azure_deployments.get(model or "") or state.azure_deployments.get(
                 info.deployment or ""
