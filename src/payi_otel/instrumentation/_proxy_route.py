@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from payi_otel.core import CallRecord
+from payi_otel.enforcement import enabled as enforcement_enabled
 from payi_otel.instrumentation._enforce import check_limits, request_size
 from payi_otel.instrumentation._wrapping import FirstUse, Target
 from payi_otel.proxy_mode import PROVIDER_BASE_URI, ROUTE_HEADER, active, call_headers
@@ -28,7 +29,8 @@ def before_provider_call(rec: CallRecord, kwargs: dict[str, Any], route: str | N
     when on, checks it (raising ``LimitError`` to refuse it)."""
     if route is not None and active() is not None:  # asked first: most calls are not in proxy mode
         kwargs = through_proxy(rec, kwargs, route)
-    check_limits(rec, lambda: _bounds(rec, kwargs))
+    if not rec.proxied and enforcement_enabled():  # the bounds' closure only when limits are enforced
+        check_limits(rec, lambda: _bounds(rec, kwargs))
     return kwargs
 
 
