@@ -201,14 +201,16 @@ class Call:
                 except Exception:
                     logger.exception("payi-otel: could not record the finished call %s", self.name)
         span.end(end_time=end_ns)  # the span's duration is the call's end-to-end latency
-        key: MetricKey = (rec.operation, rec.provider, rec.request_model, rec.response_model, rec.server_address,
-                          rec.server_port, error_type)  # fmt: skip
-        self.core.metrics.queue((
-            key,
-            max(end_ns - self._t0, 0) / 1e9,
-            usage.input_tokens if usage is not None else None,
-            usage.output_tokens if usage is not None else None,
-        ))
+        call_metrics = self.core.metrics
+        if call_metrics.live:
+            key: MetricKey = (rec.operation, rec.provider, rec.request_model, rec.response_model,
+                              rec.server_address, rec.server_port, error_type)  # fmt: skip
+            call_metrics.queue((
+                key,
+                max(end_ns - self._t0, 0) / 1e9,
+                usage.input_tokens if usage is not None else None,
+                usage.output_tokens if usage is not None else None,
+            ))
 
     def _emit_details(self, event_logger: Logger, attrs: dict[str, Any]) -> None:
         """The ``gen_ai.client.inference.operation.details`` event: the call's attributes and its content."""

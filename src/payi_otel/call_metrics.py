@@ -56,6 +56,9 @@ class CallMetrics:
             description="Measures number of input and output tokens used",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
+        # False for the API's no-op meter (metrics switched off): its histograms record nothing, so the caller's
+        # thread queues nothing either.
+        self.live = type(meter) is not metrics.NoOpMeter
         self._pending: deque[tuple[MetricKey, float, int | None, int | None]] = deque()
         # Queue one call's measurements ``(key, seconds, input tokens, output tokens)``: on the caller's
         # thread this is the deque's own append, no Python call.
