@@ -110,8 +110,11 @@ class Operation:
         max_tokens = kwargs.get("max_tokens", kwargs.get("max_tokens_to_sample"))
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             rec.max_tokens = max_tokens
-        rec.temperature = _number(kwargs.get("temperature"))
-        rec.top_p = _number(kwargs.get("top_p"))
+        temperature, top_p = kwargs.get("temperature"), kwargs.get("top_p")
+        if temperature is not None:
+            rec.temperature = _number(temperature)
+        if top_p is not None:
+            rec.top_p = _number(top_p)
         messages = kwargs.get("messages")
         if state.core.capture_content:
             prompt = messages if messages is not None else kwargs.get("prompt")
@@ -139,7 +142,7 @@ class Operation:
             call.record.status_code = getattr(response, "status_code", 200)
             return self.wrap_stream(call, result)
         call.record.status_code = 200  # the SDK raises for any other status
-        self.read(call.record, result, call.capture_content)
+        self.read(call.record, result, self.state.core.capture_content)
         self.end(call)
         return result
 
