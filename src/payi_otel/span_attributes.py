@@ -17,8 +17,10 @@ The request-side attributes are written the same way when the span starts (:clas
 started without attributes, then they are stored. That is only done when nothing that runs while the span
 starts could read them: the tracer's sampler is one of the SDK's own samplers (their decision never depends
 on attributes; they hand the attributes through unchanged) and every span processor is the SDK's simple or
-batch processor or our own (none of them reads attributes when a span starts). With any other sampler or
-span processor the attributes go to ``tracer.start_span`` as usual, so a custom sampler or processor sees them.
+batch processor or our own (none of them reads attributes when a span starts, or keeps a reference to the
+span there). With any other sampler or span processor the attributes go to ``tracer.start_span`` as usual, so a
+custom sampler or processor sees them. The new span is then reachable from no other code (it is in no context
+yet), so these attributes are stored without taking the span's locks.
 """
 
 from __future__ import annotations
@@ -125,14 +127,16 @@ def store_attributes(span: Any, attributes: Mapping[str, Any]) -> bool:
 
 
 # --- span start ----------------------------------------------------------------------------------------
-# Span processors that never read a span's attributes in ``on_start`` (ours is added by payi_otel.processor).
+# Span processors that never read a span's attributes in ``on_start``, nor keep the span there (ours is added by
+# payi_otel.processor).
 _QUIET_PROCESSORS: set[type] = set()
 if _SDKTracer is not None:
     _QUIET_PROCESSORS.update({_sdk_export.SimpleSpanProcessor, _sdk_export.BatchSpanProcessor})
 
 
 def quiet_on_start(cls: type) -> None:
-    """Declare that span processor class ``cls`` never reads attributes when a span starts."""
+    """Declare that span processor class ``cls`` never reads attributes when a span starts, nor keeps a reference
+    to the span there."""
     _QUIET_PROCESSORS.add(cls)
 
 
@@ -195,8 +199,9 @@ class SpanStarter:
             ):
                 items = _cleaned(attributes)
                 if items is not None:
-                    with span._lock, store._lock:
-                        store._dict.update(items)
+                    # No lock: nothing else can reach the span yet (it is in no context, and the processors that
+                    # saw it start keep no reference to it).
+                    store._dict.update(items)
                     return span  # type: ignore[no-any-return]
         if span.is_recording():
             span.set_attributes(attributes)
