@@ -93,7 +93,7 @@ def start_span(tracer: Any, decided: Decisions, name: str, context: Any, kind: A
     if not tracer._tracer_config.is_enabled:
         return None
     parent = context.get(_SPAN_KEY)
-    parent_context = parent.get_span_context() if isinstance(parent, _APISpan) else None
+    parent_context = parent.get_span_context() if parent is not None and isinstance(parent, _APISpan) else None
     ids = tracer.id_generator
     if parent_context is not None and not isinstance(parent_context, SpanContext):
         return None  # the SDK raises its TypeError
