@@ -40,6 +40,7 @@ from payi_otel.core import Call
 from payi_otel.enforcement import LimitError, PlannedCall
 from payi_otel.enforcement import enabled as enforcement_enabled
 from payi_otel.fastcontext import instrumentation_enabled as is_instrumentation_enabled
+from payi_otel.fastcontext import leave_sync
 from payi_otel.instrumentation._enforce import ReserveFirst, deferring, reserve_then
 
 logger = logging.getLogger(__name__)
@@ -191,10 +192,10 @@ class WrapSet:
             try:
                 result = wrapped(*args, **kwargs)
             except BaseException as exc:
-                call.deactivate(token)
+                leave_sync(token)
                 _failed(call, exc)
                 raise
-            call.deactivate(token)
+            leave_sync(token)  # entered in this synchronous stretch: no check needed
             return _done(op, call, result)
 
         afinish = getattr(op, "afinish", None)
