@@ -78,7 +78,7 @@ def reset() -> None:
 
 def active() -> ProxySettings | None:
     """The proxy settings when the current call is in proxy mode, else None."""
-    flag = fastcontext.get_value(PROXY_KEY)
+    flag = fastcontext.get_current().get(PROXY_KEY)  # get_value(PROXY_KEY) without its Python call
     settings = _SETTINGS
     if flag is None:
         return settings if settings is not None and settings.enabled else None
