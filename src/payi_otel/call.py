@@ -18,7 +18,7 @@ from opentelemetry._logs import Logger, LogRecord
 from opentelemetry.trace import Status, StatusCode
 
 from payi_otel import attributes as A
-from payi_otel import fastcontext, finished, messages
+from payi_otel import fastcontext, fastjson, finished, messages
 from payi_otel.call_metrics import MetricKey
 from payi_otel.record import CallRecord, fq_name
 from payi_otel.span_attributes import DIRECT_SPAN, store_attributes
@@ -250,7 +250,7 @@ class Call:
         if rec.finish_reasons:  # a tuple: what the SDK stores, so the span takes it without a copy
             attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(rec.finish_reasons)
         if rec.tool_calls:
-            attrs[A.PAYI_FUNCTION_CALLS] = _json(rec.tool_calls)
+            attrs[A.PAYI_FUNCTION_CALLS] = fastjson.compact(rec.tool_calls)  # dicts of str: _json's text
         if self._ttft_ns is not None:
             attrs[A.PAYI_TIME_TO_FIRST_TOKEN_MS] = self._ttft_ns // 1_000_000
         if rec.stream_outcome is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from payi_otel import fastjson
 from payi_otel.units import Usage
 
 _OTHER_MODEL_ITERATIONS = frozenset({"advisor_message"})
@@ -117,8 +118,8 @@ def split_vision(usage: Usage, image_tokens: int) -> None:
 
 
 def tool_arguments(value: Any) -> str:
-    """A tool call's input as Pay-i records it: ``json.dumps`` of the input object."""
-    return json.dumps(value if value is not None else {})
+    """A tool call's input as Pay-i records it: ``json.dumps`` of the input object (parsed JSON)."""
+    return fastjson.dumps(value if value is not None else {})
 
 
 def streamed_arguments(partial_json: str, start_input: Any) -> str:
