@@ -320,9 +320,11 @@ def main() -> None:
     for other in ("official", "openllmetry"):
         if other in med and med[other] > 0:
             ratio = med["ours"] / med[other]
-            verdict = "OK" if ratio <= 0.5 else "ABOVE TARGET"
-            print(f"  ours/{other} added CPU: {med['ours']:.1f} / {med[other]:.1f} = {ratio:.2f}"
-                  f" (target <= 0.50: {verdict})")  # fmt: skip
+            if other == "official":  # the target is against OpenTelemetry's own instrumentation
+                verdict = f"target <= 0.50: {'OK' if ratio <= 0.5 else 'ABOVE TARGET'}"
+            else:
+                verdict = "for comparison, no target"
+            print(f"  ours/{other} added CPU: {med['ours']:.1f} / {med[other]:.1f} = {ratio:.2f} ({verdict})")
     print(f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us;"
           f" bare-vs-bare noise: {med['bare']:+.1f} us")  # fmt: skip
 
