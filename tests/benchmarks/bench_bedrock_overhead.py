@@ -22,7 +22,7 @@ skipped with a message.
 
 Targets (as for OpenAI): our added cost per call <= 0.5 x the official one's; <= 1 us per streamed event
 (measured in isolation: recorded ConverseStream events and InvokeModelWithResponseStream chunks through
-the stream proxy and our handlers, span end amortized).
+the stream proxy and our handlers, span end amortized); RSS flat over 100k calls (``--memory-calls``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from bench_openai_overhead import BATCH, SETTLE, _own_venv, _spread, _timed, payi_journal
+from bench_openai_overhead import BATCH, SETTLE, _own_venv, _spread, _timed, payi_journal, print_rss, rss_over
 
 VENV = Path("/tmp/payi-otel-bench-venv-bedrock")
 OTHERS = {
@@ -141,6 +141,16 @@ class _Setup:
 
 def worker(mode: str, calls: int) -> dict:
     return measure_calls(_Setup(mode), mode, calls)
+
+
+def memory_worker(calls: int) -> dict:
+    """RSS of ours over ``calls`` converse calls, after a warm-up."""
+    setup = _Setup("ours")
+    instrumented, _ = setup.calls()
+    setup.switch(True)
+    for _ in range(min(calls // 5, 1000)):
+        instrumented()
+    return rss_over(instrumented, calls)
 
 
 def measure_calls(setup: _Setup, mode: str, calls: int) -> dict:
@@ -291,9 +301,14 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000, help="calls per process (half instrumented, half bare)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of fresh processes")
     ap.add_argument("--events", action="store_true", help="internal: per-event cost in isolation")
+    ap.add_argument("--memory-calls", type=int, default=100_000, help="calls of the RSS check (0: skip it)")
+    ap.add_argument("--memory", action="store_true", help="internal: the RSS check in this process")
     args = ap.parse_args()
     if args.events:
         print(json.dumps(event_cost(200)))
+        return
+    if args.memory:
+        print(json.dumps(memory_worker(args.memory_calls)))
         return
     if args.worker:
         print(json.dumps(worker(args.worker, args.calls)))
@@ -336,6 +351,8 @@ def main() -> None:
         verdict = "OK" if value <= 1.0 else "ABOVE TARGET"
         print(f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
               f" (target <= 1: {verdict})")
+    if args.memory_calls:
+        print_rss(run(python, ["--memory", "--memory-calls", str(args.memory_calls)]), args.memory_calls)
 
 
 if __name__ == "__main__":

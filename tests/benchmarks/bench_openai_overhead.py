@@ -119,6 +119,26 @@ def _rss_split() -> str:
     return f"heap {kb.get('RssAnon', 0) / 1024:.0f} + file {kb.get('RssFile', 0) / 1024:.0f}"
 
 
+def rss_over(call: Any, calls: int) -> dict:
+    """Resident memory (MB) and its heap / file split after each fifth of ``calls`` calls of ``call``."""
+    marks, split = {}, {}
+    for i in range(1, calls + 1):
+        call()
+        if i % (calls // 5) == 0:
+            marks[i] = round(_rss_mb(), 1)
+            split[i] = _rss_split()
+    return {"rss_mb": marks, "split": split}
+
+
+def print_rss(measured: dict, calls: int) -> None:
+    """The memory check's verdict: flat when it grew by less than 5 MB after the first fifth."""
+    mem = measured["rss_mb"]
+    first, last = next(iter(mem.values())), list(mem.values())[-1]
+    print(f"\nRSS with ours over {calls} calls (MB at call count): {mem}")
+    print(f"  of which (MB): {measured['split']}")
+    print(f"  growth after the first fifth: {last - first:+.1f} MB ({'flat' if last - first < 5 else 'GROWING'})")
+
+
 # --- worker (one mode, one process) ---------------------------------------------------------------
 def payi_journal() -> Any:
     """The durable call journal every call of ours is appended to before it returns (as with the Pay-i exporter in
@@ -245,13 +265,7 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "
     for _ in range(min(calls // 5, 1000)):
         instrumented()
     if scenario == "memory":
-        marks, split = {}, {}
-        for i in range(1, calls + 1):
-            instrumented()
-            if i % (calls // 5) == 0:
-                marks[i] = round(_rss_mb(), 1)
-                split[i] = _rss_split()
-        return {"mode": mode, "rss_mb": marks, "split": split}
+        return {"mode": mode, **rss_over(instrumented, calls)}
     return paired_overhead(setup, instrumented, bare, calls, mode)
 
 
@@ -552,12 +566,7 @@ def main() -> None:
           f" {_spread(iso_added, 3)} (target <= 1: {verdict})")
 
     # Memory.
-    measured = run(python, "ours", args.memory_calls, "memory", 0)
-    mem = measured["rss_mb"]
-    first, last = next(iter(mem.values())), list(mem.values())[-1]
-    print(f"\nRSS with ours over {args.memory_calls} calls (MB at call count): {mem}")
-    print(f"  of which (MB): {measured['split']}")
-    print(f"  growth after the first fifth: {last - first:+.1f} MB ({'flat' if last - first < 5 else 'GROWING'})")
+    print_rss(run(python, "ours", args.memory_calls, "memory", 0), args.memory_calls)
 
 
 if __name__ == "__main__":
