@@ -150,9 +150,14 @@ def payi_journal() -> Any:
     from payi_otel.exporters import PayiSpanExporter
 
     spool = tempfile.mkdtemp(prefix="payi-bench-")
-    # Removed at exit, after the exporter's own shutdown (registered later, so run first).
-    atexit.register(shutil.rmtree, spool, ignore_errors=True)
-    return PayiSpanExporter(offline_file=f"{spool}/events.jsonl", spool_dir=spool)
+    exporter = PayiSpanExporter(offline_file=f"{spool}/events.jsonl", spool_dir=spool)
+
+    def remove() -> None:  # at exit: the journal's thread stopped first, then its directory removed
+        exporter.shutdown()
+        shutil.rmtree(spool, ignore_errors=True)
+
+    atexit.register(remove)
+    return exporter
 
 
 class _Setup:
