@@ -205,48 +205,14 @@ class _KeyValues(dict[bytes, "tuple[str, Any] | None"]):
         # key's: tags, lengths, key, and a string's length or a count's low byte) was seen before, in
         # an attribute of this size: the head gives the key and the layout, the rest is the value.
         head = _heads.get(raw[: raw[1] + 6]) if size > 6 else None
+        value: Any = None
         if head is not None and head[1] == size:
             low = head[2]
             if low is None:
-                value: Any = raw[raw[1] + 6 :].decode()  # invalid UTF-8 raises, as below
-            else:
-                value = low | (raw[-1] << 7) if raw[-1] < 0x80 else None
-            if value is not None:
-                pair: tuple[str, Any] | None = (head[0], value)
-                if size <= CACHE_MAX_BYTES:  # remember(self, raw, pair) without the call
-                    if len(self) >= CACHE_SIZE:
-                        self.clear()
-                    self[raw] = pair
-                return pair
-        end = raw[1] + 2 if size > 2 and raw[0] == 0x0A else size
-        if end + 2 <= size and end < 0x82 and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
-            key = _keys[raw[2:end]]
-            if key is None:
-                pair = None
-            else:
-                start = end + 2  # the encoded AnyValue
-                tag = raw[start] if start < size else 0
-                value = None
-                if tag == 0x0A:  # a string shorter than 128 bytes
-                    if start + 1 < size and raw[start + 1] == size - start - 2:
-                        value = raw[start + 2 :].decode()
-                        _remember_head(raw[: start + 2], key, size, None)
-                elif tag == 0x18:  # most counts fit in one or two varint bytes: read them here
-                    rest = size - start
-                    low = raw[start + 1] if rest > 1 else 0x80
-                    if rest == 2:
-                        value = low if low < 0x80 else None
-                    elif rest == 3 and low >= 0x80 and raw[-1] < 0x80:
-                        value = (low & 0x7F) | (raw[-1] << 7)
-                        _remember_head(raw[: start + 2], key, size, low & 0x7F)
-                    else:
-                        value = _varint(raw, start + 1)
-                if value is None:
-                    value = _values[raw[start:]]
-                pair = (key, value)
-        else:  # anything else the protobuf way
-            kv = _LeanKeyValue.FromString(raw)
-            pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
+                value = raw[raw[1] + 6 :].decode()  # invalid UTF-8 raises, as below
+            elif raw[-1] < 0x80:
+                value = low | (raw[-1] << 7)
+        pair = (head[0], value) if head is not None and value is not None else _split(raw, size)
         if size <= CACHE_MAX_BYTES:  # remember(self, raw, pair) without the call
             if len(self) >= CACHE_SIZE:
                 self.clear()
@@ -261,10 +227,39 @@ _key_values = _KeyValues()
 _heads: dict[bytes, tuple[str, int, int | None]] = {}
 
 
-def _remember_head(head: bytes, key: str, size: int, low: int | None) -> None:
-    if len(_heads) >= CACHE_SIZE:
-        _heads.clear()
-    _heads[head] = (key, size, low)
+def _split(raw: bytes, size: int) -> tuple[str, Any] | None:
+    """``(key, value)`` of an encoded ``KeyValue`` no cache holds, or ``None`` for a key the mapping never
+    reads; a string's or a two-byte count's head is remembered for the next value of its layout."""
+    end = raw[1] + 2 if size > 2 and raw[0] == 0x0A else size
+    if end + 2 <= size and end < 0x82 and raw[end] == 0x12 and raw[end + 1] == size - end - 2:
+        key = _keys[raw[2:end]]
+        if key is None:
+            pair = None
+        else:
+            start = end + 2  # the encoded AnyValue
+            tag = raw[start] if start < size else 0
+            value: Any = None
+            if tag == 0x0A:  # a string shorter than 128 bytes
+                if start + 1 < size and raw[start + 1] == size - start - 2:
+                    value = raw[start + 2 :].decode()
+                    remember(_heads, raw[: start + 2], (key, size, None))
+            elif tag == 0x18:  # most counts fit in one or two varint bytes: read them here
+                rest = size - start
+                low = raw[start + 1] if rest > 1 else 0x80
+                if rest == 2:
+                    value = low if low < 0x80 else None
+                elif rest == 3 and low >= 0x80 and raw[-1] < 0x80:
+                    value = (low & 0x7F) | (raw[-1] << 7)
+                    remember(_heads, raw[: start + 2], (key, size, low & 0x7F))
+                else:
+                    value = _varint(raw, start + 1)
+            if value is None:
+                value = _values[raw[start:]]
+            pair = (key, value)
+    else:  # anything else the protobuf way
+        kv = _LeanKeyValue.FromString(raw)
+        pair = (kv.key, _lean_value(kv.value)) if is_mapped_attribute(kv.key) else None
+    return pair
 
 
 def _lean_value(value: Any) -> Any:
