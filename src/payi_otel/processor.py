@@ -91,11 +91,7 @@ class BusinessContextSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            try:  # _is_ours, inline: this runs for every span
-                ours = span._instrumentation_scope._name == SCOPE_NAME  # type: ignore[union-attr]
-            except AttributeError:
-                ours = _is_ours(span)
-            if ours:
+            if _is_ours(span):
                 if span._parent is None:  # a root span of ours: no span of another instrumentation above it
                     return
                 parent = trace.get_current_span(parent_context)

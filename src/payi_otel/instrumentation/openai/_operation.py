@@ -13,7 +13,6 @@ from payi_otel.messages import Message
 from payi_otel.stream import AsyncStreamProxy, StreamProxy
 from payi_otel.units import Usage
 
-from . import _request
 from ._content import system_instructions, text_input
 from ._request import (
     PROVIDER_AZURE,
@@ -105,7 +104,7 @@ class OpenAIOperation:
     def finish(self, call: Call, result: Any) -> Any:
         if isinstance(result, self.state.raw.types):
             return self.state.raw.adopt(self, call, result)
-        if self.stream_kind is not None and isinstance(result, _request._stream_types):  # is_stream_result, inline
+        if self.is_stream_result(result):
             response = getattr(result, "response", None)
             call.record.status_code = getattr(response, "status_code", 200)
             return self.wrap_stream(call, result)
