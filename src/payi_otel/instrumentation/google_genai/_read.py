@@ -6,11 +6,11 @@ field.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from payi_otel import fastjson
 from payi_otel.core import COMPLETED, ERROR, Call, CallRecord
 from payi_otel.instrumentation.google_genai._content import output_messages
 from payi_otel.instrumentation.google_genai._usage import _g, embedding_usage, usage_from_metadata
@@ -34,7 +34,7 @@ def _arguments(args: Any) -> str:
     if isinstance(args, str):
         return args
     try:
-        return json.dumps(args, default=str, ensure_ascii=False, separators=(",", ":"))
+        return fastjson.compact(args)  # parsed JSON
     except (TypeError, ValueError):
         return str(args)
 
