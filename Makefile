@@ -70,6 +70,7 @@ TYPECHECK_TREE := build/typecheck
 
 lint: setup
 	$(BIN)/ruff check src exporters tests
+	$(BIN)/ruff format --check src exporters tests
 	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/payi_otel
 	ln -s $(CURDIR)/src/payi_otel/* $(TYPECHECK_TREE)/payi_otel/
 	ln -s $(CURDIR)/exporters $(TYPECHECK_TREE)/payi_otel/exporters

@@ -250,9 +250,7 @@ class DeliveryWorker:
         batch.keep(keep)
 
     def _dead_letter(self, rejected: list[Any]) -> None:
-        self.spool.dead_letter(
-            [{"status": r.status, "reason": r.reason, "event": r.event} for r in rejected]
-        )
+        self.spool.dead_letter([{"status": r.status, "reason": r.reason, "event": r.event} for r in rejected])
         self.rejected += len(rejected)
         path = str(self.spool.dead_letter_path)
         with _dead_letter_logged_lock:

@@ -117,9 +117,7 @@ class Spool:
         """
         return self._write(events, batch_size, _HELD_PREFIX)
 
-    def _write(
-        self, events: list[dict[str, Any]], batch_size: int, prefix: str
-    ) -> tuple[list[HeldBatch], int]:
+    def _write(self, events: list[dict[str, Any]], batch_size: int, prefix: str) -> tuple[list[HeldBatch], int]:
         room = self.max_bytes - self.pending_bytes()
         written: list[HeldBatch] = []
         dropped = 0

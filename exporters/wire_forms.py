@@ -18,7 +18,9 @@ __all__ = ["ATTRIBUTION_FIELDS", "render_bulk_item", "render_single"]
 ATTRIBUTION_FIELDS = P.ATTRIBUTION_FIELDS
 # reservation_id: beyond Pay-i, the local service's settlement of a block-limit reservation
 _HEADER_NAMES = {
-    **P.ATTRIBUTION_HEADERS, "instrumented_module": P.INSTRUMENTED_MODULE, "reservation_id": "xProxy-Reservation-ID"
+    **P.ATTRIBUTION_HEADERS,
+    "instrumented_module": P.INSTRUMENTED_MODULE,
+    "reservation_id": "xProxy-Reservation-ID",
 }
 _NOT_IN_BODY = frozenset(ATTRIBUTION_FIELDS) | {"instrumented_module", "reservation_id"}
 

@@ -21,8 +21,10 @@ def main() -> None:
     refused_errors: tuple[type[BaseException], ...]
     if mode == "proxy":
         client = openai.OpenAI(
-            api_key="sk-provider-key", base_url=f"{service}/api/v1/proxy/openai/v1",
-            default_headers={"xProxy-api-key": key, "xProxy-Limit-IDs": limit_id}, max_retries=0,
+            api_key="sk-provider-key",
+            base_url=f"{service}/api/v1/proxy/openai/v1",
+            default_headers={"xProxy-api-key": key, "xProxy-Limit-IDs": limit_id},
+            max_retries=0,
         )
         refused_errors = (openai.BadRequestError,)
         handle = None

@@ -54,7 +54,6 @@ def client(path: Path) -> openai.OpenAI:
                          http_client=HTTP.Client(transport=transport), max_retries=0)  # fmt: skip
 
 
-
 def instrument_peers() -> None:
     for name in filter(None, os.environ.get("PAYI_APP_PEERS", "").split(",")):
         if name == "openai_v2":
@@ -94,8 +93,9 @@ def main(rounds: int) -> None:
 
 def _embeddings_client() -> openai.OpenAI:
     recorded = _recorded(EMBEDDINGS)
-    transport = HTTP.MockTransport(lambda request: HTTP.Response(200, content=recorded.body,
-                                                                 headers={"content-type": "application/json"}))
+    transport = HTTP.MockTransport(
+        lambda request: HTTP.Response(200, content=recorded.body, headers={"content-type": "application/json"})
+    )
     return openai.OpenAI(api_key="test", base_url="https://api.openai.com/v1",
                          http_client=HTTP.Client(transport=transport), max_retries=0)  # fmt: skip
 

@@ -136,12 +136,26 @@ class FaultServer:
         if isinstance(body, list):
             sent_ids = {item.get("provider_response_id") for item in body}
             if self.max_bulk_items is not None and len(body) > self.max_bulk_items:
-                self._reply(handler, 413, {"statusCode": 413, "message": "too large",
-                                           "xproxy_error": {"code": "request_too_large", "message": "too large"}})
+                self._reply(
+                    handler,
+                    413,
+                    {
+                        "statusCode": 413,
+                        "message": "too large",
+                        "xproxy_error": {"code": "request_too_large", "message": "too large"},
+                    },
+                )
                 return
         if sent_ids & self.poison_ids:
-            self._reply(handler, 500, {"statusCode": 500, "message": "poisoned",
-                                       "xproxy_error": {"code": "unexpected_error", "message": "integer overflow"}})
+            self._reply(
+                handler,
+                500,
+                {
+                    "statusCode": 500,
+                    "message": "poisoned",
+                    "xproxy_error": {"code": "unexpected_error", "message": "integer overflow"},
+                },
+            )
             return
         if url.path == "/api/v1/ingest":
             event_id = parse_qs(url.query).get("id", [None])[0]

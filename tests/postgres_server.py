@@ -44,7 +44,9 @@ def ensure_installed() -> Path:
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
-        check=True, env=env, stdout=subprocess.DEVNULL,
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     found = _bin_dir()
     if found is None:
@@ -76,28 +78,63 @@ def postgres_server(fast: bool = False) -> Iterator[str]:
         os.chown(root, pw.pw_uid, pw.pw_gid)
     port = _free_port()
     options = [
-        "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}", "-c", f"unix_socket_directories={root}",
-        "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"port={port}",
+        "-c",
+        f"unix_socket_directories={root}",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "shared_buffers=128MB",
     ]
     if fast:
         options += ["-c", "fsync=off", "-c", "full_page_writes=off"]
     try:
         subprocess.run(
-            _as_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "payi", "--auth=trust", "-E", "UTF8",
-                      "--locale=C.UTF-8"]),
-            check=True, stdout=subprocess.DEVNULL,
+            _as_user(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "payi",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         subprocess.run(
-            _as_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
-                      "-o", " ".join(options), "start"]),
-            check=True, stdout=subprocess.DEVNULL,
+            _as_user(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(root / "log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    " ".join(options),
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         try:
             yield f"postgresql://payi@127.0.0.1:{port}/postgres"
         finally:
             subprocess.run(
                 _as_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                check=False, stdout=subprocess.DEVNULL,
+                check=False,
+                stdout=subprocess.DEVNULL,
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -95,7 +95,11 @@ class RecordedUpstream:
         with self._lock:
             self.requests.append(
                 SeenRequest(
-                    scope["method"], scope["path"], scope["query_string"].decode(), headers, body,
+                    scope["method"],
+                    scope["path"],
+                    scope["query_string"].decode(),
+                    headers,
+                    body,
                     tuple(scope["client"]) if scope.get("client") else None,
                 )
             )
@@ -110,7 +114,8 @@ class RecordedUpstream:
             document = interaction.json()
             document["id"] = f"{document['id']}-{number}"
             interaction = replace(
-                interaction, body=json.dumps(document).encode(),
+                interaction,
+                body=json.dumps(document).encode(),
                 headers=tuple((k, v) for k, v in interaction.headers if k.lower() != "content-encoding"),
             )
         await send(
@@ -118,9 +123,7 @@ class RecordedUpstream:
                 "type": "http.response.start",
                 "status": status or interaction.status,
                 "headers": [
-                    (k.encode("latin-1"), v.encode("latin-1"))
-                    for k, v in interaction.headers
-                    if k.lower() not in _DROP
+                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in interaction.headers if k.lower() not in _DROP
                 ],
             }
         )

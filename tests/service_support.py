@@ -1,10 +1,10 @@
 """Test helper: a real local Pay-i-compatible service on 127.0.0.1 (uvicorn in a background thread).
 
-    from service_support import running_service
+from service_support import running_service
 
-    def test_x(tmp_path):
-        with running_service(tmp_path) as svc:
-            httpx.post(f"{svc.base_url}/api/v1/ingest", headers={"xProxy-api-key": svc.api_key}, json=...)
+def test_x(tmp_path):
+    with running_service(tmp_path) as svc:
+        httpx.post(f"{svc.base_url}/api/v1/ingest", headers={"xProxy-api-key": svc.api_key}, json=...)
 """
 
 from __future__ import annotations

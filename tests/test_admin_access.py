@@ -31,8 +31,11 @@ def remote(tmp_path_factory):
         server.data_dir = data
         server.api_key = read_default_key(data)
         server.admin = admin_token_path(data).read_text().strip()
-        created = httpx.post(f"{server.base_url}/api/v1/admin/applications", json={"name": "other", "group": "g2"},
-                             headers={"Authorization": f"Bearer {server.admin}"})
+        created = httpx.post(
+            f"{server.base_url}/api/v1/admin/applications",
+            json={"name": "other", "group": "g2"},
+            headers={"Authorization": f"Bearer {server.admin}"},
+        )
         assert created.status_code == 201, created.text
         server.other_key = created.json()["keys"][0]["key"]
         server.mine = _ingest(server.base_url, server.api_key, "alice").json()
@@ -44,13 +47,18 @@ def test_the_admin_token_is_created_at_first_run_with_owner_only_access(remote):
     path = admin_token_path(remote.data_dir)
     assert path.stat().st_mode & 0o777 == 0o600
     assert remote.admin.startswith("payi-admin-") and len(remote.admin) > 40
-    printed = subprocess.run([sys.executable, "-m", "payi_otel.cli", "admin-token", "--data-dir", str(remote.data_dir)],
-                             capture_output=True, text=True, check=True)
+    printed = subprocess.run(
+        [sys.executable, "-m", "payi_otel.cli", "admin-token", "--data-dir", str(remote.data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert printed.stdout.strip() == remote.admin
 
 
-@pytest.mark.parametrize("path", ["/api/v1/reports", "/api/v1/reports/requests", "/api/v1/reports/use_cases",
-                                  "/api/v1/admin/organization"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/reports", "/api/v1/reports/requests", "/api/v1/reports/use_cases", "/api/v1/admin/organization"]
+)
 def test_off_loopback_reports_and_admin_need_the_admin_token(remote, path):
     url = f"{remote.base_url}{path}"
     anonymous = httpx.get(url)
@@ -64,8 +72,10 @@ def test_the_admin_token_reads_every_application(remote):
     admin = {"Authorization": f"Bearer {remote.admin}"}
     rep = httpx.get(f"{remote.base_url}/api/v1/reports", params={"group_by": "application"}, headers=admin).json()
     costs = {row["group"]["application"]: row["cost_usd"] for row in rep["rows"]}
-    assert costs == {"default": remote.mine["xproxy_result"]["cost"]["total"]["base"],
-                     "other": remote.theirs["xproxy_result"]["cost"]["total"]["base"]}
+    assert costs == {
+        "default": remote.mine["xproxy_result"]["cost"]["total"]["base"],
+        "other": remote.theirs["xproxy_result"]["cost"]["total"]["base"],
+    }
     one = httpx.get(f"{remote.base_url}/api/v1/reports", params={"application": "other"}, headers=admin).json()
     assert one["total"]["requests"] == 1
     detail = httpx.get(f"{remote.base_url}/api/v1/reports/requests/{remote.theirs['request_id']}", headers=admin)
@@ -94,8 +104,9 @@ def test_application_keys_never_read_other_applications(remote):
 
 def test_created_applications_keys_are_accepted_at_once_and_rotation_retires_the_old_key(remote):
     admin = {"Authorization": f"Bearer {remote.admin}"}
-    created = httpx.post(f"{remote.base_url}/api/v1/admin/applications", json={"name": "fresh", "group": "team-a"},
-                         headers=admin)
+    created = httpx.post(
+        f"{remote.base_url}/api/v1/admin/applications", json={"name": "fresh", "group": "team-a"}, headers=admin
+    )
     assert created.status_code == 201
     body = created.json()
     assert body["group"] == "team-a" and [k["slot"] for k in body["keys"]] == [1, 2]
@@ -140,8 +151,12 @@ def test_on_loopback_the_dashboard_and_reports_are_open_but_not_to_other_host_na
         assert localhost.status_code == 200
         # an application key sent on loopback still reads its own application only
         _, other_key = _other_application(svc)
-        assert httpx.get(f"{svc.base_url}/api/v1/reports",
-                         headers={"xProxy-api-key": other_key}).json()["total"]["requests"] == 0
+        assert (
+            httpx.get(f"{svc.base_url}/api/v1/reports", headers={"xProxy-api-key": other_key}).json()["total"][
+                "requests"
+            ]
+            == 0
+        )
         security = httpx.get(f"{svc.base_url}/openapi.json").json()["paths"]["/api/v1/reports"]["get"]["security"]
         assert {} in security
 
@@ -203,13 +218,15 @@ def test_use_cases_overview_has_instances_and_kpi_scores(tmp_path):
         overview = httpx.get(f"{svc.base_url}/api/v1/reports/use_cases", params={"recent": 2}).json()
         (summary,) = overview["use_cases"]
         assert summary["use_case_name"] == "triage" and summary["instances"] == 3
-        assert summary["kpis"] == [{"name": "helpful", "kpi_type": "number", "goal": 10.0, "mean_score": 6.0,
-                                    "scored_instances": 2}]
+        assert summary["kpis"] == [
+            {"name": "helpful", "kpi_type": "number", "goal": 10.0, "mean_score": 6.0, "scored_instances": 2}
+        ]
         recent = overview["recent_instances"]
         assert len(recent) == 2 and {i["use_case_id"] for i in recent} <= set(ids)
         scores = {i["use_case_id"]: i["kpi_scores"] for i in recent}
-        assert all(scores[i] == ({"helpful": 4.0} if i == ids[0] else {"helpful": 8.0} if i == ids[1] else {})
-                   for i in scores)
+        assert all(
+            scores[i] == ({"helpful": 4.0} if i == ids[0] else {"helpful": 8.0} if i == ids[1] else {}) for i in scores
+        )
 
 
 def test_on_loopback_another_site_s_page_cannot_act_as_administrator(tmp_path):

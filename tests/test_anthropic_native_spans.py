@@ -29,6 +29,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 NATIVE_SCOPE = "com.anthropic.sdk.python"
+
+
 def _with_usage(interaction, usage):
     body = {**interaction.json(), "usage": usage}
     return dataclasses.replace(interaction, body=json.dumps(body).encode(), headers=(("content-type",
@@ -38,9 +40,16 @@ def _with_usage(interaction, usage):
 TOOLS = load("test_anthropic_tools_legacy")[1]
 RECORDINGS = [
     TOOLS,  # tool calls
-    _with_usage(TOOLS, {"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 60,
-                        "cache_creation_input_tokens": 900,
-                        "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 500}}),
+    _with_usage(
+        TOOLS,
+        {
+            "input_tokens": 12,
+            "output_tokens": 7,
+            "cache_read_input_tokens": 60,
+            "cache_creation_input_tokens": 900,
+            "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 500},
+        },
+    ),
     load("test_anthropic_tools_streaming_legacy")[1],  # streamed tool calls
     load("test_anthropic_cache_count_tokens")[0].interactions[1],  # cache reads, cache_creation split
     load("test_google_model_receive_web_search_history_from_another_provider")[1],  # a web search

@@ -85,6 +85,7 @@ def run(case: Case, is_async: bool):
     method = surface(client, case)
     kwargs = call_kwargs(method, case.interaction.request_body)
     if is_async:
+
         async def go():
             return await _consume_async(await method(**kwargs))
 

@@ -14,8 +14,12 @@ from datetime import UTC, datetime, timedelta
 from service_support import running_service, stored_requests
 
 N_LINES = 8000
-BAD = {17: "not json {", 250: json.dumps({"category": "system.openai", "units": {"text": {"input": -1}}}),
-       4000: json.dumps([1, 2]), 7999: json.dumps({"units": {}})}
+BAD = {
+    17: "not json {",
+    250: json.dumps({"category": "system.openai", "units": {"text": {"input": -1}}}),
+    4000: json.dumps([1, 2]),
+    7999: json.dumps({"units": {}}),
+}
 
 
 def _write(path):
@@ -25,17 +29,30 @@ def _write(path):
             if n in BAD:
                 f.write(BAD[n] + "\n")
                 continue
-            f.write(json.dumps({
-                "category": "system.openai", "resource": "gpt-4o-mini",
-                "units": {"text": {"input": n, "output": 1}}, "user_id": f"u{n % 7}",
-                "event_timestamp": (start + timedelta(seconds=n)).isoformat(),
-            }) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "category": "system.openai",
+                        "resource": "gpt-4o-mini",
+                        "units": {"text": {"input": n, "output": 1}},
+                        "user_id": f"u{n % 7}",
+                        "event_timestamp": (start + timedelta(seconds=n)).isoformat(),
+                    }
+                )
+                + "\n"
+            )
 
 
 def _ingest(svc, *args, **popen):
     env = {**os.environ, "PAYI_BASE_URL": svc.base_url, "PAYI_API_KEY": svc.api_key}
-    return subprocess.Popen([sys.executable, "-m", "payi_otel.cli", "ingest", "--batch-size", "200", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "payi_otel.cli", "ingest", "--batch-size", "200", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def test_killed_and_resumed_backfill_stores_every_good_line_once(tmp_path):

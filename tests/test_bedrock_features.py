@@ -108,7 +108,9 @@ def test_families_without_body_usage_use_headers_or_say_so(name, bedrock):
     h = {k.lower(): int(v) for k, v in interaction.headers if k.lower().endswith("token-count")}
     run(interaction)
     assert span_units(payi_event(bedrock.spans()[-1])) == {
-        "text.input": h["x-amzn-bedrock-input-token-count"], "text.output": h["x-amzn-bedrock-output-token-count"]}
+        "text.input": h["x-amzn-bedrock-input-token-count"],
+        "text.output": h["x-amzn-bedrock-output-token-count"],
+    }
     run(without_token_headers(interaction))  # no headers and nothing in the body: flagged, never a guess
     event = payi_event(bedrock.spans()[-1])
     assert not usage_complete(event) and span_units(event) == {}
@@ -342,7 +344,7 @@ def test_other_operations_and_services_are_not_traced(bedrock):
             yield self.body
 
     count_tokens = b'{"inputTokens": 23}'
-    buckets = b'<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>'
+    buckets = b"<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>"
     runtime = new_client()
     answer = lambda body: lambda request, **_: AWSResponse(request.url, 200, {}, Raw(body))  # noqa: E731
     runtime.meta.events.register("before-send", answer(count_tokens))

@@ -139,5 +139,10 @@ def test_tool_call_recordings_are_among_the_cases():
         if expected_tool_calls(method, case.interaction):
             found.add((method, resolve(unquote(case.interaction.path).split("/model/", 1)[1].rpartition("/")[0])[0]))
     families = {(method, (resource or "").split(".")[0]) for method, resource in found}
-    assert {("invoke_model_with_response_stream", "anthropic"), ("invoke_model_with_response_stream", "amazon"),
-            ("converse_stream", "amazon"), ("converse", "amazon"), ("invoke_model", "anthropic")} <= families
+    assert {
+        ("invoke_model_with_response_stream", "anthropic"),
+        ("invoke_model_with_response_stream", "amazon"),
+        ("converse_stream", "amazon"),
+        ("converse", "amazon"),
+        ("invoke_model", "anthropic"),
+    } <= families

@@ -67,8 +67,11 @@ def test_apps_create_list_rotate_and_isolation(tmp_path, capsys):
         code, out, err = run(capsys, "apps", "rotate", "billing", "--key", "1", "--data-dir", d)
         new1 = out.strip()
         assert "replaced; the old key no longer works" in err
-        bad_body = httpx.post(f"{svc.base_url}/api/v1/ingest", content=b"{",
-                              headers={"xProxy-api-key": key1, "Content-Type": "application/json"})
+        bad_body = httpx.post(
+            f"{svc.base_url}/api/v1/ingest",
+            content=b"{",
+            headers={"xProxy-api-key": key1, "Content-Type": "application/json"},
+        )
         assert bad_body.status_code == 401  # the key is refused before the body, though the service had seen it
         assert ingest(svc.base_url, key1, GPT4O).status_code == 401  # the rotated-out key stops at once
         assert ingest(svc.base_url, new1, GPT4O).status_code == 200
@@ -121,8 +124,12 @@ def report_dir(tmp_path_factory):
             {**GPT4O, "end_to_end_latency_ms": 300},
             **{"xProxy-UseCase-Name": "a", "xProxy-User-ID": "u2"},
         )
-        ingest(svc.base_url, k, {**GPT4O, "end_to_end_latency_ms": 200, "event_timestamp": old},
-               **{"xProxy-UseCase-Name": "b", "xProxy-User-ID": "u1", "xProxy-Request-Tags": "x,y"})
+        ingest(
+            svc.base_url,
+            k,
+            {**GPT4O, "end_to_end_latency_ms": 200, "event_timestamp": old},
+            **{"xProxy-UseCase-Name": "b", "xProxy-User-ID": "u1", "xProxy-Request-Tags": "x,y"},
+        )
         ingest(
             svc.base_url,
             k,

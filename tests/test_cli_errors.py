@@ -31,8 +31,9 @@ def run(capsys, *argv):
 
 def cli(*argv, **kwargs):
     """The installed command in a fresh interpreter (what a user runs)."""
-    return subprocess.run([sys.executable, "-m", "payi_otel.cli", *argv], capture_output=True, text=True, timeout=60,
-                          **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "payi_otel.cli", *argv], capture_output=True, text=True, timeout=60, **kwargs
+    )
 
 
 def one_line_error(result, *words):
@@ -46,8 +47,15 @@ def one_line_error(result, *words):
 
 @pytest.mark.parametrize(
     "argv",
-    [("apps", "default-key"), ("apps", "list"), ("apps", "create", "x"), ("apps", "rotate", "default", "--key", "1"),
-     ("report",), ("limits", "list"), ("limits", "create", "x", "--max", "1")],
+    [
+        ("apps", "default-key"),
+        ("apps", "list"),
+        ("apps", "create", "x"),
+        ("apps", "rotate", "default", "--key", "1"),
+        ("report",),
+        ("limits", "list"),
+        ("limits", "create", "x", "--max", "1"),
+    ],
 )
 def test_commands_reading_a_store_refuse_a_directory_without_one_and_create_nothing(
     tmp_path, capsys, argv, unmigrated_schema
@@ -121,18 +129,23 @@ def two_apps(tmp_path_factory):
         for key, days, units, user in [
             (svc.api_key, 3, 10, "cheap-old"),
             (svc.api_key, 1, 1000, "dear-new"),
-            (svc.api_key, 2, 100, "=HYPERLINK(\"http://evil\",\"x\")"),
+            (svc.api_key, 2, 100, '=HYPERLINK("http://evil","x")'),
             (other_key, 2, 5000, "other-user"),
         ]:
             when = (now - timedelta(days=days)).isoformat()
             event = {**GPT4O, "units": {"text": {"input": units}}, "event_timestamp": when}
-            r = httpx.post(f"{svc.base_url}/api/v1/ingest", json=event,
-                           headers={"xProxy-api-key": key, "xProxy-User-ID": user.replace(" ", "")})
+            r = httpx.post(
+                f"{svc.base_url}/api/v1/ingest",
+                json=event,
+                headers={"xProxy-api-key": key, "xProxy-User-ID": user.replace(" ", "")},
+            )
             assert r.status_code == 200, r.text
         # a value stored by an older version (before names were checked) that would forge a row
         with read_only_store(d, write=True) as db:
-            db.execute("UPDATE requests SET account_name = ? WHERE user_id = 'cheap-old'",
-                       ("acme\nforged      999     1.000000\x1b[31m",))
+            db.execute(
+                "UPDATE requests SET account_name = ? WHERE user_id = 'cheap-old'",
+                ("acme\nforged      999     1.000000\x1b[31m",),
+            )
         db.close()
     return str(d)
 
@@ -165,7 +178,7 @@ def test_report_table_shows_control_characters_escaped(two_apps, capsys):
 def test_report_csv_defuses_formulas(two_apps, capsys):
     _code, out, _ = run(capsys, "report", "--by", "user", "--format", "csv", "--data-dir", two_apps)
     users = [row["user"] for row in csv.DictReader(io.StringIO(out))]
-    assert "'=HYPERLINK(\"http://evil\",\"x\")" in users
+    assert '\'=HYPERLINK("http://evil","x")' in users
     assert not any(u.startswith(("=", "+", "-", "@")) for u in users)
 
 
@@ -173,5 +186,7 @@ def test_a_database_url_that_is_not_postgresql_is_refused_naming_option_and_rule
     result = cli("serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--database-url", "mysql://db/x")
     one_line_error(result, "--database-url mysql://db/x", "must be a postgresql:// (or postgres://) URL")
     assert not (tmp_path / "d" / "payi.db").exists()
-    result = cli("report", "--data-dir", str(tmp_path / "d"), env={**os.environ, "PAYI_OTEL_DATABASE_URL": "sqlite:///x"})
+    result = cli(
+        "report", "--data-dir", str(tmp_path / "d"), env={**os.environ, "PAYI_OTEL_DATABASE_URL": "sqlite:///x"}
+    )
     one_line_error(result, "PAYI_OTEL_DATABASE_URL sqlite:///x", "must be a postgresql://")

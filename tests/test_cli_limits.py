@@ -23,12 +23,14 @@ def run(capsys, *argv):
 def test_limits_commands_and_report(tmp_path, capsys):
     data = str(tmp_path)
     with running_service(tmp_path) as svc:
-        code, out, _ = run(capsys, "limits", "create", "jane", "--max", "0.01", "--threshold", "0.5",
-                           "--data-dir", data)
+        code, out, _ = run(
+            capsys, "limits", "create", "jane", "--max", "0.01", "--threshold", "0.5", "--data-dir", data
+        )
         assert code == 0
         jane = out.strip()
-        code, out, _ = run(capsys, "limits", "create", "org", "--max", "100", "--id", "org", "--reset", "Weekly",
-                           "--data-dir", data)
+        code, out, _ = run(
+            capsys, "limits", "create", "org", "--max", "100", "--id", "org", "--reset", "Weekly", "--data-dir", data
+        )
         assert code == 0 and out.strip() == "org"
         costs = []
         with httpx.Client(base_url=svc.base_url, headers={"xProxy-api-key": svc.api_key}) as c:
@@ -46,8 +48,9 @@ def test_limits_commands_and_report(tmp_path, capsys):
         assert by_limit["org"][1] == pytest.approx(org_spend, rel=1e-12)
         assert report["total"]["requests"] == 3  # a request naming two limits counts once in the total
         limits = {lim["limit_name"]: lim for lim in report["limits"]}
-        assert limits["jane"]["state"] == ("overrun" if jane_spend > 0.01 else "exceeded" if jane_spend >= 0.005
-                                           else "ok")
+        assert limits["jane"]["state"] == (
+            "overrun" if jane_spend > 0.01 else "exceeded" if jane_spend >= 0.005 else "ok"
+        )
         assert limits["jane"]["spend_usd"] == pytest.approx(jane_spend, rel=1e-12) and limits["jane"]["max_usd"] == 0.01
         assert limits["org"]["reset_schedule"] == "weekly" and limits["org"]["next_reset"]
 

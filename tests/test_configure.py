@@ -256,8 +256,12 @@ def test_payi_client_gives_the_exporter_its_base_url_key_and_default_headers(tmp
     with running_service(tmp_path / "svc") as svc:
         client = Payi(api_key=svc.api_key, base_url=svc.base_url + "/", default_headers={"X-Team": "red"})
         provider, _ = sdk_provider()
-        handle = instrument(tracer_provider=provider, exporter=True, instruments=set(),
-                            payi=[client, AsyncPayi(api_key=svc.api_key, base_url=svc.base_url)])
+        handle = instrument(
+            tracer_provider=provider,
+            exporter=True,
+            instruments=set(),
+            payi=[client, AsyncPayi(api_key=svc.api_key, base_url=svc.base_url)],
+        )
         config = handle.span_processor.span_exporter.config
         assert (config.base_url, config.api_key) == (svc.base_url, svc.api_key)  # not PAYI_BASE_URL's
         assert dict(config.extra_headers) == {"X-Team": "red"}
@@ -265,8 +269,12 @@ def test_payi_client_gives_the_exporter_its_base_url_key_and_default_headers(tmp
         sender = Sender(config.base_url, config.api_key, "single", 5, config.extra_headers)
         try:
             assert sender._client.headers["X-Team"] == "red"
-            event = {"category": "system.openai", "resource": "gpt-4o", "provider_response_id": "chatcmpl-1",
-                     "units": {"text": {"input": 3, "output": 1}}}
+            event = {
+                "category": "system.openai",
+                "resource": "gpt-4o",
+                "provider_response_id": "chatcmpl-1",
+                "units": {"text": {"input": 3, "output": 1}},
+            }
             assert sender.send([event]).delivered == 1
         finally:
             sender.close()

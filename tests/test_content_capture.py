@@ -65,12 +65,23 @@ def expected_input(body: dict) -> list[dict]:
     out = []
     for m in body["messages"]:
         if m["role"] == "tool":
-            out.append({"role": "tool", "parts": [
-                {"type": "tool_call_response", "id": m["tool_call_id"], "response": m["content"]}]})
+            out.append(
+                {
+                    "role": "tool",
+                    "parts": [{"type": "tool_call_response", "id": m["tool_call_id"], "response": m["content"]}],
+                }
+            )
             continue
         parts = [{"type": "text", "content": m["content"]}] if m.get("content") else []
-        parts += [{"type": "tool_call", "id": tc["id"], "name": tc["function"]["name"],
-                   "arguments": json.loads(tc["function"]["arguments"])} for tc in m.get("tool_calls", ())]
+        parts += [
+            {
+                "type": "tool_call",
+                "id": tc["id"],
+                "name": tc["function"]["name"],
+                "arguments": json.loads(tc["function"]["arguments"]),
+            }
+            for tc in m.get("tool_calls", ())
+        ]
         out.append({"role": m["role"], "parts": parts})
     return out  # fmt: skip
 
@@ -80,8 +91,15 @@ def expected_output(response: dict) -> list[dict]:
     for choice in response["choices"]:
         m = choice["message"]
         parts = [{"type": "text", "content": m["content"]}] if m.get("content") else []
-        parts += [{"type": "tool_call", "id": tc["id"], "name": tc["function"]["name"],
-                   "arguments": json.loads(tc["function"]["arguments"])} for tc in m.get("tool_calls") or ()]
+        parts += [
+            {
+                "type": "tool_call",
+                "id": tc["id"],
+                "name": tc["function"]["name"],
+                "arguments": json.loads(tc["function"]["arguments"]),
+            }
+            for tc in m.get("tool_calls") or ()
+        ]
         out.append({"role": "assistant", "parts": parts, "finish_reason": choice["finish_reason"]})
     return out  # fmt: skip
 

@@ -230,7 +230,7 @@ def test_tracked_calls_arrive_once_each_with_units_context_and_cost(mode, tmp_pa
         first = outputs[0]
         assert isinstance(first["chat"], openai.types.chat.ChatCompletion)
         assert first["chat"].id == runs[0]["chat"].json()["id"]
-        assert "".join(c.choices[0].delta.content or "" for c in first["stream"] if c.choices) == "\"This is a test.\""
+        assert "".join(c.choices[0].delta.content or "" for c in first["stream"] if c.choices) == '"This is a test."'
         assert all(c.choices for c in first["stream"]), "the usage-only chunk we asked for reached the caller"
         assert first["stream_options_sent"] == {"include_usage": True}
         assert [t.function.name for t in first["tools"].choices[0].message.tool_calls] == ["get_current_weather"] * 2

@@ -229,7 +229,8 @@ def test_ingest_refuses_block_limits_unless_the_service_allows_them(tmp_path: Pa
         headers = {"xProxy-api-key": svc.api_key, "xProxy-Limit-IDs": limit}
         answer = httpx.post(f"{svc.base_url}/api/v1/ingest", headers=headers, json=event)
         reservation = httpx.post(
-            f"{svc.base_url}/api/v1/reservations", headers=headers,
+            f"{svc.base_url}/api/v1/reservations",
+            headers=headers,
             json={"limit_ids": [limit], "category": "system.openai", "resource": "gpt-4o-mini"},
         )
     if allowed:
@@ -264,9 +265,22 @@ def test_eight_concurrent_callers_in_two_processes_stay_within_the_limit(tmp_pat
             env = {**os.environ, "PAYI_ENFORCE_REFRESH_SECONDS": str(refresh)}
             processes = [
                 subprocess.Popen(
-                    [sys.executable, str(script), through, svc.base_url, svc.api_key, upstream.base_url, limit,
-                     str(callers // 2), "6", json.dumps(request), str(tmp_path / f"spool{n}")],
-                    stdout=subprocess.PIPE, text=True, env=env,
+                    [
+                        sys.executable,
+                        str(script),
+                        through,
+                        svc.base_url,
+                        svc.api_key,
+                        upstream.base_url,
+                        limit,
+                        str(callers // 2),
+                        "6",
+                        json.dumps(request),
+                        str(tmp_path / f"spool{n}"),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
                 )
                 for n in range(2)
             ]

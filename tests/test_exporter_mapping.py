@@ -303,7 +303,9 @@ def test_failure_without_status_is_299_with_failure_properties(make_span):
     event = event_from_span(span)
     assert event["http_status_code"] == 299
     assert event["properties"]["system.failure"] == "APITimeoutError"
-    assert event["properties"]["system.failure.description"] == "request=POST https://api.openai.com/v1/chat/completions"
+    assert (
+        event["properties"]["system.failure.description"] == "request=POST https://api.openai.com/v1/chat/completions"
+    )
     assert event["properties"]["system.usage_incomplete"] == "true"
     assert event["units"] == {}
     # no provider id: a generated one, stable for the same span
@@ -548,9 +550,15 @@ def test_otlp_json_values_of_every_kind_decode_as_the_parsed_form_does():
         {"key": A.GEN_AI_OPERATION_NAME, "value": {"stringValue": "chat"}},
         {"key": A.GEN_AI_PROVIDER_NAME, "value": {"stringValue": "openai"}},
     ]
-    span = {"name": "chat", "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
-            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": 1700000000500000000,
-            "attributes": attributes, "status": {"code": "STATUS_CODE_ERROR", "message": "boom"}}
+    span = {
+        "name": "chat",
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": 1700000000500000000,
+        "attributes": attributes,
+        "status": {"code": "STATUS_CODE_ERROR", "message": "boom"},
+    }
     request = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
     from_body = spans_from_otlp_request(json.dumps(request).encode(), "application/json")
     from_dict = spans_from_otlp_request(request)
@@ -820,9 +828,15 @@ def test_time_to_first_chunk_and_resource_properties_reach_the_event():
     from payi_otel.exporters.views import resource_properties
 
     resource = resource_properties({"service.name": "bot", "deployment.environment": "prod", "host.name": "h"})
-    attrs = {A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "openai", A.GEN_AI_REQUEST_MODEL: "gpt-4o",
-             A.GEN_AI_USAGE_INPUT_TOKENS: 1, A.GEN_AI_USAGE_OUTPUT_TOKENS: 1,
-             "gen_ai.response.time_to_first_chunk": 0.4375, "payi.request_properties.service.name": "override"}
+    attrs = {
+        A.GEN_AI_OPERATION_NAME: "chat",
+        A.GEN_AI_PROVIDER_NAME: "openai",
+        A.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        A.GEN_AI_USAGE_INPUT_TOKENS: 1,
+        A.GEN_AI_USAGE_OUTPUT_TOKENS: 1,
+        "gen_ai.response.time_to_first_chunk": 0.4375,
+        "payi.request_properties.service.name": "override",
+    }
     event = _event(attrs, resource=resource)  # fmt: skip
     assert event["time_to_first_token_ms"] == 438
     assert event["properties"] == {"service.name": "override", "deployment.environment.name": "prod"}

@@ -2,7 +2,6 @@
 function calling, chats), the span current while a lazy stream sends its request, every stream lifecycle
 ending the span once, errors re-raised unchanged, per-modality and long-context units, no Pillow needed."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -98,9 +97,10 @@ def test_chat_turns_are_recorded(google_instrumented):
     assert len(spans) == 2
     for span, interaction in zip(spans, cassette.interactions, strict=True):
         assert payi_event(span)["units"] == expected_units(interaction.json()["usageMetadata"], "gemini-2.5-flash")
-        assert payi_event(span)["units"]["text_cache_read"]["input"] == interaction.json()["usageMetadata"][
-            "cachedContentTokenCount"
-        ]
+        assert (
+            payi_event(span)["units"]["text_cache_read"]["input"]
+            == interaction.json()["usageMetadata"]["cachedContentTokenCount"]
+        )
 
 
 # --- the span is current while the request is sent ----------------------------------------------

@@ -7,7 +7,6 @@ of the instrumentation's extractors. Calls that are not billed (token counting, 
 stores, uploads) must produce no span of ours.
 """
 
-
 from __future__ import annotations
 
 import asyncio

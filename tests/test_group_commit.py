@@ -208,4 +208,3 @@ def test_a_lone_caller_and_a_write_of_another_kind_are_never_held_back_to_gather
     finally:
         committer.close()
     assert sizes == [1, 1, 3, 1]
-

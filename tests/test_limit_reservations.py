@@ -14,8 +14,15 @@ def _store_with_limit(tmp_path: Path, max_: float, kind: str = "block") -> tuple
     store = Store(tmp_path)
     app, _ = store.create_application("app", "group")
     store.create_limit(
-        app.id, limit_id="L", limit_name="budget", max_=max_, limit_type=kind, threshold=1.0, properties=None,
-        reset_schedule=None, now_ms=0,
+        app.id,
+        limit_id="L",
+        limit_name="budget",
+        max_=max_,
+        limit_type=kind,
+        threshold=1.0,
+        properties=None,
+        reset_schedule=None,
+        now_ms=0,
     )
     return store, app.id
 
@@ -29,8 +36,15 @@ def _limit(store: Store, app_id: int, limit_id: str) -> LimitRecord:
 def test_admissions_never_reserve_more_than_max_from_many_threads(tmp_path: Path) -> None:
     store, app_id = _store_with_limit(tmp_path, max_=1.0)
     store.create_limit(  # an allow limit beside it takes no reservation
-        app_id, limit_id="A", limit_name="allow", max_=0.1, limit_type="allow", threshold=1.0, properties=None,
-        reset_schedule=None, now_ms=0,
+        app_id,
+        limit_id="A",
+        limit_name="allow",
+        max_=0.1,
+        limit_type="allow",
+        threshold=1.0,
+        properties=None,
+        reset_schedule=None,
+        now_ms=0,
     )
     admitted: list[str] = []
     lock = threading.Lock()
@@ -63,8 +77,15 @@ def test_admissions_never_reserve_more_than_max_from_many_threads(tmp_path: Path
 def test_one_refusing_limit_refuses_the_call_and_reserves_nothing(tmp_path: Path) -> None:
     store, app_id = _store_with_limit(tmp_path, max_=1.0)
     store.create_limit(
-        app_id, limit_id="S", limit_name="small", max_=0.1, limit_type="block", threshold=1.0, properties=None,
-        reset_schedule=None, now_ms=0,
+        app_id,
+        limit_id="S",
+        limit_name="small",
+        max_=0.1,
+        limit_type="block",
+        threshold=1.0,
+        properties=None,
+        reset_schedule=None,
+        now_ms=0,
     )
     admission = store.reserve(app_id, "r1", ["L", "S"], 0.2, now_ms=1, expires_ms=10)
     assert admission.blocked == ["S"]

@@ -425,7 +425,8 @@ def test_entry_point_is_registered():
 @pytest.mark.parametrize("disabled", [False, True])
 def test_zero_code_auto_instrumentation(disabled, tmp_path):
     script = tmp_path / "app.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from opentelemetry import trace
@@ -439,7 +440,8 @@ def test_zero_code_auto_instrumentation(disabled, tmp_path):
         client_for(interaction, Cassette([interaction])).chat.completions.create(
             model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
         print("SPANS", [s.name for s in exporter.get_finished_spans()])
-    """))
+    """)
+    )
     env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
     env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "payi_openai" if disabled else ""
     bindir = Path(sys.executable).parent

@@ -52,8 +52,12 @@ def test_a_poison_event_never_holds_up_the_good_ones(tmp_path, mode):
     # What an earlier version left in the spool: an event whose use case version does not fit in
     # 64 bits (the service used to answer it with 500, and the exporter retried it forever).
     poison = {
-        "category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 1, "output": 1}},
-        "provider_response_id": "poison-1", "use_case_name": "poison-test", "use_case_version": 2**63,
+        "category": "system.openai",
+        "resource": "gpt-4o-mini",
+        "units": {"text": {"input": 1, "output": 1}},
+        "provider_response_id": "poison-1",
+        "use_case_name": "poison-test",
+        "use_case_version": 2**63,
     }
     Spool(spool_dir, 10**8).append([poison], 100)
     with running_service(tmp_path / "data") as svc:
@@ -81,8 +85,12 @@ def test_a_bulk_over_the_services_body_limit_is_split_and_delivered(tmp_path, mo
     monkeypatch.setenv("PAYI_OTEL_MAX_BODY_BYTES", "16384")
     with running_service(tmp_path / "data") as svc:
         exporter = PayiSpanExporter(
-            base_url=svc.base_url, api_key=svc.api_key, ingest_mode="bulk", batch_size=40,
-            spool_dir=tmp_path / "spool", **FAST,
+            base_url=svc.base_url,
+            api_key=svc.api_key,
+            ingest_mode="bulk",
+            batch_size=40,
+            spool_dir=tmp_path / "spool",
+            **FAST,
         )
         try:
             ids = [f"big-{i}" for i in range(40)]

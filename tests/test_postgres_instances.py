@@ -55,8 +55,11 @@ def instances(tmp_path: Path, count: int) -> Iterator[list[tuple[subprocess.Pope
         port = _free_port()
         env = {**os.environ, "PAYI_OTEL_DATA_DIR": str(tmp_path / f"instance{i}"), "PAYI_OTEL_PORT": str(port)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "payi_otel.cli", "serve"], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "payi_otel.cli", "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         procs.append((proc, f"http://127.0.0.1:{port}"))
     try:
@@ -156,15 +159,20 @@ def test_bulk_bodies_racing_on_two_instances_store_each_id_once(tmp_path, unmigr
         limit_id = r.json()["limit"]["limit_id"]
         for round_ in range(BULK_ROUNDS):
             body = [
-                {**GPT4O, "provider_response_id": f"bulk-{round_}-{i}", "limit_ids": [limit_id],
-                 "units": {"text": {"input": 50 + i, "output": 3}}}
+                {
+                    **GPT4O,
+                    "provider_response_id": f"bulk-{round_}-{i}",
+                    "limit_ids": [limit_id],
+                    "units": {"text": {"input": 50 + i, "output": 3}},
+                }
                 for i in range(BULK_ITEMS)
             ]
             start = threading.Barrier(2)
             answers: list[dict] = []
 
-            def send(base: str, body: list[dict] = body, start: threading.Barrier = start,
-                     answers: list[dict] = answers) -> None:
+            def send(
+                base: str, body: list[dict] = body, start: threading.Barrier = start, answers: list[dict] = answers
+            ) -> None:
                 with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
                     start.wait()
                     resp = c.post("/api/v1/ingest/bulk", json=body)
@@ -239,6 +247,7 @@ def test_group_commit_answers_only_once_its_commit_is_flushed_to_the_wal(tmp_pat
     store = Store(tmp_path)
     committer = GroupCommitter(store)
     try:
+
         def unit() -> str:
             with store.transaction() as c:
                 c.execute("INSERT INTO groups (name, created_ms) VALUES (?, ?)", ("flushed", 1))

@@ -107,7 +107,10 @@ def test_chat_completion_comes_back_as_recorded_plus_xproxy_result_and_is_stored
     [row] = stored_requests(tmp_path / "service")
     assert row["units"] == {"text": {"input": usage["prompt_tokens"], "output": usage["completion_tokens"]}}
     assert (row["category"], row["resource"], row["user_id"], row["use_case_name"]) == (
-        "system.openai", recorded_body["model"], "alice", "jokes",
+        "system.openai",
+        recorded_body["model"],
+        "alice",
+        "jokes",
     )
     assert result["request_id"] == row["request_id"]
     assert result["cost"]["total"]["base"] == pytest.approx(
@@ -194,7 +197,8 @@ def test_responses_api_usage_is_stored_exactly(tmp_path: Path, cassette: str, st
     reasoning = usage["output_tokens_details"]["reasoning_tokens"]
     [row] = stored_requests(tmp_path / "service")
     assert row["units"]["text"] == {
-        "input": usage["input_tokens"] - cached, "output": usage["output_tokens"] - reasoning,
+        "input": usage["input_tokens"] - cached,
+        "output": usage["output_tokens"] - reasoning,
     }
 
 
@@ -260,9 +264,12 @@ def test_block_limit_refuses_before_the_provider_and_allow_limit_keeps_passing(t
         spent = get_limit(svc, block)["totals"]["cost"]["total"]["base"]
         assert spent > 0
         # lower max to the spend: the limit is at its max, the next call is refused before the provider
-        assert httpx.put(
-            f"{svc.base_url}/api/v1/limits/{block}", headers={"xProxy-api-key": svc.api_key}, json={"max": spent}
-        ).status_code == 200
+        assert (
+            httpx.put(
+                f"{svc.base_url}/api/v1/limits/{block}", headers={"xProxy-api-key": svc.api_key}, json={"max": spent}
+            ).status_code
+            == 200
+        )
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(**interaction.request_body)
         assert len(upstream.requests) == 1
@@ -285,7 +292,8 @@ def test_a_call_whose_worst_case_does_not_fit_is_refused_and_a_bounded_one_fits(
     with proxied(tmp_path) as (svc, upstream):
         upstream.repeat = interaction
         price = genai_prices.calc_price(
-            genai_prices.Usage(input_tokens=0, output_tokens=request["max_tokens"]), request["model"],
+            genai_prices.Usage(input_tokens=0, output_tokens=request["max_tokens"]),
+            request["model"],
             provider_id="anthropic",
         ).total_price
         # room for the output bound of max_tokens=1024 but not for a request that allows 16 times more
@@ -359,9 +367,7 @@ def test_properties_arrive_base64_encoded_as_pay_i_sends_them(tmp_path: Path) ->
     encoded = base64.b64encode(json.dumps({"team": "search"}).encode()).decode()
     with proxied(tmp_path) as (svc, upstream):
         upstream.answer(interaction)
-        openai_client(svc, **{"xProxy-Request-Properties": encoded}).chat.completions.create(
-            **interaction.request_body
-        )
+        openai_client(svc, **{"xProxy-Request-Properties": encoded}).chat.completions.create(**interaction.request_body)
     [row] = stored_requests(tmp_path / "service")
     assert row["properties"]["team"] == "search"
 
@@ -373,7 +379,8 @@ def test_azure_endpoints_come_from_the_allow_list_only(tmp_path: Path) -> None:
 
         def azure(endpoint: str) -> openai.AzureOpenAI:
             return openai.AzureOpenAI(
-                api_key="azure-key", api_version="2024-02-01",
+                api_key="azure-key",
+                api_version="2024-02-01",
                 base_url=f"{svc.base_url}/api/v1/proxy/azure.openai/openai/deployments/openllmetry-testing",
                 default_headers={"xProxy-api-key": svc.api_key, "xProxy-Provider-BaseUri": endpoint},
                 max_retries=0,
@@ -402,7 +409,6 @@ def test_unknown_proxy_paths_and_bad_bodies_are_refused(tmp_path: Path) -> None:
         assert httpx.post(f"{base}/openai/v1/chat/completions", headers=headers, content=b"{").status_code == 400
         assert httpx.post(f"{base}/openai/v1/chat/completions", json={"model": "x"}).status_code == 401
         assert upstream.requests == []
-
 
 
 def test_an_abandoned_stream_releases_its_reservation_and_is_stored_once(tmp_path: Path) -> None:

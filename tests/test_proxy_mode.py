@@ -63,7 +63,10 @@ def test_track_context_travels_as_xproxy_headers_and_the_proxy_stores_the_one_re
     assert not [h for h in seen.headers if h.startswith(("xproxy-", "x-payi-otel"))]
     [row] = stored_requests(tmp_path / "service")
     assert (row["use_case_name"], row["use_case_step"], row["user_id"], row["account_name"]) == (
-        "support", "draft", "jane", "acme",
+        "support",
+        "draft",
+        "jane",
+        "acme",
     )
     assert row["properties"]["tier"] == "gold"
     assert json.loads(row["request_tags"]) == ["beta"]

@@ -111,7 +111,7 @@ def test_the_provider_gets_the_callers_headers_and_nothing_the_client_would_add(
 @pytest.mark.parametrize(
     "answer",
     [
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\": ",  # cut short
+        b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"id": ',  # cut short
         b"not an HTTP answer\r\n\r\n",
     ],
 )
@@ -140,10 +140,15 @@ def test_a_stream_the_upstream_breaks_reaches_the_caller_so_far_and_is_stored_fa
         limit = create_limit(svc, "budget", 10.0, "block")
         headers = {"xProxy-api-key": svc.api_key, "xProxy-Limit-IDs": limit}
         received = b""
-        with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
-            "POST", f"{svc.base_url}/api/v1/proxy/openai/v1/chat/completions", headers=headers,
-            json={**recorded(STREAM).request_body, "model": "gpt-4o-mini"},
-        ) as response:
+        with (
+            pytest.raises(httpx.RemoteProtocolError),
+            httpx.stream(
+                "POST",
+                f"{svc.base_url}/api/v1/proxy/openai/v1/chat/completions",
+                headers=headers,
+                json={**recorded(STREAM).request_body, "model": "gpt-4o-mini"},
+            ) as response,
+        ):
             assert response.status_code == 200
             for chunk in response.iter_bytes():
                 received += chunk

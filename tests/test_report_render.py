@@ -50,9 +50,11 @@ def data(tmp_path_factory):
     costs = {}
     with running_service(d) as svc:
         for user, units in events:
-            r = httpx.post(f"{svc.base_url}/api/v1/ingest", headers={"xProxy-api-key": svc.api_key,
-                           "xProxy-User-ID": user.replace(" ", "")},
-                           json={"category": "system.openai", "resource": "gpt-4o-mini", "units": units})
+            r = httpx.post(
+                f"{svc.base_url}/api/v1/ingest",
+                headers={"xProxy-api-key": svc.api_key, "xProxy-User-ID": user.replace(" ", "")},
+                json={"category": "system.openai", "resource": "gpt-4o-mini", "units": units},
+            )
             assert r.status_code == 200, r.text
             costs[user.replace(" ", "")] = r.json()["xproxy_result"]["cost"]["total"]["base"]
     return str(d), costs

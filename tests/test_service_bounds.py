@@ -46,8 +46,12 @@ def assert_error(resp, status, code, *words):
 def test_use_case_version_beyond_64_bits_is_refused_naming_the_bound(client):
     too_big = str(P.MAX_USE_CASE_VERSION + 1)
     headers = {"xProxy-UseCase-Name": "poison", "xProxy-UseCase-Version": too_big}
-    assert_error(client.post("/api/v1/ingest", json=GPT4O, headers=headers), 400, "invalid_use_case_version",
-                 str(P.MAX_USE_CASE_VERSION))
+    assert_error(
+        client.post("/api/v1/ingest", json=GPT4O, headers=headers),
+        400,
+        "invalid_use_case_version",
+        str(P.MAX_USE_CASE_VERSION),
+    )
     item = {**GPT4O, "use_case_name": "poison", "use_case_version": P.MAX_USE_CASE_VERSION + 1}
     body = client.post("/api/v1/ingest/bulk", json=[item, {**item, "use_case_version": 1}]).json()
     assert body["ingest_count"] == 1 and body["errors"][0]["item_index"] == 0
@@ -78,8 +82,13 @@ def test_other_integers_are_strict_too(client, field):
     ],
 )
 def test_timestamps_need_a_time_zone_and_a_sane_year(client, timestamp, words):
-    assert_error(client.post("/api/v1/ingest", json={**GPT4O, "event_timestamp": timestamp}),
-                 400, "invalid_field_value", "event_timestamp", *words)
+    assert_error(
+        client.post("/api/v1/ingest", json={**GPT4O, "event_timestamp": timestamp}),
+        400,
+        "invalid_field_value",
+        "event_timestamp",
+        *words,
+    )
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded"])
@@ -121,8 +130,12 @@ def test_long_names_are_refused_naming_the_bound(client):
 
 
 def test_bulk_item_limit(client):
-    assert_error(client.post("/api/v1/ingest/bulk", json=[GPT4O] * (P.MAX_BULK_ITEMS + 1)),
-                 400, "invalid_field_value", str(P.MAX_BULK_ITEMS))
+    assert_error(
+        client.post("/api/v1/ingest/bulk", json=[GPT4O] * (P.MAX_BULK_ITEMS + 1)),
+        400,
+        "invalid_field_value",
+        str(P.MAX_BULK_ITEMS),
+    )
 
 
 def test_body_size_limit_is_413_in_payi_shape(tmp_path, monkeypatch):
@@ -149,7 +162,9 @@ def served_process(tmp_path):
     """`payi-otel serve` in its own process (a health probe must not share the server's GIL)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "payi_otel.cli", "serve", "--port", "0", "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline()
@@ -167,8 +182,15 @@ def _probe_during_bulk(base_url: str, key: str, run: int) -> list[float]:
     # The largest bulk the service takes: MAX_BULK_ITEMS events filling most of the body limit.
     filler = "x" * (P.DEFAULT_MAX_BODY_BYTES // P.MAX_BULK_ITEMS - 600)
     items = [
-        {**GPT4O, "provider_response_id": f"max-{run}-{i}", "use_case_name": "bulk", "user_id": f"u{i}",
-         "request_tags": ["a", "b"], "properties": {"k": "v"}, "provider_request_json": filler}
+        {
+            **GPT4O,
+            "provider_response_id": f"max-{run}-{i}",
+            "use_case_name": "bulk",
+            "user_id": f"u{i}",
+            "request_tags": ["a", "b"],
+            "properties": {"k": "v"},
+            "provider_request_json": filler,
+        }
         for i in range(P.MAX_BULK_ITEMS)
     ]
     body = json.dumps(items).encode()

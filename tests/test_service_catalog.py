@@ -58,8 +58,9 @@ def test_versions_price_events_by_their_timestamp(payi, client):
 
 def test_price_as_and_resource_scope_select_the_price(payi, client):
     payi.categories.resources.create("model-x", category="acme", units=V1, start_timestamp=JAN)
-    payi.categories.resources.create("model-x", category="acme", units=V2, start_timestamp=JAN,
-                                     extra_body={"scope": "datazone"})
+    payi.categories.resources.create(
+        "model-x", category="acme", units=V2, start_timestamp=JAN, extra_body={"scope": "datazone"}
+    )
     units = {"text": {"input": 1000, "output": 0}}
     plain = client.post("/api/v1/ingest", json=_event(units, FEB)).json()["xproxy_result"]
     zoned = client.post("/api/v1/ingest", json=_event(units, FEB), headers={"xProxy-Resource-Scope": "datazone"})
@@ -69,8 +70,9 @@ def test_price_as_and_resource_scope_select_the_price(payi, client):
     assert bulk["ingest_count"] == 1
     # an OpenAI call priced as the custom resource (negotiated price)
     sent = {"category": "system.openai", "resource": "my-deployment", "units": units, "event_timestamp": FEB}
-    priced_as = client.post("/api/v1/ingest", json=sent, headers={
-        "xProxy-PriceAs-Category": "acme", "xProxy-PriceAs-Resource": "model-x"}).json()["xproxy_result"]
+    priced_as = client.post(
+        "/api/v1/ingest", json=sent, headers={"xProxy-PriceAs-Category": "acme", "xProxy-PriceAs-Resource": "model-x"}
+    ).json()["xproxy_result"]
     assert priced_as["cost"]["total"]["base"] == pytest.approx(1000 * 0.001)
 
 

@@ -43,8 +43,15 @@ def _application_with_budget(store: Store, max_: float = 100.0) -> Application:
     """Application ``default`` with an allow limit ``budget``."""
     app, _ = store.create_application("default", "default")
     store.create_limit(
-        app.id, limit_id="budget", limit_name="budget", max_=max_, limit_type="allow", threshold=0.8,
-        properties=None, reset_schedule=None, now_ms=now_ms(),
+        app.id,
+        limit_id="budget",
+        limit_name="budget",
+        max_=max_,
+        limit_type="allow",
+        threshold=0.8,
+        properties=None,
+        reset_schedule=None,
+        now_ms=now_ms(),
     )
     return app
 
@@ -64,8 +71,11 @@ def test_an_event_racing_another_instances_uncommitted_copy_is_stored_and_counte
 
         def ingest() -> None:
             try:
-                answered.append(asyncio.run(committer.run_batched(Ingestor(first, Pricer()).ingest_events,
-                                                                  (app, event, attr, None))))
+                answered.append(
+                    asyncio.run(
+                        committer.run_batched(Ingestor(first, Pricer()).ingest_events, (app, event, attr, None))
+                    )
+                )
             except Exception as exc:  # raised again on the test's thread
                 answered.append(exc)
 
@@ -140,8 +150,17 @@ def test_a_failing_last_unit_is_undone_alone_and_the_transaction_commits_the_oth
         app = _application_with_budget(store)
 
         def create(limit_id: str) -> None:
-            store.create_limit(app.id, limit_id=limit_id, limit_name=limit_id, max_=1.0, limit_type="allow",
-                               threshold=1.0, properties=None, reset_schedule=None, now_ms=now_ms())
+            store.create_limit(
+                app.id,
+                limit_id=limit_id,
+                limit_name=limit_id,
+                max_=1.0,
+                limit_type="allow",
+                threshold=1.0,
+                properties=None,
+                reset_schedule=None,
+                now_ms=now_ms(),
+            )
 
         def failing() -> None:  # as ingest does: the unit's writes in one savepoint
             with store.transaction():
@@ -217,8 +236,15 @@ def test_a_key_another_instance_rotated_is_refused_though_remembered(tmp_path):
     try:
         app, rotated = first.create_application("default", "default")
         first.create_limit(
-            app.id, limit_id="budget", limit_name="budget", max_=100.0, limit_type="allow", threshold=0.8,
-            properties=None, reset_schedule=None, now_ms=now_ms(),
+            app.id,
+            limit_id="budget",
+            limit_name="budget",
+            max_=100.0,
+            limit_type="allow",
+            threshold=0.8,
+            properties=None,
+            reset_schedule=None,
+            now_ms=now_ms(),
         )
         kept = first.rotate_key("default", 2)
         assert first.authenticate(rotated) == app and first.authenticate(kept) == app
@@ -226,8 +252,10 @@ def test_a_key_another_instance_rotated_is_refused_though_remembered(tmp_path):
         remembered, still = first.known_key(rotated), first.known_key(kept)
         assert remembered is not None and still is not None and remembered[0] == app  # not read again
         event = IngestRequest.model_validate(EVENT)
-        batch = [(app, event, Attribution(limit_ids=["budget"]), remembered[1]),
-                 (app, event, Attribution(limit_ids=["budget"]), still[1])]
+        batch = [
+            (app, event, Attribution(limit_ids=["budget"]), remembered[1]),
+            (app, event, Attribution(limit_ids=["budget"]), still[1]),
+        ]
         first.begin()
         refused, stored = first.unit_of_work(lambda: Ingestor(first, Pricer()).ingest_events(batch), last=True)
         first.commit()

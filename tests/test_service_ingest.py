@@ -150,8 +150,13 @@ def test_failures_are_stored_with_failure_property(client, svc):
     rid = r.json()["request_id"]
     r2 = client.post(
         "/api/v1/ingest",
-        json={"category": "system.openai", "resource": "gpt-4o", "units": {}, "http_status_code": 299,
-              "properties": {"system.failure": "APITimeoutError"}},
+        json={
+            "category": "system.openai",
+            "resource": "gpt-4o",
+            "units": {},
+            "http_status_code": 299,
+            "properties": {"system.failure": "APITimeoutError"},
+        },
     )
     store = Store(svc.data_dir)
     try:
@@ -218,7 +223,9 @@ def test_future_timestamp_rejected_past_accepted(client):
     future = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
     assert_error(
         client.post("/api/v1/ingest", json={**GPT4O, "event_timestamp": future}),
-        400, "invalid_ingest_event_timestamp", "5 minutes",
+        400,
+        "invalid_ingest_event_timestamp",
+        "5 minutes",
     )
     near = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
     assert client.post("/api/v1/ingest", json={**GPT4O, "event_timestamp": near}).status_code == 200
@@ -364,8 +371,13 @@ def test_stored_result_is_the_one_answered_at_ingest(client):
         "units": {"text": {"input": 100, "output": 10}, "guardrail_topic": {"input": 2}},
         "provider_response_id": "same-result-1",
     }
-    headers = {"xProxy-UseCase-Name": "same", "xProxy-UseCase-Step": "s1", "xProxy-User-ID": "u9",
-               "xProxy-Account-Name": "acct", "xProxy-Request-Tags": "t1,t2"}
+    headers = {
+        "xProxy-UseCase-Name": "same",
+        "xProxy-UseCase-Step": "s1",
+        "xProxy-User-ID": "u9",
+        "xProxy-Account-Name": "acct",
+        "xProxy-Request-Tags": "t1,t2",
+    }
     answered = client.post("/api/v1/ingest", json=event, headers=headers).json()["xproxy_result"]
     assert answered["request_tags"] == ["t1", "t2"] and answered["unknown_units"] == {"guardrail_topic": {"input": 2}}
     by_id = client.get(f"/api/v1/requests/{answered['request_id']}/result").json()["xproxy_result"]

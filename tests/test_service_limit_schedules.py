@@ -60,8 +60,9 @@ def test_daily_reset_is_applied_by_the_clock_and_kept_in_history(tmp_path):
             lambda: (lim := payi.limits.retrieve(limit.limit_id).limit).totals.requests.total == 0 and lim
         )
         assert after.model_extra["next_reset_timestamp"] == "2026-03-12T00:00:00Z"
-        history = httpx.get(f"{svc.base_url}/api/v1/limits/{limit.limit_id}/history",
-                            headers={"xProxy-api-key": svc.api_key}).json()["items"]
+        history = httpx.get(
+            f"{svc.base_url}/api/v1/limits/{limit.limit_id}/history", headers={"xProxy-api-key": svc.api_key}
+        ).json()["items"]
         assert [(h["trigger"], h["limit_reset_timestamp"]) for h in history] == [("schedule", "2026-03-11T00:00:00Z")]
         assert history[0]["totals"]["requests"]["total"] == 3
         assert history[0]["totals"]["cost"]["total"]["base"] == pytest.approx(spent, rel=1e-12)

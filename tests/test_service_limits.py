@@ -38,8 +38,13 @@ def _cost(body: dict) -> float:
 
 
 def test_limit_crud_with_the_official_client(payi, svc):
-    created = payi.limits.create(limit_name="jane-monthly", max=10.0, threshold=0.8, properties={"team": "red"},
-                                 extra_body={"reset_schedule": "Monthly"})
+    created = payi.limits.create(
+        limit_name="jane-monthly",
+        max=10.0,
+        threshold=0.8,
+        properties={"team": "red"},
+        extra_body={"reset_schedule": "Monthly"},
+    )
     limit = created.limit
     assert (limit.limit_name, limit.max, limit.threshold, limit.limit_type) == ("jane-monthly", 10.0, 0.8, "allow")
     assert limit.totals.requests.total == 0 and limit.totals.cost.total.base == 0
@@ -141,7 +146,13 @@ def test_ingest_accounts_each_named_limit_with_its_state(client, payi):
 
     totals = payi.limits.retrieve(small.limit_id).limit.totals
     assert totals.requests.model_dump() == {
-        "ok": 2, "exceeded": 1, "overrun": 1, "blocked": 0, "blocked_external": 0, "failed": 1, "total": 5
+        "ok": 2,
+        "exceeded": 1,
+        "overrun": 1,
+        "blocked": 0,
+        "blocked_external": 0,
+        "failed": 1,
+        "total": 5,
     }
     assert totals.cost.total.base == pytest.approx(math.fsum(costs), rel=1e-12)
     assert totals.cost.input.base + totals.cost.output.base == pytest.approx(totals.cost.total.base, rel=1e-12)
@@ -241,8 +252,10 @@ def test_errors_have_payi_shape_everywhere(client, svc):
     lid = client.post("/api/v1/limits", json={"limit_name": "y", "max": 1}).json()["limit"]["limit_id"]
     r = client.put(f"/api/v1/limits/{lid}", json={"max": 0})
     assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "invalid_max_limit"
-    for method, path, code in (("POST", "/api/v1/limits", "create_limit_validation_failed"),
-                               ("PUT", f"/api/v1/limits/{lid}", "update_limit_validation_failed")):
+    for method, path, code in (
+        ("POST", "/api/v1/limits", "create_limit_validation_failed"),
+        ("PUT", f"/api/v1/limits/{lid}", "update_limit_validation_failed"),
+    ):
         r = client.request(method, path, json={"limit_name": "x", "max": 1, "reset_schedule": "hourly"})
         assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == code
         assert "reset_schedule" in r.json()["message"]
@@ -268,8 +281,11 @@ def test_openapi_describes_every_management_route(svc):
     doc = httpx.get(f"{svc.base_url}/openapi.json").json()
     paths = doc["paths"]
     for path, method in [
-        ("/api/v1/limits", "post"), ("/api/v1/limits", "get"), ("/api/v1/limits/{limit_id}", "put"),
-        ("/api/v1/limits/{limit_id}/reset", "post"), ("/api/v1/limits/{limit_id}/properties", "put"),
+        ("/api/v1/limits", "post"),
+        ("/api/v1/limits", "get"),
+        ("/api/v1/limits/{limit_id}", "put"),
+        ("/api/v1/limits/{limit_id}/reset", "post"),
+        ("/api/v1/limits/{limit_id}/properties", "put"),
         ("/api/v1/use_cases/definitions/{use_case_name}/increment_version", "post"),
         ("/api/v1/use_cases/instances/{use_case_name}/{use_case_id}/kpis/{kpi_name}", "put"),
         ("/api/v1/categories/{category}/resources/{resource}", "post"),
@@ -278,9 +294,7 @@ def test_openapi_describes_every_management_route(svc):
         op = paths[path][method]
         assert "401" in op["responses"] and "422" not in op["responses"], (path, method)
         assert op["security"] == [{"ApiKey": []}]
-        assert all(
-            r["content"]["application/json"]["schema"] for r in op["responses"].values() if "content" in r
-        )
+        assert all(r["content"]["application/json"]["schema"] for r in op["responses"].values() if "content" in r)
     assert paths["/api/v1/categories/{category}"]["delete"]["responses"]["403"]
     assert "HTTPValidationError" not in doc["components"]["schemas"]
 
@@ -288,12 +302,16 @@ def test_openapi_describes_every_management_route(svc):
 def test_bulk_counts_each_item_in_order_against_its_limits(client, payi):
     cost = _cost(client.post("/api/v1/ingest", json=GPT4O).json())
     limit = payi.limits.create(limit_name="bulk", max=cost * 3.5, threshold=2.5 / 3.5).limit
-    items = [{**GPT4O, "limit_ids": [limit.limit_id]}] * 4 + [{**GPT4O, "limit_ids": [limit.limit_id],
-                                                               "http_status_code": 503}]
+    items = [{**GPT4O, "limit_ids": [limit.limit_id]}] * 4 + [
+        {**GPT4O, "limit_ids": [limit.limit_id], "http_status_code": 503}
+    ]
     assert client.post("/api/v1/ingest/bulk", json=items).json()["ingest_count"] == 5
     totals = payi.limits.retrieve(limit.limit_id).limit.totals
     assert (totals.requests.ok, totals.requests.exceeded, totals.requests.overrun, totals.requests.failed) == (
-        2, 1, 1, 1
+        2,
+        1,
+        1,
+        1,
     )
     assert totals.cost.total.base == pytest.approx(cost * 4, rel=1e-12)
 

@@ -30,15 +30,28 @@ def svc(tmp_path_factory):
             store.close()
         old = (datetime.now(UTC) - timedelta(days=3)).isoformat()
         sends = [
-            (service.api_key, _event({"text": {"input": 100, "output": 10}}, end_to_end_latency_ms=100),
-             {"xProxy-UseCase-Name": "chat", "xProxy-User-ID": "alice", "xProxy-Request-Tags": "prod,eu"}),
-            (service.api_key, _event({"text": {"input": 50, "output": 5}, "text_cache_read": {"input": 40}},
-                                     end_to_end_latency_ms=300),
-             {"xProxy-UseCase-Name": "chat", "xProxy-User-ID": "bob", "xProxy-Request-Tags": "prod"}),
-            (service.api_key, _event({"text": {"input": 7}}, resource="mystery-model", end_to_end_latency_ms=200),
-             {"xProxy-UseCase-Name": "search", "xProxy-User-ID": "alice"}),
-            (service.api_key, _event({"text": {"input": 1000, "output": 100}}, event_timestamp=old),
-             {"xProxy-UseCase-Name": "search", "xProxy-User-ID": "carol"}),
+            (
+                service.api_key,
+                _event({"text": {"input": 100, "output": 10}}, end_to_end_latency_ms=100),
+                {"xProxy-UseCase-Name": "chat", "xProxy-User-ID": "alice", "xProxy-Request-Tags": "prod,eu"},
+            ),
+            (
+                service.api_key,
+                _event(
+                    {"text": {"input": 50, "output": 5}, "text_cache_read": {"input": 40}}, end_to_end_latency_ms=300
+                ),
+                {"xProxy-UseCase-Name": "chat", "xProxy-User-ID": "bob", "xProxy-Request-Tags": "prod"},
+            ),
+            (
+                service.api_key,
+                _event({"text": {"input": 7}}, resource="mystery-model", end_to_end_latency_ms=200),
+                {"xProxy-UseCase-Name": "search", "xProxy-User-ID": "alice"},
+            ),
+            (
+                service.api_key,
+                _event({"text": {"input": 1000, "output": 100}}, event_timestamp=old),
+                {"xProxy-UseCase-Name": "search", "xProxy-User-ID": "carol"},
+            ),
             (service.api_key, _event({}, http_status_code=500), {"xProxy-UseCase-Name": "chat"}),
             (other_key, _event({"text": {"input": 9999, "output": 999}}), {"xProxy-User-ID": "mallory"}),
         ]
@@ -53,8 +66,9 @@ def svc(tmp_path_factory):
 
 
 def _get(svc, path, key=None, **params):
-    return httpx.get(f"{svc.base_url}/api/v1/reports{path}", params=params,
-                     headers={"xProxy-api-key": key or svc.api_key})
+    return httpx.get(
+        f"{svc.base_url}/api/v1/reports{path}", params=params, headers={"xProxy-api-key": key or svc.api_key}
+    )
 
 
 def _cost(result):
@@ -141,8 +155,23 @@ def test_bad_parameters_answer_pay_i_errors(svc):
 def test_cli_report_agrees_with_the_api(svc, capsys):
     api = _get(svc, "", group_by=["use_case", "tag"], since="7d", user="alice").json()
     assert api["total"]["requests"] == 2
-    code = main(["report", "--format", "json", "--by", "use_case,tag", "--since", "7d", "--where", "user=alice",
-                 "--app", "default", "--data-dir", str(svc.data_dir)])
+    code = main(
+        [
+            "report",
+            "--format",
+            "json",
+            "--by",
+            "use_case,tag",
+            "--since",
+            "7d",
+            "--where",
+            "user=alice",
+            "--app",
+            "default",
+            "--data-dir",
+            str(svc.data_dir),
+        ]
+    )
     cli = json.loads(capsys.readouterr().out)
     assert code == 0
     assert cli["rows"] == api["rows"] and cli["total"] == api["total"]

@@ -13,9 +13,10 @@ GPT4O = {"category": "system.openai", "resource": "gpt-4o", "units": {"text": {"
 
 
 def test_properties_merge_and_null_deletes(tmp_path):
-    with running_service(tmp_path) as svc, httpx.Client(
-        base_url=svc.base_url, headers={"xProxy-api-key": svc.api_key}
-    ) as c:
+    with (
+        running_service(tmp_path) as svc,
+        httpx.Client(base_url=svc.base_url, headers={"xProxy-api-key": svc.api_key}) as c,
+    ):
         rid = c.post(
             "/api/v1/ingest", json={**GPT4O, "properties": {"a": "1", "b": "2"}, "provider_response_id": "p/1"}
         ).json()["request_id"]
@@ -38,9 +39,7 @@ def test_properties_merge_and_null_deletes(tmp_path):
 def test_data_survives_restart(tmp_path):
     with running_service(tmp_path) as svc:
         key = svc.api_key
-        body = httpx.post(
-            f"{svc.base_url}/api/v1/ingest?id=r-1", json=GPT4O, headers={"xProxy-api-key": key}
-        ).json()
+        body = httpx.post(f"{svc.base_url}/api/v1/ingest?id=r-1", json=GPT4O, headers={"xProxy-api-key": key}).json()
     with running_service(tmp_path) as svc2:
         assert svc2.api_key == key  # no second default application on restart
         h = {"xProxy-api-key": key}

@@ -83,8 +83,12 @@ _PRICED = {
     "user_id": "jane",
     "account_name": None,
     "resource_id": "gp-0123456789abcdef",
-    "cost": {"currency": "usd", "input": {"base": 0.00025}, "output": {"base": 0.0001},
-             "total": {"base": 0.00035, "overrun_base": 0.0}},
+    "cost": {
+        "currency": "usd",
+        "input": {"base": 0.00025},
+        "output": {"base": 0.0001},
+        "total": {"base": 0.00035, "overrun_base": 0.0},
+    },
     "unknown_units": {"guardrail": {"input": 3}},
     "limits": {},
     "duplicate_request": False,
@@ -92,9 +96,17 @@ _PRICED = {
 }
 _UNPRICED = {
     "request_id": "01a20000-0000-7000-8000-000000000002",
-    "use_case_name": None, "use_case_id": None, "use_case_version": None, "use_case_step": None,
-    "user_id": None, "account_name": None, "resource_id": None, "cost": None,
-    "unknown_units": {"text": {"input": 5}}, "limits": {}, "duplicate_request": False,
+    "use_case_name": None,
+    "use_case_id": None,
+    "use_case_version": None,
+    "use_case_step": None,
+    "user_id": None,
+    "account_name": None,
+    "resource_id": None,
+    "cost": None,
+    "unknown_units": {"text": {"input": 5}},
+    "limits": {},
+    "duplicate_request": False,
     "warnings": ["unpriced: no price for resource 'mystery' in category 'system.openai'"],
 }
 
@@ -110,10 +122,42 @@ def _write_version_1_file(path):
         " use_case_name, use_case_id, use_case_version, user_id, units, cost_input, cost_output, cost_total,"
         " unpriced_reason, result) VALUES (?, ?, 1, 1000, 1000, 'system.openai', ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)"
     )
-    conn.execute(insert, (1, _PRICED["request_id"], "gpt-4o", _PRICED["resource_id"], "summarize", "inst-1", 1,
-                          "jane", 0.00025, 0.0001, 0.00035, None, json.dumps(_PRICED)))
-    conn.execute(insert, (2, _UNPRICED["request_id"], "mystery", None, None, None, None, None, None, None, None,
-                          "no price for resource 'mystery' in category 'system.openai'", json.dumps(_UNPRICED)))
+    conn.execute(
+        insert,
+        (
+            1,
+            _PRICED["request_id"],
+            "gpt-4o",
+            _PRICED["resource_id"],
+            "summarize",
+            "inst-1",
+            1,
+            "jane",
+            0.00025,
+            0.0001,
+            0.00035,
+            None,
+            json.dumps(_PRICED),
+        ),
+    )
+    conn.execute(
+        insert,
+        (
+            2,
+            _UNPRICED["request_id"],
+            "mystery",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "no price for resource 'mystery' in category 'system.openai'",
+            json.dumps(_UNPRICED),
+        ),
+    )
     conn.executemany("INSERT INTO request_tags VALUES (1, ?)", [("alpha",), ("beta",)])
     conn.commit()
     conn.close()
@@ -143,8 +187,17 @@ def test_a_version_1_file_is_upgraded_without_losing_anything(tmp_path, sqlite_s
 
 def _row(application_id: int) -> tuple:
     values = dict.fromkeys(REQUEST_COLUMNS)
-    values.update(request_id=new_id(), application_id=application_id, event_ms=now_ms(), ingest_ms=now_ms(),
-                  category="system.openai", failed=0, input_tokens=1, output_tokens=1, units="{}")
+    values.update(
+        request_id=new_id(),
+        application_id=application_id,
+        event_ms=now_ms(),
+        ingest_ms=now_ms(),
+        category="system.openai",
+        failed=0,
+        input_tokens=1,
+        output_tokens=1,
+        units="{}",
+    )
     return tuple(values[c] for c in REQUEST_COLUMNS)
 
 

@@ -64,16 +64,20 @@ def test_definitions_versions_and_instances(payi, client):
     assert r.json()["errors"][0]["xproxy_result"]["xproxy_error"]["code"] == "invalid_use_case_version"
 
     # an instance id belongs to one use case
-    r = client.post("/api/v1/ingest", json=GPT4O, headers={"xProxy-UseCase-Name": "other",
-                                                           "xProxy-UseCase-ID": v1.use_case_id})
+    r = client.post(
+        "/api/v1/ingest", json=GPT4O, headers={"xProxy-UseCase-Name": "other", "xProxy-UseCase-ID": v1.use_case_id}
+    )
     assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "use_case_instance_not_found"
     assert "summarize" in r.json()["message"]
 
     # instances: properties, retrieve, delete
     props = payi.use_cases.properties.update(v1.use_case_id, use_case_name="summarize", properties={"team": "red"})
     assert props.model_extra["properties"] == {"team": "red"}
-    client.post("/api/v1/ingest", json={**GPT4O, "use_case_properties": {"tier": "gold"}},
-                headers={**h, "xProxy-UseCase-ID": v1.use_case_id})
+    client.post(
+        "/api/v1/ingest",
+        json={**GPT4O, "use_case_properties": {"tier": "gold"}},
+        headers={**h, "xProxy-UseCase-ID": v1.use_case_id},
+    )
     got = payi.use_cases.retrieve(v1.use_case_id, use_case_name="summarize")
     assert got.model_extra["properties"] == {"team": "red", "tier": "gold"} and got.type_version == 1
     with pytest.raises(NotFoundError) as exc:
@@ -99,8 +103,14 @@ def test_definitions_versions_and_instances(payi, client):
 
 def test_kpis_of_every_type_and_instance_scores(payi):
     payi.use_cases.definitions.create(name="triage", description="Ticket triage")
-    types = {"resolved": ("boolean", True), "minutes": ("number", 12.5), "accuracy": ("percentage", 97),
-             "csat5": ("likert5", 4), "csat7": ("likert7", 7), "csat10": ("likert10", 1)}
+    types = {
+        "resolved": ("boolean", True),
+        "minutes": ("number", 12.5),
+        "accuracy": ("percentage", 97),
+        "csat5": ("likert5", 4),
+        "csat7": ("likert7", 7),
+        "csat10": ("likert10", 1),
+    }
     for name, (kind, _) in types.items():
         k = payi.use_cases.definitions.kpis.create(
             "triage", name=name, description=f"{kind} KPI", kpi_type=kind, goal=1
@@ -145,8 +155,9 @@ def test_limit_config_gives_every_new_instance_its_own_limit(payi, client):
     totals = payi.limits.retrieve(inst.limit_id).limit.totals
     assert totals.requests.total == 1 and totals.cost.total.base == body["xproxy_result"]["cost"]["total"]["base"]
     # the instance keeps its limit on later events; removing the config stops new ones
-    again = client.post("/api/v1/ingest", json=GPT4O,
-                        headers={"xProxy-UseCase-Name": "chat", "xProxy-UseCase-ID": inst.use_case_id}).json()
+    again = client.post(
+        "/api/v1/ingest", json=GPT4O, headers={"xProxy-UseCase-Name": "chat", "xProxy-UseCase-ID": inst.use_case_id}
+    ).json()
     assert list(again["xproxy_result"]["limits"]) == [inst.limit_id]
     assert payi.use_cases.definitions.limit_config.delete("chat").limit_config is None
     assert payi.use_cases.create("chat").limit_id is None
@@ -174,8 +185,11 @@ async def test_async_client_drives_use_cases(svc):
 def test_a_use_case_with_logging_disabled_keeps_no_prompts_or_responses(payi, client):
     payi.use_cases.definitions.create(name="private", description="No content kept", logging_enabled=False)
     payi.use_cases.definitions.create(name="open", description="Content kept")
-    content = {"provider_request_json": '{"messages": ["hi"]}', "provider_response_json": '{"text": "hello"}',
-               "provider_uri": "https://api.openai.com/v1/"}
+    content = {
+        "provider_request_json": '{"messages": ["hi"]}',
+        "provider_response_json": '{"text": "hello"}',
+        "provider_uri": "https://api.openai.com/v1/",
+    }
     event = {**GPT4O, **content}
 
     def stored(use_case, via_bulk=False):

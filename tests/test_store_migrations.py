@@ -38,8 +38,21 @@ _DATA = [
             "INSERT INTO requests (request_id, application_id, event_ms, ingest_ms, category, resource, units,"
             " cost_input, cost_output, cost_total, limit_states, input_tokens, output_tokens)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rid, 1, 2000 + i, 2000 + i, "system.openai", "gpt-4o-mini", '{"text": {"input": 10, "output": 5}}',
-             0.125, 0.075, 0.2, '{"budget": "ok"}', 10, 5),
+            (
+                rid,
+                1,
+                2000 + i,
+                2000 + i,
+                "system.openai",
+                "gpt-4o-mini",
+                '{"text": {"input": 10, "output": 5}}',
+                0.125,
+                0.075,
+                0.2,
+                '{"budget": "ok"}',
+                10,
+                5,
+            ),
         )
         for i, rid in enumerate(_REQUEST_IDS)
     ),
@@ -106,11 +119,16 @@ _PER_EVENT_REFERENCES = [("requests", "applications"), ("use_case_instances", "a
 def _per_event_foreign_keys(data_dir: Path, url: str | None) -> list[tuple[str, str]]:
     """The foreign keys of the tables ingest writes a row to per event: (table, referenced table)."""
     if url is None:
-        return [(table, str(row[2])) for table, _ in _PER_EVENT_REFERENCES
-                for row in _read(data_dir, url, f"PRAGMA foreign_key_list({table})")]
+        return [
+            (table, str(row[2]))
+            for table, _ in _PER_EVENT_REFERENCES
+            for row in _read(data_dir, url, f"PRAGMA foreign_key_list({table})")
+        ]
     return sorted(
-        (str(table), str(target)) for table, target in _read(
-            data_dir, url,
+        (str(table), str(target))
+        for table, target in _read(
+            data_dir,
+            url,
             "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
             " AND conrelid::regclass::text IN ('requests', 'use_case_instances')",
         )

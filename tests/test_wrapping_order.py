@@ -58,8 +58,11 @@ def call_both() -> None:
 
 def attributed(telemetry: Telemetry) -> list[tuple[str, str, str]]:
     return [
-        (s.attributes["gen_ai.operation.name"], s.attributes.get("payi.use_case.name"),
-         s.attributes.get("payi.user_id"))
+        (
+            s.attributes["gen_ai.operation.name"],
+            s.attributes.get("payi.use_case.name"),
+            s.attributes.get("payi.user_id"),
+        )
         for s in telemetry.spans()
     ]
 

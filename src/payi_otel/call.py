@@ -205,12 +205,14 @@ class Call:
         if call_metrics.live:
             key: MetricKey = (rec.operation, rec.provider, rec.request_model, rec.response_model,
                               rec.server_address, rec.server_port, error_type)  # fmt: skip
-            call_metrics.queue((
-                key,
-                max(end_ns - self._t0, 0) / 1e9,
-                usage.input_tokens if usage is not None else None,
-                usage.output_tokens if usage is not None else None,
-            ))
+            call_metrics.queue(
+                (
+                    key,
+                    max(end_ns - self._t0, 0) / 1e9,
+                    usage.input_tokens if usage is not None else None,
+                    usage.output_tokens if usage is not None else None,
+                )
+            )
 
     def _emit_details(self, event_logger: Logger, attrs: dict[str, Any]) -> None:
         """The ``gen_ai.client.inference.operation.details`` event: the call's attributes and its content."""

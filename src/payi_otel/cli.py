@@ -152,7 +152,10 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="print cost, requests, tokens, failures and latency")
     report.add_argument(
-        "--by", action="append", default=[], metavar="DIM[,DIM]",
+        "--by",
+        action="append",
+        default=[],
+        metavar="DIM[,DIM]",
         help=f"group by any of: {', '.join(DIMENSIONS)} (repeatable or comma-separated)",
     )
     report.add_argument("--since", help="start: ISO date/time or relative age (30m, 24h, 7d, 2w)")
@@ -160,7 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=FORMATS, default="table")
     report.add_argument("--app", metavar="NAME", help="only this application's requests")
     report.add_argument(
-        "--where", action="append", default=[], metavar="DIM=VALUE",
+        "--where",
+        action="append",
+        default=[],
+        metavar="DIM=VALUE",
         help="only requests whose DIM (any --by dimension) equals VALUE (repeatable; all must hold)",
     )
     report.add_argument("--status", choices=STATUSES, help="only failed, succeeded, unpriced or priced requests")
@@ -226,7 +232,11 @@ def _serve(args: argparse.Namespace) -> int:
         port, port_source = DEFAULT_PORT, "--port (default)"
     try:
         serve(
-            _data_dir(args), host=host, port=port, webhook_url=args.webhook_url, otlp_grpc_port=_grpc_port(args),
+            _data_dir(args),
+            host=host,
+            port=port,
+            webhook_url=args.webhook_url,
+            otlp_grpc_port=_grpc_port(args),
             database_url=_database_url(args),
         )
     except BindError as exc:
@@ -270,8 +280,10 @@ def _apps(args: argparse.Namespace) -> int:
             if args.key in slots:
                 print(f"key {args.key} of {args.name!r} replaced; the old key no longer works", file=sys.stderr)
             else:
-                print(f"key {args.key} of {args.name!r} issued (the slot was empty; no key stopped working)",
-                      file=sys.stderr)
+                print(
+                    f"key {args.key} of {args.name!r} issued (the slot was empty; no key stopped working)",
+                    file=sys.stderr,
+                )
         elif args.apps_command == "default-key":
             default_key = read_default_key(store.data_dir)
             if default_key is None:
@@ -290,8 +302,10 @@ def _admin_token(args: argparse.Namespace) -> int:
     token = os.environ.get(ADMIN_TOKEN_ENV, "").strip() or read_admin_token(_data_dir(args))
     if token is None:
         path = admin_token_path(_data_dir(args))
-        raise UsageError(f"{_data_dir_source(args)} {_data_dir(args)}: no admin token at {path}"
-                         " (payi-otel serve creates it at its first start)")
+        raise UsageError(
+            f"{_data_dir_source(args)} {_data_dir(args)}: no admin token at {path}"
+            " (payi-otel serve creates it at its first start)"
+        )
     print(token)
     return 0
 

@@ -29,9 +29,22 @@ ENV_API_KEY = "PAYI_API_KEY"
 DEFAULT_BASE_URL = "http://127.0.0.1:3011"
 # CSV columns: these attribution and event fields, lists separated by ';', units as units.<unit>.input/output.
 CSV_FIELDS = (
-    "category", "resource", "event_timestamp", "end_to_end_latency_ms", "time_to_first_token_ms",
-    "http_status_code", "provider_response_id", "use_case_name", "use_case_id", "use_case_version",
-    "use_case_step", "user_id", "account_name", "scope", "request_tags", "limit_ids",
+    "category",
+    "resource",
+    "event_timestamp",
+    "end_to_end_latency_ms",
+    "time_to_first_token_ms",
+    "http_status_code",
+    "provider_response_id",
+    "use_case_name",
+    "use_case_id",
+    "use_case_version",
+    "use_case_step",
+    "user_id",
+    "account_name",
+    "scope",
+    "request_tags",
+    "limit_ids",
 )
 _CSV_INTS = {"end_to_end_latency_ms", "time_to_first_token_ms", "http_status_code", "use_case_version"}
 _CSV_LISTS = {"request_tags", "limit_ids"}
@@ -46,8 +59,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--base-url", help=f"Pay-i API or local service (env {ENV_BASE_URL}, default {DEFAULT_BASE_URL})")
     p.add_argument("--batch-size", type=int, default=500, help="events per bulk request (1-1000, default 500)")
-    p.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto",
-                   help="input format (auto: .csv files are CSV, others JSON Lines)")
+    p.add_argument(
+        "--format",
+        choices=("auto", "jsonl", "csv"),
+        default="auto",
+        help="input format (auto: .csv files are CSV, others JSON Lines)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate only; nothing is sent")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -70,7 +87,7 @@ def csv_item(row: dict[str, str]) -> dict[str, Any]:
         if name is None or not value:
             continue
         if name.startswith("units."):
-            unit, _, direction = name[len("units."):].rpartition(".")
+            unit, _, direction = name[len("units.") :].rpartition(".")
             if direction not in ("input", "output") or not unit:
                 raise ValueError(f"column {name!r}: expected units.<unit>.input or units.<unit>.output")
             units.setdefault(unit, {})[direction] = _int(name, value)
@@ -166,8 +183,7 @@ def _send(client: httpx.Client, items: list[dict[str, Any]]) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def ingest_source(src: Source, client: httpx.Client | None, batch_size: int, counts: Counts,
-                  progress: Any) -> None:
+def ingest_source(src: Source, client: httpx.Client | None, batch_size: int, counts: Counts, progress: Any) -> None:
     start = src.done_lines()
     kept: list[str] = []
     if start and src.reject_path.exists():  # rejects of lines already done; later ones will be written again
@@ -256,8 +272,8 @@ def run(args: argparse.Namespace) -> int:
     if not key and not args.dry_run:
         raise IngestError(f"{ENV_API_KEY} is not set: the application key events are sent with")
     counts = Counts()
-    client = None if args.dry_run else httpx.Client(
-        base_url=base_url, headers={"xProxy-api-key": key or ""}, timeout=60.0
+    client = (
+        None if args.dry_run else httpx.Client(base_url=base_url, headers={"xProxy-api-key": key or ""}, timeout=60.0)
     )
     show = not args.no_progress and sys.stderr.isatty()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(""), TimeRemainingColumn()]
@@ -274,6 +290,9 @@ def run(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     verb = "valid" if args.dry_run else "sent"
-    print(f"{counts.sent} events {verb}; {counts.duplicates} already stored; {counts.rejected} rejected "
-          f"(see *.rejects); {counts.skipped} lines done by an earlier run", file=sys.stderr)
+    print(
+        f"{counts.sent} events {verb}; {counts.duplicates} already stored; {counts.rejected} rejected "
+        f"(see *.rejects); {counts.skipped} lines done by an earlier run",
+        file=sys.stderr,
+    )
     return 1 if counts.rejected else 0

@@ -66,9 +66,15 @@ def run(args: argparse.Namespace, open_store: Callable[[], Store], usage_error: 
             if not args.max > 0:
                 raise usage_error(f"--max {args.max}: must be more than 0")
             limit = store.create_limit(
-                app.id, limit_id=args.id or new_id(), limit_name=args.name, max_=args.max, limit_type=args.type,
-                threshold=args.threshold, properties=None,
-                reset_schedule=schedules.normalize(args.reset) if args.reset else None, now_ms=now,
+                app.id,
+                limit_id=args.id or new_id(),
+                limit_name=args.name,
+                max_=args.max,
+                limit_type=args.type,
+                threshold=args.threshold,
+                properties=None,
+                reset_schedule=schedules.normalize(args.reset) if args.reset else None,
+                now_ms=now,
             )
             print(limit.limit_id)
         elif action == "list":
@@ -80,28 +86,42 @@ def run(args: argparse.Namespace, open_store: Callable[[], Store], usage_error: 
         elif action == "schedule":
             off = args.schedule.strip().lower() == "none"
             limit = store.update_limit(
-                app.id, args.limit_id, limit_name=None, max_=None,
-                reset_schedule=None if off else schedules.normalize(args.schedule), clear_schedule=off, now_ms=now,
+                app.id,
+                args.limit_id,
+                limit_name=None,
+                max_=None,
+                reset_schedule=None if off else schedules.normalize(args.schedule),
+                clear_schedule=off,
+                now_ms=now,
             )
             print(f"{limit.limit_id}: next reset {_iso(limit.next_reset_ms) or 'never (no schedule)'}")
         elif action == "reset":
             record = store.reset_limit(app.id, args.limit_id, reset_ms=now)
-            print(f"{record.limit_id}: reset; kept {record.totals['requests']['total']} requests, "
-                  f"{record.totals['cost']['total']['base']} USD in its history")
+            print(
+                f"{record.limit_id}: reset; kept {record.totals['requests']['total']} requests, "
+                f"{record.totals['cost']['total']['base']} USD in its history"
+            )
         else:
             if store.limit(app.id, args.limit_id) is None:
                 raise StoreError(f"no limit with limit_id {args.limit_id!r} in application {app.name!r}")
             items = [
-                {"reset": _iso(r.reset_ms), "trigger": r.trigger, "spend_usd": r.totals["cost"]["total"]["base"],
-                 "requests": r.totals["requests"]["total"], "max_usd": r.max}
+                {
+                    "reset": _iso(r.reset_ms),
+                    "trigger": r.trigger,
+                    "spend_usd": r.totals["cost"]["total"]["base"],
+                    "requests": r.totals["requests"]["total"],
+                    "max_usd": r.max,
+                }
                 for r in store.limit_history(app.id, args.limit_id)
             ]
             if args.format == "json":
                 print(json.dumps(items, indent=2))
             else:
                 for item in items:
-                    print(f"{item['reset']}  {item['trigger']:<8}  {item['spend_usd']:.6f} USD of "
-                          f"{item['max_usd']}  {item['requests']} requests")
+                    print(
+                        f"{item['reset']}  {item['trigger']:<8}  {item['spend_usd']:.6f} USD of "
+                        f"{item['max_usd']}  {item['requests']} requests"
+                    )
     except (StoreError, schedules.ScheduleError) as exc:
         raise usage_error(str(exc)) from None
     finally:

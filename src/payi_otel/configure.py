@@ -122,9 +122,7 @@ def _detach_processor(provider: Any, processor: Any) -> None:
             multi._span_processors = tuple(p for p in processors if p is not processor)
 
 
-def _check_arguments(
-    instruments: Any, exporter: Any, config: Any
-) -> tuple[frozenset[str] | None, dict[str, Any]]:
+def _check_arguments(instruments: Any, exporter: Any, config: Any) -> tuple[frozenset[str] | None, dict[str, Any]]:
     if instruments is not None:
         if isinstance(instruments, (str, bytes)) or not isinstance(instruments, Collection):
             raise TypeError(
@@ -204,8 +202,16 @@ def instrument(
         raise ValueError(f"enforce_fail: must be 'open' or 'closed', got {enforce_fail!r}")
     destination = payi_client_settings(payi)
     arguments = (
-        layer, names, tracer_provider, meter_provider, exporter, options, tuple(sorted(destination.items())), proxy,
-        enforce_limits, enforce_fail,
+        layer,
+        names,
+        tracer_provider,
+        meter_provider,
+        exporter,
+        options,
+        tuple(sorted(destination.items())),
+        proxy,
+        enforce_limits,
+        enforce_fail,
     )
 
     with _LOCK:

@@ -74,9 +74,7 @@ def _resource_scope(value: Any) -> str:
     return scope
 
 
-def _string_list(
-    name: str, item_rule: str, item_check: Callable[[str], object]
-) -> Callable[[Any], tuple[str, ...]]:
+def _string_list(name: str, item_rule: str, item_check: Callable[[str], object]) -> Callable[[Any], tuple[str, ...]]:
     def check(value: Any) -> tuple[str, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
             raise TypeError(f"{name}: must be a list, tuple or set of strings, got {type(value).__name__}")

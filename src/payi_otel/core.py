@@ -122,8 +122,10 @@ class SpanCore:
         ensure_processor(tracer_provider)  # business context on other instrumentations' GenAI spans
         meter = metrics.get_meter(SCOPE_NAME, version, meter_provider, schema_url=SCHEMA_URL)
         self.metrics = CallMetrics(meter)  # recorded off the caller's thread, exact at every collection
-        mode = messages.content_mode_from_env() if capture_content is None else messages.parse_content_mode(
-            capture_content, "capture_content"
+        mode = (
+            messages.content_mode_from_env()
+            if capture_content is None
+            else messages.parse_content_mode(capture_content, "capture_content")
         )
         self.content_mode = mode
         self.capture_content = mode.captures  # instrumentors collect content only then

@@ -36,9 +36,7 @@ def _examples_dir() -> Path:
         candidate = parent / "examples"
         if (candidate / EXAMPLE).is_file():
             return candidate
-    raise SystemExit(
-        f"payi-otel demo: cannot find examples/{EXAMPLE}; run it from a checkout of payi-otel"
-    )
+    raise SystemExit(f"payi-otel demo: cannot find examples/{EXAMPLE}; run it from a checkout of payi-otel")
 
 
 def _wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -86,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir",
         default=os.environ.get("PAYI_OTEL_DEMO_DIR", ".payi-otel/demo"),
-        help="where the demo keeps the service's database and the exporter's spool "
-        "(default: .payi-otel/demo)",
+        help="where the demo keeps the service's database and the exporter's spool (default: .payi-otel/demo)",
     )
     parser.add_argument("--fresh", action="store_true", help="start from an empty data directory")
     args = parser.parse_args(argv)
@@ -124,17 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                 "PAYI_SPOOL_DIR": str(data_dir / "spool"),
             }
         )
-        app = subprocess.run(
-            [_bin("opentelemetry-instrument"), sys.executable, str(example)], env=env
-        )
+        app = subprocess.run([_bin("opentelemetry-instrument"), sys.executable, str(example)], env=env)
         if app.returncode != 0:
             print(f"payi-otel demo: the example exited with code {app.returncode}", file=sys.stderr)
             return app.returncode
 
         print("==> cost report (payi-otel report --by use_case,user)", flush=True)
-        report = subprocess.run(
-            [cli, "report", "--data-dir", str(data_dir / "service"), "--by", "use_case,user"]
-        )
+        report = subprocess.run([cli, "report", "--data-dir", str(data_dir / "service"), "--by", "use_case,user"])
         if report.returncode != 0:
             return report.returncode
     finally:

@@ -67,8 +67,20 @@ class CallRecord:
 # CallRecord's leading fields, in this order: what an instrumentor knows before it reads the call's parameters.
 # The instrumentors pass them positionally (a call with a dozen keywords costs about twice as much on the caller's
 # thread; a test checks the order).
-REQUEST_FIELDS = ("provider", "operation", "category", "request_model", "response_model", "resource",
-                  "resource_scope", "server_address", "server_port", "provider_uri", "instrumented_module", "stream")
+REQUEST_FIELDS = (
+    "provider",
+    "operation",
+    "category",
+    "request_model",
+    "response_model",
+    "resource",
+    "resource_scope",
+    "server_address",
+    "server_port",
+    "provider_uri",
+    "instrumented_module",
+    "stream",
+)
 
 
 def fq_name(exc: BaseException) -> str:

@@ -244,4 +244,3 @@ class HeldQueue:
 
     def next_due(self) -> float | None:
         return self._queue[0].due if self._queue else None
-

@@ -194,8 +194,11 @@ class SpanStarter:
             span = sdk.start_span(name, context, kind, None, start_time=start_ns)
         if type(span) is DIRECT_SPAN:
             store = span._attributes
-            if type(store) is BoundedAttributes and store.max_value_len is None and not store._dict and (
-                store.maxlen is None or len(attributes) <= store.maxlen
+            if (
+                type(store) is BoundedAttributes
+                and store.max_value_len is None
+                and not store._dict
+                and (store.maxlen is None or len(attributes) <= store.maxlen)
             ):
                 items = _cleaned(attributes)
                 if items is not None:
@@ -235,4 +238,3 @@ def _direct_span_class() -> type | None:
 
 
 DIRECT_SPAN: Any = _direct_span_class()  # Any: a type test against it must not narrow a span to object
-

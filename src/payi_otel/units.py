@@ -40,9 +40,7 @@ class UnitSpec:
     large_context: bool  # priced differently above the model's large-context threshold
 
 
-def unit(
-    name: str, direction: str, *, within: bool = True, semconv: bool = False, large_context: bool = True
-) -> Any:
+def unit(name: str, direction: str, *, within: bool = True, semconv: bool = False, large_context: bool = True) -> Any:
     """Declare a :class:`Usage` field as the ``direction`` of Pay-i unit ``name``."""
     spec = UnitSpec(name, direction, within, semconv, large_context)
     return field(default=0, metadata={"payi_unit": spec})

@@ -215,8 +215,10 @@ def main() -> None:
                 print(f"{mode}: FAILED in this round: {str(exc)[-400:]}")
     modes = [m for m in modes if results[m]]
     n = results[modes[0]][0]["calls"]
-    print(f"\nnon-streaming messages.create: {args.rounds} rounds x {len(modes)} fresh processes, {n} calls each"
-          f" in alternating {BATCH}-call batches (mode / bare client); thread CPU, medians [min .. max]:")
+    print(
+        f"\nnon-streaming messages.create: {args.rounds} rounds x {len(modes)} fresh processes, {n} calls each"
+        f" in alternating {BATCH}-call batches (mode / bare client); thread CPU, medians [min .. max]:"
+    )
     med = {}
     for m in modes:
         added = [r["added_cpu_us"] for r in results[m]]
@@ -227,10 +229,14 @@ def main() -> None:
         if other in med and med[other] > 0:
             ratio = med["ours"] / med[other]
             verdict = "OK" if ratio <= 0.5 else "ABOVE TARGET"
-            print(f"  ours/{other} added CPU: {med['ours']:.1f} / {med[other]:.1f} = {ratio:.2f}"
-                  f" (target <= 0.50: {verdict})")
-    print(f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us;"
-          f" bare-vs-bare noise: {med['bare']:+.1f} us")
+            print(
+                f"  ours/{other} added CPU: {med['ours']:.1f} / {med[other]:.1f} = {ratio:.2f}"
+                f" (target <= 0.50: {verdict})"
+            )
+    print(
+        f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us;"
+        f" bare-vs-bare noise: {med['bare']:+.1f} us"
+    )
 
     per_event = [run(["--events"]) for _ in range(args.rounds)]
     print("\nstreamed events in isolation (stream proxy + our handler, span end amortized; CPU time):")
@@ -238,8 +244,10 @@ def main() -> None:
         values = [r[name]["added_us_per_event"] for r in per_event]
         value = statistics.median(values)
         verdict = "OK" if value <= 1.0 else "ABOVE TARGET"
-        print(f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
-              f" (target <= 1: {verdict})")
+        print(
+            f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
+            f" (target <= 1: {verdict})"
+        )
 
 
 if __name__ == "__main__":

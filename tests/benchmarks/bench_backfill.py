@@ -30,26 +30,51 @@ def main() -> int:
         start = datetime.now(UTC) - timedelta(days=20)
         with open(data, "w") as f:
             for n in range(args.lines):
-                f.write(json.dumps({
-                    "category": "system.openai", "resource": "gpt-4o-mini", "user_id": f"user-{n % 50}",
-                    "use_case_name": "backfill", "units": {"text": {"input": 100 + n % 10, "output": 20}},
-                    "event_timestamp": (start + timedelta(seconds=n * 10)).isoformat(),
-                }) + "\n")
-        server = subprocess.Popen([sys.executable, "-m", "payi_otel.cli", "serve", "--port", "0",
-                                   "--data-dir", str(Path(tmp) / "svc")], stdout=subprocess.PIPE, text=True)
+                f.write(
+                    json.dumps(
+                        {
+                            "category": "system.openai",
+                            "resource": "gpt-4o-mini",
+                            "user_id": f"user-{n % 50}",
+                            "use_case_name": "backfill",
+                            "units": {"text": {"input": 100 + n % 10, "output": 20}},
+                            "event_timestamp": (start + timedelta(seconds=n * 10)).isoformat(),
+                        }
+                    )
+                    + "\n"
+                )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "payi_otel.cli", "serve", "--port", "0", "--data-dir", str(Path(tmp) / "svc")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             line = server.stdout.readline() if server.stdout else ""
             base_url = line.split("listening on ")[1].strip()
             key = (Path(tmp) / "svc" / "default-api-key").read_text().strip()
             env = {**os.environ, "PAYI_BASE_URL": base_url, "PAYI_API_KEY": key}
             began = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "payi_otel.cli", "ingest", "--no-progress",
-                                   "--batch-size", str(args.batch_size), str(data)],
-                                  env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "payi_otel.cli",
+                    "ingest",
+                    "--no-progress",
+                    "--batch-size",
+                    str(args.batch_size),
+                    str(data),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             elapsed = time.perf_counter() - began
             print(done.stderr.strip())
-            print(f"backfill: {args.lines} lines in {elapsed:.2f} s = {args.lines / elapsed:,.0f} events/s "
-                  f"(batch {args.batch_size}, process start-up included)")
+            print(
+                f"backfill: {args.lines} lines in {elapsed:.2f} s = {args.lines / elapsed:,.0f} events/s "
+                f"(batch {args.batch_size}, process start-up included)"
+            )
             return done.returncode
         finally:
             server.terminate()

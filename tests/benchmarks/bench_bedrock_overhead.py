@@ -324,8 +324,10 @@ def main() -> None:
         for mode in random.sample(modes, len(modes)):
             results[mode].append(run(python, ["--worker", mode, "--calls", str(args.calls)]))
     n = results[modes[0]][0]["calls"]
-    print(f"\nnon-streaming converse: {args.rounds} rounds x {len(modes)} fresh processes, {n} calls each in"
-          f" alternating {BATCH}-call batches (mode / bare client); thread CPU, medians [min .. max] over processes:")
+    print(
+        f"\nnon-streaming converse: {args.rounds} rounds x {len(modes)} fresh processes, {n} calls each in"
+        f" alternating {BATCH}-call batches (mode / bare client); thread CPU, medians [min .. max] over processes:"
+    )
     med = {}
     for m in modes:
         added = [r["added_cpu_us"] for r in results[m]]
@@ -349,8 +351,10 @@ def main() -> None:
         values = [r[name]["added_us_per_event"] for r in per_event]
         value = statistics.median(values)
         verdict = "OK" if value <= 1.0 else "ABOVE TARGET"
-        print(f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
-              f" (target <= 1: {verdict})")
+        print(
+            f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
+            f" (target <= 1: {verdict})"
+        )
     if args.memory_calls:
         print_rss(run(python, ["--memory", "--memory-calls", str(args.memory_calls)]), args.memory_calls)
 

@@ -206,8 +206,10 @@ def main() -> None:
     bench_mapping(args.spans, foreign_attributes, "Other instrumentations' chat spans")
     bench_mapping(args.spans, every_payi_attribute, "Chat spans with every payi.* attribute")
     bench_delivery(args.events)
-    print(f"load average (1 min) before and after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on "
-          f"{os.cpu_count()} cores: figures taken under load are noisy, repeat them")
+    print(
+        f"load average (1 min) before and after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} cores: figures taken under load are noisy, repeat them"
+    )
 
 
 if __name__ == "__main__":

@@ -122,12 +122,15 @@ class _Setup:
 
         models = self.client.models
         if stream:
+
             def plain() -> None:
                 for _ in models.generate_content_stream(model=MODEL, contents="Say this is a test"):
                     pass
         else:
+
             def plain() -> None:
                 models.generate_content(model=MODEL, contents="Say this is a test")
+
         if self.mode == "floor":
             tracer = self.tp.get_tracer("bench")
 
@@ -174,7 +177,7 @@ def chunk_cost(streams: int, chunks: int) -> dict[str, float]:
     diffs = []
     for i in range(streams):
         t = {}
-        for name, fn in ((("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare))):
+        for name, fn in (("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare)):
             t[name] = _timed(fn, 5)[0] / len(items)
         diffs.append(t["ours"] - t["bare"])
     return {"added_us_per_chunk": statistics.median(diffs) * 1e6}
@@ -225,8 +228,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for mode in random.sample(modes, len(modes)):
             results[mode].append(run(python, mode, args.calls, "call", 0, args.telemetry))
-    print(f"\nnon-streaming generate_content [{args.telemetry}]: {args.rounds} rounds x {len(modes)} fresh processes;"
-          " thread CPU time, medians with [min .. max] over processes:")
+    print(
+        f"\nnon-streaming generate_content [{args.telemetry}]: {args.rounds} rounds x {len(modes)} fresh processes;"
+        " thread CPU time, medians with [min .. max] over processes:"
+    )
     med = {}
     for m in modes:
         added = [r["added_cpu_us"] for r in results[m]]
@@ -248,11 +253,15 @@ def main() -> None:
     iso_added = [r["added_us_per_chunk"] for r in iso]
     bare_chunk = statistics.median(r["bare_us_per_chunk"] for r in sdk)
     print(f"\nstreamed generate_content, {args.chunks} chunks per stream (CPU time, median of paired differences):")
-    print(f"  through the SDK (bare {bare_chunk:.1f} us/chunk): ours adds {statistics.median(sdk_added):+.2f} us/chunk"
-          f" {_spread(sdk_added, 2)}")
+    print(
+        f"  through the SDK (bare {bare_chunk:.1f} us/chunk): ours adds {statistics.median(sdk_added):+.2f} us/chunk"
+        f" {_spread(sdk_added, 2)}"
+    )
     iso_med = statistics.median(iso_added)
-    print(f"  in isolation (proxy + handler + amortized span end): {iso_med:.3f} us/chunk {_spread(iso_added, 3)}"
-          f" (target <= 1: {'OK' if iso_med <= 1.0 else 'ABOVE TARGET'})")
+    print(
+        f"  in isolation (proxy + handler + amortized span end): {iso_med:.3f} us/chunk {_spread(iso_added, 3)}"
+        f" (target <= 1: {'OK' if iso_med <= 1.0 else 'ABOVE TARGET'})"
+    )
 
 
 if __name__ == "__main__":

@@ -235,6 +235,7 @@ class _Setup:
                 for _ in stream:
                     pass
         else:
+
             def plain():
                 client.chat.completions.create(model="gpt-4o-mini", messages=messages)
 
@@ -282,7 +283,7 @@ def paired_overhead(setup: Any, instrumented: Any, bare: Any, calls: int, mode: 
     wall = {"on": [], "off": []}
     spans_on = 0
     for i in range(pairs):
-        for on in ((True, False) if i % 2 == 0 else (False, True)):
+        for on in (True, False) if i % 2 == 0 else (False, True):
             setup.switch(on)
             fn = instrumented if on else bare
             for _ in range(SETTLE):
@@ -359,7 +360,7 @@ def paired_per_chunk(setup: Any, one: Any, streams: int, n: int) -> dict:
     diffs, bare = [], []
     for i in range(streams):
         times = {}
-        for on in ((True, False) if i % 2 == 0 else (False, True)):
+        for on in (True, False) if i % 2 == 0 else (False, True):
             setup.switch(on)
             one()
             times[on] = _timed(one, 3)[0]
@@ -412,7 +413,7 @@ def chunk_cost(streams: int, chunks: int) -> dict:
     diffs = []
     for i in range(streams):
         t = {}
-        for name, fn in ((("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare))):
+        for name, fn in (("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare)):
             t[name] = _timed(fn, 5)[0] / len(items)
         diffs.append(t["ours"] - t["bare"])
     return {"added_us_per_chunk": statistics.median(diffs) * 1e6}
@@ -465,7 +466,12 @@ def ensure_official_venv(
 
 
 def run(
-    python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "traces+metrics",
+    python: str,
+    mode: str,
+    calls: int,
+    scenario: str,
+    chunks: int,
+    telemetry: str = "traces+metrics",
     script: str = __file__,
 ) -> dict:
     """Run ``script --worker mode ...`` in a fresh process; its last output line is the JSON result."""
@@ -496,9 +502,11 @@ def call_overhead(python: str, modes: list[str], calls: int, rounds: int, teleme
         if "official" in got and got["official"]["added_cpu_us"] > 0:
             ratios.append(got["ours"]["added_cpu_us"] / got["official"]["added_cpu_us"])
     n = results[modes[0]][0]["calls"]
-    print(f"\nnon-streaming chat call [{telemetry}]: {rounds} rounds x {len(modes)} fresh processes, {n} calls each"
-          f" in alternating {BATCH}-call batches (mode / bare SDK); thread CPU time, medians with [min .. max]"
-          " over processes:")
+    print(
+        f"\nnon-streaming chat call [{telemetry}]: {rounds} rounds x {len(modes)} fresh processes, {n} calls each"
+        f" in alternating {BATCH}-call batches (mode / bare SDK); thread CPU time, medians with [min .. max]"
+        " over processes:"
+    )
     print(f"  {'mode':9s} {'CPU us/call':>12s} {'added CPU us/call':>30s} {'added wall us/call':>30s}")
     med = {}
     for m in modes:
@@ -506,15 +514,21 @@ def call_overhead(python: str, modes: list[str], calls: int, rounds: int, teleme
         added = [r["added_cpu_us"] for r in results[m]]
         wall = [r["added_wall_us"] for r in results[m]]
         med[m] = statistics.median(added)
-        print(f"  {m:9s} {statistics.median(cpu):12.1f} {med[m]:+8.1f} {_spread(added):>21s}"
-              f" {statistics.median(wall):+8.1f} {_spread(wall):>21s}")
+        print(
+            f"  {m:9s} {statistics.median(cpu):12.1f} {med[m]:+8.1f} {_spread(added):>21s}"
+            f" {statistics.median(wall):+8.1f} {_spread(wall):>21s}"
+        )
     if "official" in med:
         ratio = med["ours"] / med["official"] if med["official"] > 0 else float("nan")
         verdict = "OK" if ratio <= 0.5 else "ABOVE TARGET"
-        print(f"  ours/official added CPU: {med['ours']:.1f} / {med['official']:.1f} = {ratio:.2f}"
-              f" (per-round ratios {_spread(ratios, 2)}; target <= 0.50: {verdict})")
-    print(f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us;"
-          f" bare-vs-bare pairing noise: {med['bare']:+.1f} us")
+        print(
+            f"  ours/official added CPU: {med['ours']:.1f} / {med['official']:.1f} = {ratio:.2f}"
+            f" (per-round ratios {_spread(ratios, 2)}; target <= 0.50: {verdict})"
+        )
+    print(
+        f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us;"
+        f" bare-vs-bare pairing noise: {med['bare']:+.1f} us"
+    )
 
 
 def main() -> None:
@@ -539,10 +553,10 @@ def main() -> None:
     print(f"configuration: {CONFIG}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
 
-    for telemetry in (("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)):
+    for telemetry in ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,):
         call_overhead(python, modes, args.calls, args.rounds, telemetry)
 
-    for telemetry in (("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)):
+    for telemetry in ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,):
         print(
             f"\nPython function calls added per non-streaming call [{telemetry}]"
             " (deterministic; split by switching metrics, then spans, off):"
@@ -552,8 +566,10 @@ def main() -> None:
             parts = ", ".join(f"{k} {v:+d}" for k, v in r.get("by", {}).items())
             print(f"  {m:9s} {r['total']:+5d}  {parts and f'({parts})'}")
         if "official" in counted:
-            print(f"  ours/official: {counted['ours']['total'] / counted['official']['total']:.2f};"
-                  f" floor/official: {counted['floor']['total'] / counted['official']['total']:.2f}")
+            print(
+                f"  ours/official: {counted['ours']['total'] / counted['official']['total']:.2f};"
+                f" floor/official: {counted['floor']['total'] / counted['official']['total']:.2f}"
+            )
 
     # Streaming: per-chunk cost, end to end through the SDK and in isolation.
     chunks = args.chunks
@@ -563,12 +579,16 @@ def main() -> None:
     iso_added = [r["added_us_per_chunk"] for r in iso]
     bare_chunk = statistics.median(r["bare_us_per_chunk"] for r in sdk)
     print(f"\nstreamed chat, {chunks + 3} chunks per stream (CPU time, median of paired differences per process):")
-    print(f"  through the SDK (bare {bare_chunk:.1f} us/chunk): ours adds {statistics.median(sdk_added):+.2f} us/chunk"
-          f" {_spread(sdk_added, 2)} (SSE parsing noise dominates here)")
+    print(
+        f"  through the SDK (bare {bare_chunk:.1f} us/chunk): ours adds {statistics.median(sdk_added):+.2f} us/chunk"
+        f" {_spread(sdk_added, 2)} (SSE parsing noise dominates here)"
+    )
     iso_med = statistics.median(iso_added)
     verdict = "OK" if iso_med <= 1.0 else "ABOVE TARGET"
-    print(f"  in isolation (proxy + chat handler + amortized span end over pre-parsed chunks): {iso_med:.3f} us/chunk"
-          f" {_spread(iso_added, 3)} (target <= 1: {verdict})")
+    print(
+        f"  in isolation (proxy + chat handler + amortized span end over pre-parsed chunks): {iso_med:.3f} us/chunk"
+        f" {_spread(iso_added, 3)} (target <= 1: {verdict})"
+    )
 
     # Memory.
     print_rss(run(python, "ours", args.memory_calls, "memory", 0), args.memory_calls)

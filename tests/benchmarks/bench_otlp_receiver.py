@@ -278,8 +278,10 @@ def main() -> None:
         bench_convert_same_body(args.spans // 2)
     if "service" in only:
         bench_service(args.spans)
-    print(f"load average (1 min) before and after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on "
-          f"{os.cpu_count()} cores: figures taken under load are noisy, repeat them")
+    print(
+        f"load average (1 min) before and after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} cores: figures taken under load are noisy, repeat them"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,12 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def timings(
-    client: httpx.Client, body: dict[str, object], series: dict[str, tuple[str, dict[str, str]]], calls: int,
-    service_pid: int, proxied: set[str],
+    client: httpx.Client,
+    body: dict[str, object],
+    series: dict[str, tuple[str, dict[str, str]]],
+    calls: int,
+    service_pid: int,
+    proxied: set[str],
 ) -> dict[str, tuple[list[float], float | None]]:
     """Per series (name -> url and headers), each call's wall-clock time (ms), the series taking turns; for
     the ``proxied`` series, the CPU time the service spent per call (ms)."""
@@ -107,7 +111,8 @@ def main() -> int:
                 key = (Path(data) / name / "default-api-key").read_text().strip()
                 with httpx.Client(timeout=30) as client:
                     limit = client.post(
-                        f"{base}/api/v1/limits", headers={"xProxy-api-key": key},
+                        f"{base}/api/v1/limits",
+                        headers={"xProxy-api-key": key},
                         json={"limit_name": "bench", "max": 1e9, "limit_type": "block"},
                     ).json()["limit"]["limit_id"]
                     auth = {"authorization": "Bearer sk-bench"}
@@ -117,9 +122,7 @@ def main() -> int:
                         "proxy": (proxied, {**auth, "xProxy-api-key": key}),
                         "proxy + block limit": (proxied, {**auth, "xProxy-api-key": key, "xProxy-Limit-IDs": limit}),
                     }
-                    measured = timings(
-                        client, body, series, args.calls, service.pid, {"proxy", "proxy + block limit"}
-                    )
+                    measured = timings(client, body, series, args.calls, service.pid, {"proxy", "proxy + block limit"})
             finally:
                 for proc in (service, upstream):
                     proc.terminate()
@@ -128,7 +131,8 @@ def main() -> int:
             for label in ("proxy", "proxy + block limit"):
                 values, cpu = measured[label]
                 results[f"{name}: {label}"] = {
-                    "direct_p50_ms": round(p(direct, 50), 3), "direct_p99_ms": round(p(direct, 99), 3),
+                    "direct_p50_ms": round(p(direct, 50), 3),
+                    "direct_p99_ms": round(p(direct, 99), 3),
                     "added_p50_ms": round(p(values, 50) - p(direct, 50), 3),
                     "added_p99_ms": round(p(values, 99) - p(direct, 99), 3),
                     "service_cpu_ms": None if cpu is None else round(cpu, 3),

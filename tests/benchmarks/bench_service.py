@@ -194,7 +194,10 @@ def create_application(env: dict[str, str], data_dir: str) -> str:
     name = f"bench-{os.getpid()}-{time.time_ns()}"
     created = subprocess.run(
         [sys.executable, "-m", "payi_otel.cli", "apps", "create", name, "--group", "bench", "--data-dir", data_dir],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return created.stdout.strip()
 
@@ -261,12 +264,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter runs and 100k events for the memory run")
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--database-url", default=os.environ.get("PAYI_OTEL_DATABASE_URL"),
-                    help="PostgreSQL database to run on (default $PAYI_OTEL_DATABASE_URL; unset: SQLite)")
+    ap.add_argument(
+        "--database-url",
+        default=os.environ.get("PAYI_OTEL_DATABASE_URL"),
+        help="PostgreSQL database to run on (default $PAYI_OTEL_DATABASE_URL; unset: SQLite)",
+    )
     ap.add_argument("--instances", type=int, default=1, help="service processes on the one database (PostgreSQL)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory run (throughput and latency only)")
-    ap.add_argument("--single-only", action="store_true",
-                    help="run the single-ingest throughput phase only (no bulk, latency or memory run)")
+    ap.add_argument(
+        "--single-only",
+        action="store_true",
+        help="run the single-ingest throughput phase only (no bulk, latency or memory run)",
+    )
     args = ap.parse_args()
     if args.instances > 1 and not args.database_url:
         ap.error("--instances above 1 needs --database-url (several instances share a PostgreSQL database)")
@@ -283,7 +292,9 @@ def main() -> None:
         for i, port in enumerate(ports):  # one after the other: the first creates the default application
             t0 = time.perf_counter()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "payi_otel.cli", "serve"], stdout=subprocess.PIPE, text=True,
+                [sys.executable, "-m", "payi_otel.cli", "serve"],
+                stdout=subprocess.PIPE,
+                text=True,
                 env={**env, "PAYI_OTEL_DATA_DIR": f"{data_dir}/{i}", "PAYI_OTEL_PORT": str(port)},
             )
             procs.append(proc)

@@ -32,8 +32,14 @@ from payi_otel.service.server import AppThread
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PAYI_OTEL_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "dashboard"
 BROWSER_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -43,15 +49,22 @@ def demo(tmp_path_factory) -> Iterator[SimpleNamespace]:
     cwd = tmp_path_factory.mktemp("dashboard-demo")
     data = cwd / "demo"
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # recorded responses
-    run = subprocess.run([sys.executable, "-m", "payi_otel.cli", "demo", "--fresh", "--data-dir", str(data)],
-                         capture_output=True, text=True, env=env, timeout=240, cwd=cwd)
+    run = subprocess.run(
+        [sys.executable, "-m", "payi_otel.cli", "demo", "--fresh", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        cwd=cwd,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     *_, intro, command, url = run.stdout.strip().splitlines()
     assert intro.startswith("==> the dashboard of this data")
     assert url.strip() == f"then open http://127.0.0.1:{DEFAULT_PORT}/"
     # the printed command, as a user runs it (on a free port instead of the default, which may be taken)
-    server = subprocess.Popen(shlex.split(command), cwd=cwd, stdout=subprocess.PIPE, text=True,
-                              env={**env, "PAYI_OTEL_PORT": "0"})
+    server = subprocess.Popen(
+        shlex.split(command), cwd=cwd, stdout=subprocess.PIPE, text=True, env={**env, "PAYI_OTEL_PORT": "0"}
+    )
     try:
         line = server.stdout.readline() if server.stdout else ""
         assert "listening on " in line, line
@@ -67,7 +80,10 @@ def demo(tmp_path_factory) -> Iterator[SimpleNamespace]:
 def browser() -> Iterator[BrowserContext]:
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="payi-otel-chromium-") as profile:
         context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS,
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=BROWSER_ARGS,
             viewport={"width": 1280, "height": 800},
         )
         yield context
@@ -110,13 +126,16 @@ def _chart_data(page: Page, testid: str) -> list[float]:
 
 
 def _drawn_pixels(page: Page, testid: str) -> int:
-    return page.evaluate("""id => {
+    return page.evaluate(
+        """id => {
         const canvas = document.querySelector(`[data-testid=${id}] canvas`);
         const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
         let drawn = 0;
         for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) drawn++;
         return drawn;
-    }""", testid)
+    }""",
+        testid,
+    )
 
 
 def test_overview_totals_equal_the_reports_api_and_the_cli(demo, page):
@@ -176,7 +195,8 @@ def test_an_application_created_in_the_dashboard_gets_a_key_ingest_accepts_at_on
     key = page.inner_text("[data-testid=new-key-1]")
     _shot(page, "create-application")
     ingest = httpx.post(
-        f"{demo.base_url}/api/v1/ingest", headers={"xProxy-api-key": key},
+        f"{demo.base_url}/api/v1/ingest",
+        headers={"xProxy-api-key": key},
         json={"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 1000, "output": 0}}},
     )
     assert ingest.status_code == 200, ingest.text
@@ -193,13 +213,22 @@ def test_an_application_created_in_the_dashboard_gets_a_key_ingest_accepts_at_on
 
 def test_limits_show_spend_against_max_and_state(demo, page):
     key = {"xProxy-api-key": demo.api_key}
-    created = httpx.post(f"{demo.base_url}/api/v1/limits", headers=key,
-                         json={"limit_name": "browser-budget", "max": 0.000001, "limit_id": "browser-budget"})
+    created = httpx.post(
+        f"{demo.base_url}/api/v1/limits",
+        headers=key,
+        json={"limit_name": "browser-budget", "max": 0.000001, "limit_id": "browser-budget"},
+    )
     assert created.status_code in (200, 201), created.text
-    httpx.post(f"{demo.base_url}/api/v1/ingest", headers={**key, "xProxy-Limit-IDs": "browser-budget"},
-               json={"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 100}}})
-    limit = next(lim for lim in httpx.get(f"{demo.base_url}/api/v1/reports").json()["limits"]
-                 if lim["limit_id"] == "browser-budget")
+    httpx.post(
+        f"{demo.base_url}/api/v1/ingest",
+        headers={**key, "xProxy-Limit-IDs": "browser-budget"},
+        json={"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 100}}},
+    )
+    limit = next(
+        lim
+        for lim in httpx.get(f"{demo.base_url}/api/v1/reports").json()["limits"]
+        if lim["limit_id"] == "browser-budget"
+    )
     _open(page, demo.base_url, "limits")
     row = page.locator("[data-testid=limits-table] tbody tr", has_text="browser-budget").inner_text()
     assert format_cost(limit["spend_usd"]) in row and format_cost(limit["max_usd"]) in row
@@ -225,8 +254,20 @@ def test_use_cases_and_a_phone_screen(demo, browser):
 
 
 def test_the_dashboard_formats_money_exactly_as_the_cli(demo, page):
-    values = [0.0, 1.8359999999999997e-05, 0.00066, 7.17e-05, 1.2e-07, 0.0999, 0.9994, 0.9995, 1.005, 1234567.891,
-              -0.5, 3.3e-12]
+    values = [
+        0.0,
+        1.8359999999999997e-05,
+        0.00066,
+        7.17e-05,
+        1.2e-07,
+        0.0999,
+        0.9994,
+        0.9995,
+        1.005,
+        1234567.891,
+        -0.5,
+        3.3e-12,
+    ]
     _open(page, demo.base_url, "overview")
     shown = page.evaluate(
         "values => import('/dashboard/assets/dashboard/js/format.js').then(f => values.map(f.money))", values

@@ -25,7 +25,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="payi-otel-fuzz-") as data:
         server = subprocess.Popen(
             [sys.executable, "-m", "payi_otel.cli", "serve", "--port", "0", "--data-dir", data],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             line = server.stdout.readline() if server.stdout else ""
@@ -37,15 +38,36 @@ def main() -> int:
             admin = (Path(data) / "admin-token").read_text().strip()
             schemathesis = Path(sys.executable).with_name("schemathesis")
             command = [
-                str(schemathesis), "--config-file", str(HERE / "schemathesis.toml"), "run",
-                f"{base_url}/openapi.json", "--checks", "all", "--header", f"xProxy-api-key: {key}",
-                "--header", f"Authorization: Bearer {admin}",
+                str(schemathesis),
+                "--config-file",
+                str(HERE / "schemathesis.toml"),
+                "run",
+                f"{base_url}/openapi.json",
+                "--checks",
+                "all",
+                "--header",
+                f"xProxy-api-key: {key}",
+                "--header",
+                f"Authorization: Bearer {admin}",
                 # Key rotation takes no body, so fuzzing it finds nothing, but a rotation of the default
                 # application's slot 1 would revoke the key this run sends; test_admin_access covers it.
-                "--exclude-path-regex", r"^/api/v1/admin/applications/[^/]+/keys/[^/]+$",
-                "--max-time", str(args.max_time), "--seed", args.seed, "--workers", "1",
-                "--continue-on-failure", "--max-failures", "50", "--request-timeout", "30",
-                "--suppress-health-check", "all", "--warnings", "off",
+                "--exclude-path-regex",
+                r"^/api/v1/admin/applications/[^/]+/keys/[^/]+$",
+                "--max-time",
+                str(args.max_time),
+                "--seed",
+                args.seed,
+                "--workers",
+                "1",
+                "--continue-on-failure",
+                "--max-failures",
+                "50",
+                "--request-timeout",
+                "30",
+                "--suppress-health-check",
+                "all",
+                "--warnings",
+                "off",
             ]
             # run in the temporary directory: schemathesis keeps a cache in its working directory
             return subprocess.run(command, env={**os.environ, "NO_COLOR": "1"}, cwd=data).returncode

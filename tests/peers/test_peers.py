@@ -83,8 +83,11 @@ class Pipeline:
             clients[0].chat.completions.create(model="gpt-4o-mini", messages=app.MESSAGES)
             # The recording holds a usage chunk; asking for it explicitly makes the answer the one a provider
             # gives with or without us (unasked, we request usage on a copy and hide that extra chunk).
-            list(clients[1].chat.completions.create(model="gpt-4", messages=app.MESSAGES, stream=True,
-                                                    stream_options={"include_usage": True}))
+            list(
+                clients[1].chat.completions.create(
+                    model="gpt-4", messages=app.MESSAGES, stream=True, stream_options={"include_usage": True}
+                )
+            )
             clients[2].embeddings.create(model="text-embedding-3-small", input="x")
         return 3
 

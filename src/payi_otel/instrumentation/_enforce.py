@@ -52,8 +52,14 @@ def planned_call(rec: CallRecord, bounds: Bounds) -> enforcement.PlannedCall | N
         return None
     input_bound, output_bound = bounds()
     return enforcement.PlannedCall(
-        tuple(limit_ids), rec.category, resource, input_bound, output_bound,
-        ctx.price_as_category, ctx.price_as_resource, ctx.resource_scope,
+        tuple(limit_ids),
+        rec.category,
+        resource,
+        input_bound,
+        output_bound,
+        ctx.price_as_category,
+        ctx.price_as_resource,
+        ctx.resource_scope,
     )
 
 

@@ -88,7 +88,7 @@ def _host_is_loopback(request: Request) -> bool:
     """Whether the request's Host header names a loopback host (``localhost:3011``, ``[::1]:3011``, ...)."""
     host = request.headers.get("host", "")
     if host.startswith("["):
-        name = host[1:host.find("]")] if "]" in host else ""
+        name = host[1 : host.find("]")] if "]" in host else ""
     else:
         name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return _names_loopback(name)
@@ -137,10 +137,9 @@ class AdminGate:
         if self.is_admin(request):
             return
         if request.headers.get(P.API_KEY):
-            raise PayiApiError(
-                403, "admin_required", "an application key cannot do this: send the admin token instead"
-            )
+            raise PayiApiError(403, "admin_required", "an application key cannot do this: send the admin token instead")
         raise PayiApiError(
-            401, "admin_token_required",
+            401,
+            "admin_token_required",
             "Authorization: send 'Bearer <admin token>' (payi-otel admin-token prints it)",
         )

@@ -72,9 +72,13 @@ class AlertDeliverer:
             if attempts == 0:
                 log.warning(
                     "limit %r (%s) of application %r crossed its %s: spend %s USD, max %s USD, threshold %s",
-                    payload["limit_name"], payload["limit_id"], payload.get("application"),
+                    payload["limit_name"],
+                    payload["limit_id"],
+                    payload.get("application"),
                     payload["event"].removeprefix("limit.").removesuffix("_crossed"),
-                    payload["spend"], payload["max"], payload["threshold"],
+                    payload["spend"],
+                    payload["max"],
+                    payload["threshold"],
                 )
             if self.url is None:
                 await self._record(alert_id, done=True, outcome="logged (no webhook URL)", attempts=attempts)
@@ -102,9 +106,7 @@ class AlertDeliverer:
             return f"{type(exc).__name__}: {exc}"
         return None if response.is_success else f"HTTP {response.status_code}"
 
-    async def _record(
-        self, alert_id: int, *, done: bool, outcome: str, attempts: int, delay: float = 0.0
-    ) -> None:
+    async def _record(self, alert_id: int, *, done: bool, outcome: str, attempts: int, delay: float = 0.0) -> None:
         now = self._now_ms()
         await self._write(
             lambda: self.store.alert_attempted(

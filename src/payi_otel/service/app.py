@@ -99,7 +99,10 @@ def create_app(
     gate = AdminGate(ensure_admin_token(store.data_dir), loopback_only)
     store.start_background_checkpoints()
     svc = Service(
-        store, Ingestor(store, Pricer(), clock, block_limits=ingest_block_limits), GroupCommitter(store), clock,
+        store,
+        Ingestor(store, Pricer(), clock, block_limits=ingest_block_limits),
+        GroupCommitter(store),
+        clock,
         gate=gate,
     )
     deliverer = AlertDeliverer(store, webhook_url or os.environ.get(WEBHOOK_ENV) or None, svc.committer.run)

@@ -128,9 +128,7 @@ def check_attribution_rules(attr: Attribution, names: dict[str, str]) -> None:
         raise bad_request("invalid_user_id", f"{names['user_id']} must not contain spaces")
     for tag in attr.request_tags:
         if not P.REQUEST_TAG_RULE.fullmatch(tag):
-            raise bad_request(
-                "invalid_tags", f"{names['request_tags']}: tag {tag!r} must be {P.REQUEST_TAG_RULE_TEXT}"
-            )
+            raise bad_request("invalid_tags", f"{names['request_tags']}: tag {tag!r} must be {P.REQUEST_TAG_RULE_TEXT}")
     if attr.use_case_name is not None and not P.USE_CASE_NAME_RULE.fullmatch(attr.use_case_name):
         raise bad_request("invalid_use_case_name", f"{names['use_case_name']} must be {P.USE_CASE_NAME_RULE_TEXT}")
     if attr.use_case_name is None:

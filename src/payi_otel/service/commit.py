@@ -175,8 +175,7 @@ class GroupCommitter:
             return jobs
 
     def _gathering(self, gather_to: int) -> bool:
-        return (len(self._jobs) < gather_to and not self._closed
-                and all(job.handler is not None for job in self._jobs))
+        return len(self._jobs) < gather_to and not self._closed and all(job.handler is not None for job in self._jobs)
 
     def _write_loop(self) -> None:
         gather_to = 1
@@ -220,8 +219,10 @@ class GroupCommitter:
                 except Exception as exc:  # its savepoint was rolled back; the others are unaffected
                     outcomes.append((job, False, exc))
             handlers = list(batches)
-            ran = [self._run_batch(handler, batches[handler], last=i == len(handlers) - 1)
-                   for i, handler in enumerate(handlers)]
+            ran = [
+                self._run_batch(handler, batches[handler], last=i == len(handlers) - 1)
+                for i, handler in enumerate(handlers)
+            ]
             try:
                 self._store.commit(checkpoint=not begun)
             except UnitUndone:  # the last batch's inserts met another instance's write: run it again on its own

@@ -82,7 +82,11 @@ class Ingestor:
                 batch.unchecked[lid] = batch.unchecked.get(lid, True) and allowed
         elif attr.limit_ids:
             check_limit_ids(
-                self.store, app, attr.limit_ids, names["limit_ids"], int(self.clock() * 1000),
+                self.store,
+                app,
+                attr.limit_ids,
+                names["limit_ids"],
+                int(self.clock() * 1000),
                 batch.known_limits if batch is not None else None,
                 block_limits_allowed=attr.block_limits_allowed or self.block_limits,
                 passed=batch.passed_limits if batch is not None else None,
@@ -218,8 +222,12 @@ class Ingestor:
             batch = _Batch(ingest_ms or now_ms())
             if not replaces:  # a replacing item is looked up after the request it replaces is removed
                 batch.stored = self.store.stored_keys(
-                    app.id, ((item.category, item.provider_response_id, item.dedupe_id)
-                          for item in items if not isinstance(item, PayiApiError))
+                    app.id,
+                    (
+                        (item.category, item.provider_response_id, item.dedupe_id)
+                        for item in items
+                        if not isinstance(item, PayiApiError)
+                    ),
                 )
             outcomes: list[Stored | PayiApiError] = []
             for index, item in enumerate(items):
@@ -300,8 +308,13 @@ class Ingestor:
         if attr.use_case_name is not None:
             try:
                 use_case_id, use_case_version, instance_limit = self.store.use_case_instance(
-                    app.id, attr.use_case_name, attr.use_case_id, attr.use_case_version, event.use_case_properties,
-                    batch.ingest_ms, batch.new_instances,
+                    app.id,
+                    attr.use_case_name,
+                    attr.use_case_id,
+                    attr.use_case_version,
+                    event.use_case_properties,
+                    batch.ingest_ms,
+                    batch.new_instances,
                 )
             except StoreError as exc:
                 field_name = names["use_case_version" if exc.code == "invalid_use_case_version" else "use_case_id"]

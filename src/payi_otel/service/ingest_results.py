@@ -52,9 +52,7 @@ def xproxy_result(stored: StoredRequest, *, duplicate: bool = False) -> dict[str
     else:
         result["warnings"] = [f"unpriced: {stored.unpriced_reason}"]
     if stored.unknown_units and stored.cost_total is not None:
-        result["warnings"] = [
-            f"units without a price, not in the cost: {', '.join(sorted(stored.unknown_units))}"
-        ]
+        result["warnings"] = [f"units without a price, not in the cost: {', '.join(sorted(stored.unknown_units))}"]
     return result
 
 

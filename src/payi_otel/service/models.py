@@ -66,9 +66,9 @@ class IngestRequest(_Strict):
     provider_request_headers: Annotated[list[Header], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None = None
     provider_response_json: str | Annotated[list[str], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None = None
     provider_response_headers: Annotated[list[Header], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None = None
-    provider_response_function_calls: (
-        Annotated[list[FunctionCall], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None
-    ) = None
+    provider_response_function_calls: Annotated[list[FunctionCall], Field(max_length=P.MAX_EVENT_LIST_ITEMS)] | None = (
+        None
+    )
     provider_response_id: Text | None = None
     properties: Properties | None = None
     use_case_properties: Properties | None = None

@@ -315,8 +315,9 @@ def price_custom(
                 input_cost += n * price
             else:
                 output_cost += n * price
-    result = PriceResult(priced=True, input_cost=input_cost, output_cost=output_cost, resource_id=resource_id,
-                         unknown_units=unknown)
+    result = PriceResult(
+        priced=True, input_cost=input_cost, output_cost=output_cost, resource_id=resource_id, unknown_units=unknown
+    )
     return settle(result, units, resource)
 
 

@@ -51,8 +51,18 @@ _LIMIT_COLUMNS = (
     ("next_reset", "next reset"),
 )
 _COSTS = {"cost_usd", "spend_usd", "max_usd"}
-_NUMERIC = {"requests", "unpriced_requests", "input_tokens", "output_tokens", "failures", "latency_p50_ms",
-            "latency_p95_ms", "used_percent", "failed", *_COSTS}
+_NUMERIC = {
+    "requests",
+    "unpriced_requests",
+    "input_tokens",
+    "output_tokens",
+    "failures",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "used_percent",
+    "failed",
+    *_COSTS,
+}
 
 
 def format_cost(value: float) -> str:
@@ -81,10 +91,14 @@ def _cell(name: str, value: Any) -> str:
     return sanitize(str(value))  # names are user input: no control characters reach the terminal
 
 
-def _table(headers: Sequence[tuple[str, str]], rows: list[list[str]], total: list[str] | None,
-           terminal: bool) -> Table:
-    table = Table(box=box.ROUNDED if terminal else _PLAIN, pad_edge=False, show_edge=False,
-                  header_style="bold" if terminal else None, show_footer=False)
+def _table(headers: Sequence[tuple[str, str]], rows: list[list[str]], total: list[str] | None, terminal: bool) -> Table:
+    table = Table(
+        box=box.ROUNDED if terminal else _PLAIN,
+        pad_edge=False,
+        show_edge=False,
+        header_style="bold" if terminal else None,
+        show_footer=False,
+    )
     justify: list[JustifyMethod] = ["right" if name in _NUMERIC else "left" for name, _ in headers]
     for (_, title), side in zip(headers, justify, strict=True):
         table.add_column(title, justify=side, no_wrap=True)
@@ -104,8 +118,15 @@ def _print(*items: Any, terminal: bool) -> str:
     """Rendered at the table's natural width: a narrow terminal wraps lines rather than cut values."""
     out = io.StringIO()
     console = Console(
-        file=out, force_terminal=terminal, no_color=not terminal, width=100_000, highlight=False,
-        markup=False, emoji=False, soft_wrap=False, color_system="auto" if terminal else None,
+        file=out,
+        force_terminal=terminal,
+        no_color=not terminal,
+        width=100_000,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=False,
+        color_system="auto" if terminal else None,
     )
     for item in items:
         console.print(item)
@@ -122,8 +143,10 @@ def render_table(report: Report, terminal: bool = False) -> str:
     """The report as a table with a totals row; ``terminal``: boxed and bold (Rich), else plain aligned text."""
     dims = [(d, d) for d in report.group_by]
     rows = [
-        [*("(none)" if r.group[d] is None else _cell(d, r.group[d]) for d in report.group_by),
-         *(_cell(n, getattr(r, n)) for n, _ in _COLUMNS)]
+        [
+            *("(none)" if r.group[d] is None else _cell(d, r.group[d]) for d in report.group_by),
+            *(_cell(n, getattr(r, n)) for n, _ in _COLUMNS),
+        ]
         for r in report.rows
     ]
     label = ["TOTAL"] + [""] * (len(report.group_by) - 1) if report.group_by else []

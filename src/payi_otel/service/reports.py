@@ -77,8 +77,9 @@ def parse_filters(values: list[str], option: str = "--where") -> dict[str, str]:
     return out
 
 
-def check_query(store: Store, query: ReportQuery, since: str = "--since", until: str = "--until",
-                app: str = "--app") -> None:
+def check_query(
+    store: Store, query: ReportQuery, since: str = "--since", until: str = "--until", app: str = "--app"
+) -> None:
     """Refuse a window that ends before it starts and an application that does not exist."""
     if query.since_ms is not None and query.until_ms is not None and query.since_ms >= query.until_ms:
         raise ReportError(f"{since} must be earlier than {until}")
@@ -105,8 +106,15 @@ class ReportRow:
     units: dict[str, dict[str, int]] = field(default_factory=dict)  # tokens by kind: unit -> {input, output}
     _latencies: list[int] = field(default_factory=list, repr=False)
 
-    def add(self, cost: float | None, tin: int, tout: int, failed: int, latency: int | None,
-            units: dict[str, dict[str, int]]) -> None:
+    def add(
+        self,
+        cost: float | None,
+        tin: int,
+        tout: int,
+        failed: int,
+        latency: int | None,
+        units: dict[str, dict[str, int]],
+    ) -> None:
         self.requests += 1
         if cost is None:
             self.unpriced_requests += 1

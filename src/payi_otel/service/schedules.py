@@ -13,8 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 CALENDAR = ("daily", "weekly", "monthly")
 RULE = (
-    "must be daily, weekly, monthly or an ISO 8601 duration of at least one minute (PT6H, P7D), "
-    "or null for no schedule"
+    "must be daily, weekly, monthly or an ISO 8601 duration of at least one minute (PT6H, P7D), or null for no schedule"
 )
 _DURATION = TypeAdapter(timedelta)
 _MIN_PERIOD = timedelta(minutes=1)
@@ -55,8 +54,8 @@ def next_reset(schedule: str, after_ms: int, anchor_ms: int) -> int:
         boundary = midnight + timedelta(days=7 - midnight.weekday())
     elif schedule == "monthly":
         first = midnight.replace(day=1)
-        boundary = first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(
-            month=first.month + 1
+        boundary = (
+            first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(month=first.month + 1)
         )
     else:
         period = _period(schedule)

@@ -129,7 +129,11 @@ def serve(
     loopback = is_loopback(host)
     try:
         app = create_app(
-            data, webhook_url=webhook_url, otlp_grpc_port=otlp_grpc_port, otlp_grpc_host=host, loopback_only=loopback,
+            data,
+            webhook_url=webhook_url,
+            otlp_grpc_port=otlp_grpc_port,
+            otlp_grpc_host=host,
+            loopback_only=loopback,
             database_url=database_url,
         )
     except BaseException:
@@ -149,8 +153,11 @@ def serve(
         print(f"  dashboard: {base_url}/", flush=True)
         if not loopback:
             where = ADMIN_TOKEN_ENV if os.environ.get(ADMIN_TOKEN_ENV) else admin_token_path(data)
-            print(f"  not on loopback: the dashboard and the reports API ask for the admin token ({where};"
-                  " payi-otel admin-token prints it)", flush=True)
+            print(
+                f"  not on loopback: the dashboard and the reports API ask for the admin token ({where};"
+                " payi-otel admin-token prints it)",
+                flush=True,
+            )
 
     server = _Server(_config(app, host, port), on_started=announce)
     server.run(sockets=[sock])

@@ -87,9 +87,7 @@ class Operation:
         self.operation = operation
 
     # -- request side ---------------------------------------------------------------------------
-    def prepare(
-        self, instance: Any, kwargs: dict[str, Any], stream: bool
-    ) -> tuple[CallRecord, dict[str, Any], int]:
+    def prepare(self, instance: Any, kwargs: dict[str, Any], stream: bool) -> tuple[CallRecord, dict[str, Any], int]:
         """The call's record, the kwargs to send, and the tokens of the request's images (0: none)."""
         state = self.state
         info = state.client_info(getattr(instance, "_client", None))

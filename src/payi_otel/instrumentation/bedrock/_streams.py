@@ -109,7 +109,6 @@ class _BedrockStream:
         else:
             call.end()
 
-
     def _converse_content(self, event: dict[str, Any]) -> None:
         """Tool uses and the stop reason of a Converse-shaped event (``converse_stream``, Nova invoke)."""
         if "contentBlockStart" in event:

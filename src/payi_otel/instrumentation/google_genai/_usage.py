@@ -25,6 +25,7 @@ from payi_otel.units import Units, Usage
 # Gemini modality -> Pay-i unit. Unknown modalities count as text (they are in the totals).
 _MODALITY_UNITS = {"TEXT": "text", "IMAGE": "vision", "AUDIO": "audio", "VIDEO": "video", "DOCUMENT": "document"}
 
+
 def _g(obj: Any, name: str) -> Any:
     if obj is None:
         return None

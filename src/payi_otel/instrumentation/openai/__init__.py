@@ -94,7 +94,6 @@ def _azure_mapping(value: Any) -> dict[str, str]:
     raise ValueError("azure_deployments: must be a mapping of deployment name to model name (str -> str)")
 
 
-
 def _sdk_accepts_stream_options() -> bool:
     """openai before 1.26 has no ``stream_options`` parameter: injecting it would raise TypeError in the caller."""
     try:
@@ -132,9 +131,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base cl
         load_sdk_types()
         inject = kwargs.get("inject_stream_usage")
         if inject is None:
-            inject = _env_setting(
-                ENV_INJECT_STREAM_USAGE, lambda raw: parse_bool(raw, ENV_INJECT_STREAM_USAGE), True
-            )
+            inject = _env_setting(ENV_INJECT_STREAM_USAGE, lambda raw: parse_bool(raw, ENV_INJECT_STREAM_USAGE), True)
         else:
             inject = parse_bool(inject, "inject_stream_usage")
         inject = inject and _sdk_accepts_stream_options()

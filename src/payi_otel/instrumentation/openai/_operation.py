@@ -77,8 +77,11 @@ class OpenAIOperation:
             if len(remaining) != len(headers):
                 kwargs = {**kwargs, "extra_headers": remaining}
         hide = False
-        if stream and self.stream_kind in ("chat", "completions") and state.inject_stream_usage and (
-            info.accepts_stream_options
+        if (
+            stream
+            and self.stream_kind in ("chat", "completions")
+            and state.inject_stream_usage
+            and (info.accepts_stream_options)
         ):
             kwargs, hide = with_include_usage(kwargs)
         # CallRecord's leading fields, positionally (payi_otel.record.REQUEST_FIELDS)

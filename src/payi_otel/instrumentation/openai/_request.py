@@ -19,7 +19,6 @@ def given(value: Any) -> bool:
     return value is not None and type(value).__name__ not in _NOT_GIVEN_NAMES
 
 
-
 class ClientInfo:
     __slots__ = ("accepts_stream_options", "address", "category", "deployment", "port", "provider", "uri", "url")
 
@@ -53,7 +52,6 @@ def load_sdk_types() -> None:
 
 def is_azure(client: Any) -> bool:
     return isinstance(client, _azure_classes)
-
 
 
 def call_is_stream(result: Any) -> bool:

@@ -94,7 +94,6 @@ def read_audio(rec: CallRecord, result: Any, capture: bool) -> None:
         rec.output_messages = content.text_output(text)
 
 
-
 def end_call(call: Call, error: BaseException | None = None) -> None:
     rec = call.record
     if rec.provider == PROVIDER_AZURE and rec.resource is None:

@@ -49,8 +49,12 @@ def targets(state: State) -> list[Target]:
     both("openai.resources.responses.responses", "Responses", ("create", "parse"), responses, since="1.66")
     both("openai.resources.responses", "Responses", ("create",), responses, since="1.66")
     both("openai.resources.embeddings", "Embeddings", ("create",), op("embeddings", read_embeddings, None, "input"))
-    both("openai.resources.completions", "Completions", ("create",), op(
-        "text_completion", read_chat, "completions", "prompt"))
+    both(
+        "openai.resources.completions",
+        "Completions",
+        ("create",),
+        op("text_completion", read_chat, "completions", "prompt"),
+    )
     for method, name in (("generate", "image_generation"), ("edit", "image_edit")):
         both("openai.resources.images", "Images", (method,), op(name, read_images, "events", "prompt", image_usage))
     for module, cls, name in (

@@ -89,7 +89,11 @@ class UpstreamClient:
         the response's body is read by the caller (:func:`chunks`), who closes it (:func:`close`)."""
         scheme, host, port, prefix = _origin(base)
         url = URL.build(
-            scheme=scheme, host=host, port=port, path=f"{prefix}/{path}", query_string=query.decode("latin-1"),
+            scheme=scheme,
+            host=host,
+            port=port,
+            path=f"{prefix}/{path}",
+            query_string=query.decode("latin-1"),
             encoded=True,
         )
         return await self.session.post(

@@ -227,8 +227,13 @@ class Proxy:
         attr.block_limits_allowed = True
         svc.ingestor.check_headers(app, attr)
         worst = WorstCase(
-            call.category, call.model, call.input_bound, call.output_bound, attr.price_as_category,
-            attr.price_as_resource, attr.resource_scope,
+            call.category,
+            call.model,
+            call.input_bound,
+            call.output_bound,
+            attr.price_as_category,
+            attr.price_as_resource,
+            attr.resource_scope,
         )
         admission = admission_.reserve(svc, app, attr.limit_ids, worst)
         if admission.held:
@@ -236,8 +241,13 @@ class Proxy:
         if admission.admitted:
             return None
         return admission_.refusal(
-            svc, app, attr.limit_ids, admission,
-            use_case_name=attr.use_case_name, user_id=attr.user_id, account_name=attr.account_name,
+            svc,
+            app,
+            attr.limit_ids,
+            admission,
+            use_case_name=attr.use_case_name,
+            user_id=attr.user_id,
+            account_name=attr.account_name,
         )
 
     # --- 3: answer ------------------------------------------------------------------------------

@@ -52,7 +52,9 @@ def router(svc: Service) -> APIRouter:
     error_docs = {**errors(400), **_ADMIN_ERRORS}
 
     @api.get(
-        "/organization", response_model=M.Organization, responses=error_docs,
+        "/organization",
+        response_model=M.Organization,
+        responses=error_docs,
         summary="Groups and their applications, with each application's usage in the window and its key slots",
     )
     async def organization(request: Request, window: Window) -> Response:
@@ -71,13 +73,18 @@ def router(svc: Service) -> APIRouter:
                 group["requests"] = sum(a["requests"] for a in apps)
                 costs = [a["cost_usd"] for a in apps if a["cost_usd"] is not None]
                 group["cost_usd"] = sum(costs) if costs else None
-            return {"since": report.since, "until": report.until, "groups": sorted(groups.values(),
-                                                                                     key=lambda g: g["name"])}
+            return {
+                "since": report.since,
+                "until": report.until,
+                "groups": sorted(groups.values(), key=lambda g: g["name"]),
+            }
 
         return json_response({"request_id": request_id(), **await run_in_threadpool(read)})
 
     @api.post(
-        "/applications", status_code=201, response_model=M.CreatedApplication,
+        "/applications",
+        status_code=201,
+        response_model=M.CreatedApplication,
         responses={**error_docs, 409: {"model": models.ApiError, "description": "An application of that name exists"}},
         summary="Create an application in a group (created if new); its two API keys are shown once",
     )
@@ -87,19 +94,20 @@ def router(svc: Service) -> APIRouter:
         def create() -> list[dict[str, Any]]:
             _, first = store.create_application(body.name, body.group)
             second = store.rotate_key(body.name, 2)
-            return [{"slot": slot, "key": key, "prefix": keys.display_prefix(key)}
-                    for slot, key in ((1, first), (2, second))]
+            return [
+                {"slot": slot, "key": key, "prefix": keys.display_prefix(key)}
+                for slot, key in ((1, first), (2, second))
+            ]
 
         try:
             issued = await svc.committer.run(create)
         except StoreError as exc:
             raise PayiApiError(409, "application_already_exists", f"name: {exc}") from None
-        return json_response(
-            {"request_id": request_id(), "name": body.name, "group": body.group, "keys": issued}, 201
-        )
+        return json_response({"request_id": request_id(), "name": body.name, "group": body.group, "keys": issued}, 201)
 
     @api.post(
-        "/applications/{name}/keys/{slot}", response_model=M.RotatedKey,
+        "/applications/{name}/keys/{slot}",
+        response_model=M.RotatedKey,
         responses={**error_docs, 404: {"model": models.ApiError, "description": "No application of that name"}},
         summary="Issue a new key in one of an application's two slots; the slot's old key stops working at once",
     )

@@ -29,6 +29,8 @@ from payi_otel.service.routes.common import (
 from payi_otel.service.store import HistoryRecord, LimitRecord, StoreError, new_id
 
 PREFIX = "/api/v1/limits"
+
+
 def _iso_only(value: object) -> object:
     """A reset date is ISO 8601; a bare number (which pydantic would read as epoch seconds) is refused."""
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):

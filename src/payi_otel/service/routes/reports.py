@@ -72,7 +72,9 @@ def router(svc: Service) -> APIRouter:
     store = svc.store
 
     @api.get(
-        "", response_model=M.Report, responses=errors(400),
+        "",
+        response_model=M.Report,
+        responses=errors(400),
         summary="Cost, requests, tokens by kind, failures and latency, grouped and filtered",
     )
     async def report(
@@ -88,7 +90,9 @@ def router(svc: Service) -> APIRouter:
         return json_response({"request_id": new_request_id(), **body})
 
     @api.get(
-        "/requests", response_model=M.RequestPage, responses=errors(400),
+        "/requests",
+        response_model=M.RequestPage,
+        responses=errors(400),
         summary="The requests of the window and filters, newest first, in cursor pages",
     )
     async def list_requests(
@@ -108,7 +112,9 @@ def router(svc: Service) -> APIRouter:
         return json_response(page([_item(r) for r in rows], [r["_key"] for r in rows], limit))
 
     @api.get(
-        "/requests/{request_id}", response_model=M.RequestDetail, responses=errors(404),
+        "/requests/{request_id}",
+        response_model=M.RequestDetail,
+        responses=errors(404),
         summary="Everything stored about one request: units, cost, context, status, ids, captured content",
     )
     async def request_detail(request_id: str, request: Request) -> Response:
@@ -121,7 +127,9 @@ def router(svc: Service) -> APIRouter:
         return json_response(detail)
 
     @api.get(
-        "/use_cases", response_model=MA.UseCasesOverview, responses=errors(400),
+        "/use_cases",
+        response_model=MA.UseCasesOverview,
+        responses=errors(400),
         summary="Use cases with their instances and KPI scores, and the newest instances",
     )
     async def use_cases(

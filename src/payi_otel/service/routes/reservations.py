@@ -57,15 +57,21 @@ def router(svc: Service, enabled: bool) -> APIRouter:
         app = svc.authenticate(request)
         if not enabled:
             raise PayiApiError(
-                403, "block_limits_on_ingest_disabled",
+                403,
+                "block_limits_on_ingest_disabled",
                 "reservations need the service to count block limits on ingest: start it with "
                 f"{INGEST_BLOCK_LIMITS_ENV}=true",
             )
         if len(set(body.limit_ids)) != len(body.limit_ids):
             raise bad_request("duplicate_limit_id", "limit_ids lists the same limit id twice")
         worst = A.WorstCase(
-            body.category, body.resource, body.input_tokens, body.max_output_tokens, body.price_as_category,
-            body.price_as_resource, body.resource_scope,
+            body.category,
+            body.resource,
+            body.input_tokens,
+            body.max_output_tokens,
+            body.price_as_category,
+            body.price_as_resource,
+            body.resource_scope,
         )
 
         def work() -> Response:
@@ -77,12 +83,14 @@ def router(svc: Service, enabled: bool) -> APIRouter:
             admission = A.reserve(svc, app, body.limit_ids, worst)
             if not admission.admitted:
                 return json_response(A.refusal(svc, app, body.limit_ids, admission), 400)
-            return json_response({
-                "request_id": request_id(),
-                "reservation_id": admission.reservation_id if admission.held else None,
-                "amount": admission.amount,
-                "limits": A.limit_states(svc, app, body.limit_ids, admission),
-            })
+            return json_response(
+                {
+                    "request_id": request_id(),
+                    "reservation_id": admission.reservation_id if admission.held else None,
+                    "amount": admission.amount,
+                    "limits": A.limit_states(svc, app, body.limit_ids, admission),
+                }
+            )
 
         return await svc.committer.run(work)
 

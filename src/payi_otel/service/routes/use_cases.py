@@ -109,26 +109,45 @@ def router(svc: Service) -> APIRouter:
             raise api_error(exc) from None
 
     # --- definitions -------------------------------------------------------------------------
-    @api.post("/definitions", status_code=201, response_model=M.Definition, responses=errors(400),
-              summary="Create a use case definition (version 1)")
+    @api.post(
+        "/definitions",
+        status_code=201,
+        response_model=M.Definition,
+        responses=errors(400),
+        summary="Create a use case definition (version 1)",
+    )
     async def create_definition(body: M.DefinitionCreate, request: Request) -> Response:
         app = svc.authenticate(request)
         config = body.limit_config.model_dump(exclude_none=True) if body.limit_config else None
-        d = await write(lambda: store.create_definition(
-            app.id, body.name, body.description, config, body.logging_enabled, svc.now_ms()
-        ))
+        d = await write(
+            lambda: store.create_definition(
+                app.id, body.name, body.description, config, body.logging_enabled, svc.now_ms()
+            )
+        )
         return json_response(definition_body(d), 201)
 
-    @api.get("/definitions", response_model=M.DefinitionPage, responses=errors(400),
-             summary="List use case definitions in cursor pages")
+    @api.get(
+        "/definitions",
+        response_model=M.DefinitionPage,
+        responses=errors(400),
+        summary="List use case definitions in cursor pages",
+    )
     async def list_definitions(
-        request: Request, limit: int = PageSize, cursor: str | None = Cursor, sort_ascending: bool = SortAscending,
+        request: Request,
+        limit: int = PageSize,
+        cursor: str | None = Cursor,
+        sort_ascending: bool = SortAscending,
         use_case_name: str | None = Query(None, description="Only the definition with this name"),
     ) -> Response:
         app = svc.authenticate(request)
         after = decode_cursor(cursor, 2)
-        rows = store.list_definitions(app.id, name=use_case_name, ascending=sort_ascending,
-                                      after=(after[0], after[1]) if after else None, count=limit + 1)
+        rows = store.list_definitions(
+            app.id,
+            name=use_case_name,
+            ascending=sort_ascending,
+            after=(after[0], after[1]) if after else None,
+            count=limit + 1,
+        )
         return json_response(page([definition_body(d) for d in rows], [[d.created_ms, d.name] for d in rows], limit))
 
     @api.get("/definitions/{use_case_name}", response_model=M.Definition, responses=errors(404))
@@ -136,62 +155,101 @@ def router(svc: Service) -> APIRouter:
         app = svc.authenticate(request)
         return json_response(definition_body(read(lambda: store.definition_or_raise(app.id, use_case_name))))
 
-    @api.put("/definitions/{use_case_name}", response_model=M.Definition, responses=errors(400, 404),
-             summary="Update description and/or logging_enabled (the version stays)")
+    @api.put(
+        "/definitions/{use_case_name}",
+        response_model=M.Definition,
+        responses=errors(400, 404),
+        summary="Update description and/or logging_enabled (the version stays)",
+    )
     async def update_definition(use_case_name: str, body: M.DefinitionUpdate, request: Request) -> Response:
         app = svc.authenticate(request)
         changes = {k: getattr(body, k) for k in body.model_fields_set}
         d = await write(lambda: store.update_definition(app.id, use_case_name, changes, svc.now_ms()))
         return json_response(definition_body(d))
 
-    @api.delete("/definitions/{use_case_name}", response_model=M.Definition, responses=errors(404),
-                summary="Delete a definition with its KPIs and instances (stored requests stay)")
+    @api.delete(
+        "/definitions/{use_case_name}",
+        response_model=M.Definition,
+        responses=errors(404),
+        summary="Delete a definition with its KPIs and instances (stored requests stay)",
+    )
     async def delete_definition(use_case_name: str, request: Request) -> Response:
         app = svc.authenticate(request)
         return json_response(definition_body(await write(lambda: store.delete_definition(app.id, use_case_name))))
 
-    @api.post("/definitions/{use_case_name}/increment_version", response_model=M.Definition, responses=errors(404),
-              summary="Start the next version; new instances get it unless they pin one")
+    @api.post(
+        "/definitions/{use_case_name}/increment_version",
+        response_model=M.Definition,
+        responses=errors(404),
+        summary="Start the next version; new instances get it unless they pin one",
+    )
     async def increment_version(use_case_name: str, request: Request) -> Response:
         app = svc.authenticate(request)
-        return json_response(definition_body(
-            await write(lambda: store.increment_version(app.id, use_case_name, svc.now_ms()))
-        ))
+        return json_response(
+            definition_body(await write(lambda: store.increment_version(app.id, use_case_name, svc.now_ms())))
+        )
 
-    @api.post("/definitions/{use_case_name}/limit_config", response_model=M.Definition, responses=errors(400, 404),
-              summary="Set the limit every new instance gets")
+    @api.post(
+        "/definitions/{use_case_name}/limit_config",
+        response_model=M.Definition,
+        responses=errors(400, 404),
+        summary="Set the limit every new instance gets",
+    )
     async def set_limit_config(use_case_name: str, body: M.LimitConfig, request: Request) -> Response:
         app = svc.authenticate(request)
         config = body.model_dump(exclude_none=True)
         d = await write(lambda: store.update_definition(app.id, use_case_name, {"limit_config": config}, svc.now_ms()))
         return json_response(definition_body(d))
 
-    @api.delete("/definitions/{use_case_name}/limit_config", response_model=M.Definition, responses=errors(404),
-                summary="Stop giving new instances a limit (existing instance limits stay)")
+    @api.delete(
+        "/definitions/{use_case_name}/limit_config",
+        response_model=M.Definition,
+        responses=errors(404),
+        summary="Stop giving new instances a limit (existing instance limits stay)",
+    )
     async def delete_limit_config(use_case_name: str, request: Request) -> Response:
         app = svc.authenticate(request)
         d = await write(lambda: store.update_definition(app.id, use_case_name, {"limit_config": None}, svc.now_ms()))
         return json_response(definition_body(d))
 
     # --- KPI definitions -----------------------------------------------------------------------
-    @api.post("/definitions/{use_case_name}/kpis", status_code=201, response_model=M.Kpi, responses=errors(400, 404),
-              summary="Define a KPI of the use case")
+    @api.post(
+        "/definitions/{use_case_name}/kpis",
+        status_code=201,
+        response_model=M.Kpi,
+        responses=errors(400, 404),
+        summary="Define a KPI of the use case",
+    )
     async def create_kpi(use_case_name: str, body: M.KpiCreate, request: Request) -> Response:
         app = svc.authenticate(request)
-        k = await write(lambda: store.create_kpi(
-            app.id, use_case_name, body.name, body.description, body.kpi_type, body.goal, svc.now_ms()
-        ))
+        k = await write(
+            lambda: store.create_kpi(
+                app.id, use_case_name, body.name, body.description, body.kpi_type, body.goal, svc.now_ms()
+            )
+        )
         return json_response(kpi_body(k), 201)
 
     @api.get("/definitions/{use_case_name}/kpis", response_model=M.KpiPage, responses=errors(400, 404))
     async def list_kpis(
-        use_case_name: str, request: Request, limit: int = PageSize, cursor: str | None = Cursor,
-        sort_ascending: bool = SortAscending, kpi_name: str | None = Query(None, description="Only this KPI"),
+        use_case_name: str,
+        request: Request,
+        limit: int = PageSize,
+        cursor: str | None = Cursor,
+        sort_ascending: bool = SortAscending,
+        kpi_name: str | None = Query(None, description="Only this KPI"),
     ) -> Response:
         app = svc.authenticate(request)
         after = decode_cursor(cursor, 2)
-        rows = read(lambda: store.list_kpis(app.id, use_case_name, name=kpi_name, ascending=sort_ascending,
-                                            after=(after[0], after[1]) if after else None, count=limit + 1))
+        rows = read(
+            lambda: store.list_kpis(
+                app.id,
+                use_case_name,
+                name=kpi_name,
+                ascending=sort_ascending,
+                after=(after[0], after[1]) if after else None,
+                count=limit + 1,
+            )
+        )
         return json_response(page([kpi_body(k) for k in rows], [[k.created_ms, k.name] for k in rows], limit))
 
     @api.get("/definitions/{use_case_name}/kpis/{kpi_name}", response_model=M.Kpi, responses=errors(404))
@@ -199,8 +257,12 @@ def router(svc: Service) -> APIRouter:
         app = svc.authenticate(request)
         return json_response(kpi_body(read(lambda: store.kpi(app.id, use_case_name, kpi_name))))
 
-    @api.put("/definitions/{use_case_name}/kpis/{kpi_name}", response_model=M.Kpi, responses=errors(400, 404),
-             summary="Update a KPI's description and/or goal")
+    @api.put(
+        "/definitions/{use_case_name}/kpis/{kpi_name}",
+        response_model=M.Kpi,
+        responses=errors(400, 404),
+        summary="Update a KPI's description and/or goal",
+    )
     async def update_kpi(use_case_name: str, kpi_name: str, body: M.KpiUpdate, request: Request) -> Response:
         app = svc.authenticate(request)
         changes = {k: getattr(body, k) for k in body.model_fields_set if getattr(body, k) is not None}
@@ -213,8 +275,13 @@ def router(svc: Service) -> APIRouter:
         return json_response(kpi_body(await write(lambda: store.delete_kpi(app.id, use_case_name, kpi_name))))
 
     # --- instances -----------------------------------------------------------------------------
-    @api.post("/instances/{use_case_name}", status_code=201, response_model=M.Instance, responses=errors(404),
-              summary="Create an instance (newest version; its own limit when the use case has a limit_config)")
+    @api.post(
+        "/instances/{use_case_name}",
+        status_code=201,
+        response_model=M.Instance,
+        responses=errors(404),
+        summary="Create an instance (newest version; its own limit when the use case has a limit_config)",
+    )
     async def create_instance(use_case_name: str, request: Request) -> Response:
         app = svc.authenticate(request)
         i = await write(lambda: store.create_instance(app.id, use_case_name, svc.now_ms()))
@@ -231,8 +298,12 @@ def router(svc: Service) -> APIRouter:
         i = await write(lambda: store.delete_instance(app.id, use_case_name, use_case_id))
         return json_response(instance_body(i))
 
-    @api.put("/instances/{use_case_name}/{use_case_id}/properties", response_model=M.Instance,
-             responses=errors(400, 404), summary="Merge instance properties (a null value deletes the key)")
+    @api.put(
+        "/instances/{use_case_name}/{use_case_id}/properties",
+        response_model=M.Instance,
+        responses=errors(400, 404),
+        summary="Merge instance properties (a null value deletes the key)",
+    )
     async def update_instance_properties(
         use_case_name: str, use_case_id: str, body: M.InstancePropertiesUpdate, request: Request
     ) -> Response:
@@ -240,26 +311,52 @@ def router(svc: Service) -> APIRouter:
         i = await write(lambda: store.update_instance_properties(app.id, use_case_name, use_case_id, body.properties))
         return json_response(instance_body(i))
 
-    @api.get("/instances/{use_case_name}/{use_case_id}/kpis", response_model=M.InstanceKpiPage,
-             responses=errors(400, 404), summary="The instance's KPI scores in cursor pages")
+    @api.get(
+        "/instances/{use_case_name}/{use_case_id}/kpis",
+        response_model=M.InstanceKpiPage,
+        responses=errors(400, 404),
+        summary="The instance's KPI scores in cursor pages",
+    )
     async def list_instance_kpis(
-        use_case_name: str, use_case_id: str, request: Request, limit: int = PageSize, cursor: str | None = Cursor,
-        sort_ascending: bool = SortAscending, kpi_name: str | None = Query(None, description="Only this KPI"),
+        use_case_name: str,
+        use_case_id: str,
+        request: Request,
+        limit: int = PageSize,
+        cursor: str | None = Cursor,
+        sort_ascending: bool = SortAscending,
+        kpi_name: str | None = Query(None, description="Only this KPI"),
     ) -> Response:
         app = svc.authenticate(request)
         after = decode_cursor(cursor, 2)
-        rows = read(lambda: store.kpi_scores(app.id, use_case_name, use_case_id, name=kpi_name,
-                                             ascending=sort_ascending, after=(after[0], after[1]) if after else None,
-                                             count=limit + 1))
+        rows = read(
+            lambda: store.kpi_scores(
+                app.id,
+                use_case_name,
+                use_case_id,
+                name=kpi_name,
+                ascending=sort_ascending,
+                after=(after[0], after[1]) if after else None,
+                count=limit + 1,
+            )
+        )
         items = [
-            {"kpi_name": k.name, "kpi_type": k.kpi_type, "score": score, "create_timestamp": iso(created),
-             "update_timestamp": iso(updated)}
+            {
+                "kpi_name": k.name,
+                "kpi_type": k.kpi_type,
+                "score": score,
+                "create_timestamp": iso(created),
+                "update_timestamp": iso(updated),
+            }
             for k, score, created, updated in rows
         ]
         return json_response(page(items, [[created, k.name] for k, _, created, _ in rows], limit))
 
-    @api.put("/instances/{use_case_name}/{use_case_id}/kpis/{kpi_name}", response_model=ML.DefaultResponse,
-             responses=errors(400, 404), summary="Score a KPI for an instance (the score must fit the KPI type)")
+    @api.put(
+        "/instances/{use_case_name}/{use_case_id}/kpis/{kpi_name}",
+        response_model=ML.DefaultResponse,
+        responses=errors(400, 404),
+        summary="Score a KPI for an instance (the score must fit the KPI type)",
+    )
     async def score_kpi(
         use_case_name: str, use_case_id: str, kpi_name: str, body: M.ScoreUpdate, request: Request
     ) -> Response:

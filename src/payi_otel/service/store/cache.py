@@ -97,4 +97,3 @@ class CacheGenerations:
             finally:
                 self._early_use = early
         return not self._generation_due and not early[1]
-

@@ -10,9 +10,7 @@ import orjson
 from payi_otel.service.store.connection import StoreBase
 from payi_otel.service.store.records import StoreError, dumps
 
-_COLUMNS = (
-    "resource_id, category, resource, scope, units, max_input_units, max_output_units, max_total_units, start_ms"
-)
+_COLUMNS = "resource_id, category, resource, scope, units, max_input_units, max_output_units, max_total_units, start_ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +55,18 @@ class CatalogStore(StoreBase):
                 raise StoreError(f"resource_id {version.resource_id!r} already exists", "invalid_resource_id")
             c.execute(
                 f"INSERT INTO custom_resources ({_COLUMNS}, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (version.resource_id, version.category, version.resource, version.scope, dumps(version.units),
-                 version.max_input_units, version.max_output_units, version.max_total_units, version.start_ms, now_ms),
+                (
+                    version.resource_id,
+                    version.category,
+                    version.resource,
+                    version.scope,
+                    dumps(version.units),
+                    version.max_input_units,
+                    version.max_output_units,
+                    version.max_total_units,
+                    version.start_ms,
+                    now_ms,
+                ),
             )
             self._custom.pop((version.category, version.resource), None)
             self._cached_data_changed()

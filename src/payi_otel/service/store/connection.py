@@ -83,6 +83,7 @@ def database_errors() -> tuple[type[Exception], ...]:
         return (sqlite3.Error, OSError)
     return (sqlite3.Error, psycopg.Error, OSError)
 
+
 class StoreBase(CommittedReads, CacheGenerations):
     """The connection and transaction handling every area of the store builds on.
 
@@ -207,8 +208,9 @@ class StoreBase(CommittedReads, CacheGenerations):
             return
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn.execute(f"PRAGMA journal_size_limit={restart_frames * 4096}")
-        self._checkpointer = checkpoint_thread(self.path, interval, restart_frames, self._stop_checkpoints,
-                                               self._restart_due)
+        self._checkpointer = checkpoint_thread(
+            self.path, interval, restart_frames, self._stop_checkpoints, self._restart_due
+        )
         self._checkpointer.start()
 
     def _restart_due(self) -> None:
@@ -405,4 +407,3 @@ class StoreBase(CommittedReads, CacheGenerations):
                 self._depth -= 1
             if name != _LAST_UNIT:
                 self._control(f"RELEASE {name}")
-

@@ -18,9 +18,7 @@ class StoredKeys:
     by_provider_id: dict[tuple[str, str], StoredRequest]  # (category, provider response id) ->
     by_dedupe_id: dict[str, StoredRequest]
 
-    def duplicate(
-        self, category: str, provider_response_id: str | None, dedupe_id: str | None
-    ) -> StoredRequest | None:
+    def duplicate(self, category: str, provider_response_id: str | None, dedupe_id: str | None) -> StoredRequest | None:
         """As :meth:`IngestStore.find_duplicate`, from what was looked up."""
         found = None
         if dedupe_id is not None:
@@ -49,9 +47,7 @@ class IngestStore(RequestsStore):
             found = self._stored_request(RESULT_BY_PROVIDER_ID, (application_id, category, provider_response_id))
         return found
 
-    def stored_keys(
-        self, application_id: int, keys: Iterable[tuple[str, str | None, str | None]]
-    ) -> StoredKeys | None:
+    def stored_keys(self, application_id: int, keys: Iterable[tuple[str, str | None, str | None]]) -> StoredKeys | None:
         """The stored requests of this application that events with these keys (category, provider response
         id, dedupe id) could duplicate; None when no event carries an id. Each is the lookup
         :meth:`find_duplicate` makes (by unique index), but PostgreSQL gets them all in one round trip

@@ -47,12 +47,19 @@ class KpisStore(UseCasesStore):
         return KpiRecord(*rows[0])
 
     def list_kpis(
-        self, application_id: int, use_case: str, *, name: str | None, ascending: bool, after: tuple[int, str] | None,
+        self,
+        application_id: int,
+        use_case: str,
+        *,
+        name: str | None,
+        ascending: bool,
+        after: tuple[int, str] | None,
         count: int,
     ) -> list[KpiRecord]:
         self.definition_or_raise(application_id, use_case)
-        sql, params = keyset(_KPI + " AND use_case_name = ?", application_id, "name", name, ascending, after, count,
-                              (use_case,))
+        sql, params = keyset(
+            _KPI + " AND use_case_name = ?", application_id, "name", name, ascending, after, count, (use_case,)
+        )
         return [KpiRecord(*r) for r in self.read_rows(sql, params)]
 
     def update_kpi(
@@ -100,8 +107,15 @@ class KpisStore(UseCasesStore):
             )
 
     def kpi_scores(
-        self, application_id: int, use_case: str, use_case_id: str, *, name: str | None, ascending: bool,
-        after: tuple[int, str] | None, count: int,
+        self,
+        application_id: int,
+        use_case: str,
+        use_case_id: str,
+        *,
+        name: str | None,
+        ascending: bool,
+        after: tuple[int, str] | None,
+        count: int,
     ) -> list[tuple[KpiRecord, float, int, int]]:
         """(KPI, score, created_ms, updated_ms) of an instance's scored KPIs, ordered by score creation time."""
         self.instance(application_id, use_case, use_case_id)

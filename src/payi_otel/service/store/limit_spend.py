@@ -159,8 +159,9 @@ class LimitsStore(LimitDefinitionsStore):
             for bit, kind, state in ((ALERT_THRESHOLD, "threshold", "exceeded"), (ALERT_MAX, "max", "overrun")):
                 crossed_by = first_past.get(state) or (first_past.get("overrun") if state == "exceeded" else None)
                 if crossed_by is not None and not alerted & bit:
-                    self._claim_alert(application_id, lid, bit, kind, {**alert_context, "request_id": crossed_by},
-                                      now_ms)
+                    self._claim_alert(
+                        application_id, lid, bit, kind, {**alert_context, "request_id": crossed_by}, now_ms
+                    )
         # limits given the same counts (every request "ok" in each, most often) share one statement, which
         # travels with the next one (PostgreSQL): nothing waits for its answer
         for counts_by_state, lids in same_counts.items():

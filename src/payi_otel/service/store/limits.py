@@ -25,6 +25,8 @@ _ZERO_TOTALS = (
     "cost_input = 0, cost_output = 0, cost_total = 0, req_ok = 0, req_exceeded = 0, req_overrun = 0, req_blocked = 0,"
     " req_blocked_external = 0, req_failed = 0, req_total = 0, alerted = 0"
 )
+
+
 @dataclass(frozen=True, slots=True)
 class LimitRecord:
     limit_id: str
@@ -47,8 +49,19 @@ class LimitRecord:
         head, counts, tail = row[:11], row[11:18], row[18:]
         lid, name, mx, kind, threshold, props, created, updated, c_in, c_out, c_total = head
         return cls(
-            lid, name, mx, kind, threshold, orjson.loads(props) if props else {}, created, updated,
-            c_in, c_out, c_total, dict(zip(REQUEST_STATES, counts, strict=True)), *tail,
+            lid,
+            name,
+            mx,
+            kind,
+            threshold,
+            orjson.loads(props) if props else {},
+            created,
+            updated,
+            c_in,
+            c_out,
+            c_total,
+            dict(zip(REQUEST_STATES, counts, strict=True)),
+            *tail,
         )
 
     @property
@@ -121,9 +134,20 @@ class LimitDefinitionsStore(StoreBase):
                     "INSERT INTO limits (limit_id, application_id, limit_name, max, limit_type, threshold, properties,"
                     " created_ms, updated_ms, reset_schedule, schedule_anchor_ms, next_reset_ms)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (limit_id, application_id, limit_name, max_, limit_type, threshold,
-                     dumps(merged) if merged else None, now_ms, now_ms, reset_schedule,
-                     now_ms if reset_schedule else None, next_reset),
+                    (
+                        limit_id,
+                        application_id,
+                        limit_name,
+                        max_,
+                        limit_type,
+                        threshold,
+                        dumps(merged) if merged else None,
+                        now_ms,
+                        now_ms,
+                        reset_schedule,
+                        now_ms if reset_schedule else None,
+                        next_reset,
+                    ),
                 )
             except self.integrity_errors:
                 raise StoreError(f"limit_id {limit_id!r} already exists", "duplicate_limit_id") from None
@@ -232,14 +256,27 @@ class LimitDefinitionsStore(StoreBase):
         with self.transaction() as c:
             current = self._limit_in(c, application_id, limit_id)
             record = HistoryRecord(
-                current.limit_id, current.limit_name, current.limit_type, current.max, reset_ms, trigger,
+                current.limit_id,
+                current.limit_name,
+                current.limit_type,
+                current.max,
+                reset_ms,
+                trigger,
                 current.totals(),
             )
             c.execute(
                 "INSERT INTO limit_history (application_id, limit_id, limit_name, limit_type, max, reset_ms, trigger,"
                 " totals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (application_id, limit_id, record.limit_name, record.limit_type, record.max, reset_ms, trigger,
-                 dumps(record.totals)),
+                (
+                    application_id,
+                    limit_id,
+                    record.limit_name,
+                    record.limit_type,
+                    record.max,
+                    reset_ms,
+                    trigger,
+                    dumps(record.totals),
+                ),
             )
             c.execute(
                 f"UPDATE limits SET {_ZERO_TOTALS} WHERE application_id = ? AND limit_id = ?",

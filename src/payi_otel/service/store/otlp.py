@@ -13,7 +13,13 @@ from payi_otel.service.store.connection import StoreBase
 
 # A stored request's business context, as ingest event fields (see request_context).
 _CONTEXT_COLUMNS = (
-    "use_case_name", "use_case_id", "use_case_version", "use_case_step", "user_id", "account_name", "resource_scope",
+    "use_case_name",
+    "use_case_id",
+    "use_case_version",
+    "use_case_step",
+    "user_id",
+    "account_name",
+    "resource_scope",
 )
 _JSON_CONTEXT_COLUMNS = ("request_tags", "properties")
 

@@ -185,8 +185,10 @@ class PgConnection:
         if len(queries) == 1:
             return [self.execute(*queries[0]).fetchall()]
         with self._sending_deferred():
-            cursors = [self.raw.execute(query, args, prepare=_prepare(args))
-                       for query, args in (self._args(sql, params) for sql, params in queries)]
+            cursors = [
+                self.raw.execute(query, args, prepare=_prepare(args))
+                for query, args in (self._args(sql, params) for sql, params in queries)
+            ]
         return [cursor.fetchall() for cursor in cursors]
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -111,8 +111,9 @@ class ReportQuery:
 
     def where(self, postgres: bool = False) -> tuple[list[str], list[Any]]:
         """SQL conditions and their parameters (PostgreSQL's spelling with ``postgres``)."""
-        dimensions, multi_valued = (POSTGRES_DIMENSIONS, POSTGRES_MULTI_VALUED) if postgres else (
-            REPORT_DIMENSIONS, MULTI_VALUED)
+        dimensions, multi_valued = (
+            (POSTGRES_DIMENSIONS, POSTGRES_MULTI_VALUED) if postgres else (REPORT_DIMENSIONS, MULTI_VALUED)
+        )
         where: list[str] = []
         params: list[Any] = []
         if self.since_ms is not None:
@@ -210,8 +211,12 @@ class ReportsStore(StoreBase):
             params,
         ):
             out[(app, name)] = {
-                "application": app, "use_case_name": name, "version": version, "description": description,
-                "instances": instances, "kpis": [],
+                "application": app,
+                "use_case_name": name,
+                "version": version,
+                "description": description,
+                "instances": instances,
+                "kpis": [],
             }
         for app, use_case, kpi, kpi_type, goal, mean, scored in self._read(
             "SELECT a.name, k.use_case_name, k.name, k.kpi_type, k.goal, avg(s.score), count(s.score)"
@@ -232,15 +237,24 @@ class ReportsStore(StoreBase):
     def recent_use_case_instances(self, application: str | None, count: int) -> list[dict[str, Any]]:
         """The ``count`` newest use case instances (of one application, or all) with their KPI scores."""
         where, params = ("WHERE a.name = ?", [application]) if application is not None else ("", [])
-        rows = list(self._read(
-            "SELECT a.id, a.name, i.name, i.use_case_id, i.version, i.created_ms FROM use_case_instances i"
-            f" JOIN applications a ON a.id = i.application_id {where} ORDER BY i.created_ms DESC, i.use_case_id"
-            " LIMIT ?",
-            [*params, count],
-        ))
+        rows = list(
+            self._read(
+                "SELECT a.id, a.name, i.name, i.use_case_id, i.version, i.created_ms FROM use_case_instances i"
+                f" JOIN applications a ON a.id = i.application_id {where} ORDER BY i.created_ms DESC, i.use_case_id"
+                " LIMIT ?",
+                [*params, count],
+            )
+        )
         items = [
-            {"application": app, "use_case_name": name, "use_case_id": uc_id, "version": version,
-             "created_ms": created, "kpi_scores": {}, "_app_id": app_id}
+            {
+                "application": app,
+                "use_case_name": name,
+                "use_case_id": uc_id,
+                "version": version,
+                "created_ms": created,
+                "kpi_scores": {},
+                "_app_id": app_id,
+            }
             for app_id, app, name, uc_id, version, created in rows
         ]
         if items:

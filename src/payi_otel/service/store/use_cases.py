@@ -36,8 +36,13 @@ class DefinitionRecord:
     def from_row(cls, row: tuple[Any, ...]) -> DefinitionRecord:
         name, description, version, logging, config, created, updated = row
         return cls(
-            name, description, version, None if logging is None else bool(logging),
-            orjson.loads(config) if config else None, created, updated,
+            name,
+            description,
+            version,
+            None if logging is None else bool(logging),
+            orjson.loads(config) if config else None,
+            created,
+            updated,
         )
 
 
@@ -103,8 +108,15 @@ class UseCasesStore(LimitsStore):
                 c.execute(
                     "INSERT INTO use_case_definitions (application_id, name, version, description, created_ms,"
                     " logging_enabled, limit_config, updated_ms) VALUES (?, ?, 1, ?, ?, ?, ?, ?)",
-                    (application_id, name, description, now_ms, logging_enabled,
-                     dumps(limit_config) if limit_config else None, now_ms),
+                    (
+                        application_id,
+                        name,
+                        description,
+                        now_ms,
+                        logging_enabled,
+                        dumps(limit_config) if limit_config else None,
+                        now_ms,
+                    ),
                 )
             except self.integrity_errors:
                 raise StoreError(f"use case {name!r} already exists", "use_case_already_exists") from None
@@ -158,8 +170,11 @@ class UseCasesStore(LimitsStore):
                 " (SELECT use_case_id FROM use_case_instances WHERE application_id = ? AND name = ?)",
                 (application_id, application_id, name),
             )
-            for table, column in (("use_case_instances", "name"), ("kpis", "use_case_name"),
-                                  ("use_case_definitions", "name")):
+            for table, column in (
+                ("use_case_instances", "name"),
+                ("kpis", "use_case_name"),
+                ("use_case_definitions", "name"),
+            ):
                 c.execute(f"DELETE FROM {table} WHERE application_id = ? AND {column} = ?", (application_id, name))
             self._definitions.pop((application_id, name), None)
             self._cached_data_changed()
@@ -295,9 +310,16 @@ class UseCasesStore(LimitsStore):
                 )
         return current
 
+
 def keyset(
-    select: str, application_id: int, name_column: str, name: str | None, ascending: bool,
-    after: tuple[int, str] | None, count: int, extra: tuple[Any, ...] = (),
+    select: str,
+    application_id: int,
+    name_column: str,
+    name: str | None,
+    ascending: bool,
+    after: tuple[int, str] | None,
+    count: int,
+    extra: tuple[Any, ...] = (),
 ) -> tuple[str, list[Any]]:
     """A page query: ``select`` (filtered by application) ordered by (created_ms, name) after a cursor key."""
     sql = [select]
