@@ -52,6 +52,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import instructions
+
 VENV = Path("/tmp/payi-otel-bench-venv")  # suffixed per project environment (see _own_venv)
 # 2.4b0 imports opentelemetry.util.genai.instruments, which util-genai removed in 1.2b0.
 OFFICIAL_REQ = ("opentelemetry-instrumentation-openai-v2==2.4b0", "opentelemetry-util-genai==1.1b0")
@@ -267,6 +269,8 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str = "
     instrumented, bare = setup.calls(scenario)
     if scenario == "pycalls":
         return python_calls(setup, instrumented, bare)
+    if scenario == "instructions":
+        return instructions.marked_rounds(setup, instrumented, bare, calls, instructions.ROUNDS)
     setup.switch(True)
     for _ in range(min(calls // 5, 1000)):
         instrumented()
@@ -465,6 +469,23 @@ def ensure_official_venv(
     return python
 
 
+def worker_command(
+    python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str, script: str = __file__
+) -> list[str]:
+    """The command line of a worker process running one mode."""
+    return [python, script, "--worker", mode, "--calls", str(calls), "--scenario", scenario, "--chunks", str(chunks),
+            "--telemetry", telemetry]  # fmt: skip
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of every worker process: the same for every mode."""
+    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0"}
+    for name in list(env):
+        if name.startswith(("OTEL_INSTRUMENTATION_GENAI", "PAYI_")):
+            env.pop(name)
+    return env
+
+
 def run(
     python: str,
     mode: str,
@@ -475,13 +496,8 @@ def run(
     script: str = __file__,
 ) -> dict:
     """Run ``script --worker mode ...`` in a fresh process; its last output line is the JSON result."""
-    cmd = [python, script, "--worker", mode, "--calls", str(calls), "--scenario", scenario, "--chunks", str(chunks),
-           "--telemetry", telemetry]  # fmt: skip
-    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0"}
-    for name in list(env):
-        if name.startswith(("OTEL_INSTRUMENTATION_GENAI", "PAYI_")):
-            env.pop(name)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    cmd = worker_command(python, mode, calls, scenario, chunks, telemetry, script)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=worker_env())
     if out.returncode != 0:
         raise RuntimeError(f"{mode} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -531,6 +547,29 @@ def call_overhead(python: str, modes: list[str], calls: int, rounds: int, teleme
     )
 
 
+def instruction_overhead(python: str, modes: list[str], telemetry: str) -> None:
+    """The instructions each mode adds per call on the calling thread (callgrind), and ours against the official."""
+    calls = instructions.CALLS
+    print(
+        f"\ninstructions added per non-streaming call [{telemetry}] (callgrind, calling thread; median and"
+        f" [min .. max] of {instructions.ROUNDS} rounds of {calls} calls against {calls} bare calls):"
+    )
+    med = {}
+    for mode in modes:
+        if mode == "bare":
+            continue
+        cmd = worker_command(python, mode, calls, "instructions", 0, telemetry)
+        added, bare = instructions.added_per_call(cmd, calls, instructions.ROUNDS, worker_env())
+        med[mode] = statistics.median(added)
+        print(f"  {mode:9s} {instructions.summary(added)} over a bare call of {bare / 1000:,.0f}k")
+    if "official" in med:
+        ratio = med["ours"] / med["official"]
+        print(
+            f"  ours/official: {ratio:.3f} (target <= 0.50: {'OK' if ratio <= 0.5 else 'ABOVE TARGET'});"
+            f" floor/official: {med['floor'] / med['official']:.2f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", help="internal: run one mode in this process")
@@ -540,6 +579,9 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=500, help="content chunks per streamed response")
     ap.add_argument("--memory-calls", type=int, default=100_000, help="calls of the RSS check")
     ap.add_argument("--telemetry", default="both", help="traces+metrics, traces or both")
+    ap.add_argument(
+        "--instructions", action="store_true", help="also count the instructions added per call (needs valgrind)"
+    )
     args = ap.parse_args()
     if args.worker:
         telemetry = "traces+metrics" if args.telemetry == "both" else args.telemetry
@@ -556,7 +598,15 @@ def main() -> None:
     for telemetry in ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,):
         call_overhead(python, modes, args.calls, args.rounds, telemetry)
 
-    for telemetry in ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,):
+    telemetries = ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)
+    if args.instructions:
+        if instructions.available():
+            for telemetry in telemetries:
+                instruction_overhead(python, modes, telemetry)
+        else:
+            print("\ninstructions: SKIPPED, valgrind is not installed")
+
+    for telemetry in telemetries:
         print(
             f"\nPython function calls added per non-streaming call [{telemetry}]"
             " (deterministic; split by switching metrics, then spans, off):"
