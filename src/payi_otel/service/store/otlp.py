@@ -9,18 +9,12 @@ from typing import Any
 
 import orjson
 
+from payi_otel import protocol as P
 from payi_otel.service.store.connection import StoreBase
 
-# A stored request's business context, as ingest event fields (see request_context).
-_CONTEXT_COLUMNS = (
-    "use_case_name",
-    "use_case_id",
-    "use_case_version",
-    "use_case_step",
-    "user_id",
-    "account_name",
-    "resource_scope",
-)
+# A stored request's business context, as ingest event fields (see request_context): the scalar attribution
+# fields, each stored in the requests column of its name.
+_CONTEXT_COLUMNS = tuple(f.name for f in P.CONTEXT_FIELDS if f.role == P.ATTRIBUTION and f.kind != P.LIST)
 _JSON_CONTEXT_COLUMNS = ("request_tags", "properties")
 
 
