@@ -12,16 +12,10 @@ Pay-i exporter keeps one event per call, ours.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-
-from payi_otel.core import SpanCore
+from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
 from payi_otel.instrumentation._stainless import error_info
-from payi_otel.instrumentation._wrapping import WrapSet
-
-_instruments = ("anthropic >= 0.40, < 3",)
 
 
 def _anthropic_version() -> str | None:
@@ -32,37 +26,21 @@ def _anthropic_version() -> str | None:
     return str(__version__)
 
 
-class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class AnthropicInstrumentor(ProviderInstrumentor):
     """Instruments Anthropic, Anthropic-on-Bedrock and Anthropic-on-Vertex clients (sync and async).
 
     ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``logger_provider`` (content
     events), ``capture_content`` (a mode or bool; default from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
     """
 
-    _wraps: WrapSet | None = None
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
+    _instruments = ("anthropic >= 0.40, < 3",)
 
     def _instrument(self, **kwargs: Any) -> None:
         from payi_otel.instrumentation.anthropic._targets import State, targets
 
         version = _anthropic_version()
-        core = SpanCore(
-            tracer_provider=kwargs.get("tracer_provider"),
-            meter_provider=kwargs.get("meter_provider"),
-            capture_content=kwargs.get("capture_content"),
-            logger_provider=kwargs.get("logger_provider"),
-            error_info=error_info,
-        )
-        wraps = WrapSet()
-        wraps.wrap(targets(State(core, version or "unknown")), version)
-        self._wraps = wraps
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        if self._wraps is not None:
-            self._wraps.unwrap()
-            self._wraps = None
+        core = self._span_core(kwargs, error_info)
+        self._wrap(targets(State(core, version or "unknown")), version)
 
 
 __all__ = ["AnthropicInstrumentor"]

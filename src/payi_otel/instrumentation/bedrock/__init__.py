@@ -15,21 +15,14 @@ units from the billed token-count headers, the body or the stream's final event 
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]  # module is marked untyped
-    BaseInstrumentor,
-)
-
-from payi_otel.core import SpanCore
-from payi_otel.instrumentation._wrapping import Target, WrapSet
+from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
+from payi_otel.instrumentation._wrapping import Target
 
 from ._calls import BedrockCalls
 from ._errors import error_info
 from ._resources import resolve
-
-_instruments = ("botocore >= 1.34.116",)  # the first release with Converse / ConverseStream
 
 
 def _botocore_version() -> str:
@@ -41,40 +34,24 @@ def _botocore_version() -> str:
         return "unknown"
 
 
-class BedrockInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class BedrockInstrumentor(ProviderInstrumentor):
     """Instruments AWS Bedrock runtime clients (boto3 / botocore; aiobotocore where installed).
 
     ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``logger_provider`` (content
     events), ``capture_content`` (a mode or bool; default from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
     """
 
-    _wraps: WrapSet | None = None
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
+    _instruments = ("botocore >= 1.34.116",)  # the first release with Converse / ConverseStream
 
     def _instrument(self, **kwargs: Any) -> None:
-        core = SpanCore(
-            tracer_provider=kwargs.get("tracer_provider"),
-            meter_provider=kwargs.get("meter_provider"),
-            capture_content=kwargs.get("capture_content"),
-            logger_provider=kwargs.get("logger_provider"),
-            error_info=error_info,
-        )
+        core = self._span_core(kwargs, error_info)
         calls = BedrockCalls(core, f"botocore/{_botocore_version()}")
-        wraps = WrapSet()
-        wraps.wrap(
+        self._wrap(
             [
                 Target("botocore.client", "BaseClient", "_make_api_call", calls),
                 Target("aiobotocore.client", "AioBaseClient", "_make_api_call", calls),
             ]
         )
-        self._wraps = wraps
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        if self._wraps is not None:
-            self._wraps.unwrap()
-            self._wraps = None
 
 
 __all__ = ["BedrockInstrumentor", "error_info", "resolve"]

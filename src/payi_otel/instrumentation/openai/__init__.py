@@ -27,16 +27,11 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]  # module is marked untyped
-    BaseInstrumentor,
-)
-
-from payi_otel.core import SpanCore
+from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
 from payi_otel.instrumentation._stainless import error_info
-from payi_otel.instrumentation._wrapping import WrapSet
 from payi_otel.settings import parse_bool
 
 from ._operation import State
@@ -44,8 +39,6 @@ from ._request import load_sdk_types
 from ._targets import targets
 
 logger = logging.getLogger(__name__)
-
-_instruments = ("openai >= 1.30, < 4",)  # the oldest release the test matrix has passed on
 
 _T = TypeVar("_T")
 
@@ -113,7 +106,7 @@ def _openai_version() -> str | None:
         return None
 
 
-class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base class is untyped
+class OpenAIInstrumentor(ProviderInstrumentor):
     """Instruments OpenAI and Azure OpenAI clients (sync and async).
 
     ``instrument()`` keyword arguments: ``tracer_provider``, ``meter_provider``, ``capture_content``
@@ -122,10 +115,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base cl
     ``inject_stream_usage`` (bool; default ``PAYI_OPENAI_INJECT_STREAM_USAGE``, true).
     """
 
-    _wraps: WrapSet | None = None
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
+    _instruments = ("openai >= 1.30, < 4",)  # the oldest release the test matrix has passed on
 
     def _instrument(self, **kwargs: Any) -> None:
         load_sdk_types()
@@ -137,22 +127,9 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base cl
         inject = inject and _sdk_accepts_stream_options()
         azure = _azure_mapping(kwargs.get("azure_deployments"))
         version = _openai_version()
-        core = SpanCore(
-            tracer_provider=kwargs.get("tracer_provider"),
-            meter_provider=kwargs.get("meter_provider"),
-            capture_content=kwargs.get("capture_content"),
-            logger_provider=kwargs.get("logger_provider"),
-            error_info=error_info,
-        )
+        core = self._span_core(kwargs, error_info)
         state = State(core, azure, inject, version or "unknown")
-        wraps = WrapSet()
-        wraps.wrap(targets(state), version)
-        self._wraps = wraps
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        if self._wraps is not None:
-            self._wraps.unwrap()
-            self._wraps = None
+        self._wrap(targets(state), version)
 
 
 __all__ = ["OpenAIInstrumentor", "parse_azure_deployments"]
