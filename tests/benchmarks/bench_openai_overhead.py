@@ -595,10 +595,10 @@ def main() -> None:
     print(f"configuration: {CONFIG}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
 
-    for telemetry in ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,):
+    telemetries = ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)
+    for telemetry in telemetries:
         call_overhead(python, modes, args.calls, args.rounds, telemetry)
 
-    telemetries = ("traces+metrics", "traces") if args.telemetry == "both" else (args.telemetry,)
     if args.instructions:
         if instructions.available():
             for telemetry in telemetries:
