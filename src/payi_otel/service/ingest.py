@@ -2,8 +2,9 @@
 
 Used by ``POST /api/v1/ingest`` (attribution from ``xProxy-*`` headers), the bulk endpoint
 (attribution in each item) and the OTLP receiver. Bodies are read by :mod:`.ingest_bodies`,
-attribution by :mod:`.attribution`, limits by :mod:`.limit_accounting`; answers are built by
-:mod:`.ingest_results`. Errors are :class:`~.errors.PayiApiError` with Pay-i's stable codes.
+attribution by :mod:`.attribution`, limits by :mod:`.limit_accounting`; prices and provider data come
+from :mod:`.ingest_pricing`; answers are built by :mod:`.ingest_results`. Errors are
+:class:`~.errors.PayiApiError` with Pay-i's stable codes.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from payi_otel.service.attribution import (
     check_attribution_rules,
 )
 from payi_otel.service.errors import PayiApiError, bad_request, invalid_api_key
+from payi_otel.service.ingest_pricing import price_event, provider_data
 from payi_otel.service.ingest_results import Stored, iso_timestamp, response_body
 from payi_otel.service.limit_accounting import LimitEntry, PassedChecks, account_limits, check_limit_ids
 from payi_otel.service.models import BulkIngestRequest, IngestRequest
-from payi_otel.service.pricing import Pricer, PriceResult, price_custom
+from payi_otel.service.pricing import Pricer
 from payi_otel.service.store import (
     Application,
     CheckFirst,
@@ -43,21 +45,9 @@ from payi_otel.service.store import (
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE.total_seconds() * 1000
-_PROVIDER_FIELDS = (
-    "provider_uri",
-    "provider_request_json",
-    "provider_request_reasoning_json",
-    "provider_request_headers",
-    "provider_response_json",
-    "provider_response_headers",
-    "provider_response_function_calls",
-    "time_to_first_completion_token_ms",
-)
-_LOGGED_FIELDS = ("provider_request_json", "provider_response_json", "provider_request_reasoning_json")
 # A single-ingest event: its application, body and attribution, and the digest of the key it came with when that
 # key was authenticated from memory (the write confirms it, see AppsStore.known_key), else None.
 SingleEvent = tuple[Application, IngestRequest, Attribution, str | None]
-_MODEL_LIST_FIELDS = ("provider_request_headers", "provider_response_headers", "provider_response_function_calls")
 
 
 class Ingestor:
@@ -333,38 +323,12 @@ class Ingestor:
         status = event.http_status_code
         failed = status is not None and (status >= 400 or status == P.FAILURE_STATUS)
         sent = event.properties or {}
-        if not failed and not (input_tokens or output_tokens) and sent.get(P.USAGE_INCOMPLETE) == "true":
-            # A successful call whose usage the provider never reported: its cost is unknown, not $0.
-            reason = sent.get(P.USAGE_INCOMPLETE_REASON) or "usage not reported"
-            price = PriceResult(priced=False, unpriced_reason=f"usage not reported ({reason})")
-        else:
-            # xProxy-PriceAs-*: price the call as another category/resource; it stays stored as sent.
-            price_category = attr.price_as_category or event.category
-            price_resource = attr.price_as_resource or event.resource
-            custom = self.store.custom_price_version(price_category, price_resource, event_ms, attr.resource_scope)
-            if custom is not None:
-                price = price_custom(custom.resource_id, custom.units, units, custom.resource)
-            else:
-                price = self.pricer.price(price_category, price_resource, units, when, attr.resource_scope)
-            if price.resource_version is not None:
-                self.store.remember_resource_version(price.resource_version, price_category, price_resource)
+        unreported = not failed and not (input_tokens or output_tokens) and sent.get(P.USAGE_INCOMPLETE) == "true"
+        price = price_event(self.store, self.pricer, event, attr, units, event_ms, when, unreported)
         properties = {k: v for k, v in sent.items() if v is not None}
         if failed and P.FAILURE not in properties:
             properties[P.FAILURE] = f"http_status_{status}"
-
-        provider_data = {}
-        if not event.model_fields_set.isdisjoint(_PROVIDER_FIELDS):  # most events carry none of them
-            for f in _PROVIDER_FIELDS:
-                value = getattr(event, f)
-                if value is not None:
-                    provider_data[f] = value
-        if provider_data:
-            if logging_disabled:
-                for f in _LOGGED_FIELDS:
-                    provider_data.pop(f, None)
-            for f in _MODEL_LIST_FIELDS:
-                if f in provider_data:
-                    provider_data[f] = [h.model_dump() for h in provider_data[f]]
+        provider = provider_data(event, logging_disabled)
 
         priced = price.priced
         request_id = new_id()
@@ -401,7 +365,7 @@ class Ingestor:
             price.unpriced_reason,
             None,  # limit states: set by _account_limits
             _dumps(properties) if properties else None,
-            _dumps(provider_data) if provider_data else None,
+            _dumps(provider) if provider else None,
             _dumps(price.unknown_units) if price.unknown_units else None,
             _dumps(attr.request_tags) if attr.request_tags else None,
         )
