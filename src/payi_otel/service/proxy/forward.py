@@ -1,7 +1,7 @@
 """The proxy's path of one call: check, admit against block limits, forward, answer, record.
 
-1. The ``xProxy-*`` headers are read like a single ingest's (a bad one is a 400 naming it, before the
-   provider is called); properties arrive Base64-encoded JSON, as Pay-i's proxy takes them.
+1. The ``xProxy-*`` headers are read like a single ingest's (:mod:`.headers`; a bad one is a 400 naming
+   it, before the provider is called).
 2. A call naming block limits reserves its worst-case cost against them (see
    :mod:`payi_otel.service.store.reservations`); a refusal answers 400 ``limit_reached`` and the
    provider is never called.
@@ -28,7 +28,6 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payi_otel import protocol as P
-from payi_otel.context_validation import parse_properties_header
 from payi_otel.service.attribution import Attribution, attribution_from_headers
 from payi_otel.service.errors import PayiApiError, bad_request
 from payi_otel.service.models import IngestRequest, IngestUnits
@@ -36,77 +35,18 @@ from payi_otel.service.proxy import admission as admission_
 from payi_otel.service.proxy.admission import WorstCase
 from payi_otel.service.proxy.base import CallResult, Provider, ProxiedCall
 from payi_otel.service.proxy.client import UPSTREAM_ERRORS, Response, UpstreamClient, chunks, close, decoder
+from payi_otel.service.proxy.headers import API_KEY, PROPERTY_HEADERS, decode_properties, read_headers
 from payi_otel.service.proxy.sse import EventSplitter, data_event, json_data, read_event, rewrite_event, with_member
 from payi_otel.service.proxy.upstreams import BASE_URI_HEADER, Upstreams
 from payi_otel.service.routes.common import Service, json_response
 from payi_otel.service.routes.ingest import read_body
 from payi_otel.service.store import Application
 
-_PREFIX_BYTES = P.HEADER_PREFIX.lower().encode()
-_FORWARD_PREFIX_BYTES = _PREFIX_BYTES + b"forward-"
-_API_KEY = P.API_KEY.lower()
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-        b"accept-encoding",
-    }
-)
 _RESPONSE_DROP_RAW = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
 _RESPONSE_DROP = _RESPONSE_DROP_RAW | {b"content-encoding"}  # the body is forwarded decoded
-# event field -> header
-_PROPERTY_HEADERS = {
-    "properties": P.PROPERTIES_HEADERS["request_properties"],
-    "use_case_properties": P.PROPERTIES_HEADERS["use_case_properties"],
-}
 _PROVIDER_ERROR = {"code": "provider_error", "message": "The downstream provider returned an error"}
 CLIENT_CLOSED = 499  # status a call is stored with when its caller went away mid-stream
 _log = logging.getLogger("payi_otel.service.proxy")
-
-
-def read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[tuple[bytes, bytes]]]:
-    """The ``xProxy-*`` headers of a request (names lower-cased; the first of a repeated one, as every
-    route reads them) and the headers the provider gets: no ``xProxy-*`` (but ``xProxy-Forward-<Name>``
-    as ``<Name>``), no hop-by-hop ones."""
-    xheaders: dict[str, str] = {}
-    out: list[tuple[bytes, bytes]] = []
-    forwarded: list[tuple[bytes, bytes]] = []
-    for name, value in raw:
-        if name.startswith(_PREFIX_BYTES):
-            if name.startswith(_FORWARD_PREFIX_BYTES):
-                if name[len(_FORWARD_PREFIX_BYTES) :]:
-                    forwarded.append((name[len(_FORWARD_PREFIX_BYTES) :], value))
-            else:
-                xheaders.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-        elif name not in _HOP_BY_HOP:
-            out.append((name, value))
-    if forwarded:
-        names = {name for name, _ in forwarded}
-        out = [item for item in out if item[0] not in names] + forwarded
-    out.append((b"accept-encoding", b"identity"))  # the proxy reads what it forwards
-    return xheaders, out
-
-
-def _decode_properties(headers: dict[str, str]) -> dict[str, Any]:
-    """The property headers of a proxied call (Base64 JSON, or plain JSON), decoded; a 400 naming the header."""
-    decoded: dict[str, Any] = {}
-    for field_name, header in _PROPERTY_HEADERS.items():
-        value = headers.get(header.lower())
-        if value is not None and value.strip():
-            try:
-                decoded[field_name] = parse_properties_header(header, value)
-            except ValueError as exc:
-                raise bad_request("invalid_field_value", str(exc)) from None
-    return decoded
 
 
 def _clamp(value: int) -> int:
@@ -153,9 +93,9 @@ class Proxy:
     # --- 1 + 2: check and admit ---------------------------------------------------------------
     async def _handle(self, scope: Scope, receive: Receive, provider: Provider, path: str) -> ASGIApp | None:
         xheaders, forwarded = read_headers(scope["headers"])
-        application = self.svc.authenticate_key(xheaders.get(_API_KEY))
+        application = self.svc.authenticate_key(xheaders.get(API_KEY))
         attr = attribution_from_headers(xheaders, None)
-        properties = _decode_properties(xheaders)
+        properties = decode_properties(xheaders)
         base = self.upstreams.base_url(provider.name, xheaders.get(BASE_URI_HEADER.lower()))
         raw = await read_body(receive)
         if raw is None:
@@ -176,7 +116,7 @@ class Proxy:
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             loc = str(first["loc"][0]) if first["loc"] else "body"
-            where = _PROPERTY_HEADERS.get(loc) or ("body.model" if loc == "resource" else loc)
+            where = PROPERTY_HEADERS.get(loc) or ("body.model" if loc == "resource" else loc)
             raise bad_request("invalid_field_value", f"{where}: {first['msg']}") from None
         pending = _Call(application, attr, call, event, base)
         if attr.limit_ids:
