@@ -40,7 +40,7 @@ from pathlib import Path
 
 from bench_bedrock_overhead import ensure_venv, measure_calls
 from bench_bedrock_overhead import run as run_worker
-from bench_openai_overhead import BATCH, _spread, _timed, payi_journal
+from measure import BATCH, payi_journal, spread, timed
 
 VENV = Path("/tmp/payi-otel-bench-venv-anthropic")
 OTHERS = {
@@ -177,7 +177,7 @@ def event_cost(streams: int) -> dict:
     for i in range(streams):
         t = {}
         for label, fn in (("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare)):
-            t[label] = _timed(fn, 5)[0] / len(items)
+            t[label] = timed(fn, 5)[0] / len(items)
         diffs.append(t["ours"] - t["bare"])
     return {"messages_stream": {"events": len(items), "added_us_per_event": statistics.median(diffs) * 1e6}}
 
@@ -224,7 +224,7 @@ def main() -> None:
         added = [r["added_cpu_us"] for r in results[m]]
         med[m] = statistics.median(added)
         cpu = statistics.median(r["cpu_us"] for r in results[m])
-        print(f"  {m:14s} {cpu:9.1f} us/call   added {med[m]:+8.1f} us {_spread(added):>20s}")
+        print(f"  {m:14s} {cpu:9.1f} us/call   added {med[m]:+8.1f} us {spread(added):>20s}")
     for other in ("native", "openllmetry", "openinference"):
         if other in med and med[other] > 0:
             ratio = med["ours"] / med[other]
@@ -245,7 +245,7 @@ def main() -> None:
         value = statistics.median(values)
         verdict = "OK" if value <= 1.0 else "ABOVE TARGET"
         print(
-            f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
+            f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {spread(values, 3)}"
             f" (target <= 1: {verdict})"
         )
 

@@ -38,7 +38,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from bench_openai_overhead import BATCH, SETTLE, _own_venv, _spread, _timed, payi_journal, print_rss, rss_over
+from measure import BATCH, SETTLE, own_venv, payi_journal, print_rss, rss_over, spread, timed
 
 VENV = Path("/tmp/payi-otel-bench-venv-bedrock")
 OTHERS = {
@@ -170,7 +170,7 @@ def measure_calls(setup: _Setup, mode: str, calls: int) -> dict:
             for _ in range(SETTLE):
                 fn()
             before = setup.spans
-            c, _ = _timed(fn, BATCH)
+            c, _ = timed(fn, BATCH)
             if on:
                 spans_on += setup.spans - before
             elif setup.spans != before:
@@ -242,7 +242,7 @@ def event_cost(streams: int) -> dict:
         for i in range(streams):
             t = {}
             for label, fn in (("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare)):
-                t[label] = _timed(fn, 5)[0] / len(items)
+                t[label] = timed(fn, 5)[0] / len(items)
             diffs.append(t["ours"] - t["bare"])
         out[name] = {"events": len(items), "added_us_per_event": statistics.median(diffs) * 1e6}
     return out
@@ -253,7 +253,7 @@ def ensure_venv(venv: Path = VENV, others: dict[str, tuple[str, str]] = OTHERS) 
     """The interpreter to run every mode under, and the competing modes it can run. The venv's name is
     suffixed per project environment (as in ``bench_openai_overhead``): it sees that environment's packages,
     so two checkouts running at once never share it (one would measure the other's code)."""
-    venv = _own_venv(venv)
+    venv = own_venv(venv)
     python = venv / "bin" / "python"
     try:
         if not python.exists():
@@ -333,7 +333,7 @@ def main() -> None:
         added = [r["added_cpu_us"] for r in results[m]]
         med[m] = statistics.median(added)
         cpu = statistics.median(r["cpu_us"] for r in results[m])
-        print(f"  {m:12s} {cpu:9.1f} us/call   added {med[m]:+8.1f} us {_spread(added):>20s}")
+        print(f"  {m:12s} {cpu:9.1f} us/call   added {med[m]:+8.1f} us {spread(added):>20s}")
     for other in ("official", "openllmetry"):
         if other in med and med[other] > 0:
             ratio = med["ours"] / med[other]
@@ -352,7 +352,7 @@ def main() -> None:
         value = statistics.median(values)
         verdict = "OK" if value <= 1.0 else "ABOVE TARGET"
         print(
-            f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {_spread(values, 3)}"
+            f"  {name:15s} ({per_event[0][name]['events']} events): {value:.3f} us/event {spread(values, 3)}"
             f" (target <= 1: {verdict})"
         )
     if args.memory_calls:

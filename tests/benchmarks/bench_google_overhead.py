@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_openai_overhead as openai_bench
-from bench_openai_overhead import _spread, _timed, paired_overhead, paired_per_chunk, python_calls
+from measure import paired_overhead, paired_per_chunk, python_calls, spread, timed
 
 VENV = Path("/tmp/payi-otel-bench-google-venv")
 OFFICIAL_REQ = ("opentelemetry-instrumentation-google-genai==1.3b0",)
@@ -178,7 +178,7 @@ def chunk_cost(streams: int, chunks: int) -> dict[str, float]:
     for i in range(streams):
         t = {}
         for name, fn in (("bare", bare), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("bare", bare)):
-            t[name] = _timed(fn, 5)[0] / len(items)
+            t[name] = timed(fn, 5)[0] / len(items)
         diffs.append(t["ours"] - t["bare"])
     return {"added_us_per_chunk": statistics.median(diffs) * 1e6}
 
@@ -237,7 +237,7 @@ def main() -> None:
         added = [r["added_cpu_us"] for r in results[m]]
         med[m] = statistics.median(added)
         cpu = statistics.median(r["cpu_us"] for r in results[m])
-        print(f"  {m:9s} CPU {cpu:8.1f} us/call, added {med[m]:+8.1f} us {_spread(added):>21s}")
+        print(f"  {m:9s} CPU {cpu:8.1f} us/call, added {med[m]:+8.1f} us {spread(added):>21s}")
     if "official" in med and med["official"] > 0:
         ratio = med["ours"] / med["official"]
         print(f"  ours/official added CPU: {ratio:.2f} (target <= 0.50: {'OK' if ratio <= 0.5 else 'ABOVE TARGET'})")
@@ -255,11 +255,11 @@ def main() -> None:
     print(f"\nstreamed generate_content, {args.chunks} chunks per stream (CPU time, median of paired differences):")
     print(
         f"  through the SDK (bare {bare_chunk:.1f} us/chunk): ours adds {statistics.median(sdk_added):+.2f} us/chunk"
-        f" {_spread(sdk_added, 2)}"
+        f" {spread(sdk_added, 2)}"
     )
     iso_med = statistics.median(iso_added)
     print(
-        f"  in isolation (proxy + handler + amortized span end): {iso_med:.3f} us/chunk {_spread(iso_added, 3)}"
+        f"  in isolation (proxy + handler + amortized span end): {iso_med:.3f} us/chunk {spread(iso_added, 3)}"
         f" (target <= 1: {'OK' if iso_med <= 1.0 else 'ABOVE TARGET'})"
     )
 
