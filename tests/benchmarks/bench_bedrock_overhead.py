@@ -38,7 +38,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from measure import BATCH, SETTLE, own_venv, payi_journal, print_rss, rss_over, spread, timed
+from measure import BATCH, own_venv, paired_overhead, payi_journal, print_rss, rss_over, spread, timed
 
 VENV = Path("/tmp/payi-otel-bench-venv-bedrock")
 OTHERS = {
@@ -155,36 +155,12 @@ def memory_worker(calls: int) -> dict:
 
 def measure_calls(setup: _Setup, mode: str, calls: int) -> dict:
     """Thread CPU per call of ``setup``'s instrumented and bare calls, in alternating batches, and the
-    median of their paired differences; checks that the instrumented batches made one span per call."""
+    median of their paired differences; checks that the instrumented batches made a span per call."""
     instrumented, bare = setup.calls()
     setup.switch(True)
     for _ in range(min(calls // 5, 500)):
         instrumented()
-    pairs = max(calls // (2 * BATCH), 4)
-    cpu: dict[str, list[float]] = {"on": [], "off": []}
-    spans_on = 0
-    for i in range(pairs):
-        for on in (True, False) if i % 2 == 0 else (False, True):
-            setup.switch(on)
-            fn = instrumented if on else bare
-            for _ in range(SETTLE):
-                fn()
-            before = setup.spans
-            c, _ = timed(fn, BATCH)
-            if on:
-                spans_on += setup.spans - before
-            elif setup.spans != before:
-                raise RuntimeError(f"{mode}: the bare batch produced spans")
-            cpu["on" if on else "off"].append(c)
-    if mode != "bare" and spans_on < pairs * BATCH:
-        raise RuntimeError(f"{mode}: {spans_on} spans for {pairs * BATCH} calls (instrumentation not active?)")
-    us = 1e6
-    return {
-        "mode": mode,
-        "calls": pairs * BATCH * 2,
-        "cpu_us": statistics.median(cpu["on"]) * us,
-        "added_cpu_us": statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)) * us,
-    }
+    return paired_overhead(setup, instrumented, bare, calls, mode, exact=False)
 
 
 def event_cost(streams: int) -> dict:

@@ -27,9 +27,11 @@ def timed(fn, n: int) -> tuple[float, float]:
     return (time.thread_time() - c0) / n, (time.perf_counter() - w0) / n
 
 
-def paired_overhead(setup: Any, instrumented: Any, bare: Any, calls: int, mode: str) -> dict:
+def paired_overhead(setup: Any, instrumented: Any, bare: Any, calls: int, mode: str, exact: bool = True) -> dict:
     """Timed batches of the mode alternating with batches of the bare SDK (order flipped every pair);
-    ``setup`` has ``switch(on)`` and a ``spans`` counter. The added cost is the median paired difference."""
+    ``setup`` has ``switch(on)`` and a ``spans`` counter. The added cost is the median paired difference.
+    Checks that the instrumented batches made one span per call (``exact=False``: at least one, for tracers
+    that make several)."""
     pairs = max(calls // (2 * BATCH), 4)
     cpu = {"on": [], "off": []}
     wall = {"on": [], "off": []}
@@ -49,7 +51,7 @@ def paired_overhead(setup: Any, instrumented: Any, bare: Any, calls: int, mode: 
             key = "on" if on else "off"
             cpu[key].append(c)
             wall[key].append(w)
-    if mode != "bare" and spans_on != pairs * BATCH:
+    if mode != "bare" and (spans_on != pairs * BATCH if exact else spans_on < pairs * BATCH):
         raise RuntimeError(f"{mode}: {spans_on} spans for {pairs * BATCH} calls (instrumentation not active?)")
     us = 1e6
     return {
