@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from openai.resources.chat.completions import Completions
 from pydantic import BaseModel
 
 from payi_otel import attributes as A
-from payi_otel import track_context
+from payi_otel import call_metrics, track_context
 from payi_otel.call_metrics import DURATION_BUCKETS, TOKEN_BUCKETS
 from payi_otel.instrumentation.openai import OpenAIInstrumentor, parse_azure_deployments
 from payi_otel.testing.replay import Cassette
@@ -346,6 +348,42 @@ def test_metrics_use_semconv_buckets_and_no_business_keys(instrumented):
     assert tokens["output"].sum == CHAT.json()["usage"]["completion_tokens"]
     assert set(tokens["input"].attributes) <= allowed | {"gen_ai.token.type"}
     assert instrumented.one_span().attributes[A.PAYI_USER_ID] == "u-1"
+
+
+def test_a_forked_worker_records_its_own_metrics_and_not_the_parents(instrumented, tmp_path):
+    """A pre-fork server's worker: the measurements queued in the parent at the fork are the parent's to record
+    (the worker drops its copy, or each call would count in both processes), and the worker's own calls are
+    recorded by a drain thread of its own, without waiting for a collection."""
+    replay(CHAT).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # queued in the parent at the fork
+    report = tmp_path / "worker.json"
+
+    def queued() -> int:
+        return sum(len(m._pending) for m in call_metrics._instances)
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            inherited = queued()
+            for _ in range(3):
+                replay(CHAT).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            deadline = time.monotonic() + 5.0
+            while queued() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            left = queued()  # read before any collection, which would record them itself
+            threads = [t.name for t in threading.enumerate()]
+            report.write_text(json.dumps({"inherited": inherited, "left": left, "threads": threads}))
+        except BaseException as exc:
+            report.write_text(json.dumps({"error": repr(exc)}))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    worker = json.loads(report.read_text())
+    assert "error" not in worker, worker
+    assert worker["inherited"] == 0
+    assert worker["left"] == 0, "the worker's measurements were not recorded within 5 s"
+    assert "payi-otel-metrics" in worker["threads"]
+    (duration,) = instrumented.metric_points("gen_ai.client.operation.duration")
+    assert duration.count == 1  # the parent's own call, once
 
 
 # --- content capture ---------------------------------------------------------------------------------

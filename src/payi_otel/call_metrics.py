@@ -11,6 +11,7 @@ after ``force_flush()``, at ``shutdown()`` and at every periodic export.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from collections import deque
@@ -121,12 +122,16 @@ _thread: threading.Thread | None = None
 
 
 def _register(call_metrics: CallMetrics) -> None:
-    global _thread
     with _thread_lock:
         _instances.add(call_metrics)
-        if _thread is None:
-            _thread = threading.Thread(target=_drain_forever, name="payi-otel-metrics", daemon=True)
-            _thread.start()
+        _start_thread()
+
+
+def _start_thread() -> None:
+    global _thread
+    if _thread is None:
+        _thread = threading.Thread(target=_drain_forever, name="payi-otel-metrics", daemon=True)
+        _thread.start()
 
 
 def _drain_forever() -> None:
@@ -142,3 +147,20 @@ def drain_all() -> None:
     """Record every pending measurement of every instrumentor now."""
     for call_metrics in list(_instances):
         call_metrics.drain()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a pre-fork server's worker) has none of the parent's threads: it starts a drain thread of
+    its own. The measurements still queued are the parent's calls, which the parent records: the child drops
+    them, or each would be counted once in each process."""
+    global _thread_lock, _thread
+    _thread_lock = threading.Lock()
+    _thread = None
+    for call_metrics in list(_instances):
+        call_metrics._lock = threading.Lock()
+        call_metrics._pending.clear()
+    if _instances:
+        _start_thread()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
