@@ -163,6 +163,41 @@ def test_cached_mode_refuses_once_the_known_spend_reaches_max(tmp_path: Path) ->
     assert spend > 1e-9  # cached mode may overshoot, by the calls made before the refresh
 
 
+def test_cached_mode_keeps_refreshing_in_a_forked_worker(tmp_path: Path) -> None:
+    """A pre-fork server's worker inherits the parent's cache but not its refresh thread: it gets one of its own,
+    so a spend made elsewhere after the fork still reaches it, and its calls are refused once the limit is spent."""
+    interaction = recorded(CHAT)
+    with enforced(tmp_path, "cached") as (svc, upstream, exporter):
+        upstream.repeat = interaction
+        limit = create_limit(svc, "budget", 1e-9, "block")  # the first call takes it past max
+        client = direct_client(upstream)
+        with track_context(limit_ids=[limit]):
+            client.chat.completions.create(**interaction.request_body)  # the parent knows the limit, unspent
+        report = tmp_path / "worker.json"
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            outcome: dict[str, Any] = {"refused": False}
+            try:
+                worker = direct_client(upstream)
+                deadline = time.monotonic() + 15
+                with track_context(limit_ids=[limit]):
+                    while time.monotonic() < deadline:
+                        try:
+                            worker.chat.completions.create(**interaction.request_body)
+                        except LimitBlockedError:
+                            outcome["refused"] = True
+                            break
+                        time.sleep(0.1)
+            except BaseException as exc:
+                outcome["error"] = repr(exc)
+            finally:
+                report.write_text(json.dumps(outcome))
+                os._exit(0)
+        assert exporter.force_flush(15_000)  # the parent's call reaches the service: the limit is spent there
+        os.waitpid(pid, 0)
+        assert json.loads(report.read_text()) == {"refused": True}
+
+
 def test_cached_mode_learns_from_the_ingest_answer_without_waiting_for_a_refresh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -331,10 +331,15 @@ def _cache(settings: Settings) -> _LimitCache:
 class _LimitCache:
     """Spend and max of the limits in use, refreshed by one background thread (cached mode)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        known: dict[str, tuple[str, float, float]] | None = None,
+        wanted: dict[str, None] | None = None,
+    ) -> None:
         self.settings = settings
-        self.known: dict[str, tuple[str, float, float]] = {}  # limit id -> (type, spend, max)
-        self.wanted: dict[str, None] = {}
+        self.known: dict[str, tuple[str, float, float]] = known or {}  # limit id -> (type, spend, max)
+        self.wanted: dict[str, None] = wanted or {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopped = threading.Event()
@@ -400,3 +405,17 @@ class _LimitCache:
             self.wake.wait(self.settings.refresh_seconds)
             self.wake.clear()
             time.sleep(0)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a pre-fork server's worker) has none of the parent's threads, and must not share its
+    connections: it starts from the parent's knowledge with a refresh thread and clients of its own."""
+    global _CLIENT, _CACHE
+    _CLIENT = None  # the parent's connections: left alone (closing them here could end a TLS session of the parent's)
+    _ASYNC_CLIENTS.clear()
+    parent = _CACHE
+    if parent is not None:  # copied without its lock, which a parent's thread may have held at the fork
+        _CACHE = _LimitCache(parent.settings, dict(parent.known), dict(parent.wanted))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
