@@ -92,16 +92,27 @@ class DeliveryWorker:
         self._retry_at: dict[Path, float] = {}  # batches holding only such events: not before (monotonic)
         self.delivered = 0
         self.rejected = 0
+        self._retry_log = RateLimitedLog()
+        self._start()
+
+    def _start(self) -> None:
+        """The thread and its signals (again in a forked child, which has none of its parent's threads)."""
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cond = threading.Condition()
         self._requested = 0  # drain requests made
         self._completed = 0  # highest request a finished drain answered
         self._deadline: float | None = None  # while stopping: requests must end by then
-        self._retry_log = RateLimitedLog()
         self._thread = threading.Thread(target=self._run, name="payi-otel-sender", daemon=True)
         self._thread.start()
         self.wake()  # batches left by an earlier run go out now
+
+    def after_fork_in_child(self) -> None:
+        """Send on in a forked child: a sender thread and connections of its own. The spool's batches are
+        claimed under a file lock, so the parent and the child never send the same one."""
+        self._retry_at = {}  # the parent's deferred batches are the parent's to retry
+        self.sender.reopen()
+        self._start()
 
     # -- called from other threads ------------------------------------------------------
 

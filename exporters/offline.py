@@ -25,6 +25,10 @@ class OfflineWriter:
         self._lock = threading.Lock()
         self.written = 0
 
+    def after_fork_in_child(self) -> None:
+        """A forked child's lock of its own (a thread of the parent may have held it at the fork)."""
+        self._lock = threading.Lock()
+
     def write(self, events: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in events)
         with self._lock, open(self.path, "a", encoding="utf-8") as fh:

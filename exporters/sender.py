@@ -143,10 +143,15 @@ class Sender:
         headers = {"User-Agent": "payi-otel", **dict(extra_headers)}
         if api_key:
             headers[P.API_KEY] = api_key
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._client_settings: dict[str, Any] = dict(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._client = httpx.Client(**self._client_settings)
 
     def close(self) -> None:
         self._client.close()
+
+    def reopen(self) -> None:
+        """A client of its own (in a forked child): the inherited one's connections are the parent's, left alone."""
+        self._client = httpx.Client(**self._client_settings)
 
     def send(self, events: list[dict[str, Any]], timeout: float | None = None) -> Delivery:
         """Try to deliver ``events`` once (``timeout`` caps each request)."""

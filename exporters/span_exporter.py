@@ -14,8 +14,10 @@ sender picks them up; ``export()`` never touches the network and never raises. I
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,6 +79,20 @@ class PayiSpanExporter(SpanExporter):
         # the end time): its span needs no mapping.
         self._journaling_since = time.time_ns()
         processor.ensure_processor()
+        _exporters.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child (a pre-fork server's worker) has none of the parent's threads: locks they may have held
+        at the fork are made anew, and the sender starts again (the journal restarts by itself)."""
+        if self._shutdown:
+            return
+        self._lock = threading.Lock()
+        if self._offline is not None:
+            self._offline.after_fork_in_child()
+        if self._spool is not None:
+            self._spool.after_fork_in_child()
+        if self._worker is not None:
+            self._worker.after_fork_in_child()
 
     def _start(self, problems: list[str] | None) -> None:
         config = self.config
@@ -238,3 +254,14 @@ class PayiSpanExporter(SpanExporter):
                 )
         except Exception:
             logger.exception("Pay-i exporter: shutdown failed")
+
+
+_exporters: weakref.WeakSet[PayiSpanExporter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for exporter in list(_exporters):
+        exporter._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -103,6 +103,10 @@ class Spool:
         self._dead_letter_lock = threading.Lock()
         self._remove_stale_temporaries()
 
+    def after_fork_in_child(self) -> None:
+        """A forked child's lock of its own (a thread of the parent may have held it at the fork)."""
+        self._dead_letter_lock = threading.Lock()
+
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, events: list[dict[str, Any]], batch_size: int) -> int:

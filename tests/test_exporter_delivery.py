@@ -267,6 +267,34 @@ def test_two_exporters_sharing_a_spool_never_send_the_same_batch(tmp_path, spans
     assert a.delivered_events + b.delivered_events == 100
 
 
+def test_a_forked_worker_sends_its_own_events_and_the_parent_goes_on(tmp_path, spans, server, make_exporter):
+    """A pre-fork server's worker inherits the exporter but not its sender thread: it gets one of its own, with
+    connections of its own, so its flush delivers; the parent's connections are left working."""
+    exporter = make_exporter(base_url=server.url, ingest_mode="single")
+    exporter.export(spans(ids("parent", 2)))
+    assert exporter.force_flush(5000)  # the parent's sender now holds a connection to the server
+    worker_spans = spans(ids("worker", 3))
+    report = tmp_path / "worker.json"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        outcome: dict = {}
+        try:
+            exporter.export(worker_spans)
+            outcome["flushed"] = exporter.force_flush(5000)
+        except BaseException as exc:
+            outcome["error"] = repr(exc)
+        finally:
+            report.write_text(json.dumps(outcome))
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert json.loads(report.read_text()) == {"flushed": True}
+    assert server.ids() == set(ids("parent", 2)) | set(ids("worker", 3))
+    exporter.export(spans(ids("after", 2)))
+    assert exporter.force_flush(5000)
+    assert server.ids() >= set(ids("after", 2))
+    assert sum(server.duplicates.values()) == 0
+
+
 # --- offline mode and configuration ----------------------------------------------------------
 
 
