@@ -57,6 +57,18 @@ def direct_client(upstream: RecordedUpstream) -> openai.OpenAI:
     return openai.OpenAI(api_key="sk-provider-key", base_url=f"{upstream.base_url}/v1", max_retries=0)
 
 
+def first_refusal(client: openai.OpenAI, body: dict[str, Any], seconds: float) -> LimitBlockedError | None:
+    """Call every 0.1 s until a call is refused (returned), for at most ``seconds`` (None)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.chat.completions.create(**body)
+        except LimitBlockedError as exc:
+            return exc
+        time.sleep(0.1)
+    return None
+
+
 def test_reserve_mode_refuses_before_the_provider_and_the_ingest_settles(tmp_path: Path) -> None:
     interaction = recorded(CHAT)
     usage, model = interaction.json()["usage"], interaction.json()["model"]
@@ -149,16 +161,9 @@ def test_cached_mode_refuses_once_the_known_spend_reaches_max(tmp_path: Path) ->
         with track_context(limit_ids=[limit]):
             client.chat.completions.create(**interaction.request_body)
             assert exporter.force_flush(15_000)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # the background refresh (1 s) learns the new spend
-                try:
-                    client.chat.completions.create(**interaction.request_body)
-                except LimitBlockedError as exc:
-                    assert exc.limit_id == limit and exc.spend is not None and exc.max == pytest.approx(1e-9)
-                    break
-                time.sleep(0.1)
-            else:
-                pytest.fail("the call was never refused")
+            refused = first_refusal(client, interaction.request_body, 10)  # the background refresh (1 s)
+        assert refused is not None, "the call was never refused"
+        assert refused.limit_id == limit and refused.spend is not None and refused.max == pytest.approx(1e-9)
         spend = get_limit(svc, limit)["totals"]["cost"]["total"]["base"]
     assert spend > 1e-9  # cached mode may overshoot, by the calls made before the refresh
 
@@ -178,16 +183,10 @@ def test_cached_mode_keeps_refreshing_in_a_forked_worker(tmp_path: Path) -> None
         if pid == 0:  # pragma: no cover - the child
             outcome: dict[str, Any] = {"refused": False}
             try:
-                worker = direct_client(upstream)
-                deadline = time.monotonic() + 15
                 with track_context(limit_ids=[limit]):
-                    while time.monotonic() < deadline:
-                        try:
-                            worker.chat.completions.create(**interaction.request_body)
-                        except LimitBlockedError:
-                            outcome["refused"] = True
-                            break
-                        time.sleep(0.1)
+                    outcome["refused"] = (
+                        first_refusal(direct_client(upstream), interaction.request_body, 15) is not None
+                    )
             except BaseException as exc:
                 outcome["error"] = repr(exc)
             finally:
