@@ -63,7 +63,7 @@ from measure import (
     timed,
 )
 
-VENV = Path("/tmp/payi-otel-bench-venv")  # suffixed per project environment (see _own_venv)
+VENV = Path("/tmp/payi-otel-bench-venv")  # suffixed per project environment (see measure.own_venv)
 # 2.4b0 imports opentelemetry.util.genai.instruments, which util-genai removed in 1.2b0.
 OFFICIAL_REQ = ("opentelemetry-instrumentation-openai-v2==2.4b0", "opentelemetry-util-genai==1.1b0")
 MODES = ("bare", "floor", "ours", "official")

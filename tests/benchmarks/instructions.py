@@ -21,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from measure import SETTLE  # untimed calls after each switch
+
 CALLS = 40  # calls per measured run (instrumented, then bare)
 ROUNDS = 4
 WARM_UP = 150  # calls per warm-up phase (instrumented, bare, instrumented)
-SETTLE = 3  # untimed calls after each switch
 
 
 def available() -> bool:
