@@ -386,6 +386,39 @@ def test_a_forked_worker_records_its_own_metrics_and_not_the_parents(instrumente
     assert duration.count == 1  # the parent's own call, once
 
 
+def test_a_caller_that_starves_the_metrics_thread_keeps_the_queue_bounded_and_the_metrics_exact():
+    """A caller that never lets the background thread run (here: the interpreter lock held throughout, as a busy
+    caller whose SDK drops it only for an instant can do) must not grow the queue of measurements without bound:
+    beyond MAX_PENDING it records the oldest itself, and every measurement is still recorded once."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    recorder = call_metrics.CallMetrics(MeterProvider(metric_readers=[reader]).get_meter("starved"))
+    key = ("chat", "openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "api.openai.com", 443, None)
+    calls = 3 * call_metrics.MAX_PENDING
+    longest = 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)  # no forced switch: the drain thread cannot take the lock during the loop
+    try:
+        for i in range(calls):
+            recorder.queue((key, 0.25, 10 + i % 7, 3))
+            longest = max(longest, len(recorder._pending))
+    finally:
+        sys.setswitchinterval(interval)
+    assert longest <= call_metrics.MAX_PENDING + 1
+    points = {
+        (metric.name, point.attributes.get("gen_ai.token.type")): point
+        for rm in reader.get_metrics_data().resource_metrics  # collecting drains what is pending
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for point in getattr(metric.data, "data_points", ())
+    }
+    assert points["gen_ai.client.operation.duration", None].count == calls
+    assert points["gen_ai.client.token.usage", "input"].sum == sum(10 + i % 7 for i in range(calls))
+    assert points["gen_ai.client.token.usage", "output"].count == calls
+
+
 # --- content capture ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("value, captured", [("true", True), ("SPAN_ONLY", True), ("span_and_event", True),
                                              ("", False), ("NO_CONTENT", False), ("EVENT_ONLY", False)])  # fmt: skip

@@ -6,6 +6,12 @@ every half second) or, whichever comes first, when the ``MeterProvider`` collect
 :class:`CallMetrics` registers an observable instrument whose callback records what is pending just
 before the reader reads the histograms (the callback itself reports nothing). So the metrics are exact
 after ``force_flush()``, at ``shutdown()`` and at every periodic export.
+
+The queue is bounded. A caller that never waits (no I/O of its own, and an SDK that drops the interpreter
+lock only for an instant in every call) can keep the background thread from the lock for good; then,
+beyond :data:`MAX_PENDING` queued calls, each call's caller records the oldest two itself. Memory stays
+flat and nothing is dropped; the work comes back to the caller's thread only when it has starved the
+thread meant to do it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from payi_otel import attributes as A
 
-__all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "CallMetrics"]
+__all__ = ["DURATION_BUCKETS", "MAX_PENDING", "TOKEN_BUCKETS", "CallMetrics"]
 
 # Semantic-convention advisory bucket boundaries.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -35,9 +41,13 @@ METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
 _DRAIN_INTERVAL_S = 0.5
+MAX_PENDING = 2048  # calls queued before callers record some themselves (a few hundred KB)
+_CATCH_UP = 2  # measurements a caller records per call beyond MAX_PENDING: the backlog falls, not just holds
+_CHUNK = 32  # measurements recorded per hold of the drain lock
 
 # (operation, provider, request model, response model, server address, server port, error type)
 MetricKey = tuple[str, str, str | None, str | None, str | None, int | None, str | None]
+Measurement = tuple[MetricKey, float, int | None, int | None]
 AttributeSets = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
@@ -60,10 +70,7 @@ class CallMetrics:
         # False for the API's no-op meter (metrics switched off): its histograms record nothing, so the caller's
         # thread queues nothing either.
         self.live = type(meter) is not metrics.NoOpMeter
-        self._pending: deque[tuple[MetricKey, float, int | None, int | None]] = deque()
-        # Queue one call's measurements ``(key, seconds, input tokens, output tokens)``: on the caller's
-        # thread this is the deque's own append, no Python call.
-        self.queue = self._pending.append
+        self._pending: deque[Measurement] = deque()
         # Metric attribute dicts, built once per distinct key.
         self._attribute_sets: dict[MetricKey, AttributeSets] = {}
         self._lock = threading.Lock()
@@ -75,27 +82,44 @@ class CallMetrics:
         meter.create_observable_gauge("payi_otel.pending_measurements", callbacks=[drain_on_collect])
         _register(self)
 
-    def record(self, key: MetricKey, seconds: float, input_tokens: int | None, output_tokens: int | None) -> None:
-        """Queue one call's measurements (the caller's thread: one deque append)."""
-        self._pending.append((key, seconds, input_tokens, output_tokens))
+    def queue(self, measurement: Measurement) -> None:
+        """Queue one call's measurements ``(key, seconds, input tokens, output tokens)`` (the caller's thread: a
+        deque append, and the catch-up of the module doc when the background thread has fallen behind)."""
+        pending = self._pending
+        pending.append(measurement)
+        if len(pending) > MAX_PENDING:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        # Blocking: a drain thread holding the lock while it waits for the interpreter lock gets it meanwhile and
+        # finishes its chunk (module doc).
+        with self._lock:
+            for _ in range(_CATCH_UP):
+                self._record_oldest()
 
     def drain(self) -> None:
         """Record every queued measurement."""
         pending = self._pending
-        if not pending:
-            return
-        with self._lock:  # one drainer at a time keeps each call's measurements together
-            while pending:
-                try:
-                    key, seconds, input_tokens, output_tokens = pending.popleft()
-                except IndexError:
-                    return
-                sets = self._attribute_sets.get(key) or self._sets(key)
-                self.duration.record(seconds, sets[0])
-                if input_tokens is not None:
-                    self.tokens.record(input_tokens, sets[1])
-                if output_tokens is not None:
-                    self.tokens.record(output_tokens, sets[2])
+        while pending:
+            # A chunk at a time under the lock: one drainer's popped measurements are recorded before another
+            # drainer finds the queue empty (so a collection's drain is exact), and the lock is never held long.
+            with self._lock:
+                for _ in range(_CHUNK):
+                    if not self._record_oldest():
+                        return
+
+    def _record_oldest(self) -> bool:
+        try:
+            key, seconds, input_tokens, output_tokens = self._pending.popleft()
+        except IndexError:
+            return False
+        sets = self._attribute_sets.get(key) or self._sets(key)
+        self.duration.record(seconds, sets[0])
+        if input_tokens is not None:
+            self.tokens.record(input_tokens, sets[1])
+        if output_tokens is not None:
+            self.tokens.record(output_tokens, sets[2])
+        return True
 
     def _sets(self, key: MetricKey) -> AttributeSets:
         operation, provider, request_model, response_model, address, port, error_type = key
