@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from payi_otel.service.store.connection import Connection
     from payi_otel.service.store.postgres import PgConnection
+    from payi_otel.service.store.statements import Connection
 
 GENERATION = "SELECT generation FROM cache_generation"
 

@@ -1,5 +1,7 @@
 """The store's connection: opening the database, transactions (group commit, savepoints), WAL checkpoints.
 
+The statements a transaction runs go through :mod:`.statements`, committed reads through :mod:`.committed_reads`.
+
 SQLite (the default): one file (``payi.db``) in the data directory, in WAL mode with
 ``synchronous=NORMAL``: a commit survives the process being killed, readers (the CLI, reports) never
 block the server, and the CLI can manage applications while the server runs.
@@ -15,10 +17,10 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from payi_otel.service.store.cache import GENERATION, CacheGenerations
 from payi_otel.service.store.committed_reads import CommittedReads
@@ -30,6 +32,7 @@ from payi_otel.service.store.sqlite_file import (
     checkpoint_thread,
     open_data_dir,
 )
+from payi_otel.service.store.statements import Connection, OpenTransactionStatements
 
 if TYPE_CHECKING:
     from payi_otel.service.store.postgres import PgConnection, PgReaders
@@ -40,7 +43,6 @@ BUSY_TIMEOUT_MS = 10_000  # SQLite: how long a write waits for another process (
 _RETRIES = 5  # runs of a unit of work that met another instance's concurrent write
 _LAST_UNIT = "last_unit"  # PostgreSQL: the savepoint of a unit whose inserts travel with the COMMIT
 _ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"  # PostgreSQL: the group commit's (see begin)
-COPY_FROM_ROWS = 64  # PostgreSQL: inserts of this many rows or more go by COPY (fewer: one pipelined statement each)
 
 
 class StoreBusy(Exception):
@@ -50,23 +52,6 @@ class StoreBusy(Exception):
 class UnitUndone(Exception):
     """The unit of work run with ``last=True`` met another instance's concurrent write in the COMMIT its inserts
     travelled with: that unit alone was undone, the transaction stays open. Run it again, then commit."""
-
-
-class Cursor(Protocol):
-    @property
-    def rowcount(self) -> int: ...
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
-    def __iter__(self) -> Iterator[Any]: ...
-
-
-class Connection(Protocol):
-    """What the store uses of a connection: :class:`sqlite3.Connection`, or :class:`.postgres.PgConnection`."""
-
-    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
-    def executemany(self, sql: str, parameters: Any, /) -> Cursor: ...
-    @property
-    def in_transaction(self) -> bool: ...
 
 
 def resolve_database_url(explicit: str | None = None) -> str | None:
@@ -84,7 +69,7 @@ def database_errors() -> tuple[type[Exception], ...]:
     return (sqlite3.Error, psycopg.Error, OSError)
 
 
-class StoreBase(CommittedReads, CacheGenerations):
+class StoreBase(OpenTransactionStatements, CommittedReads, CacheGenerations):
     """The connection and transaction handling every area of the store builds on.
 
     ``create=False`` (the CLI's reading commands) refuses a directory without a store instead of
@@ -232,64 +217,6 @@ class StoreBase(CommittedReads, CacheGenerations):
             return
         with self._reader_lock:
             self._reader.close()
-
-    def _control(self, sql: str) -> None:
-        """A transaction control statement (BEGIN, SAVEPOINT, RELEASE). PostgreSQL sends it with the
-        next statement, in one round trip (see :meth:`.postgres.PgConnection.defer`)."""
-        if self._pg is not None:
-            self._pg.defer(sql)
-        else:
-            self._conn.execute(sql)
-
-    def insert_rows(self, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert ``rows`` (values in ``columns`` order) into ``table``, in the open transaction. PostgreSQL
-        takes a large batch by COPY (see :meth:`.postgres.PgConnection.copy_rows`)."""
-        if not rows:
-            return
-        if self._pg is not None and len(rows) >= COPY_FROM_ROWS:
-            self._pg.copy_rows(table, columns, rows)
-            return
-        marks = ", ".join("?" * len(columns))
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-        if self._pg is not None and self._inserts_with_commit:  # see unit_of_work
-            self._pg.defer_many(sql, rows)
-            return
-        self._conn.executemany(sql, rows)
-
-    def query_each(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
-        """The rows of each query, in the open transaction; PostgreSQL sends them all in one pipeline (one
-        round trip, where running them one by one costs one each)."""
-        if self._pg is not None:
-            return self._pg.query_each(queries)
-        return [self._conn.execute(sql, params).fetchall() for sql, params in queries]
-
-    def execute_later(self, sql: str, params: Sequence[Any]) -> None:
-        """A write whose result nobody reads, in the open transaction: PostgreSQL sends it with the next
-        statement, in one round trip (its error, if any, is raised by that statement)."""
-        if self._pg is not None:
-            self._pg.defer(sql, params)
-        else:
-            self._conn.execute(sql, params)
-
-    def query_later(self, sql: str, params: Sequence[Any]) -> Callable[[], list[tuple[Any, ...]]]:
-        """A read in the open transaction whose rows are asked for later, by calling the result: PostgreSQL
-        sends it with the next statement (when none went before the rows are asked for, it goes then)."""
-        if self._pg is None:
-            rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
-            return lambda: rows
-        pg = self._pg
-        arrived: list[list[tuple[Any, ...]]] = []
-        pg.defer(sql, params, arrived.append)
-
-        def result() -> list[tuple[Any, ...]]:
-            if not arrived:
-                with self._lock:
-                    pg.flush()
-                if not arrived:  # the pipeline that carried it failed before its answer: ask on its own
-                    arrived.append(self._conn.execute(sql, params).fetchall())
-            return arrived[0]
-
-        return result
 
     def in_write(self) -> bool:
         """Whether the calling thread is writing the writer connection's open transaction."""

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 
 from payi_otel.service import schedules
-from payi_otel.service.store.connection import Connection, StoreBase
+from payi_otel.service.store.connection import StoreBase
 from payi_otel.service.store.records import StoreError, dumps, merge_properties
+from payi_otel.service.store.statements import Connection
 
 REQUEST_STATES = ("ok", "exceeded", "overrun", "blocked", "blocked_external", "failed", "total")
 _COLUMNS = (
