@@ -99,10 +99,10 @@ class CallMetrics:
 
     def drain(self) -> None:
         """Record every queued measurement."""
-        pending = self._pending
-        while pending:
-            # A chunk at a time under the lock: one drainer's popped measurements are recorded before another
-            # drainer finds the queue empty (so a collection's drain is exact), and the lock is never held long.
+        while True:
+            # A chunk at a time under the lock, and the queue found empty under it too: what another drainer
+            # popped is recorded before this one returns (so a collection's drain is exact), and the lock is
+            # never held long.
             with self._lock:
                 for _ in range(_CHUNK):
                     if not self._record_oldest():
