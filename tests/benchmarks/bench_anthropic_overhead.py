@@ -38,14 +38,14 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_bedrock_overhead import ensure_venv, measure_calls
-from bench_bedrock_overhead import run as run_worker
+from bench_bedrock_overhead import measure_calls
 from measure import BATCH, payi_journal, spread, timed
+from workers import run_worker, throwaway_venv
 
 VENV = Path("/tmp/payi-otel-bench-venv-anthropic")
 OTHERS = {
-    "openllmetry": ("opentelemetry-instrumentation-anthropic==0.62.4", "opentelemetry.instrumentation.anthropic"),
-    "openinference": ("openinference-instrumentation-anthropic==3.1.0", "openinference.instrumentation.anthropic"),
+    "openllmetry": (("opentelemetry-instrumentation-anthropic==0.62.4",), "opentelemetry.instrumentation.anthropic"),
+    "openinference": (("openinference-instrumentation-anthropic==3.1.0",), "openinference.instrumentation.anthropic"),
 }
 MODES = ("bare", "floor", "ours", "native", "openllmetry", "openinference")
 EVENTS = 500  # events per stream in the per-event measurement
@@ -196,12 +196,12 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.calls)))
         return
 
-    python, available = ensure_venv(VENV, OTHERS)
+    python, available = throwaway_venv(VENV, OTHERS)
     modes = [m for m in MODES if m not in OTHERS or m in available]
 
     def run(run_args: list[str]) -> dict:
         # the SDK's own tracing off unless a mode turns it on for its client
-        return run_worker(python, run_args, __file__, ANTHROPIC_OPEN_TELEMETRY="false")
+        return run_worker(python, __file__, run_args, ANTHROPIC_OPEN_TELEMETRY="false")
 
     print(f"interpreter: {python}; modes: {', '.join(modes)}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; traces only, "

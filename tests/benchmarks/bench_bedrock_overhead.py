@@ -33,17 +33,16 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
-from measure import BATCH, own_venv, paired_overhead, payi_journal, print_rss, rss_over, spread, timed
+from measure import BATCH, paired_overhead, payi_journal, print_rss, rss_over, spread, timed
+from workers import run_worker, throwaway_venv
 
 VENV = Path("/tmp/payi-otel-bench-venv-bedrock")
 OTHERS = {
-    "official": ("opentelemetry-instrumentation-botocore==0.66b2", "opentelemetry.instrumentation.botocore"),
-    "openllmetry": ("opentelemetry-instrumentation-bedrock==0.62.4", "opentelemetry.instrumentation.bedrock"),
+    "official": (("opentelemetry-instrumentation-botocore==0.66b2",), "opentelemetry.instrumentation.botocore"),
+    "openllmetry": (("opentelemetry-instrumentation-bedrock==0.62.4",), "opentelemetry.instrumentation.bedrock"),
 }
 MODES = ("bare", "floor", "ours", "official", "openllmetry")
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -225,52 +224,6 @@ def event_cost(streams: int) -> dict:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def ensure_venv(venv: Path = VENV, others: dict[str, tuple[str, str]] = OTHERS) -> tuple[str, set[str]]:
-    """The interpreter to run every mode under, and the competing modes it can run. The venv's name is
-    suffixed per project environment (as in ``bench_openai_overhead``): it sees that environment's packages,
-    so two checkouts running at once never share it (one would measure the other's code)."""
-    venv = own_venv(venv)
-    python = venv / "bin" / "python"
-    try:
-        if not python.exists():
-            print(f"creating throwaway venv {venv} for the other instrumentations (kept out of the project venv)")
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        venv_site = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        # rewritten on every run: a reused venv must see this environment's packages
-        site = sysconfig.get_paths()["purelib"]
-        Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"{', '.join(others)}: SKIPPED, no throwaway venv: {exc}")
-        return sys.executable, set()
-    available = set()
-    for mode, (requirement, module) in others.items():
-        check = [str(python), "-c", f"import {module}, payi_otel"]
-        if subprocess.run(check, capture_output=True).returncode != 0:
-            out = subprocess.run([str(python), "-m", "pip", "install", "-q", requirement],
-                                 capture_output=True, text=True)  # fmt: skip
-            if out.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
-                print(f"{mode}: SKIPPED, could not install {requirement}: {out.stderr.strip()[-500:]}")
-                continue
-        available.add(mode)
-    return str(python), available
-
-
-def run(python: str, args: list[str], script: str = __file__, **extra_env: str) -> dict:
-    """One worker of ``script`` in a fresh process of ``python``; its last output line as JSON."""
-    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0", "TRACELOOP_TRACE_CONTENT": "false",
-           **extra_env}  # fmt: skip
-    for name in list(env):
-        if name.startswith(("OTEL_INSTRUMENTATION_GENAI", "PAYI_")):
-            env.pop(name)
-    out = subprocess.run([python, script, *args], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", help="internal: run one mode in this process")
@@ -290,7 +243,11 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.calls)))
         return
 
-    python, available = ensure_venv()
+    python, available = throwaway_venv(VENV, OTHERS)
+
+    def run(run_args: list[str]) -> dict:
+        return run_worker(python, __file__, run_args)
+
     modes = [m for m in MODES if m not in OTHERS or m in available]
     print(f"interpreter: {python}; modes: {', '.join(modes)}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; traces only, "
@@ -298,7 +255,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.rounds):
         for mode in random.sample(modes, len(modes)):
-            results[mode].append(run(python, ["--worker", mode, "--calls", str(args.calls)]))
+            results[mode].append(run(["--worker", mode, "--calls", str(args.calls)]))
     n = results[modes[0]][0]["calls"]
     print(
         f"\nnon-streaming converse: {args.rounds} rounds x {len(modes)} fresh processes, {n} calls each in"
@@ -321,7 +278,7 @@ def main() -> None:
     print(f"  ours above the bare-span floor: {med['ours'] - med['floor']:+.1f} us;"
           f" bare-vs-bare noise: {med['bare']:+.1f} us")  # fmt: skip
 
-    per_event = [run(python, ["--events"]) for _ in range(args.rounds)]
+    per_event = [run(["--events"]) for _ in range(args.rounds)]
     print("\nstreamed events in isolation (stream proxy + our handler, span end amortized; CPU time):")
     for name in per_event[0]:
         values = [r[name]["added_us_per_event"] for r in per_event]
@@ -332,7 +289,7 @@ def main() -> None:
             f" (target <= 1: {verdict})"
         )
     if args.memory_calls:
-        print_rss(run(python, ["--memory", "--memory-calls", str(args.memory_calls)]), args.memory_calls)
+        print_rss(run(["--memory", "--memory-calls", str(args.memory_calls)]), args.memory_calls)
 
 
 if __name__ == "__main__":

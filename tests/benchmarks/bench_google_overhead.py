@@ -24,12 +24,12 @@ import json
 import os
 import random
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-import bench_openai_overhead as openai_bench
+from bench_openai_overhead import worker_args
 from measure import paired_overhead, paired_per_chunk, python_calls, spread, timed
+from workers import run_worker, throwaway_venv
 
 VENV = Path("/tmp/payi-otel-bench-google-venv")
 OFFICIAL_REQ = ("opentelemetry-instrumentation-google-genai==1.3b0",)
@@ -205,7 +205,7 @@ def worker(mode: str, calls: int, scenario: str, chunks: int, telemetry: str) ->
 
 # --- driver ---------------------------------------------------------------------------------------
 def run(python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str) -> dict[str, Any]:
-    return dict(openai_bench.run(python, mode, calls, scenario, chunks, telemetry, script=__file__))
+    return run_worker(python, __file__, worker_args(mode, calls, scenario, chunks, telemetry))
 
 
 def main() -> None:
@@ -220,9 +220,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.calls, args.scenario, args.chunks, args.telemetry)))
         return
-    official = openai_bench.ensure_official_venv(VENV, OFFICIAL_REQ, "opentelemetry.instrumentation.google_genai")
-    python = str(official) if official else sys.executable
-    modes = [m for m in MODES if official or m != "official"]
+    python, available = throwaway_venv(VENV, {"official": (OFFICIAL_REQ, "opentelemetry.instrumentation.google_genai")})
+    modes = [m for m in MODES if m != "official" or m in available]
     print(f"interpreter: {python}; machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for _ in range(args.rounds):

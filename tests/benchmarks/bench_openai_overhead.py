@@ -27,11 +27,9 @@ How the figures are made, so that a noisy machine cannot fake them:
   ``OTEL_METRICS_EXPORTER=none``. Each process checks that its mode produced exactly one span per call.
 
 The official package registers the entry point ``openai`` and must not leak into the project's
-environment, so it is installed into a throwaway venv (``/tmp/payi-otel-bench-venv-<digest>``, one per
-project environment, created or reused by this script, seeing the project's packages through a ``.pth``);
-all four modes then run
-under that venv's interpreter so they share one set of packages. If it cannot be installed the
-official mode is skipped with a message and the other figures are still printed.
+environment, so it is installed into a throwaway venv (``/tmp/payi-otel-bench-venv-<digest>``, see
+:mod:`workers`); all four modes then run under that venv's interpreter so they share one set of packages.
+If it cannot be installed the official mode is skipped with a message and the other figures are still printed.
 
 Targets: our added cost per non-streaming call <= 0.5 x the official one's; <= 1 us per streamed
 chunk; RSS flat over 100k calls.
@@ -44,15 +42,11 @@ import json
 import os
 import random
 import statistics
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import instructions
 from measure import (
     BATCH,
-    own_venv,
     paired_overhead,
     paired_per_chunk,
     payi_journal,
@@ -62,6 +56,7 @@ from measure import (
     spread,
     timed,
 )
+from workers import run_worker, throwaway_venv, worker_env
 
 VENV = Path("/tmp/payi-otel-bench-venv")  # suffixed per project environment (see measure.own_venv)
 # 2.4b0 imports opentelemetry.util.genai.instruments, which util-genai removed in 1.2b0.
@@ -279,58 +274,16 @@ def chunk_cost(streams: int, chunks: int) -> dict:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def ensure_official_venv(
-    venv: Path = VENV,
-    requirements: tuple[str, ...] = OFFICIAL_REQ,
-    module: str = "opentelemetry.instrumentation.openai_v2",
-) -> Path | None:
-    """Create/reuse the throwaway venv with an official instrumentation (``requirements``, importing
-    ``module``) that sees the project's packages; None if it cannot be had."""
-    venv = own_venv(venv)
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", f"import {module}, payi_otel"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        print(f"official: reusing throwaway venv {venv}")
-        return python
-    print(
-        f"official: creating throwaway venv {venv} for {' '.join(requirements)} (kept out of the project environment)"
-    )
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        site = sysconfig.get_paths()["purelib"]
-        venv_site = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        Path(venv_site, "payi_otel_project.pth").write_text(f"import site; site.addsitedir({site!r})\n")
-        out = subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"official: SKIPPED, could not install {' '.join(requirements)}:\n{out.stderr.strip()[-2000:]}")
-            return None
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"official: SKIPPED, could not create the throwaway venv: {exc}")
-        return None
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        print("official: SKIPPED, the throwaway venv cannot import the official instrumentation")
-        return None
-    return python
-
-
 def worker_command(
     python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str, script: str = __file__
 ) -> list[str]:
     """The command line of a worker process running one mode."""
-    return [python, script, "--worker", mode, "--calls", str(calls), "--scenario", scenario, "--chunks", str(chunks),
+    return [python, script, *worker_args(mode, calls, scenario, chunks, telemetry)]
+
+
+def worker_args(mode: str, calls: int, scenario: str, chunks: int, telemetry: str) -> list[str]:
+    return ["--worker", mode, "--calls", str(calls), "--scenario", scenario, "--chunks", str(chunks),
             "--telemetry", telemetry]  # fmt: skip
-
-
-def worker_env() -> dict[str, str]:
-    """The environment of every worker process: the same for every mode."""
-    env = {**os.environ, "OTEL_SDK_DISABLED": "false", "PYTHONHASHSEED": "0"}
-    for name in list(env):
-        if name.startswith(("OTEL_INSTRUMENTATION_GENAI", "PAYI_")):
-            env.pop(name)
-    return env
 
 
 def run(
@@ -343,11 +296,7 @@ def run(
     script: str = __file__,
 ) -> dict:
     """Run ``script --worker mode ...`` in a fresh process; its last output line is the JSON result."""
-    cmd = worker_command(python, mode, calls, scenario, chunks, telemetry, script)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=worker_env())
-    if out.returncode != 0:
-        raise RuntimeError(f"{mode} worker failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(python, script, worker_args(mode, calls, scenario, chunks, telemetry))
 
 
 def call_overhead(python: str, modes: list[str], calls: int, rounds: int, telemetry: str) -> None:
@@ -431,9 +380,8 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.calls, args.scenario, args.chunks, telemetry)))
         return
 
-    official_python = ensure_official_venv()
-    python = str(official_python) if official_python else sys.executable
-    modes = [m for m in MODES if official_python or m != "official"]
+    python, available = throwaway_venv(VENV, {"official": (OFFICIAL_REQ, "opentelemetry.instrumentation.openai_v2")})
+    modes = [m for m in MODES if m != "official" or m in available]
     print(f"interpreter: {python}")
     print(f"configuration: {CONFIG}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
