@@ -80,7 +80,8 @@ class CallMetrics:
             return ()
 
         meter.create_observable_gauge("payi_otel.pending_measurements", callbacks=[drain_on_collect])
-        _register(self)
+        if self.live:  # a no-op meter queues nothing: no thread to wake for it
+            _register(self)
 
     def queue(self, measurement: Measurement) -> None:
         """Queue one call's measurements ``(key, seconds, input tokens, output tokens)`` (the caller's thread: a
