@@ -419,6 +419,36 @@ def test_a_caller_that_starves_the_metrics_thread_keeps_the_queue_bounded_and_th
     assert points["gen_ai.client.token.usage", "output"].count == calls
 
 
+def test_a_collections_drain_waits_for_measurements_another_drainer_holds():
+    """A drainer pops a chunk of measurements under the lock and records them; a collection's drain that finds the
+    queue empty meanwhile must wait for that chunk, or the histograms it reads would be short of them."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    recorder = call_metrics.CallMetrics(MeterProvider(metric_readers=[reader]).get_meter("held"))
+    recorder.queue((("chat", "openai", "gpt-4o-mini", None, None, None, None), 0.5, 12, 5))
+    collection = threading.Thread(target=recorder.drain)
+    with recorder._lock:  # another drainer, mid-chunk: the queue is empty, its measurement not yet recorded
+        held = recorder._pending.popleft()
+        collection.start()
+        collection.join(0.3)
+        returned_early = not collection.is_alive()
+        recorder._pending.appendleft(held)
+        recorder._record_oldest()
+    collection.join(5.0)
+    assert not returned_early, "the collection's drain returned while another drainer held a measurement"
+    (point,) = [
+        p
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "gen_ai.client.operation.duration"
+        for p in metric.data.data_points
+    ]
+    assert point.count == 1
+
+
 # --- content capture ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("value, captured", [("true", True), ("SPAN_ONLY", True), ("span_and_event", True),
                                              ("", False), ("NO_CONTENT", False), ("EVENT_ONLY", False)])  # fmt: skip
