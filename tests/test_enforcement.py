@@ -152,16 +152,24 @@ async def test_async_calls_reserve_without_blocking_the_event_loop(tmp_path: Pat
     assert refused_ticks >= 10 and ticks - refused_ticks >= 10
 
 
-def test_cached_mode_refuses_once_the_known_spend_reaches_max(tmp_path: Path) -> None:
+@contextmanager
+def cached_limit_after_one_call(tmp_path: Path) -> Iterator[tuple[ServiceThread, RecordedUpstream, Any, str]]:
+    """Cached mode and a block limit, after one call under it (made here) that takes it past max: ``(service,
+    upstream, exporter, limit id)``; the upstream answers every request with :data:`CHAT` (``upstream.repeat``)."""
     interaction = recorded(CHAT)
     with enforced(tmp_path, "cached") as (svc, upstream, exporter):
         upstream.repeat = interaction
-        limit = create_limit(svc, "budget", 1e-9, "block")  # the first call takes it past max
-        client = direct_client(upstream)
+        limit = create_limit(svc, "budget", 1e-9, "block")
         with track_context(limit_ids=[limit]):
-            client.chat.completions.create(**interaction.request_body)
-            assert exporter.force_flush(15_000)
-            refused = first_refusal(client, interaction.request_body, 10)  # the background refresh (1 s)
+            direct_client(upstream).chat.completions.create(**interaction.request_body)
+        yield svc, upstream, exporter, limit
+
+
+def test_cached_mode_refuses_once_the_known_spend_reaches_max(tmp_path: Path) -> None:
+    with cached_limit_after_one_call(tmp_path) as (svc, upstream, exporter, limit):
+        assert exporter.force_flush(15_000)
+        with track_context(limit_ids=[limit]):  # the background refresh (1 s)
+            refused = first_refusal(direct_client(upstream), upstream.repeat.request_body, 10)
         assert refused is not None, "the call was never refused"
         assert refused.limit_id == limit and refused.spend is not None and refused.max == pytest.approx(1e-9)
         spend = get_limit(svc, limit)["totals"]["cost"]["total"]["base"]
@@ -171,13 +179,7 @@ def test_cached_mode_refuses_once_the_known_spend_reaches_max(tmp_path: Path) ->
 def test_cached_mode_keeps_refreshing_in_a_forked_worker(tmp_path: Path) -> None:
     """A pre-fork server's worker inherits the parent's cache but not its refresh thread: it gets one of its own,
     so a spend made elsewhere after the fork still reaches it, and its calls are refused once the limit is spent."""
-    interaction = recorded(CHAT)
-    with enforced(tmp_path, "cached") as (svc, upstream, exporter):
-        upstream.repeat = interaction
-        limit = create_limit(svc, "budget", 1e-9, "block")  # the first call takes it past max
-        client = direct_client(upstream)
-        with track_context(limit_ids=[limit]):
-            client.chat.completions.create(**interaction.request_body)  # the parent knows the limit, unspent
+    with cached_limit_after_one_call(tmp_path) as (_, upstream, exporter, limit):  # the parent knows it, unspent
         report = tmp_path / "worker.json"
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
@@ -185,7 +187,7 @@ def test_cached_mode_keeps_refreshing_in_a_forked_worker(tmp_path: Path) -> None
             try:
                 with track_context(limit_ids=[limit]):
                     outcome["refused"] = (
-                        first_refusal(direct_client(upstream), interaction.request_body, 15) is not None
+                        first_refusal(direct_client(upstream), upstream.repeat.request_body, 15) is not None
                     )
             except BaseException as exc:
                 outcome["error"] = repr(exc)
