@@ -1,0 +1,1 @@
+"""The service's Pay-i proxy: provider requests forwarded upstream, with Block limits admitted first."""
