@@ -205,7 +205,7 @@ class DeliveryWorker:
                         "Pay-i exporter: %d event(s) not delivered to %s yet (%s); kept in the spool %s, "
                         "retrying in %.1fs",
                         len(outcome.remaining),
-                        self.sender.mode,
+                        self.sender.base_url,
                         outcome.error,
                         self.spool.directory,
                         delay,

@@ -139,11 +139,12 @@ class Sender:
         if mode not in ("single", "bulk"):
             raise ValueError(f"mode={mode!r}: must be 'single' or 'bulk'")
         self.mode = mode
+        self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         headers = {"User-Agent": "payi-otel", **dict(extra_headers)}
         if api_key:
             headers[P.API_KEY] = api_key
-        self._client_settings: dict[str, Any] = dict(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._client_settings: dict[str, Any] = dict(base_url=self.base_url, headers=headers, timeout=timeout)
         self._client = httpx.Client(**self._client_settings)
 
     def close(self) -> None:

@@ -129,7 +129,8 @@ def test_bulk_mode_sends_attribution_in_the_body(server, spans, make_exporter):
 
 
 @pytest.mark.parametrize("mode", ["single", "bulk"])
-def test_server_down_for_a_while_then_everything_arrives_once(tmp_path, spans, make_exporter, mode):
+def test_server_down_for_a_while_then_everything_arrives_once(tmp_path, spans, make_exporter, mode, caplog):
+    caplog.set_level(logging.WARNING, logger="payi_otel.exporters")
     server = FaultServer().start()
     port = server.port
     server.stop()  # the port is closed: connection refused
@@ -138,6 +139,12 @@ def test_server_down_for_a_while_then_everything_arrives_once(tmp_path, spans, m
     assert max(durations) < 0.25, durations  # export() never waits for the network
     assert not exporter.force_flush(300)  # nothing can be delivered yet
     assert exporter.spool.pending_batches() > 0
+    # The warning says where delivery failed and why, and that the events are kept.
+    assert any(
+        f"not delivered to http://127.0.0.1:{port} yet (ConnectError" in r.getMessage()
+        and "kept in the spool" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
     server = FaultServer(port).start()
     try:
         assert exporter.force_flush(10_000)
