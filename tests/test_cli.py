@@ -315,3 +315,25 @@ def test_demo_fresh_empties_what_an_earlier_demo_wrote(tmp_path):
         (tmp_path / name / "data").write_text("old")
     _empty_demo_dir(tmp_path)
     assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
+
+
+def test_demo_without_pyyaml_names_the_extra_to_install_before_starting_anything(tmp_path):
+    import os
+    import subprocess
+
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    # An installation without PyYAML (the replay extra): importing yaml fails as it would there.
+    (shadow / "yaml.py").write_text("raise ModuleNotFoundError(\"No module named 'yaml'\", name='yaml')\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["PYTHONPATH"] = str(shadow)
+    done = subprocess.run(
+        [sys.executable, "-m", "payi_otel.cli", "demo", "--data-dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode != 0
+    assert "needs PyYAML" in done.stderr and "payi-otel[replay]" in done.stderr, done.stderr
+    assert not (tmp_path / "demo").exists()  # refused before the service started

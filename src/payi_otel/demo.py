@@ -74,6 +74,17 @@ def _empty_demo_dir(data_dir: Path) -> None:
         shutil.rmtree(data_dir / name, ignore_errors=True)
 
 
+def _check_replay_installed() -> None:
+    """Replaying recorded responses reads YAML cassettes: say which extra to install before anything starts."""
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "payi-otel demo: replaying the recorded OpenAI responses needs PyYAML: "
+            "pip install 'payi-otel[replay]' (or set OPENAI_API_KEY to call OpenAI instead)"
+        ) from None
+
+
 def _bin(name: str) -> str:
     local = Path(sys.executable).with_name(name)
     return str(local) if local.exists() else (shutil.which(name) or name)
@@ -89,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="start from an empty data directory")
     args = parser.parse_args(argv)
 
+    if not os.environ.get("OPENAI_API_KEY"):
+        _check_replay_installed()
     data_dir = Path(args.data_dir).resolve()
     if args.fresh:
         _empty_demo_dir(data_dir)
