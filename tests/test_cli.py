@@ -337,3 +337,35 @@ def test_demo_without_pyyaml_names_the_extra_to_install_before_starting_anything
     assert done.returncode != 0
     assert "needs PyYAML" in done.stderr and "payi-otel[replay]" in done.stderr, done.stderr
     assert not (tmp_path / "demo").exists()  # refused before the service started
+
+
+@pytest.mark.parametrize("command", [["serve"], ["report"], ["apps", "list"], ["limits", "list"], ["relay"]])
+def test_without_the_service_extra_a_service_command_names_the_extra_and_the_rest_still_works(tmp_path, command):
+    import os
+    import subprocess
+
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    # The plugin installed alone ([instruments-any]): the service extra's modules are missing, as orjson is here.
+    (shadow / "orjson.py").write_text("raise ModuleNotFoundError(\"No module named 'orjson'\", name='orjson')\n")
+    env = {**os.environ, "PYTHONPATH": str(shadow)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "payi_otel.cli", *args], capture_output=True, text=True, timeout=60, env=env,
+            cwd=tmp_path,
+        )  # fmt: skip
+
+    done = cli(*command)
+    assert done.returncode == 2, done.stderr
+    assert f"payi-otel {command[0]}: error: needs the 'service' extra (module 'orjson' is not installed)" in (
+        done.stderr
+    )
+    assert "payi-otel[service]" in done.stderr and "Traceback" not in done.stderr
+    # The command itself, its help and the commands of the plugin alone still work.
+    assert cli("--version").stdout.startswith("payi-otel ")
+    assert "report" in cli("--help").stdout
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"category":"system.openai","resource":"gpt-4o-mini","units":{"text":{"input":1,"output":1}}}\n')
+    dry_run = cli("ingest", "--dry-run", str(events))
+    assert dry_run.returncode == 0 and "1 events valid" in dry_run.stderr, dry_run.stderr  # the summary: stderr

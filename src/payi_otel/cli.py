@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING
 
+from payi_otel.extras import install_hint, missing_extra
 from payi_otel.safe_text import sanitize
 
 if TYPE_CHECKING:
@@ -147,8 +148,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(admin_token)
 
-    from payi_otel.service.reports import DIMENSIONS, FORMATS
-    from payi_otel.service.store import STATUSES
+    try:
+        from payi_otel.service.reports import DIMENSIONS, FORMATS
+        from payi_otel.service.store import STATUSES
+    except ModuleNotFoundError as exc:  # without the service extra: `report` says which extra when it runs
+        if missing_extra(exc) is None:
+            raise
+        DIMENSIONS, FORMATS, STATUSES = (), None, None  # type: ignore[assignment]
 
     report = sub.add_parser("report", help="print cost, requests, tokens, failures and latency")
     report.add_argument(
@@ -364,6 +370,22 @@ def _limits(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:  # a command of an extra that is not installed
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        command = argv[0] if argv else ""
+        print(
+            f"payi-otel {command}: error: needs the '{extra}' extra (module {exc.name!r} is not installed):"
+            f" {install_hint(extra)}",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["demo"]:
         return _demo(argv[1:])  # the demo parses its own options
     args = _parser().parse_args(argv)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from payi_otel.extras import install_hint
+
 EXAMPLE = "openai_app.py"
 
 
@@ -80,8 +82,8 @@ def _check_replay_installed() -> None:
         import yaml  # noqa: F401
     except ImportError:
         raise SystemExit(
-            "payi-otel demo: replaying the recorded OpenAI responses needs PyYAML: "
-            "pip install 'payi-otel[replay]' (or set OPENAI_API_KEY to call OpenAI instead)"
+            "payi-otel demo: replaying the recorded OpenAI responses needs PyYAML, in the 'replay' extra: "
+            f"{install_hint('replay')}; or set OPENAI_API_KEY to call OpenAI instead"
         ) from None
 
 
