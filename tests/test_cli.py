@@ -335,7 +335,8 @@ def test_demo_without_pyyaml_names_the_extra_to_install_before_starting_anything
         env=env,
     )
     assert done.returncode != 0
-    assert "needs PyYAML" in done.stderr and "payi-otel[replay]" in done.stderr, done.stderr
+    assert "needs the 'replay' extra" in done.stderr and "payi-otel[replay]" in done.stderr, done.stderr
+    assert "OPENAI_API_KEY" in done.stderr
     assert not (tmp_path / "demo").exists()  # refused before the service started
 
 

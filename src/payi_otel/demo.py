@@ -9,6 +9,7 @@ from real recorded OpenAI responses; with it, the same example calls OpenAI.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from payi_otel.extras import install_hint
+from payi_otel.extras import install_hint, missing_extra
 
 EXAMPLE = "openai_app.py"
 
@@ -76,15 +77,25 @@ def _empty_demo_dir(data_dir: Path) -> None:
         shutil.rmtree(data_dir / name, ignore_errors=True)
 
 
-def _check_replay_installed() -> None:
-    """Replaying recorded responses reads YAML cassettes: say which extra to install before anything starts."""
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
+def _check_extras(replay: bool) -> None:
+    """The demo runs the service and (without OPENAI_API_KEY) replays YAML cassettes: say which extras are missing
+    before anything starts."""
+    needed = [("service", "payi_otel.service.server")] + ([("replay", "yaml")] if replay else [])
+    missing = []
+    for extra, module in needed:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if missing_extra(exc) != extra:
+                raise
+            missing.append(extra)
+    if missing:
+        alternative = "; or set OPENAI_API_KEY to call OpenAI instead of replaying" if missing == ["replay"] else ""
+        names = " and ".join(repr(m) for m in missing) + (" extras" if len(missing) > 1 else " extra")
         raise SystemExit(
-            "payi-otel demo: replaying the recorded OpenAI responses needs PyYAML, in the 'replay' extra: "
-            f"{install_hint('replay')}; or set OPENAI_API_KEY to call OpenAI instead"
-        ) from None
+            f"payi-otel demo: needs the {names} (the local service; PyYAML replays the recorded OpenAI responses):"
+            f" {install_hint(','.join(missing))}{alternative}"
+        )
 
 
 def _bin(name: str) -> str:
@@ -102,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="start from an empty data directory")
     args = parser.parse_args(argv)
 
-    if not os.environ.get("OPENAI_API_KEY"):
-        _check_replay_installed()
+    _check_extras(replay=not os.environ.get("OPENAI_API_KEY"))
     data_dir = Path(args.data_dir).resolve()
     if args.fresh:
         _empty_demo_dir(data_dir)
