@@ -100,19 +100,19 @@ class PayiSpanExporter(SpanExporter):
             self._offline = OfflineWriter(config.offline_file)
             logger.info("Pay-i exporter: offline mode, events are written to %s", config.offline_file)
             return
-        if not config.api_key:
-            logger.warning(
-                "Pay-i exporter: PAYI_API_KEY is not set; %s will see requests without xProxy-api-key",
-                config.base_url,
-            )
         self._spool = Spool(config.spool_dir, config.spool_max_bytes)
-        if problems:
+        if problems:  # nothing is sent: the settings to fix are the only thing to say
             logger.error(
                 "Pay-i exporter: %s; events are kept in %s and sent by the next start with correct settings",
                 "; ".join(problems),
                 config.spool_dir,
             )
             return
+        if not config.api_key:
+            logger.warning(
+                "Pay-i exporter: PAYI_API_KEY is not set; %s will see requests without xProxy-api-key",
+                config.base_url,
+            )
         sender = Sender(config.base_url, config.api_key, config.ingest_mode, config.timeout, config.extra_headers)
         backoff = Backoff(base=config.retry_initial_backoff, cap=config.retry_max_backoff)
         self._worker = DeliveryWorker(

@@ -337,11 +337,14 @@ def test_bad_environment_values_are_reported_naming_the_variable_and_events_stay
     # raising there would leave the application with no telemetry at all.
     monkeypatch.setenv("PAYI_SPOOL_DIR", str(tmp_path))
     monkeypatch.setenv(var, value)
-    with caplog.at_level(logging.ERROR, logger="payi_otel.exporters"):
+    monkeypatch.delenv("PAYI_API_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="payi_otel.exporters"):
         exporter = PayiSpanExporter()
     try:
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1 and message in errors[0] and str(tmp_path) in errors[0]
+        # Only the settings to fix are reported (no warning about a key for a URL that is not the one set).
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == []
         assert exporter.export(spans(ids("held", 3))) is SpanExportResult.SUCCESS
         assert exporter.spool.pending_batches() == 1  # kept for a start with correct settings
         assert exporter.force_flush(100) is True and exporter.delivered_events == 0
