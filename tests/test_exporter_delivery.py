@@ -367,6 +367,18 @@ def test_bad_keyword_values_raise_naming_the_setting(tmp_path, setting, value, m
     assert message in str(info.value)
 
 
+def test_a_missing_key_is_warned_about_naming_the_url_that_will_see_the_requests(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("PAYI_SPOOL_DIR", str(tmp_path))
+    monkeypatch.setenv("PAYI_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("PAYI_API_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="payi_otel.exporters"):
+        exporter = PayiSpanExporter()
+    exporter.shutdown()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Pay-i exporter: PAYI_API_KEY is not set; http://127.0.0.1:9 will see requests without xProxy-api-key"
+    ]
+
+
 def test_environment_configures_and_keywords_override(monkeypatch, tmp_path):
     monkeypatch.setenv("PAYI_BASE_URL", "http://127.0.0.1:9/")
     monkeypatch.setenv("PAYI_INGEST_MODE", "BULK")
