@@ -32,10 +32,17 @@ GOOGLE_PINS := 1.0.0 1.5.0 1.11.0 2.34.0
 GOOGLE_STAMPS := $(foreach v,$(GOOGLE_PINS),.venv-google-$(v)/.installed)
 GOOGLE_TESTS := tests/test_google_replay.py tests/test_google_features.py tests/test_google_content.py
 
+# The package supports Python 3.11 and later: the main suite runs again on the newest interpreter this machine has
+# among 3.13 and 3.12 (on PATH, or installed by pyenv), in its own venv; skipped, and said so, when it has neither.
+NEWEST_PYTHON := $(shell for v in 3.13 3.12; do \
+	for p in $$(command -v python$$v) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v*/bin/python$$v 2>/dev/null); do \
+		$$p -c "import sys" >/dev/null 2>&1 && { echo $$p; exit 0; }; done; done)
+NEWEST_STAMP := $(if $(NEWEST_PYTHON),.venv-newest/.installed)
+
 # The dashboard's browser tests drive Debian's chromium through Playwright (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run dashboard lint test test-postgres test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-fuzz bench clean
+.PHONY: setup run dashboard lint test test-postgres test-dashboard test-openai-matrix test-google-matrix test-anthropic-matrix test-peers test-newest-python test-fuzz bench clean
 
 # The service's tests again on PostgreSQL (the store's second backend), the plugin's end-to-end tests that deliver
 # to the real service, and what only PostgreSQL has: several service instances on one database.
@@ -80,13 +87,15 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q --ignore=tests/browser
 	$(MAKE) --no-print-directory test-postgres
-	$(MAKE) --no-print-directory -j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(CHROMIUM)) \
-		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(CHROMIUM)
+	$(MAKE) --no-print-directory \
+		-j$(words $(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(NEWEST_STAMP) $(CHROMIUM)) \
+		$(OPENAI_STAMPS) $(PEERS_STAMP) $(ANTHROPIC_STAMPS) $(GOOGLE_STAMPS) $(NEWEST_STAMP) $(CHROMIUM)
 	$(MAKE) --no-print-directory test-dashboard
 	$(MAKE) --no-print-directory test-openai-matrix
 	$(MAKE) --no-print-directory test-google-matrix
 	$(MAKE) --no-print-directory test-peers
 	$(MAKE) --no-print-directory test-anthropic-matrix
+	$(MAKE) --no-print-directory test-newest-python
 	$(MAKE) --no-print-directory test-fuzz
 
 # Venvs install in parallel (pip is the main cost); the test runs follow one another.
@@ -158,9 +167,23 @@ $(GOOGLE_STAMPS): pyproject.toml
 	$(@D)/bin/python -m pip install --quiet -e ".[dev]" "google-genai==$(patsubst .venv-google-%,%,$(@D))"
 	touch $@
 
+test-newest-python: $(NEWEST_STAMP)
+ifeq ($(NEWEST_PYTHON),)
+	@echo "== newest Python: SKIPPED, neither python3.13 nor python3.12 is on this machine"
+else
+	@echo "== $$(.venv-newest/bin/python --version)"
+	.venv-newest/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/browser
+endif
+
+.venv-newest/.installed: pyproject.toml
+	$(NEWEST_PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	$(@D)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
 bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-openai* .venv-google* .venv-peers .venv-anthropic-* .payi-otel .pytest_cache .mypy_cache $(TYPECHECK_TREE) \
+	rm -rf $(VENV) .venv-openai* .venv-google* .venv-peers .venv-anthropic-* .venv-newest .payi-otel .pytest_cache .mypy_cache $(TYPECHECK_TREE) \
 		test-artifacts
