@@ -72,3 +72,33 @@ def test_every_module_imports_from_the_wheel_alone(wheel: Path, tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.split()[-1]) >= 150  # every module was walked, not an empty package
+
+
+def test_the_command_knows_which_extra_installs_each_module_of_the_extras() -> None:
+    """``payi-otel`` names the extra to install from a missing module's name (payi_otel.extras): every module the
+    ``service`` and ``replay`` extras' distributions install must be known there, or a missing one is a traceback."""
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from payi_otel.extras import missing_extra
+
+    modules_of: dict[str, set[str]] = {}
+    for module, dists in packages_distributions().items():
+        for dist in dists:
+            modules_of.setdefault(canonicalize_name(dist), set()).add(module)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    checked = 0
+    for extra in ("service", "replay"):
+        for spec in extras[extra]:
+            requirement = Requirement(spec)
+            if requirement.marker is not None and not requirement.marker.evaluate():
+                continue
+            modules = {m for m in modules_of[canonicalize_name(requirement.name)] if not m.startswith("_")}
+            assert modules, requirement.name
+            for module in modules:
+                assert missing_extra(ModuleNotFoundError(name=module)) == extra, (requirement.name, module)
+                checked += 1
+    assert checked >= 12
