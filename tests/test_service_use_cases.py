@@ -213,3 +213,15 @@ def test_a_use_case_with_logging_disabled_keeps_no_prompts_or_responses(payi, cl
         assert dropped == {"provider_uri": content["provider_uri"]} and cost > 0  # cost and metadata stay
     payi.use_cases.definitions.update("private", logging_enabled=True)  # takes effect at once
     assert stored("private")[0] == content
+
+
+def test_deleting_a_definition_deletes_its_instances_even_if_it_is_created_again(payi):
+    payi.use_cases.definitions.create(name="triage", description="first")
+    instance = payi.use_cases.create("triage")
+    assert payi.use_cases.retrieve(instance.use_case_id, use_case_name="triage").use_case_id == instance.use_case_id
+    payi.use_cases.definitions.delete("triage")
+    payi.use_cases.definitions.create(name="triage", description="second")  # the same name: a new use case
+    for call in (payi.use_cases.retrieve, payi.use_cases.delete):
+        with pytest.raises(NotFoundError) as exc:
+            call(instance.use_case_id, use_case_name="triage")
+        assert exc.value.body["xproxy_error"]["code"] == "use_case_instance_not_found"
