@@ -32,6 +32,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.fixture(scope="module")
+def unpacked(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    into = tmp_path_factory.mktemp("unpacked")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(into)
+    return into
+
+
 def source_files() -> set[str]:
     """Every file the package is made of, at its installed path (exporters/ installs as payi_otel/exporters)."""
     found = set()
@@ -49,11 +57,10 @@ def test_the_wheel_holds_every_module_and_every_static_file(wheel: Path) -> None
     assert not missing, f"left out of the wheel (add the package to [tool.setuptools] packages): {missing}"
 
 
-def test_every_module_imports_from_the_wheel_alone(wheel: Path, tmp_path: Path) -> None:
+def test_every_module_imports_from_the_wheel_alone(unpacked: Path) -> None:
     """Each module imported from the unpacked wheel (ahead of the editable install on the path) finds every
     module it needs there: the CLI's ``serve`` path, which once failed only when installed this way, included."""
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(tmp_path)
+    tmp_path = unpacked
     script = (
         "import importlib, pkgutil, sys, payi_otel\n"
         f"assert payi_otel.__file__.startswith({str(tmp_path)!r}), payi_otel.__file__\n"
@@ -102,3 +109,43 @@ def test_the_command_knows_which_extra_installs_each_module_of_the_extras() -> N
                 assert missing_extra(ModuleNotFoundError(name=module)) == extra, (requirement.name, module)
                 checked += 1
     assert checked >= 12
+
+
+USER_CODE = """\
+from payi_otel import instrument, track, track_context
+
+instrument(use_case_name="typed")
+
+
+@track(use_case_name="summarize", user_id="jane")
+def summarize(doc: str) -> int:
+    with track_context(use_case_step="draft"):
+        return len(doc)
+
+
+@track
+async def answer() -> str:
+    return ""
+
+
+count: str = summarize("text")  # the one error mypy must report: track keeps the function's type
+"""
+
+
+def test_a_users_code_type_checks_against_the_installed_package(unpacked: Path, tmp_path: Path) -> None:
+    """The wheel carries ``py.typed`` and ``track`` is typed: a user's ``mypy --strict`` sees the package's types
+    (no ``import-untyped``, no ``untyped-decorator``) and catches a wrong use of a tracked function."""
+    (tmp_path / "app.py").write_text(USER_CODE)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--no-error-summary", "app.py"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin"},  # the package as installed, nothing else
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = result.stdout.splitlines()
+    assert errors == [
+        'app.py:17: error: Incompatible types in assignment (expression has type "int", variable has type "str")'
+        "  [assignment]"
+    ], result.stdout + result.stderr

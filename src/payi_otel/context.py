@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import FrameType
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar, Unpack, overload
 
 from opentelemetry import context as otel_context
 
@@ -324,6 +324,10 @@ def _wrap_async_generator_function(fn: Callable[..., Any], layer: dict[str, Any]
     return wrapper
 
 
+@overload
+def track(func: _F, /, **layer: Unpack[ContextLayer]) -> _F: ...
+@overload
+def track(func: None = None, /, **layer: Unpack[ContextLayer]) -> Callable[[_F], _F]: ...
 def track(func: _F | None = None, /, **layer: Unpack[ContextLayer]) -> Any:
     """Decorator applying a business-context layer while the function body runs.
 
