@@ -274,13 +274,6 @@ def chunk_cost(streams: int, chunks: int) -> dict:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def worker_command(
-    python: str, mode: str, calls: int, scenario: str, chunks: int, telemetry: str, script: str = __file__
-) -> list[str]:
-    """The command line of a worker process running one mode."""
-    return [python, script, *worker_args(mode, calls, scenario, chunks, telemetry)]
-
-
 def worker_args(mode: str, calls: int, scenario: str, chunks: int, telemetry: str) -> list[str]:
     return ["--worker", mode, "--calls", str(calls), "--scenario", scenario, "--chunks", str(chunks),
             "--telemetry", telemetry]  # fmt: skip
@@ -293,10 +286,9 @@ def run(
     scenario: str,
     chunks: int,
     telemetry: str = "traces+metrics",
-    script: str = __file__,
 ) -> dict:
-    """Run ``script --worker mode ...`` in a fresh process; its last output line is the JSON result."""
-    return run_worker(python, script, worker_args(mode, calls, scenario, chunks, telemetry))
+    """Run this script's ``--worker mode ...`` in a fresh process; its last output line is the JSON result."""
+    return run_worker(python, __file__, worker_args(mode, calls, scenario, chunks, telemetry))
 
 
 def call_overhead(python: str, modes: list[str], calls: int, rounds: int, telemetry: str) -> None:
@@ -350,7 +342,7 @@ def instruction_overhead(python: str, modes: list[str], telemetry: str) -> None:
     for mode in modes:
         if mode == "bare":
             continue
-        cmd = worker_command(python, mode, calls, "instructions", 0, telemetry)
+        cmd = [python, __file__, *worker_args(mode, calls, "instructions", 0, telemetry)]
         added, bare = instructions.added_per_call(cmd, calls, instructions.ROUNDS, worker_env())
         med[mode] = statistics.median(added)
         print(f"  {mode:9s} {instructions.summary(added)} over a bare call of {bare / 1000:,.0f}k")
