@@ -317,16 +317,22 @@ def test_demo_fresh_empties_what_an_earlier_demo_wrote(tmp_path):
     assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
 
 
-def test_demo_without_pyyaml_names_the_extra_to_install_before_starting_anything(tmp_path):
+def env_without(module: str, tmp_path) -> dict[str, str]:
+    """This process's environment, in which importing ``module`` fails as in an installation without it."""
     import os
-    import subprocess
 
     shadow = tmp_path / "shadow"
     shadow.mkdir()
-    # An installation without PyYAML (the replay extra): importing yaml fails as it would there.
-    (shadow / "yaml.py").write_text("raise ModuleNotFoundError(\"No module named 'yaml'\", name='yaml')\n")
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    env["PYTHONPATH"] = str(shadow)
+    message = f"No module named {module!r}"
+    (shadow / f"{module}.py").write_text(f"raise ModuleNotFoundError({message!r}, name={module!r})\n")
+    return {**os.environ, "PYTHONPATH": str(shadow)}
+
+
+def test_demo_without_pyyaml_names_the_extra_to_install_before_starting_anything(tmp_path):
+    import subprocess
+
+    env = env_without("yaml", tmp_path)  # an installation without PyYAML (the replay extra)
+    env.pop("OPENAI_API_KEY", None)
     done = subprocess.run(
         [sys.executable, "-m", "payi_otel.cli", "demo", "--data-dir", str(tmp_path / "demo")],
         capture_output=True,
@@ -342,14 +348,10 @@ def test_demo_without_pyyaml_names_the_extra_to_install_before_starting_anything
 
 @pytest.mark.parametrize("command", [["serve"], ["report"], ["apps", "list"], ["limits", "list"], ["relay"]])
 def test_without_the_service_extra_a_service_command_names_the_extra_and_the_rest_still_works(tmp_path, command):
-    import os
     import subprocess
 
-    shadow = tmp_path / "shadow"
-    shadow.mkdir()
     # The plugin installed alone ([instruments-any]): the service extra's modules are missing, as orjson is here.
-    (shadow / "orjson.py").write_text("raise ModuleNotFoundError(\"No module named 'orjson'\", name='orjson')\n")
-    env = {**os.environ, "PYTHONPATH": str(shadow)}
+    env = env_without("orjson", tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

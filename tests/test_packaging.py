@@ -60,19 +60,18 @@ def test_the_wheel_holds_every_module_and_every_static_file(wheel: Path) -> None
 def test_every_module_imports_from_the_wheel_alone(unpacked: Path) -> None:
     """Each module imported from the unpacked wheel (ahead of the editable install on the path) finds every
     module it needs there: the CLI's ``serve`` path, which once failed only when installed this way, included."""
-    tmp_path = unpacked
     script = (
         "import importlib, pkgutil, sys, payi_otel\n"
-        f"assert payi_otel.__file__.startswith({str(tmp_path)!r}), payi_otel.__file__\n"
+        f"assert payi_otel.__file__.startswith({str(unpacked)!r}), payi_otel.__file__\n"
         "names = [m.name for m in pkgutil.walk_packages(payi_otel.__path__, 'payi_otel.')]\n"
         "for name in names:\n"
         "    module = importlib.import_module(name)\n"
-        f"    assert module.__file__.startswith({str(tmp_path)!r}), module.__file__\n"
+        f"    assert module.__file__.startswith({str(unpacked)!r}), module.__file__\n"
         "print(len(names))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
-        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=120,
