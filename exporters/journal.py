@@ -193,12 +193,18 @@ class Journal:
             self._drain()
 
     def close(self) -> None:
-        """Stop journaling: drain what is left into the sink and remove this process's segments."""
+        """Stop journaling: drain what is left into the sink and remove this process's segments. The segments of
+        dead processes are replayed first, so a process that ends before its thread's first scan still sends
+        what an earlier, killed one journaled."""
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
+        try:
+            self._replay_orphans()
+        except Exception:  # they stay on disk for the next start
+            logger.exception("Pay-i exporter: could not replay the calls journaled by an earlier process")
         with self._drain_lock:
             with self._lock:  # no record after this one: the drain below has them all
                 self._closed = True

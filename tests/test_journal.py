@@ -139,6 +139,16 @@ def test_a_killed_process_is_replayed_from_its_drained_mark_exactly_once(tmp_pat
     assert replay(tmp_path / "spool") == []
 
 
+def test_a_journal_closed_right_after_it_started_still_replays_a_killed_process(tmp_path):
+    """A short-lived process (a restart that makes no call) closes before its thread's first scan."""
+    calls = [call(i) for i in range(3)]
+    journal_then_die(tmp_path / "spool", tmp_path / "done", calls)
+    sink = Sink()
+    Journal(tmp_path / "spool", sink).close()
+    assert by_id(sink.events) == expected(*calls)
+    assert segments(tmp_path / "spool") == []
+
+
 def only_segment(directory: Path) -> Path:
     """The one segment of a dead process that has records (its spare is empty)."""
     written = [p for p in segments(directory) if p.read_bytes()[HEADER_BYTES : HEADER_BYTES + 1] != b"\0"]
