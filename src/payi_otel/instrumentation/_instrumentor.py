@@ -1,9 +1,10 @@
-"""What every provider instrumentor shares: a span core made from ``instrument()``'s keyword arguments, and the
-wraps it removes again on ``uninstrument()``."""
+"""What every provider instrumentor shares: a span core made from ``instrument()``'s keyword arguments, the
+wraps it makes when the SDK is imported (not before), and removes again on ``uninstrument()``."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -16,11 +17,37 @@ __all__ = ["ProviderInstrumentor"]
 
 
 class ProviderInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base class is untyped
-    """Base of the provider instrumentors. A subclass names the packages it instruments (``_instruments``) and,
-    in ``_instrument``, wraps its targets (:meth:`_wrap`) around a span core (:meth:`_span_core`)."""
+    """Base of the provider instrumentors. A subclass names the distributions it instruments (``_instruments``),
+    the SDK package whose import sets it up (``_package``, from distribution ``_distribution``) and, in
+    :meth:`_prepare`, reads ``instrument()``'s settings (a bad one raises there) and returns what builds its wrap
+    table once the SDK is imported.
+
+    Nothing of the SDK is imported by ``instrument()``: an SDK the application never imports costs it no import
+    time and no memory. The table is built and wrapped when the application imports the SDK, or at once if it
+    already has."""
 
     _instruments: tuple[str, ...] = ()
+    _package = ""
+    _distribution = ""
     _wraps: WrapSet | None = None
+
+    def _prepare(self, kwargs: Mapping[str, Any]) -> Callable[[str | None], list[Target]]:
+        """Check ``instrument()``'s settings; return the builder of the wrap table for an SDK version, which runs
+        once the SDK is imported and may import it."""
+        raise NotImplementedError
+
+    def _instrument(self, **kwargs: Any) -> None:
+        build = self._prepare(kwargs)
+        sdk_version = self.sdk_version()
+        wraps = self._wraps = WrapSet()
+        wraps.on_import(self._package, lambda: wraps.wrap(build(sdk_version), sdk_version))
+
+    def sdk_version(self) -> str | None:
+        """The installed SDK's version, read from its distribution (without importing it)."""
+        try:
+            return version(self._distribution)
+        except PackageNotFoundError:  # pragma: no cover - instrument() checks _instruments first
+            return None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return self._instruments
@@ -36,12 +63,6 @@ class ProviderInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base 
             logger_provider=kwargs.get("logger_provider"),
             error_info=error_info,
         )
-
-    def _wrap(self, targets: list[Target], version: str | None = None) -> None:
-        """Wrap ``targets`` (those that ``version`` of the SDK has), to be unwrapped by ``uninstrument()``."""
-        wraps = WrapSet()
-        wraps.wrap(targets, version)
-        self._wraps = wraps
 
     def _uninstrument(self, **kwargs: Any) -> None:
         if self._wraps is not None:

@@ -14,6 +14,11 @@ A row may be deferred (``on_first_use``, a :class:`FirstUse`): a hook inside the
 need (the route of proxied requests, the parsing of raw responses) is wrapped the first time such a call
 happens, so the calls that never need it do not pay for a wrapper they pass straight through.
 
+Nothing is imported for a wrap table: a row is wrapped when its module is imported (at once if it already
+is, through wrapt's post-import hooks), so an installed SDK the application never imports costs it no import
+time and no memory, and the SDK's modules it imports lazily (such as openai's resources) stay lazy. A row
+whose module this SDK version does not have is never wrapped.
+
 Other instrumentations (OpenTelemetry's openai-v2, OpenLLMetry, ...) wrap the same methods with wrapt.
 Load order never matters: ours recognise only themselves (a marker on our wrapper functions) and always
 sit directly around the SDK's own method, beneath any wrapper found there or added later
@@ -177,7 +182,7 @@ class WrapSet:
     """The wrapped targets of one instrumentor, and the switch that makes them inert."""
 
     def __init__(self) -> None:
-        self.active = False
+        self.active = True  # until unwrap(): our wrappers pass straight through once it is False
         self.wrapped: list[tuple[type, str]] = []
         self.deferred: set[FirstUse] = set()
 
@@ -249,18 +254,32 @@ class WrapSet:
 
         return self._mark(gated)
 
+    def on_import(self, package: str, then: Callable[[], object]) -> None:
+        """Call ``then`` once ``package`` is imported (now if it is), unless this set is unwrapped by then. It
+        runs inside the application's import statement, so a failure is logged, never raised there."""
+
+        def hook(_module: object) -> None:
+            if not self.active:
+                return
+            try:
+                then()
+            except Exception:
+                logger.exception("payi-otel could not instrument %s; its calls are not traced", package)
+
+        wrapt.register_post_import_hook(hook, package)
+
     def wrap(self, targets: list[Target], sdk_version: str | None = None) -> None:
-        """Wrap every target present in the installed SDK; skip the others. Deferred targets are wrapped
-        when their :class:`FirstUse` is first needed (at once if it already was)."""
-        self.active = True
+        """Wrap every target present in the installed SDK, when its module is imported; skip the others.
+        Deferred targets are wrapped when their :class:`FirstUse` is first needed (at once if it already was)."""
         for t in targets:
             if not _version_ok(sdk_version, t.since, t.until):
                 continue
+            install = functools.partial(self.on_import, t.module, functools.partial(self._wrap_target, t))
             if t.on_first_use is not None:
                 self.deferred.add(t.on_first_use)
-                t.on_first_use._add(self, functools.partial(self._wrap_target, t))
+                t.on_first_use._add(self, install)
             else:
-                self._wrap_target(t)
+                install()
 
     def _wrap_target(self, t: Target) -> None:
         if not self.active:  # uninstrumented before the deferred row was needed

@@ -12,18 +12,12 @@ Pay-i exporter keeps one event per call, ours.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
 from payi_otel.instrumentation._stainless import error_info
-
-
-def _anthropic_version() -> str | None:
-    try:
-        from anthropic import __version__
-    except ImportError:  # pragma: no cover
-        return None
-    return str(__version__)
+from payi_otel.instrumentation._wrapping import Target
 
 
 class AnthropicInstrumentor(ProviderInstrumentor):
@@ -34,13 +28,17 @@ class AnthropicInstrumentor(ProviderInstrumentor):
     """
 
     _instruments = ("anthropic >= 0.40, < 3",)
+    _package = _distribution = "anthropic"
 
-    def _instrument(self, **kwargs: Any) -> None:
-        from payi_otel.instrumentation.anthropic._targets import State, targets
-
-        version = _anthropic_version()
+    def _prepare(self, kwargs: Mapping[str, Any]) -> Callable[[str | None], list[Target]]:
         core = self._span_core(kwargs, error_info)
-        self._wrap(targets(State(core, version or "unknown")), version)
+
+        def build(version: str | None) -> list[Target]:
+            from payi_otel.instrumentation.anthropic._targets import State, targets
+
+            return targets(State(core, version or "unknown"))
+
+        return build
 
 
 __all__ = ["AnthropicInstrumentor"]

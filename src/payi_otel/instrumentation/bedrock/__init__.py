@@ -15,6 +15,7 @@ units from the billed token-count headers, the body or the stream's final event 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
@@ -23,15 +24,6 @@ from payi_otel.instrumentation._wrapping import Target
 from ._calls import BedrockCalls
 from ._errors import error_info
 from ._resources import resolve
-
-
-def _botocore_version() -> str:
-    try:
-        from botocore import __version__
-
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return "unknown"
 
 
 class BedrockInstrumentor(ProviderInstrumentor):
@@ -43,15 +35,19 @@ class BedrockInstrumentor(ProviderInstrumentor):
 
     _instruments = ("botocore >= 1.34.116",)  # the first release with Converse / ConverseStream
 
-    def _instrument(self, **kwargs: Any) -> None:
+    _package = _distribution = "botocore"
+
+    def _prepare(self, kwargs: Mapping[str, Any]) -> Callable[[str | None], list[Target]]:
         core = self._span_core(kwargs, error_info)
-        calls = BedrockCalls(core, f"botocore/{_botocore_version()}")
-        self._wrap(
-            [
+
+        def build(version: str | None) -> list[Target]:
+            calls = BedrockCalls(core, f"botocore/{version or 'unknown'}")
+            return [  # the aiobotocore row is wrapped when aiobotocore is imported
                 Target("botocore.client", "BaseClient", "_make_api_call", calls),
                 Target("aiobotocore.client", "AioBaseClient", "_make_api_call", calls),
             ]
-        )
+
+        return build
 
 
 __all__ = ["BedrockInstrumentor", "error_info", "resolve"]

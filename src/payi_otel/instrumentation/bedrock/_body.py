@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import inspect
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.response import StreamingBody
+if TYPE_CHECKING:  # imported when a body is replaced: botocore is imported by then
+    from botocore.response import StreamingBody
 
 
 class _Replay(io.BytesIO):
@@ -34,6 +35,8 @@ class _Replay(io.BytesIO):
 
 
 def replayable(data: bytes, error: BaseException | None = None) -> StreamingBody:
+    from botocore.response import StreamingBody
+
     # None = length unknown (no length check), which botocore accepts; its stubs ask for an int.
     return StreamingBody(_Replay(data, error), len(data) if error is None else None)  # type: ignore[arg-type]
 

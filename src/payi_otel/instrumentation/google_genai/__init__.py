@@ -10,20 +10,13 @@ unchanged. Nothing here needs Pillow.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
+from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.google_genai._read import error_info
 from payi_otel.instrumentation.google_genai._targets import PROVIDER_GEMINI, PROVIDER_VERTEX, State, targets
-
-
-def _version() -> str | None:
-    try:
-        from google.genai.version import __version__
-
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return None
 
 
 class GoogleGenAIInstrumentor(ProviderInstrumentor):
@@ -35,10 +28,12 @@ class GoogleGenAIInstrumentor(ProviderInstrumentor):
 
     _instruments = ("google-genai >= 1.0, < 4",)
 
-    def _instrument(self, **kwargs: Any) -> None:
-        version = _version()
+    _package = "google.genai"
+    _distribution = "google-genai"
+
+    def _prepare(self, kwargs: Mapping[str, Any]) -> Callable[[str | None], list[Target]]:
         core = self._span_core(kwargs, error_info)
-        self._wrap(targets(State(core, version or "unknown")), version)
+        return lambda version: targets(State(core, version or "unknown"))
 
 
 __all__ = ["PROVIDER_GEMINI", "PROVIDER_VERTEX", "GoogleGenAIInstrumentor"]

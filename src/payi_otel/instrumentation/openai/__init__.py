@@ -24,14 +24,16 @@ Units (through :func:`payi_otel.units.to_units`):
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from packaging.version import InvalidVersion, Version
+
 from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
 from payi_otel.instrumentation._stainless import error_info
+from payi_otel.instrumentation._wrapping import Target
 from payi_otel.settings import parse_bool
 
 from ._operation import State
@@ -87,23 +89,12 @@ def _azure_mapping(value: Any) -> dict[str, str]:
     raise ValueError("azure_deployments: must be a mapping of deployment name to model name (str -> str)")
 
 
-def _sdk_accepts_stream_options() -> bool:
+def _sdk_accepts_stream_options(version: str | None) -> bool:
     """openai before 1.26 has no ``stream_options`` parameter: injecting it would raise TypeError in the caller."""
     try:
-        from openai.resources.chat import Completions
-
-        return "stream_options" in inspect.signature(Completions.create).parameters
-    except Exception:  # pragma: no cover - an SDK we cannot read: do not touch the request
+        return version is not None and Version(version) >= Version("1.26")
+    except InvalidVersion:  # pragma: no cover - an SDK we cannot read: do not touch the request
         return False
-
-
-def _openai_version() -> str | None:
-    try:
-        from openai import __version__
-
-        return __version__
-    except ImportError:  # pragma: no cover
-        return None
 
 
 class OpenAIInstrumentor(ProviderInstrumentor):
@@ -117,19 +108,22 @@ class OpenAIInstrumentor(ProviderInstrumentor):
 
     _instruments = ("openai >= 1.30, < 4",)  # the oldest release the test matrix has passed on
 
-    def _instrument(self, **kwargs: Any) -> None:
-        load_sdk_types()
+    _package = _distribution = "openai"
+
+    def _prepare(self, kwargs: Mapping[str, Any]) -> Callable[[str | None], list[Target]]:
         inject = kwargs.get("inject_stream_usage")
         if inject is None:
             inject = _env_setting(ENV_INJECT_STREAM_USAGE, lambda raw: parse_bool(raw, ENV_INJECT_STREAM_USAGE), True)
         else:
             inject = parse_bool(inject, "inject_stream_usage")
-        inject = inject and _sdk_accepts_stream_options()
         azure = _azure_mapping(kwargs.get("azure_deployments"))
-        version = _openai_version()
         core = self._span_core(kwargs, error_info)
-        state = State(core, azure, inject, version or "unknown")
-        self._wrap(targets(state), version)
+
+        def build(version: str | None) -> list[Target]:
+            load_sdk_types()
+            return targets(State(core, azure, inject and _sdk_accepts_stream_options(version), version or "unknown"))
+
+        return build
 
 
 __all__ = ["OpenAIInstrumentor", "parse_azure_deployments"]
