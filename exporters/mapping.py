@@ -34,7 +34,6 @@ from payi_otel import protocol as P
 
 from .attribute_values import OutputTools, first, flag, function_calls, integer, semconv_units, strings, ttft_ms
 from .key_plans import REQUEST_PROPERTY, UNITS, KeyPlan, key_plan, known_plan, read, simple_units, to_int
-from .otlp import spans_from_otlp_request
 from .views import SpanView, gc_paused, view_from_readable_span
 from .wire_forms import ATTRIBUTION_FIELDS, render_bulk_item, render_single
 
@@ -278,6 +277,8 @@ def events_from_otlp_request(
     Same arguments and errors as :func:`~payi_otel.exporters.otlp.spans_from_otlp_request`;
     spans that are not provider calls give no event.
     """
+    from .otlp import spans_from_otlp_request  # the OTLP decoders load with the first request, not the exporter
+
     with gc_paused():
         return [
             event
