@@ -38,6 +38,8 @@ LAZY_APP = """
 import payi_otel
 payi_otel.instrument(use_case_name="lazy")
 print("AFTER_INSTRUMENT", json.dumps(imported()), flush=True)
+# nor do the instrumentation's own modules for those SDKs
+print("OWN_MODULES", json.dumps(sorted(m for m in sys.modules if m.endswith(("._targets", "._calls")))), flush=True)
 
 import httpx2, openai
 from openai.resources.chat.completions import Completions
@@ -103,6 +105,7 @@ def test_instrument_imports_no_sdk_and_each_is_wrapped_when_the_app_imports_it(t
     stdout, events = run(LAZY_APP.format(chat=str(chat)), tmp_path)
 
     assert line(stdout, "AFTER_INSTRUMENT") == []
+    assert line(stdout, "OWN_MODULES") == []
     assert line(stdout, "WRAPPED") == {
         "openai": True,
         "anthropic": True,

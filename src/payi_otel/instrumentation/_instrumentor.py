@@ -38,12 +38,16 @@ class ProviderInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base 
 
     def _instrument(self, **kwargs: Any) -> None:
         build = self._prepare(kwargs)
-        sdk_version = self.sdk_version()
         wraps = self._wraps = WrapSet()
-        wraps.on_import(self._package, lambda: wraps.wrap(build(sdk_version), sdk_version))
+
+        def when_imported() -> None:
+            sdk_version = self.sdk_version()
+            wraps.wrap(build(sdk_version), sdk_version)
+
+        wraps.on_import(self._package, when_imported)
 
     def sdk_version(self) -> str | None:
-        """The installed SDK's version, read from its distribution (without importing it)."""
+        """The installed SDK's version, read from its distribution."""
         try:
             return version(self._distribution)
         except PackageNotFoundError:  # pragma: no cover - instrument() checks _instruments first

@@ -21,7 +21,6 @@ from typing import Any
 from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
 from payi_otel.instrumentation._wrapping import Target
 
-from ._calls import BedrockCalls
 from ._errors import error_info
 from ._resources import resolve
 
@@ -41,6 +40,8 @@ class BedrockInstrumentor(ProviderInstrumentor):
         core = self._span_core(kwargs, error_info)
 
         def build(version: str | None) -> list[Target]:
+            from ._calls import BedrockCalls  # the instrumentation's modules load with botocore, not before
+
             calls = BedrockCalls(core, f"botocore/{version or 'unknown'}")
             return [  # the aiobotocore row is wrapped when aiobotocore is imported
                 Target("botocore.client", "BaseClient", "_make_api_call", calls),

@@ -16,7 +16,6 @@ from typing import Any
 from payi_otel.instrumentation._instrumentor import ProviderInstrumentor
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.instrumentation.google_genai._read import error_info
-from payi_otel.instrumentation.google_genai._targets import PROVIDER_GEMINI, PROVIDER_VERTEX, State, targets
 
 
 class GoogleGenAIInstrumentor(ProviderInstrumentor):
@@ -33,7 +32,13 @@ class GoogleGenAIInstrumentor(ProviderInstrumentor):
 
     def _prepare(self, kwargs: Mapping[str, Any]) -> Callable[[str | None], list[Target]]:
         core = self._span_core(kwargs, error_info)
-        return lambda version: targets(State(core, version or "unknown"))
+
+        def build(version: str | None) -> list[Target]:
+            from ._targets import State, targets  # the instrumentation's modules load with the SDK, not before
+
+            return targets(State(core, version or "unknown"))
+
+        return build
 
 
-__all__ = ["PROVIDER_GEMINI", "PROVIDER_VERTEX", "GoogleGenAIInstrumentor"]
+__all__ = ["GoogleGenAIInstrumentor"]

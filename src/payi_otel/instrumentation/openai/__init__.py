@@ -36,10 +36,6 @@ from payi_otel.instrumentation._stainless import error_info
 from payi_otel.instrumentation._wrapping import Target
 from payi_otel.settings import parse_bool
 
-from ._operation import State
-from ._request import load_sdk_types
-from ._targets import targets
-
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -120,6 +116,10 @@ class OpenAIInstrumentor(ProviderInstrumentor):
         core = self._span_core(kwargs, error_info)
 
         def build(version: str | None) -> list[Target]:
+            from ._operation import State  # the instrumentation's modules load with the SDK, not before
+            from ._request import load_sdk_types
+            from ._targets import targets
+
             load_sdk_types()
             return targets(State(core, azure, inject and _sdk_accepts_stream_options(version), version or "unknown"))
 
