@@ -14,6 +14,8 @@ Layout (little-endian)::
     records  u32 length, u32 length ^ CHECK, then `length` bytes of JSON:
              [name, start_ns, end_ns, trace_id_hex, span_id, is_error, status_message, attributes,
               parent_span_id, resource_properties]
+             (trace_id_hex as ``hex()`` writes it, "0x" and no leading zeros; earlier versions wrote
+             32 digits: both read back by ``int(..., 16)``)
     tail     zeros up to the end of the file
 
 A record's payload is copied first and its 8-byte header last, so a record torn by a kill has no
