@@ -5,6 +5,7 @@ right outcome, and the caller sees exactly what it sees without instrumentation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 
@@ -15,7 +16,7 @@ from _openai_helpers import Telemetry, payi_event, usage_complete
 
 from payi_otel import attributes as A
 from payi_otel.instrumentation.anthropic import AnthropicInstrumentor
-from payi_otel.testing.replay import Cassette
+from payi_otel.testing.replay import Cassette, _decoded
 
 CASSETTE, RECORDED = load("test_anthropic_tools_streaming_legacy")
 REQUEST = {k: v for k, v in RECORDED.request_body.items() if k != "stream"}
@@ -252,3 +253,63 @@ def test_stream_lifecycle(name: str, is_async: bool):
         assert attrs[A.ERROR_TYPE] == "KeyError"
     else:
         assert A.ERROR_TYPE not in attrs
+
+
+# --- a stream that fails while it is read ----------------------------------------------------------------
+def _failing_client(ending: bytes, is_async: bool):
+    """The recorded stream cut after its first content delta, then ``ending`` (an error event, or nothing: the
+    connection ends without ``message_stop``)."""
+    blocks = _decoded(RECORDED).split(b"\n\n")
+    first_delta = next(i for i, b in enumerate(blocks) if b"content_block_delta" in b)
+    body = b"\n\n".join(blocks[: first_delta + 1]) + b"\n\n" + ending
+    headers = tuple((k, v) for k, v in RECORDED.headers if k.lower() != "content-encoding")
+    cut = dataclasses.replace(RECORDED, body=body, headers=headers)
+    return client_for(cut, Cassette([cut]), is_async=is_async)
+
+
+OVERLOADED = (
+    b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("how", ["create", "manager"])
+def test_a_stream_failing_after_its_response_began_is_a_failed_call(how: str, is_async: bool):
+    """An ``error`` event mid-stream (HTTP status 200): the caller gets the SDK's exception unchanged, and the call
+    is recorded as a failure (status 299, ``system.failure``), its partial usage marked incomplete."""
+
+    async def read_async(c):
+        if how == "create":
+            async for _ in await c.messages.create(stream=True, **REQUEST):
+                pass
+        else:
+            async with c.messages.stream(**REQUEST) as stream:
+                await stream.get_final_message()
+
+    def read(c):
+        if is_async:
+            asyncio.run(read_async(c))
+        elif how == "create":
+            for _ in c.messages.create(stream=True, **REQUEST):
+                pass
+        else:
+            with c.messages.stream(**REQUEST) as stream:
+                stream.get_final_message()
+
+    with pytest.raises(anthropic.APIStatusError) as bare:
+        read(_failing_client(OVERLOADED, is_async))
+    telemetry = Telemetry()
+    instrumentor = AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+                            skip_dep_check=True)  # fmt: skip
+    try:
+        with pytest.raises(anthropic.APIStatusError) as seen:
+            read(_failing_client(OVERLOADED, is_async))
+    finally:
+        instrumentor.uninstrument()
+    assert type(seen.value) is type(bare.value) and str(seen.value) == str(bare.value)
+    event = payi_event(telemetry.one_span())
+    assert event["http_status_code"] == 299
+    assert event["properties"]["system.failure"] == type(seen.value).__name__
+    assert "Overloaded" in event["properties"]["system.failure.description"]
+    assert usage_complete(event) is False

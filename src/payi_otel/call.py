@@ -135,7 +135,7 @@ class Call:
         try:
             rec = self.record
             status, request_id = self.core.error_info(exc)
-            if rec.status_code is None and status is not None:
+            if rec.status_code is None and status is not None and status >= 400:  # (an error event carries 200)
                 rec.status_code = status
             if rec.response_id is None and request_id is not None:
                 rec.response_id = request_id

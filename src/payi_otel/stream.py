@@ -115,6 +115,15 @@ class _Tracker:
             logger.debug("stream finalization failed", exc_info=True)
             self.call.end()
 
+    def read_failed(self, error: BaseException) -> None:
+        """Reading the stream raised ``error`` (an error event, a dropped connection): the call failed after
+        its response had begun, a client-side failure (status 299), unless the error carries a provider
+        error status of its own."""
+        rec = self.call.record
+        if rec.status_code is not None and rec.status_code < 400:
+            rec.status_code = None
+        self.finish(ERROR, error)
+
     def first_sync(self) -> Any:
         """The first read of a synchronous stream: resolve the source's reader, then read."""
         self.next = _sync_next(self.source)
@@ -133,7 +142,7 @@ class _Tracker:
                 self.finish(COMPLETED)
                 raise
             except BaseException as exc:
-                self.finish(ERROR, exc)
+                self.read_failed(exc)
                 raise
             finally:
                 leave(token)  # across the await: checked
@@ -201,7 +210,7 @@ def _chunks(proxy: StreamProxy, t: _Tracker) -> Iterator[Any]:
             t.finish(COMPLETED)
             return
         except BaseException as exc:
-            t.finish(ERROR, exc)
+            t.read_failed(exc)
             raise
         try:
             if t.on_chunk(chunk) is False:
