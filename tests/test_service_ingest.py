@@ -112,6 +112,30 @@ def test_unpriced_event_is_stored_with_reason_never_zero(client):
     assert stored["cost"] is None
 
 
+INCOMPLETE = {"system.usage_incomplete": "true", "system.usage_incomplete.reason": "stream closed early"}
+
+
+@pytest.mark.parametrize(
+    ("status", "units", "priced"),
+    [
+        (200, {"text": {"input": 17, "output": 3}}, False),  # a stream left before its final usage report
+        (299, {"text": {"input": 17, "output": 3}}, False),  # a stream that failed after its response began
+        (299, {}, False),  # a dropped connection before any usage was seen: the cost is unknown, not $0
+        (429, {}, True),  # an error status: the provider bills nothing
+    ],
+)
+def test_usage_not_reported_in_full_is_not_priced_as_a_cost(client, status, units, priced):
+    event = {"category": "system.openai", "resource": "gpt-4o", "units": units, "http_status_code": status}
+    result = client.post("/api/v1/ingest", json={**event, "properties": INCOMPLETE}).json()["xproxy_result"]
+    stored = client.get(f"/api/v1/requests/{result['request_id']}/result").json()["xproxy_result"]
+    if priced:
+        assert result["cost"]["total"]["base"] == 0 and stored["cost"]["total"]["base"] == 0
+    else:
+        assert result["cost"] is None and stored["cost"] is None
+        expected = "usage not reported in full" if units else "usage not reported"
+        assert result["warnings"] == [f"unpriced: {expected} (stream closed early)"]
+
+
 def test_backfilled_event_is_priced_at_the_price_then(client):
     # genai-prices: o3 cost $10/$40 per MTok until 2025-06-10, then $2/$8.
     units = {"text": {"input": 1000, "output": 100}}

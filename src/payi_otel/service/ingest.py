@@ -323,7 +323,9 @@ class Ingestor:
         status = event.http_status_code
         failed = status is not None and (status >= 400 or status == P.FAILURE_STATUS)
         sent = event.properties or {}
-        unreported = not failed and not (input_tokens or output_tokens) and sent.get(P.USAGE_INCOMPLETE) == "true"
+        # Usage the provider did not report in full is not priced (a guess is not a cost), unless the provider
+        # answered with an error status, which it does not bill.
+        unreported = sent.get(P.USAGE_INCOMPLETE) == "true" and not (status is not None and status >= 400)
         price = price_event(self.store, self.pricer, event, attr, units, event_ms, when, unreported)
         properties = {k: v for k, v in sent.items() if v is not None}
         if failed and P.FAILURE not in properties:

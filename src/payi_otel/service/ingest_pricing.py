@@ -42,12 +42,17 @@ def price_event(
     unreported: bool,
 ) -> PriceResult:
     """The price of ``units`` at the event's time: a custom price version of the application's, else the
-    catalog's. ``unreported``: a successful call whose usage the provider never reported, whose cost is unknown
-    (not $0)."""
+    catalog's. ``unreported``: a call whose usage the provider did not report in full (none, or a stream left
+    before its final usage report), whose cost is unknown (not $0, nor the price of the partial units)."""
     sent = event.properties or {}
     if unreported:
         reason = sent.get(P.USAGE_INCOMPLETE_REASON) or "usage not reported"
-        return PriceResult(priced=False, unpriced_reason=f"usage not reported ({reason})")
+        what = (
+            "usage not reported in full"
+            if any(u["input"] or u["output"] for u in units.values())
+            else "usage not reported"
+        )
+        return PriceResult(priced=False, unpriced_reason=f"{what} ({reason})")
     # xProxy-PriceAs-*: price the call as another category/resource; it stays stored as sent.
     price_category = attr.price_as_category or event.category
     price_resource = attr.price_as_resource or event.resource
