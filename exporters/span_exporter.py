@@ -237,6 +237,7 @@ class PayiSpanExporter(SpanExporter):
             return
         self._shutdown = True
         if self._journal is not None:
+            finished.end_calls_left_at_exit()  # at exit: streams still held unfinished, while the journal is open
             finished.remove_sink(self._journal.record)
             try:
                 self._journal.close()

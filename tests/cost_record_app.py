@@ -6,10 +6,11 @@
 Makes N rounds of three real openai calls (chat, streamed chat, embeddings) inside
 ``track_context(use_case_name="billing", user_id="ursula")``. Only the SDK's HTTP transport is
 replaced: it answers with the recorded bodies, each chat answer under a fresh response id (as the
-provider gives), so every call is a distinct cost record. Then it prints ``RETURNED <n calls>`` and,
-with ``PAYI_APP_WAIT=1``, sleeps until it is killed. ``PAYI_APP_PEERS`` (comma list: ``openai_v2``,
-``openllmetry``) instruments those peer instrumentations in code, before (``PAYI_APP_PEERS_FIRST=1``)
-or after ours.
+provider gives), so every call is a distinct cost record. With ``PAYI_APP_KEEP_STREAM=1`` one more
+streamed chat is read for one chunk and kept, unfinished, in a module global until the process exits.
+Then it prints ``RETURNED <n calls>`` and, with ``PAYI_APP_WAIT=1``, sleeps until it is killed.
+``PAYI_APP_PEERS`` (comma list: ``openai_v2``, ``openllmetry``) instruments those peer instrumentations in
+code, before (``PAYI_APP_PEERS_FIRST=1``) or after ours.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def client(path: Path) -> openai.OpenAI:
                          http_client=HTTP.Client(transport=transport), max_retries=0)  # fmt: skip
 
 
+kept: object = None  # PAYI_APP_KEEP_STREAM: a stream the program holds, unfinished, until it exits
+
+
 def instrument_peers() -> None:
     for name in filter(None, os.environ.get("PAYI_APP_PEERS", "").split(",")):
         if name == "openai_v2":
@@ -86,7 +90,13 @@ def main(rounds: int) -> None:
             for _chunk in stream.chat.completions.create(model="gpt-4", messages=MESSAGES, stream=True):
                 pass
             embeddings.embeddings.create(model="text-embedding-3-small", input="x")
-    print("RETURNED", 3 * rounds, flush=True)
+        calls = 3 * rounds
+        if os.environ.get("PAYI_APP_KEEP_STREAM") == "1":
+            global kept
+            kept = stream.chat.completions.create(model="gpt-4", messages=MESSAGES, stream=True)
+            next(iter(kept))
+            calls += 1
+    print("RETURNED", calls, flush=True)
     if os.environ.get("PAYI_APP_WAIT") == "1":
         time.sleep(600)
 

@@ -107,6 +107,23 @@ def test_sigkill_right_after_the_calls_returned_loses_nothing_and_sends_nothing_
         assert not list(spool.glob("journal-*")) and not list(spool.glob("batch-*.jsonl"))
 
 
+@pytest.mark.parametrize("zero_code", [True, False], ids=["zero-code", "in-code"])
+def test_a_stream_still_held_unfinished_at_exit_is_recorded_once(zero_code, tmp_path):
+    """A stream read partway and kept in a module global when the program exits normally: its garbage collection
+    would come after the exporter has closed, so it is ended (abandoned) at exit, while the journal is open."""
+    with running_service(tmp_path / "data") as service:
+        env = app_env(service, tmp_path / "spool", zero_code=zero_code, PAYI_APP_KEEP_STREAM="1")
+        out = subprocess.run(command(1, zero_code=zero_code), env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "RETURNED 4" in out.stdout
+        rows = wait_rows(service.data_dir, 4)
+    assert len(rows) == 4 and len({r["provider_response_id"] for r in rows}) == 4
+    assert {(r["use_case_name"], r["user_id"]) for r in rows} == {("billing", "ursula")}
+    (kept,) = [r for r in rows if r["properties"].get("system.usage_incomplete") == "true"]
+    assert kept["resource"] == "gpt-4" and kept["cost_total"] is None  # partial usage: not priced as a cost
+    assert "abandoned" in kept["properties"]["system.usage_incomplete.reason"]
+
+
 def test_the_journaled_event_is_the_event_the_span_maps_to(tmp_path):
     """One mapping: the event made from the journal equals the exporter's event for our span."""
     import cost_record_app as app

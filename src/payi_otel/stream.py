@@ -9,7 +9,7 @@ wrapped object need not be an iterator: it is asked for one at the first read, a
 
 The stream ends on exhaustion (``completed``), an error while iterating (``error``), ``close()`` /
 ``aclose()`` or leaving a ``with`` block (``closed_early``; ``error`` if the block raised), or garbage
-collection of an abandoned stream (``abandoned``).
+collection of an abandoned stream, or the program's exit while it still holds the stream (``abandoned``).
 
 The call's span is current only while a chunk is being read (so requests a lazy stream makes while it
 is iterated nest under it), never while the caller holds the stream. Which chunk is the first token is
@@ -23,8 +23,10 @@ makes of the entered object (usually a stream proxy around it); leaving ends tha
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import wrapt
 from opentelemetry import context as otel_context
 
+from payi_otel import finished
 from payi_otel.core import ABANDONED, CLOSED_EARLY, COMPLETED, ERROR, Call
 from payi_otel.fastcontext import enter as _enter
 from payi_otel.fastcontext import leave as _leave
@@ -85,7 +88,7 @@ class _Tracker:
     entering a context of the stream's own; asynchronous ones: one ``ContextVar`` set and reset around the
     read, which spans an ``await``), and the handler's ``on_chunk``."""
 
-    __slots__ = ("call", "context", "done", "handler", "next", "on_chunk", "run", "source")
+    __slots__ = ("__weakref__", "call", "context", "done", "handler", "next", "on_chunk", "run", "source")
 
     def __init__(self, call: Call, handler: StreamHandler, source: Any) -> None:
         self.call = call
@@ -99,6 +102,7 @@ class _Tracker:
         bind = getattr(handler, "bind", None)
         if bind is not None:
             bind(self.use)
+        _unfinished.add(self)
 
     def use(self, on_chunk: Callable[[Any], object]) -> None:
         """The handler's reader for the chunks that follow (see :class:`StreamHandler`)."""
@@ -109,6 +113,7 @@ class _Tracker:
         if self.done:
             return
         self.done = True
+        _unfinished.discard(self)
         try:
             self.handler.on_end(self.call, outcome, error)
         except Exception:
@@ -152,6 +157,21 @@ class _Tracker:
             except Exception:
                 logger.debug("stream chunk processing failed", exc_info=True)
                 return chunk
+
+
+_unfinished: weakref.WeakSet[_Tracker] = weakref.WeakSet()  # the streams not finished yet
+
+
+def _end_streams_left_at_exit() -> None:
+    """At exit, the streams the program still holds unfinished (see :mod:`payi_otel.finished`), as abandoned."""
+    for tracker in list(_unfinished):
+        tracker.finish(ABANDONED)
+
+
+finished.add_exit_ender(_end_streams_left_at_exit)
+# Usually before the tracer provider's own exit handler (registered earlier) shuts its exporters down; the Pay-i
+# exporter also asks for it when it shuts down, whichever comes first.
+atexit.register(finished.end_calls_left_at_exit)
 
 
 class _StreamBookkeeping(_ProxyBase):
