@@ -107,6 +107,30 @@ def test_with_streaming_response_closed_unread(tel):
     assert event["properties"]["system.usage_incomplete"] == "true"
 
 
+@pytest.mark.parametrize("read", ["json", "read", "text"])
+def test_with_streaming_response_read_without_parse(tel, read):
+    """The whole body read some other way than ``parse()``: the usage in it is recorded all the same, and the
+    response the caller holds is not touched (its own ``parse()`` afterwards is the SDK's)."""
+    c = client_for(TOOLS, Cassette([TOOLS]))
+    with c.messages.with_streaming_response.create(**request(TOOLS)) as response:
+        body = getattr(response, read)()
+        if read == "json":
+            assert body["id"] == TOOLS.json()["id"]
+        else:
+            assert json.loads(body)["id"] == TOOLS.json()["id"]
+    assert not response._parsed_by_type  # nothing parsed on the caller's object
+    event = assert_tools_event(tel)
+    assert "system.usage_incomplete" not in event.get("properties", {})
+
+
+def test_with_streaming_response_closed_unread_body(tel):
+    c = client_for(TOOLS, Cassette([TOOLS]))
+    with c.messages.with_streaming_response.create(**request(TOOLS)):
+        pass
+    event = payi_event(tel.one_span())
+    assert event["properties"]["system.usage_incomplete.reason"] == "raw response closed before its body was read"
+
+
 def test_cache_writes_and_reads(tel):
     c = client_for(CACHED, CACHE_CASSETTE)
     write, read = (c.messages.create(**i.request_body) for i in CACHE_CASSETTE.interactions)

@@ -282,15 +282,27 @@ def test_with_streaming_response_parsed_records_usage(is_async, instrumented):
     assert attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] == CHAT.json()["usage"]["completion_tokens"]
 
 
-def test_with_streaming_response_read_without_parse_still_ends_span(instrumented):
-    client = replay(CHAT)
-    with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as r:
-        text = r.read()
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_with_streaming_response_read_without_parse_records_usage(is_async, instrumented):
+    """The body read with ``read()``, not ``parse()``: the usage in it is recorded, and the caller's response
+    object is left as it was (nothing parsed on it)."""
+    client = replay(CHAT, is_async=is_async)
+
+    async def go_async():
+        async with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as r:
+            return r, await r.read()
+
+    def go_sync():
+        with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as r:
+            return r, r.read()
+
+    response, text = asyncio.run(go_async()) if is_async else go_sync()
     assert json.loads(text)["id"] == CHAT.json()["id"]
+    assert not response._parsed_by_type
     attrs = instrumented.one_span().attributes
-    assert attrs[A.PAYI_USAGE_COMPLETE] is False
+    assert attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] == CHAT.json()["usage"]["completion_tokens"]
     event = payi_event(instrumented.one_span())
-    assert event["http_status_code"] == 200 and not usage_complete(event)
+    assert event["http_status_code"] == 200 and usage_complete(event)
 
 
 # --- errors ------------------------------------------------------------------------------------------

@@ -93,12 +93,34 @@ class _Pending:
         self.op.end(self.call)
         return result
 
-    def closed(self) -> None:
+    def closed(self, raw: Any) -> None:
         if self.proxy is not None:
             self.proxy.payi_close()
         elif not self.call.ended:
-            self.call.record.usage_incomplete_reason = "raw response closed before its body was parsed"
+            rec = self.call.record
+            parsed = None if rec.stream else _body_read(raw)
+            if parsed is not None:  # read with read() / json() / text(), not parse(): the same result object
+                self.op.read(rec, parsed, self.call.capture_content)
+            elif rec.stream:
+                rec.usage_incomplete_reason = "raw stream closed without parse(): its events were not read for usage"
+            else:
+                rec.usage_incomplete_reason = "raw response closed before its body was read"
             self.op.end(self.call)
+
+
+def _body_read(raw: Any) -> Any:
+    """What ``raw.parse()`` would return, built apart from ``raw`` (whose own parse cache stays untouched), when
+    the caller has read the whole body some other way; None when it has not (or it cannot be built)."""
+    http_response = getattr(raw, "http_response", None)
+    if http_response is None or not hasattr(http_response, "_content"):  # httpx keeps a body once it is read
+        return None
+    try:
+        return raw._client._process_response_data(
+            data=http_response.json(), cast_to=raw._cast_to, response=http_response
+        )
+    except Exception:
+        logger.debug("could not read a raw response's body for usage", exc_info=True)
+        return None
 
 
 def _abandoned(op: RawReader, call: Call) -> None:
@@ -164,7 +186,7 @@ class RawResponses:
             pending = self.pending.pop(instance, None)
             if pending is not None:
                 try:
-                    pending.closed()
+                    pending.closed(instance)
                 except Exception:
                     logger.debug("could not finish a closed raw response", exc_info=True)
         return wrapped(*args, **kwargs)
