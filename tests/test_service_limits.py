@@ -262,6 +262,12 @@ def test_errors_have_payi_shape_everywhere(client, svc):
     r = client.put("/api/v1/limits/x", json={"max": 1, "threshold": 0.5})
     assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "update_limit_validation_failed"
     assert "threshold" in r.json()["message"]
+    # numbers that are not finite (JSON parsers read 1e999 as infinity): refused, never stored as null
+    for body in (b'{"limit_name": "inf", "max": 1e999}', b'{"limit_name": "inf", "max": Infinity}',
+                 b'{"limit_name": "nan", "max": NaN}'):  # fmt: skip
+        r = client.post("/api/v1/limits", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["xproxy_error"]["code"] == "invalid_max_limit", r.text
+        assert "max" in r.json()["message"]
 
 
 def test_swagger_page_loads_nothing_from_the_internet(svc):

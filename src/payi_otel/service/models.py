@@ -31,7 +31,7 @@ EventTimestamp = Annotated[AwareDatetime, AfterValidator(_sane_year)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999, Infinity, NaN: refused
 
 
 class IngestUnits(_Strict):

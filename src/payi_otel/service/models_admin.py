@@ -47,7 +47,7 @@ class Organization(BaseModel):
 
 
 class CreateApplication(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999, Infinity, NaN: refused
 
     name: Name
     group: Name = "default"

@@ -12,7 +12,7 @@ MaxUnits = Annotated[int | None, Field(ge=0, le=2**63 - 1, description="At most 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999, Infinity, NaN: refused
 
 
 class UnitPrices(_Strict):

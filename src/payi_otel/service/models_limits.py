@@ -20,7 +20,7 @@ _SCHEDULE_DOC = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999, Infinity, NaN: refused
 
 
 class LimitCreate(_Strict):

@@ -17,7 +17,7 @@ Text = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999, Infinity, NaN: refused
 
 
 class LimitConfig(_Strict):

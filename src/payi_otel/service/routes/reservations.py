@@ -24,7 +24,7 @@ INGEST_BLOCK_LIMITS_ENV = "PAYI_OTEL_INGEST_BLOCK_LIMITS"
 
 
 class ReservationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999, Infinity, NaN: refused
 
     limit_ids: Annotated[TextList, Field(min_length=1, description="The limits in effect for the call")]
     category: NonEmptyText
