@@ -29,7 +29,7 @@ def payi(svc):
         yield p
 
 
-def test_definitions_versions_and_instances(payi, client):
+def test_definitions_versions_and_instances(payi, client, svc):
     d = payi.use_cases.definitions.create(name="summarize", description="Summaries", logging_enabled=False)
     assert (d.name, d.description, d.type_version, d.logging_enabled) == ("summarize", "Summaries", 1, False)
     with pytest.raises(BadRequestError) as exc:
@@ -92,7 +92,9 @@ def test_definitions_versions_and_instances(payi, client):
     assert names == ["summarize"]
     client.post("/api/v1/ingest", json=GPT4O, headers={"xProxy-UseCase-Name": "seen-on-ingest"})
     assert [x.name for x in payi.use_cases.definitions.list(limit=1)] == ["summarize", "seen-on-ingest"]
-    assert payi.use_cases.definitions.retrieve("seen-on-ingest").description is None
+    with Payi(api_key=svc.api_key, base_url=svc.base_url, _strict_response_validation=True) as strict:
+        assert strict.use_cases.definitions.retrieve("seen-on-ingest").description == ""  # the client's str
+        assert [x.name for x in strict.use_cases.definitions.list()] == ["summarize", "seen-on-ingest"]
     payi.use_cases.definitions.delete("seen-on-ingest")
     with pytest.raises(NotFoundError) as exc:
         payi.use_cases.definitions.retrieve("seen-on-ingest")

@@ -44,7 +44,7 @@ class DefinitionUpdate(_Strict):
 class Definition(BaseModel):
     request_id: str
     name: str
-    description: str | None = Field(None, description="null for a use case first seen on ingest")
+    description: str = Field(description='"" for a use case first seen on ingest, until one is set')
     type_version: int = Field(description="The newest version; instances get it unless they pin one")
     limit_config: LimitConfig | None = None
     logging_enabled: bool | None = None

@@ -41,7 +41,7 @@ def definition_body(d: DefinitionRecord) -> dict[str, Any]:
     return {
         "request_id": request_id(),
         "name": d.name,
-        "description": d.description,
+        "description": d.description or "",  # the client's model requires a string: "" until one is set
         "type_version": d.version,
         "limit_config": d.limit_config,
         "logging_enabled": d.logging_enabled,
